@@ -1,0 +1,123 @@
+//! Typed D-Bus proxies for the daemon's API; `osm-hostctl` and the tests use them.
+//!
+//! Interface summary (the daemon's `dbus` module implements it):
+//!
+//! Manager (`/uk/co/devtank/OsmHost1`):
+//! - `CreateContainer(name s, base s, options a{sv}) -> o`; options: `autostart` b,
+//!   `memory` t (bytes), `cpus` u, `layers` as.
+//! - `StartContainer(name s)`, `StopContainer(name s, force b, timeout u)` (timeout in
+//!   seconds, 0 = default), `RestartContainer(name s, timeout u)`,
+//!   `DeleteContainer(name s, force b)`, `GetContainer(name s) -> o`.
+//! - `BuildBase(name s, recipe s) -> o` (recipe = TOML text; returns a job),
+//!   `ImportBase(name s, archive h) -> o` (an open tar/tar.gz/tar.zst; returns a job),
+//!   `DeleteBase(name s)`, `GetBase(name s) -> o`.
+//! - properties `Version` s, `StoreRoot` s.
+//!
+//! Container (`.../container/<escaped>`): `Start()`, `Stop(force b, timeout u)`,
+//! `Restart(timeout u)`, `Delete(force b)`, `GetDiskUsage() -> t`; properties `Name`,
+//! `State` (stopped|starting|running|stopping), `InitPid` u, `Base`, `Layers` as,
+//! `Addresses` as, `MacAddress`, `Autostart` b, `MemoryLimit` t, `CpuLimit` u (0 = none),
+//! `CreatedAt` t, `StartedAt` t (µs since the epoch, 0 when not running).
+//!
+//! Base (`.../base/<escaped>`): `Delete()`; properties `Name`, `CreatedAt` t, `Source` s,
+//! `UsedBy` as.
+//!
+//! Job (`.../job/<id>`): properties `Id` t, `Kind` s, `Target` s, `Progress` d (0..1),
+//! `State` (running|completed|failed), `Message` s; signal `Finished(success b, message s)`.
+
+use std::collections::HashMap;
+use zbus::zvariant::{Fd, OwnedObjectPath, Value};
+
+#[zbus::proxy(
+    interface = "uk.co.devtank.OsmHost1.Manager",
+    default_service = "uk.co.devtank.OsmHost1",
+    default_path = "/uk/co/devtank/OsmHost1"
+)]
+pub trait Manager {
+    fn create_container(
+        &self,
+        name: &str,
+        base: &str,
+        options: HashMap<&str, Value<'_>>,
+    ) -> zbus::Result<OwnedObjectPath>;
+    fn start_container(&self, name: &str) -> zbus::Result<()>;
+    fn stop_container(&self, name: &str, force: bool, timeout: u32) -> zbus::Result<()>;
+    fn restart_container(&self, name: &str, timeout: u32) -> zbus::Result<()>;
+    fn delete_container(&self, name: &str, force: bool) -> zbus::Result<()>;
+    fn get_container(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+    fn build_base(&self, name: &str, recipe: &str) -> zbus::Result<OwnedObjectPath>;
+    fn import_base(&self, name: &str, archive: Fd<'_>) -> zbus::Result<OwnedObjectPath>;
+    fn delete_base(&self, name: &str) -> zbus::Result<()>;
+    fn get_base(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+    #[zbus(property)]
+    fn version(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn store_root(&self) -> zbus::Result<String>;
+}
+
+#[zbus::proxy(
+    interface = "uk.co.devtank.OsmHost1.Container",
+    default_service = "uk.co.devtank.OsmHost1"
+)]
+pub trait Container {
+    fn start(&self) -> zbus::Result<()>;
+    fn stop(&self, force: bool, timeout: u32) -> zbus::Result<()>;
+    fn restart(&self, timeout: u32) -> zbus::Result<()>;
+    fn delete(&self, force: bool) -> zbus::Result<()>;
+    fn get_disk_usage(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn name(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn init_pid(&self) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn base(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn layers(&self) -> zbus::Result<Vec<String>>;
+    #[zbus(property)]
+    fn addresses(&self) -> zbus::Result<Vec<String>>;
+    #[zbus(property)]
+    fn mac_address(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn autostart(&self) -> zbus::Result<bool>;
+    #[zbus(property)]
+    fn memory_limit(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn cpu_limit(&self) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn created_at(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn started_at(&self) -> zbus::Result<u64>;
+}
+
+#[zbus::proxy(interface = "uk.co.devtank.OsmHost1.Base", default_service = "uk.co.devtank.OsmHost1")]
+pub trait Base {
+    fn delete(&self) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn name(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn created_at(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn source(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn used_by(&self) -> zbus::Result<Vec<String>>;
+}
+
+#[zbus::proxy(interface = "uk.co.devtank.OsmHost1.Job", default_service = "uk.co.devtank.OsmHost1")]
+pub trait Job {
+    #[zbus(property)]
+    fn id(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn kind(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn target(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn progress(&self) -> zbus::Result<f64>;
+    #[zbus(property)]
+    fn state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn message(&self) -> zbus::Result<String>;
+    #[zbus(signal)]
+    fn finished(&self, success: bool, message: String) -> zbus::Result<()>;
+}

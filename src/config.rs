@@ -1,0 +1,303 @@
+//! The daemon's configuration, `/etc/osm-host/hostd.toml`.
+//!
+//! Every key is optional and unknown keys are an error, so a typo never silently falls
+//! back to a default.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/osm-host/hostd.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostConfig {
+    /// The store: a Btrfs filesystem or subvolume holding `lxc/`.
+    pub store_root: PathBuf,
+    /// A sparse image formatted and loop-mounted at `store_root` when that is not Btrfs.
+    pub loop_image: Option<PathBuf>,
+    /// Size of `loop_image` when it has to be created, e.g. "20G".
+    pub loop_size: String,
+    /// The file whose managed block lists container names and addresses.
+    pub hosts_file: PathBuf,
+    /// Runtime-only state (logs of LXC, pids, leases); emptied at boot.
+    pub runtime_dir: PathBuf,
+    /// Cache of built base root filesystems, keyed by the recipe's hash.
+    pub cache_dir: PathBuf,
+    pub network: NetworkConfig,
+    pub snapper: SnapperConfig,
+    pub backup: BackupConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    pub bridge: String,
+    pub address: String,
+    pub dhcp_range: String,
+    pub nat: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnapperConfig {
+    pub configs_dir: PathBuf,
+    pub defaults_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupConfig {
+    pub target: String,
+    pub mode: String,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            store_root: PathBuf::from("/srv/osm-lxc"),
+            loop_image: None,
+            loop_size: "20G".into(),
+            hosts_file: PathBuf::from("/etc/hosts"),
+            runtime_dir: PathBuf::from("/run/osm-host"),
+            cache_dir: PathBuf::from("/var/cache/osm-host"),
+            network: NetworkConfig::default(),
+            snapper: SnapperConfig::default(),
+            backup: BackupConfig::default(),
+        }
+    }
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            bridge: "lxcbr0".into(),
+            address: "10.0.3.1/24".into(),
+            dhcp_range: "10.0.3.2-10.0.3.254".into(),
+            nat: true,
+        }
+    }
+}
+
+impl Default for SnapperConfig {
+    fn default() -> Self {
+        SnapperConfig {
+            configs_dir: PathBuf::from("/etc/snapper/configs"),
+            defaults_file: PathBuf::from("/etc/default/snapper"),
+        }
+    }
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        BackupConfig {
+            target: "/srv/backups/lxc".into(),
+            mode: "mirror".into(),
+        }
+    }
+}
+
+impl HostConfig {
+    /// Loads and validates a config file. A missing file at the default path means
+    /// "all defaults"; a missing file anywhere else is an error.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && path == Path::new(DEFAULT_CONFIG_PATH) => {
+                String::new()
+            }
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let cfg: HostConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        cfg.validate().map_err(|message| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        for (key, p) in [
+            ("store_root", &self.store_root),
+            ("runtime_dir", &self.runtime_dir),
+            ("cache_dir", &self.cache_dir),
+            ("hosts_file", &self.hosts_file),
+        ] {
+            if !p.is_absolute() {
+                return Err(format!("{key} = {p:?} must be an absolute path"));
+            }
+        }
+        // LXC's overlay rootfs syntax separates layers with ':'.
+        if self.store_root.to_string_lossy().contains(':') {
+            return Err(format!(
+                "store_root = {:?} must not contain ':' (LXC uses it to separate overlay layers)",
+                self.store_root
+            ));
+        }
+        if let Some(img) = &self.loop_image {
+            if !img.is_absolute() {
+                return Err(format!("loop_image = {img:?} must be an absolute path"));
+            }
+            if img.starts_with(&self.store_root) {
+                return Err(format!("loop_image = {img:?} must not be inside store_root"));
+            }
+        }
+        parse_size(&self.loop_size).map_err(|e| format!("loop_size: {e}"))?;
+        if self.network.bridge.is_empty() || self.network.bridge.len() > 15 {
+            return Err(format!(
+                "network.bridge = {:?} must be an interface name of 1-15 characters",
+                self.network.bridge
+            ));
+        }
+        if !matches!(self.backup.mode.as_str(), "mirror" | "history") {
+            return Err(format!("backup.mode = {:?} must be \"mirror\" or \"history\"", self.backup.mode));
+        }
+        Ok(())
+    }
+
+    /// `<store_root>/lxc`, the root of the on-disk layout.
+    pub fn lxc_root(&self) -> PathBuf {
+        self.store_root.join("lxc")
+    }
+}
+
+/// Parses a size such as `512M`, `2G`, `2GiB`, `1.5G` or a plain byte count.
+/// Suffixes are binary (K = 1024), as LXC, systemd and `truncate` read them.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size; write e.g. 512M, 2G or 1073741824"))?;
+    let mult: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        "T" | "TB" | "TIB" => 1 << 40,
+        other => return Err(format!("{text:?} has an unknown unit {other:?}; use K, M, G or T")),
+    };
+    let bytes = value * mult as f64;
+    if !(bytes.is_finite() && bytes >= 1.0 && bytes < u64::MAX as f64) {
+        return Err(format!("{text:?} is out of range"));
+    }
+    Ok(bytes as u64)
+}
+
+/// Formats a byte count the way people read it (`1.5G`).
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "K", "M", "G", "T"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{bytes}B")
+    } else if v >= 10.0 || v.fract() == 0.0 {
+        format!("{:.0}{}", v, UNITS[i])
+    } else {
+        format!("{:.1}{}", v, UNITS[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_design_defaults() {
+        let c = HostConfig::parse("", Path::new("x.toml")).unwrap();
+        assert_eq!(c.store_root, PathBuf::from("/srv/osm-lxc"));
+        assert_eq!(c.network.bridge, "lxcbr0");
+        assert_eq!(c.network.address, "10.0.3.1/24");
+        assert!(c.network.nat);
+        assert_eq!(c.backup.mode, "mirror");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let err = HostConfig::parse("store_rot = \"/x\"", Path::new("h.toml")).unwrap_err();
+        assert!(err.to_string().contains("store_rot"), "{err}");
+        let err = HostConfig::parse("[network]\nbrige = \"x\"", Path::new("h.toml")).unwrap_err();
+        assert!(err.to_string().contains("brige"), "{err}");
+    }
+
+    #[test]
+    fn design_example_parses() {
+        let text = r#"
+store_root = "/srv/osm-lxc"
+loop_image = "/var/lib/osm-host/store.img"
+loop_size = "20G"
+hosts_file = "/etc/hosts"
+[network]
+bridge = "lxcbr0"
+address = "10.0.3.1/24"
+dhcp_range = "10.0.3.2-10.0.3.254"
+nat = true
+[snapper]
+configs_dir = "/etc/snapper/configs"
+defaults_file = "/etc/default/snapper"
+[backup]
+target = "/srv/backups/lxc"
+mode = "history"
+"#;
+        let c = HostConfig::parse(text, Path::new("h.toml")).unwrap();
+        assert_eq!(c.loop_image, Some(PathBuf::from("/var/lib/osm-host/store.img")));
+        assert_eq!(c.backup.mode, "history");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for text in [
+            "store_root = \"relative\"",
+            "store_root = \"/a:/b\"",
+            "loop_size = \"lots\"",
+            "[backup]\nmode = \"sometimes\"",
+            "[network]\nbridge = \"a-very-long-bridge-name\"",
+            "store_root = \"/srv/x\"\nloop_image = \"/srv/x/img\"",
+        ] {
+            assert!(HostConfig::parse(text, Path::new("h.toml")).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("2G").unwrap(), 2 << 30);
+        assert_eq!(parse_size("512M").unwrap(), 512 << 20);
+        assert_eq!(parse_size("1.5GiB").unwrap(), 3 << 29);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert!(parse_size("2X").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_size("0").is_err());
+        assert_eq!(format_size(2 << 30), "2G");
+        assert_eq!(format_size(3 << 29), "1.5G");
+        assert_eq!(format_size(100), "100B");
+    }
+}
