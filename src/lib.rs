@@ -8,8 +8,17 @@
 pub mod api;
 pub mod base;
 pub mod btrfs;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod error;
 pub mod names;
 pub mod store;
+pub mod engine;
+pub mod fsutil;
+pub mod host;
+pub mod lxc;
+pub mod lxcconf;
+pub mod spec;
+pub mod dbus;
+pub mod privs;

@@ -1,1 +1,105 @@
-fn main(){}
+//! osm-hostd: the root daemon. Owns the Btrfs store, base images and containers, and
+//! serves `uk.co.devtank.OsmHost1` on the system bus.
+
+use anyhow::Context;
+use clap::Parser;
+use osm_host::config::{HostConfig, DEFAULT_CONFIG_PATH};
+use osm_host::engine::Engine;
+use osm_host::host::RealHost;
+use osm_host::lxc::Lxc;
+use osm_host::lxcconf::HostFacts;
+use osm_host::store::Store;
+use osm_host::{api, dbus, privs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use zbus::fdo::{RequestNameFlags, RequestNameReply};
+
+#[derive(Parser)]
+#[command(name = "osm-hostd", version, about = "The osm-host daemon: LXC containers on a Btrfs store, over D-Bus")]
+struct Args {
+    /// Configuration file (every key optional; unknown keys are an error).
+    #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    /// Validate the configuration file and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("OSM_HOSTD_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_ansi(false)
+        .init();
+    match run(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("osm-hostd: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let cfg = HostConfig::load(&args.config)?;
+    if args.check_config {
+        println!("{}: ok", args.config.display());
+        return Ok(());
+    }
+    // Before the runtime exists, so no thread keeps the capabilities.
+    privs::drop_unneeded().context("dropping capabilities")?;
+    let store = Store::open_or_create(&cfg)?;
+    tracing::info!(store = %cfg.store_root.display(), "store ready");
+    let lxc = Lxc::new(&store.containers_dir(), &cfg.runtime_dir.join("lxc"));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(64)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(cfg, store, lxc))
+}
+
+async fn serve(cfg: HostConfig, store: Store, lxc: Lxc) -> anyhow::Result<()> {
+    let engine = Engine::open(cfg, store, HostFacts::detect(), Arc::new(RealHost::new(lxc)))?;
+    tracing::info!(
+        containers = engine.container_names().len(),
+        bases = engine.base_names().len(),
+        "engine ready"
+    );
+    let conn = zbus::connection::Builder::system()
+        .context("finding the system bus (is dbus-daemon running?)")?
+        .build()
+        .await
+        .context("connecting to the system bus (is dbus-daemon running?)")?;
+    dbus::serve(&conn, engine.clone()).await.context("exporting objects")?;
+    let reply = conn
+        .request_name_with_flags(api::BUS_NAME, RequestNameFlags::DoNotQueue.into())
+        .await
+        .with_context(|| format!("requesting the bus name {}", api::BUS_NAME))?;
+    if reply != RequestNameReply::PrimaryOwner {
+        anyhow::bail!("another process owns {} on the system bus; is osm-hostd already running?", api::BUS_NAME);
+    }
+    engine.spawn_reconciler();
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    tracing::info!(bus_name = api::BUS_NAME, "osm-hostd ready");
+    wait_for_shutdown().await;
+    // Containers are not our children: they keep running, and the next start adopts them.
+    tracing::info!("shutting down; containers keep running");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    Ok(())
+}
+
+async fn wait_for_shutdown() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

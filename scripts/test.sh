@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Runs osm-host's whole test suite, as root, on Debian 12 or newer:
+#   Debian packages -> cargo fmt --check -> cargo clippy -D warnings -> cargo build
+#   -> cargo test (unit tests, D-Bus tests, and the root integration tests with real
+#   LXC containers on loop-mounted Btrfs).
+# Stops at the first failing step with a non-zero exit code. Needs no standard input;
+# CI runs it as `bash .ci/run`.
+#
+# Usage: sudo bash scripts/test.sh
+set -euo pipefail
+
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+# The root integration tests refuse to run without root (they must fail, never skip),
+# and installing packages needs root too: say so before spending minutes on a build.
+osm_require_root
+osm_require_debian
+exec </dev/null
+
+osm_step "Debian packages"
+osm_install_packages
+osm_load_modules
+# The same inotify/keyring limits a host gets, so that tests booting several systemd
+# containers do not hit the kernel defaults. Not persisted (nothing is installed).
+for f in "$OSM_REPO_ROOT"/packaging/sysctl.d/*.conf; do
+    if [ -f "$f" ]; then
+        osm_apply_sysctl_file "$f"
+    fi
+done
+
+osm_step "Rust toolchain"
+osm_find_cargo
+osm_check_rust_version
+for tool in fmt clippy; do
+    if ! cargo "$tool" --version >/dev/null 2>&1; then
+        osm_die "cargo $tool is not installed; add it with 'rustup component add rustfmt clippy'"
+    fi
+done
+
+cd "$OSM_REPO_ROOT"
+# A failing test shows where it failed.
+export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+lock_args=()
+mapfile -t lock_args < <(osm_cargo_lock_args)
+
+osm_step "cargo fmt --check"
+cargo fmt --all -- --check
+
+osm_step "cargo clippy (warnings are errors)"
+cargo clippy "${lock_args[@]}" --all-targets -- -D warnings
+
+osm_step "cargo build --all-targets"
+cargo build "${lock_args[@]}" --all-targets
+
+osm_step "cargo test (unit + root integration tests)"
+cargo test "${lock_args[@]}" --all-targets -- --test-threads=2
+
+osm_step "All checks and tests passed"

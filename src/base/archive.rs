@@ -1,0 +1,611 @@
+//! Root filesystem archives: checking an archive before it is unpacked, unpacking it with
+//! GNU tar, and writing the build cache's `.tar.zst`.
+//!
+//! Decompression happens here (the magic bytes decide, not the file name) and GNU tar does
+//! the filesystem work, because it restores everything a rootfs needs: numeric owners,
+//! modes including set-id bits, xattrs (`trusted.*`, `security.capability`), ACLs, hard
+//! links and device nodes (overlay whiteouts are `c 0 0`).
+
+use super::{run_output_tail, BaseError};
+use std::cell::Cell;
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Component, Path};
+use std::process::{Command, Stdio};
+use std::rc::Rc;
+
+/// GNU tar; `/bin` is a symlink to `/usr/bin` on merged-/usr Debian, so this works on both.
+pub(crate) const TAR: &str = "/bin/tar";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+fn detect(file: &mut File) -> Result<Compression, BaseError> {
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| BaseError::io("seeking to the start of the archive", e))?;
+    let mut magic = [0u8; 6];
+    let mut n = 0;
+    while n < magic.len() {
+        match file.read(&mut magic[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(BaseError::io("reading the archive", e)),
+        }
+    }
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| BaseError::io("seeking to the start of the archive", e))?;
+    let m = &magic[..n];
+    if m.starts_with(&[0x1f, 0x8b]) {
+        Ok(Compression::Gzip)
+    } else if m.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Ok(Compression::Zstd)
+    } else if m.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) || m.starts_with(b"BZh") {
+        Err(BaseError::InvalidArchive(
+            "the archive is xz or bzip2 compressed, which is not supported; \
+             recompress it with zstd or gzip (or give a plain tar)"
+                .into(),
+        ))
+    } else if n == 0 {
+        Err(BaseError::InvalidArchive("the archive file is empty".into()))
+    } else {
+        Ok(Compression::None)
+    }
+}
+
+/// A reader over the decompressed archive. `R` is the raw (compressed) byte source.
+fn decoder<'a, R: Read + 'a>(
+    kind: Compression,
+    raw: R,
+) -> Result<Box<dyn Read + 'a>, BaseError> {
+    Ok(match kind {
+        Compression::None => Box::new(raw),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(raw))),
+        Compression::Zstd => Box::new(
+            zstd::stream::read::Decoder::new(raw)
+                .map_err(|e| BaseError::io("starting the zstd decoder", e))?,
+        ),
+    })
+}
+
+fn unsafe_entry(entry: &[u8], reason: impl Into<String>) -> BaseError {
+    BaseError::UnsafeArchive {
+        entry: String::from_utf8_lossy(entry).into_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// Depth below the root after walking `path` from a directory at `depth`, or `None` as soon
+/// as it climbs above the root. `.` components are ignored; absolute paths are the
+/// caller's business.
+fn walk(mut depth: usize, path: &Path) -> Option<usize> {
+    for c in path.components() {
+        match c {
+            Component::Normal(_) => depth += 1,
+            Component::ParentDir => depth = depth.checked_sub(1)?,
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) => {}
+        }
+    }
+    Some(depth)
+}
+
+/// The entry path with `.` components dropped, as a normalized key for the symlink set.
+fn normalized(path: &Path) -> std::path::PathBuf {
+    path.components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .collect()
+}
+
+/// True if a proper prefix of `path` is a symlink seen earlier in the archive: GNU tar would
+/// then write through the link, possibly outside the destination.
+fn under_symlink(symlinks: &HashSet<std::path::PathBuf>, path: &Path) -> bool {
+    let mut p = path.to_path_buf();
+    while p.pop() {
+        if symlinks.contains(&p) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Checks every entry of a tar, tar.gz or tar.zst archive (compression detected from
+/// its magic bytes) and refuses absolute paths, `..` components and links that
+/// escape the root. Reads from the start of `file` whatever its current offset.
+///
+/// Absolute symlink targets are accepted: inside a root filesystem they resolve against
+/// the container's root. Relative symlink targets are resolved from the link's directory
+/// and must stay inside the root; hard link targets must be relative and stay inside.
+pub fn validate_archive(file: &mut File) -> Result<(), BaseError> {
+    let kind = detect(file)?;
+    let reader = decoder(kind, &mut *file)?;
+    let mut archive = tar::Archive::new(reader);
+    let entries = archive.entries().map_err(not_tar)?;
+    let mut count = 0usize;
+    let mut symlinks = HashSet::new();
+    for entry in entries {
+        let mut entry = entry.map_err(not_tar)?;
+        let etype = entry.header().entry_type();
+        if etype == tar::EntryType::XGlobalHeader {
+            // GNU tar would apply a global `path`/`linkpath` to later entries, which this
+            // checker does not model; no real rootfs archive needs one.
+            if let Some(exts) = entry.pax_extensions().map_err(not_tar)? {
+                for ext in exts {
+                    let ext = ext.map_err(not_tar)?;
+                    if matches!(ext.key_bytes(), b"path" | b"linkpath") {
+                        return Err(unsafe_entry(
+                            &entry.path_bytes(),
+                            "is a global pax header that renames entries",
+                        ));
+                    }
+                }
+            }
+            continue;
+        }
+        count += 1;
+        let name = entry.path_bytes().into_owned();
+        let path = entry.path().map_err(not_tar)?.into_owned();
+        if path.has_root() {
+            return Err(unsafe_entry(&name, "has an absolute path"));
+        }
+        if path.components().any(|c| c == Component::ParentDir) {
+            return Err(unsafe_entry(&name, "has a '..' component"));
+        }
+        let path = normalized(&path);
+        if under_symlink(&symlinks, &path) {
+            return Err(unsafe_entry(&name, "lies beneath a symlink of the same archive"));
+        }
+        match etype {
+            tar::EntryType::Symlink => {
+                let target = link_target(&entry, &name)?;
+                // Depth of the link's directory = components of its path minus itself.
+                let dir_depth = path.components().count().saturating_sub(1);
+                if !target.has_root() && walk(dir_depth, &target).is_none() {
+                    return Err(unsafe_entry(
+                        &name,
+                        format!("is a symlink to {target:?}, which climbs above the root"),
+                    ));
+                }
+                symlinks.insert(path);
+            }
+            tar::EntryType::Link => {
+                let target = link_target(&entry, &name)?;
+                if target.has_root() {
+                    return Err(unsafe_entry(
+                        &name,
+                        format!("is a hard link to the absolute path {target:?}"),
+                    ));
+                }
+                if walk(0, &target).is_none() {
+                    return Err(unsafe_entry(
+                        &name,
+                        format!("is a hard link to {target:?}, which climbs above the root"),
+                    ));
+                }
+                if under_symlink(&symlinks, &normalized(&target)) {
+                    return Err(unsafe_entry(
+                        &name,
+                        format!("is a hard link to {target:?}, which lies beneath a symlink"),
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    if count == 0 {
+        return Err(BaseError::InvalidArchive(
+            "the archive has no entries; give a tar of a root filesystem".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn link_target<R: Read>(entry: &tar::Entry<R>, name: &[u8]) -> Result<std::path::PathBuf, BaseError> {
+    match entry.link_name().map_err(not_tar)? {
+        Some(t) if !t.as_os_str().is_empty() => Ok(t.into_owned()),
+        _ => Err(unsafe_entry(name, "is a link without a target")),
+    }
+}
+
+fn not_tar(e: io::Error) -> BaseError {
+    BaseError::InvalidArchive(format!(
+        "the file is not a readable tar archive ({e}); give a tar, tar.gz or tar.zst of a root filesystem"
+    ))
+}
+
+/// Counts the bytes read through it, for progress. The count is shared because the
+/// decompressor owns the reader.
+struct Counting<R> {
+    inner: R,
+    count: Rc<Cell<u64>>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.set(self.count.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// Calls `progress` when the fraction moved by at least 1%, and always at the end.
+pub(crate) struct Throttle<'a> {
+    progress: &'a mut dyn FnMut(f64),
+    last: f64,
+}
+
+impl<'a> Throttle<'a> {
+    pub(crate) fn new(progress: &'a mut dyn FnMut(f64)) -> Self {
+        Throttle { progress, last: -1.0 }
+    }
+    pub(crate) fn report(&mut self, fraction: f64) {
+        let f = fraction.clamp(0.0, 1.0);
+        if f >= self.last + 0.01 || (f >= 1.0 && self.last < 1.0) {
+            self.last = f;
+            (self.progress)(f);
+        }
+    }
+}
+
+/// Extracts a validated archive into `dest`, preserving owners (numeric), modes,
+/// xattrs, ACLs, hard links and device nodes.
+///
+/// `dest` must be an existing, empty directory; needs root (owners, device nodes,
+/// `trusted.*` xattrs). `progress` gets compressed bytes read / file size.
+pub fn extract_archive(
+    file: &mut File,
+    dest: &Path,
+    progress: &mut dyn FnMut(f64),
+) -> Result<(), BaseError> {
+    let kind = detect(file)?;
+    let size = file
+        .metadata()
+        .map_err(|e| BaseError::io("reading the archive's size", e))?
+        .len()
+        .max(1);
+    let mut cmd = Command::new(TAR);
+    cmd.args([
+        "--extract",
+        "--numeric-owner",
+        "--same-owner",
+        "--preserve-permissions",
+        "--xattrs",
+        "--xattrs-include=*",
+        "--acls",
+        "-C",
+    ])
+    .arg(dest)
+    .args(["-f", "-"])
+    .env_clear()
+    .env("LC_ALL", "C")
+    .stdin(Stdio::piped())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| BaseError::tool_missing_or_io(TAR, "tar", e))?;
+    let stderr = child.stderr.take().expect("piped stderr");
+    let stderr_reader = std::thread::spawn(move || run_output_tail(stderr, 40));
+    let mut stdin = child.stdin.take().expect("piped stdin");
+
+    let mut throttle = Throttle::new(progress);
+    throttle.report(0.0);
+    let copied: Result<(), BaseError> = (|| {
+        let counter = Rc::new(Cell::new(0u64));
+        let counting = Counting { inner: &mut *file, count: counter.clone() };
+        let mut reader = decoder(kind, counting)?;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(BaseError::InvalidArchive(format!(
+                        "the archive could not be decompressed: {e}"
+                    )))
+                }
+            };
+            if let Err(e) = stdin.write_all(&buf[..n]) {
+                // tar exited early; its stderr says why, reported below.
+                return Err(BaseError::io("feeding the archive to tar", e));
+            }
+            throttle.report(counter.get() as f64 / size as f64);
+        }
+        Ok(())
+    })();
+    drop(stdin);
+    let status = child.wait().map_err(|e| BaseError::io("waiting for tar", e))?;
+    let tail = stderr_reader.join().unwrap_or_default();
+    // A corrupt compressed stream also makes tar fail (truncated input); say the real cause.
+    if let Err(e @ BaseError::InvalidArchive(_)) = copied {
+        return Err(e);
+    }
+    if !status.success() {
+        return Err(BaseError::Command {
+            what: format!("tar could not extract the archive into {}", dest.display()),
+            status: status.to_string(),
+            output: tail,
+        });
+    }
+    copied?;
+    throttle.report(1.0);
+    Ok(())
+}
+
+/// Writes `src` as a zstd-compressed GNU tar to `out` (already created), then fsyncs it.
+/// `progress` gets uncompressed bytes written / `expected_bytes`.
+pub(crate) fn write_tar_zst(
+    src: &Path,
+    out: &mut File,
+    expected_bytes: u64,
+    progress: &mut dyn FnMut(f64),
+) -> Result<(), BaseError> {
+    let mut cmd = Command::new(TAR);
+    cmd.args([
+        "--create",
+        "--numeric-owner",
+        "--xattrs",
+        "--xattrs-include=*",
+        "--acls",
+        "--sort=name",
+        "-C",
+    ])
+    .arg(src)
+    .args(["-f", "-", "."])
+    .env_clear()
+    .env("LC_ALL", "C")
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| BaseError::tool_missing_or_io(TAR, "tar", e))?;
+    let stderr = child.stderr.take().expect("piped stderr");
+    let stderr_reader = std::thread::spawn(move || run_output_tail(stderr, 40));
+    let mut stdout = child.stdout.take().expect("piped stdout");
+
+    let mut throttle = Throttle::new(progress);
+    let written: Result<(), BaseError> = (|| {
+        let mut enc = zstd::stream::write::Encoder::new(&mut *out, 3)
+            .map_err(|e| BaseError::io("starting the zstd encoder", e))?;
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut total = 0u64;
+        loop {
+            let n = match stdout.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(BaseError::io("reading tar's output", e)),
+            };
+            enc.write_all(&buf[..n])
+                .map_err(|e| BaseError::io("writing the cache archive", e))?;
+            total += n as u64;
+            throttle.report(total as f64 / expected_bytes.max(1) as f64);
+        }
+        enc.finish()
+            .map_err(|e| BaseError::io("finishing the cache archive", e))?;
+        Ok(())
+    })();
+    drop(stdout);
+    let status = child.wait().map_err(|e| BaseError::io("waiting for tar", e))?;
+    let tail = stderr_reader.join().unwrap_or_default();
+    if !status.success() {
+        return Err(BaseError::Command {
+            what: format!("tar could not archive {}", src.display()),
+            status: status.to_string(),
+            output: tail,
+        });
+    }
+    written?;
+    out.sync_all()
+        .map_err(|e| BaseError::io("flushing the cache archive to disk", e))?;
+    throttle.report(1.0);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tar::{EntryType, Header};
+
+    /// An entry with exactly these name/link bytes, bypassing the tar crate's own checks.
+    fn raw(b: &mut tar::Builder<Vec<u8>>, name: &str, kind: EntryType, link: Option<&str>, data: &[u8]) {
+        let mut h = Header::new_gnu();
+        let slot = &mut h.as_old_mut().name;
+        slot.fill(0);
+        slot[..name.len()].copy_from_slice(name.as_bytes());
+        if let Some(l) = link {
+            h.set_link_name_literal(l).unwrap();
+        }
+        h.set_entry_type(kind);
+        h.set_mode(if kind == EntryType::Directory { 0o755 } else { 0o644 });
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        b.append(&h, data).unwrap();
+    }
+
+    fn tar_of(f: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        f(&mut b);
+        b.into_inner().unwrap()
+    }
+
+    fn rootfs_tar() -> Vec<u8> {
+        tar_of(|b| {
+            raw(b, "./", EntryType::Directory, None, b"");
+            raw(b, "./usr/", EntryType::Directory, None, b"");
+            raw(b, "./usr/lib/", EntryType::Directory, None, b"");
+            raw(b, "./usr/lib/libx.so.1", EntryType::Regular, None, b"elf");
+            raw(b, "./usr/lib/libx.so", EntryType::Symlink, Some("libx.so.1"), b"");
+            raw(b, "./usr/bin/", EntryType::Directory, None, b"");
+            raw(b, "./usr/bin/perl", EntryType::Regular, None, b"#!");
+            raw(b, "./usr/bin/perl5.36", EntryType::Link, Some("./usr/bin/perl"), b"");
+            raw(b, "./lib", EntryType::Symlink, Some("usr/lib"), b"");
+            raw(b, "./bin", EntryType::Symlink, Some("/usr/bin"), b"");
+            raw(b, "./etc/", EntryType::Directory, None, b"");
+            raw(b, "./etc/alternatives/pager", EntryType::Symlink, Some("/bin/less"), b"");
+            // Climbs exactly to the root, not above it.
+            raw(b, "./usr/share/doc/x/etc", EntryType::Symlink, Some("../../../../etc"), b"");
+            raw(b, "./etc/resolv.conf", EntryType::Symlink, Some("../run/systemd/resolve/stub-resolv.conf"), b"");
+            raw(b, "./dev/whiteout", EntryType::Char, None, b"");
+            raw(b, "./run/fifo", EntryType::Fifo, None, b"");
+            let long = format!("./usr/share/{}/file", "d".repeat(150));
+            let mut h = Header::new_gnu();
+            h.set_size(1);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, long, &b"x"[..]).unwrap();
+        })
+    }
+
+    fn file_with(bytes: &[u8]) -> File {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(bytes).unwrap();
+        // Deliberately not rewound: validate_archive must seek to the start itself.
+        f
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(bytes).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn zstd(bytes: &[u8]) -> Vec<u8> {
+        zstd::stream::encode_all(bytes, 3).unwrap()
+    }
+
+    fn refused(bytes: &[u8]) -> BaseError {
+        validate_archive(&mut file_with(bytes)).expect_err("archive was accepted")
+    }
+
+    fn unsafe_name(e: &BaseError) -> &str {
+        match e {
+            BaseError::UnsafeArchive { entry, .. } => entry,
+            other => panic!("expected UnsafeArchive, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_normal_rootfs_with_absolute_symlinks_is_accepted() {
+        let t = rootfs_tar();
+        validate_archive(&mut file_with(&t)).unwrap();
+        validate_archive(&mut file_with(&gzip(&t))).unwrap();
+        validate_archive(&mut file_with(&zstd(&t))).unwrap();
+    }
+
+    #[test]
+    fn compression_is_detected_by_magic() {
+        let t = rootfs_tar();
+        assert_eq!(detect(&mut file_with(&t)).unwrap(), Compression::None);
+        assert_eq!(detect(&mut file_with(&gzip(&t))).unwrap(), Compression::Gzip);
+        assert_eq!(detect(&mut file_with(&zstd(&t))).unwrap(), Compression::Zstd);
+        let e = detect(&mut file_with(b"\xfd7zXZ\0rest")).unwrap_err();
+        assert!(e.to_string().contains("xz"), "{e}");
+    }
+
+    #[test]
+    fn absolute_member_is_refused() {
+        let t = tar_of(|b| raw(b, "/etc/passwd", EntryType::Regular, None, b"root::0:0::/:/bin/sh\n"));
+        assert_eq!(unsafe_name(&refused(&t)), "/etc/passwd");
+        // The same behind each compression.
+        assert_eq!(unsafe_name(&refused(&gzip(&t))), "/etc/passwd");
+        assert_eq!(unsafe_name(&refused(&zstd(&t))), "/etc/passwd");
+    }
+
+    #[test]
+    fn dotdot_member_is_refused() {
+        let t = tar_of(|b| {
+            raw(b, "a/", EntryType::Directory, None, b"");
+            raw(b, "a/../../x", EntryType::Regular, None, b"x");
+        });
+        let e = refused(&t);
+        assert_eq!(unsafe_name(&e), "a/../../x");
+        assert!(e.to_string().contains("'..'"), "{e}");
+    }
+
+    #[test]
+    fn escaping_relative_symlink_is_refused() {
+        let t = tar_of(|b| {
+            raw(b, "a/", EntryType::Directory, None, b"");
+            raw(b, "a/l", EntryType::Symlink, Some("../../.."), b"");
+        });
+        let e = refused(&t);
+        assert_eq!(unsafe_name(&e), "a/l");
+        assert!(e.to_string().contains("climbs above the root"), "{e}");
+        let t = tar_of(|b| raw(b, "./l", EntryType::Symlink, Some("x/../../etc"), b""));
+        assert_eq!(unsafe_name(&refused(&zstd(&t))), "./l");
+    }
+
+    #[test]
+    fn escaping_or_absolute_hard_links_are_refused() {
+        let t = tar_of(|b| raw(b, "h", EntryType::Link, Some("../x"), b""));
+        assert_eq!(unsafe_name(&refused(&t)), "h");
+        let t = tar_of(|b| raw(b, "h", EntryType::Link, Some("/etc/shadow"), b""));
+        let e = refused(&gzip(&t));
+        assert!(e.to_string().contains("absolute"), "{e}");
+    }
+
+    #[test]
+    fn entries_beneath_a_symlink_are_refused() {
+        let t = tar_of(|b| {
+            raw(b, "./lib", EntryType::Symlink, Some("/etc"), b"");
+            raw(b, "./lib/cron.d/evil", EntryType::Regular, None, b"x");
+        });
+        assert_eq!(unsafe_name(&refused(&t)), "./lib/cron.d/evil");
+        let t = tar_of(|b| {
+            raw(b, "lib", EntryType::Symlink, Some("/etc"), b"");
+            raw(b, "h", EntryType::Link, Some("lib/shadow"), b"");
+        });
+        assert_eq!(unsafe_name(&refused(&t)), "h");
+    }
+
+    #[test]
+    fn pax_path_overrides_are_checked() {
+        let t = tar_of(|b| {
+            let rec = "22 path=../../../evil\n";
+            assert_eq!(rec.len(), 22);
+            let mut h = Header::new_ustar();
+            h.set_path("PaxHeaders/x").unwrap();
+            h.set_entry_type(EntryType::XHeader);
+            h.set_size(rec.len() as u64);
+            h.set_cksum();
+            b.append(&h, rec.as_bytes()).unwrap();
+            raw(b, "harmless", EntryType::Regular, None, b"x");
+        });
+        assert_eq!(unsafe_name(&refused(&t)), "../../../evil");
+    }
+
+    #[test]
+    fn empty_and_non_tar_files_are_refused() {
+        for bytes in [
+            Vec::new(),
+            vec![0u8; 1024],
+            tar_of(|_| {}),
+            b"this is just some text, not a tar archive at all\n".repeat(20),
+            gzip(b"hello"),
+            zstd(b"hello"),
+        ] {
+            match refused(&bytes) {
+                BaseError::InvalidArchive(msg) => assert!(!msg.is_empty()),
+                other => panic!("expected InvalidArchive, got {other:?}"),
+            }
+        }
+        let e = refused(&gzip(&tar_of(|_| {})));
+        assert!(e.to_string().contains("no entries"), "{e}");
+    }
+
+    #[test]
+    fn walk_tracks_depth() {
+        assert_eq!(walk(0, Path::new("a/b/../c")), Some(2));
+        assert_eq!(walk(1, Path::new("../x")), Some(1));
+        assert_eq!(walk(1, Path::new("../../x")), None);
+        assert_eq!(walk(0, Path::new("./.")), Some(0));
+    }
+}

@@ -1,0 +1,164 @@
+//! The D-Bus calls the commands make, through the typed proxies in [`crate::client`].
+
+use std::collections::HashMap;
+
+use zbus::fdo::{ManagedObjects, ObjectManagerProxy, PropertiesProxy};
+use zbus::names::InterfaceName;
+use zbus::proxy::CacheProperties;
+use zbus::zvariant::{ObjectPath, Value};
+use zbus::Connection;
+
+use super::args::CreateArgs;
+use super::exit::{CliError, ExitCode};
+use super::model::{ContainerDetail, ContainerInfo, Properties};
+use crate::api::{BUS_NAME, CONTAINER_IFACE, MANAGER_PATH};
+use crate::client::{ContainerProxy, ManagerProxy};
+
+/// A connection to the system bus and a proxy for osm-hostd's manager object.
+pub struct Daemon {
+    pub conn: Connection,
+    pub manager: ManagerProxy<'static>,
+}
+
+impl Daemon {
+    pub async fn connect() -> Result<Self, CliError> {
+        let conn = Connection::system().await.map_err(|e| {
+            CliError::new(
+                ExitCode::Unreachable,
+                format!("cannot connect to the system bus: {e}"),
+            )
+        })?;
+        let manager = ManagerProxy::builder(&conn)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await?;
+        Ok(Daemon { conn, manager })
+    }
+
+    /// Every object osm-hostd exports, with all properties, in one call.
+    pub async fn managed_objects(&self) -> Result<ManagedObjects, CliError> {
+        let om = ObjectManagerProxy::builder(&self.conn)
+            .destination(BUS_NAME)?
+            .path(MANAGER_PATH)?
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await?;
+        Ok(om.get_managed_objects().await?)
+    }
+
+    /// All properties of one interface of one object, in one call.
+    pub async fn properties(
+        &self,
+        path: &ObjectPath<'_>,
+        interface: &'static str,
+    ) -> Result<Properties, CliError> {
+        Ok(self.properties_raw(path, interface).await?)
+    }
+
+    /// [`Daemon::properties`] with the D-Bus error left as it is, for callers that
+    /// tell errors apart.
+    pub async fn properties_raw(
+        &self,
+        path: &ObjectPath<'_>,
+        interface: &'static str,
+    ) -> zbus::fdo::Result<Properties> {
+        let props = PropertiesProxy::builder(&self.conn)
+            .destination(BUS_NAME)?
+            .path(path.to_owned())?
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await?;
+        let iface = InterfaceName::from_static_str(interface).map_err(zbus::Error::from)?;
+        props.get_all(iface).await
+    }
+
+    /// `info`: the container's properties and its disk usage. A failure to measure the
+    /// disk is reported as a warning, not as the command's failure.
+    pub async fn container_detail(&self, name: &str) -> Result<ContainerDetail, CliError> {
+        let path = self.manager.get_container(name).await?;
+        let info = ContainerInfo::from_properties(&self.properties(&path, CONTAINER_IFACE).await?)?;
+        let container = ContainerProxy::builder(&self.conn)
+            .path(path)?
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await?;
+        let disk_usage = match container.get_disk_usage().await {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                eprintln!(
+                    "osm-hostctl: warning: disk usage of {name} unknown: {}",
+                    CliError::from(e)
+                );
+                None
+            }
+        };
+        Ok(ContainerDetail { info, disk_usage })
+    }
+}
+
+/// `CreateContainer`'s options: only those given on the command line, so the daemon's
+/// defaults apply to the rest.
+pub fn create_options(args: &CreateArgs) -> HashMap<&'static str, Value<'static>> {
+    let mut options = HashMap::new();
+    if args.autostart {
+        options.insert("autostart", Value::from(true));
+    }
+    if let Some(bytes) = args.memory {
+        options.insert("memory", Value::from(bytes));
+    }
+    if let Some(n) = args.cpus {
+        options.insert("cpus", Value::from(n));
+    }
+    if !args.layers.is_empty() {
+        options.insert("layers", Value::from(args.layers.clone()));
+    }
+    options
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::args::{Cli, Command};
+    use clap::Parser;
+
+    fn create(argv: &[&str]) -> HashMap<&'static str, Value<'static>> {
+        let cli = Cli::try_parse_from(argv).unwrap();
+        let Command::Create(args) = cli.command else {
+            panic!("not a create command")
+        };
+        create_options(&args)
+    }
+
+    #[test]
+    fn create_passes_only_given_options() {
+        let o = create(&["osm-hostctl", "create", "web1", "--base", "debian12"]);
+        assert!(o.is_empty(), "{o:?}");
+    }
+
+    #[test]
+    fn create_options_have_the_api_types() {
+        let o = create(&[
+            "osm-hostctl", "create", "web1", "--base", "debian12", "--autostart", "--memory", "512M",
+            "--cpus", "2", "--layer", "osm-stack", "--layer", "site",
+        ]);
+        let sig = |k: &str| o[k].value_signature().to_string();
+        assert_eq!((sig("autostart"), sig("memory"), sig("cpus"), sig("layers")),
+            ("b".into(), "t".into(), "u".into(), "as".into()));
+        assert_eq!(o["autostart"], Value::from(true));
+        assert_eq!(o["memory"], Value::from(512u64 << 20));
+        assert_eq!(o["cpus"], Value::from(2u32));
+        assert_eq!(o["layers"], Value::from(vec!["osm-stack".to_string(), "site".to_string()]));
+    }
+
+    #[test]
+    fn create_rejects_bad_sizes_and_zero_cpus_as_usage_errors() {
+        for argv in [
+            &["osm-hostctl", "create", "w", "--base", "b", "--memory", "lots"][..],
+            &["osm-hostctl", "create", "w", "--base", "b", "--cpus", "0"][..],
+            &["osm-hostctl", "create", "w"][..],
+        ] {
+            let err = Cli::try_parse_from(argv).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{argv:?}");
+        }
+    }
+}

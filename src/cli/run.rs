@@ -1,0 +1,127 @@
+//! One function per command: make the call, print the result.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde::Serialize;
+use zbus::zvariant::Fd;
+
+use super::args::{BaseCommand, Cli, Command};
+use super::calls::{create_options, Daemon};
+use super::exit::{CliError, ExitCode};
+use super::format;
+use super::job::JobWatch;
+use super::model::{bases_from, containers_from};
+
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let daemon = Daemon::connect().await?;
+    let m = &daemon.manager;
+    match cli.command {
+        Command::Create(args) => {
+            m.create_container(&args.name, &args.base, create_options(&args))
+                .await?;
+            say(&format!("created {}", args.name));
+        }
+        Command::Start { name } => {
+            m.start_container(&name).await?;
+            say(&format!("started {name}"));
+        }
+        Command::Stop {
+            name,
+            force,
+            timeout,
+        } => {
+            m.stop_container(&name, force, timeout.unwrap_or(0)).await?;
+            say(&format!("stopped {name}"));
+        }
+        Command::Restart { name, timeout } => {
+            m.restart_container(&name, timeout.unwrap_or(0)).await?;
+            say(&format!("restarted {name}"));
+        }
+        Command::Delete { name, force } => {
+            m.delete_container(&name, force).await?;
+            say(&format!("deleted {name}"));
+        }
+        Command::List(out) => {
+            let list = containers_from(&daemon.managed_objects().await?)?;
+            if out.json {
+                print_json(&list)?;
+            } else {
+                say(format::containers_table(&list).trim_end());
+            }
+        }
+        Command::Info { name, json } => {
+            let detail = daemon.container_detail(&name).await?;
+            if json.json {
+                print_json(&detail)?;
+            } else {
+                say(format::container_detail(&detail, now_us()).trim_end());
+            }
+        }
+        Command::Base(cmd) => base(&daemon, cmd).await?,
+    }
+    Ok(())
+}
+
+async fn base(daemon: &Daemon, cmd: BaseCommand) -> Result<(), CliError> {
+    let m = &daemon.manager;
+    match cmd {
+        BaseCommand::Build { name, recipe } => {
+            let text = std::fs::read_to_string(&recipe).map_err(|e| local_file_error(&recipe, e))?;
+            let watch = JobWatch::subscribe(daemon).await?;
+            let job = m.build_base(&name, &text).await?;
+            watch.follow(daemon, &job).await?;
+            say(&format!("built base {name}"));
+        }
+        BaseCommand::Import { name, file } => {
+            let archive = std::fs::File::open(&file).map_err(|e| local_file_error(&file, e))?;
+            if archive.metadata().is_ok_and(|md| md.is_dir()) {
+                return Err(CliError::new(
+                    ExitCode::InvalidArgument,
+                    format!("{} is a directory; give a .tar, .tar.gz or .tar.zst archive", file.display()),
+                ));
+            }
+            let watch = JobWatch::subscribe(daemon).await?;
+            let job = m.import_base(&name, Fd::from(&archive)).await?;
+            drop(archive);
+            watch.follow(daemon, &job).await?;
+            say(&format!("imported base {name}"));
+        }
+        BaseCommand::List(out) => {
+            let list = bases_from(&daemon.managed_objects().await?)?;
+            if out.json {
+                print_json(&list)?;
+            } else {
+                say(format::bases_table(&list).trim_end());
+            }
+        }
+        BaseCommand::Delete { name } => {
+            m.delete_base(&name).await?;
+            say(&format!("deleted base {name}"));
+        }
+    }
+    Ok(())
+}
+
+fn local_file_error(path: &Path, e: std::io::Error) -> CliError {
+    CliError::new(ExitCode::InvalidArgument, format!("cannot read {}: {e}", path.display()))
+}
+
+/// Writes a result line to stdout. A closed pipe (`| head`) is not an error: the call
+/// has been made and the reader wanted no more.
+fn say(text: &str) {
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
+}
+
+fn print_json<T: Serialize>(value: &T) -> Result<(), CliError> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| CliError::failed(format!("cannot encode JSON: {e}")))?;
+    say(&text);
+    Ok(())
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}

@@ -1,0 +1,41 @@
+//! The one mapping from engine errors to D-Bus errors.
+
+use crate::error::EngineError;
+
+#[derive(Debug, zbus::DBusError)]
+#[zbus(prefix = "uk.co.devtank.OsmHost1.Error")]
+pub enum Error {
+    #[zbus(error)]
+    ZBus(zbus::Error),
+    NotFound(String),
+    AlreadyExists(String),
+    InvalidArgument(String),
+    InvalidState(String),
+    Busy(String),
+    AccessDenied(String),
+    NoSpace(String),
+    Failed(String),
+}
+
+impl From<EngineError> for Error {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::NotFound(m) => Error::NotFound(m),
+            EngineError::AlreadyExists(m) => Error::AlreadyExists(m),
+            EngineError::InvalidArgument(m) => Error::InvalidArgument(m),
+            EngineError::InvalidState(m) => Error::InvalidState(m),
+            EngineError::Busy(m) => Error::Busy(m),
+            EngineError::AccessDenied(m) => Error::AccessDenied(m),
+            EngineError::NoSpace(m) => Error::NoSpace(m),
+            EngineError::Failed(m) => Error::Failed(m),
+        }
+    }
+}
+
+impl From<zbus::fdo::Error> for Error {
+    fn from(e: zbus::fdo::Error) -> Self {
+        Error::ZBus(e.into())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,200 @@
+//! `uk.co.devtank.OsmHost1.Manager`: containers and bases by name, and job creation.
+
+use super::auth::require_admin;
+use super::error::{Error, Result};
+use super::{register_base, register_container, register_job, timeout_arg};
+use crate::api;
+use crate::engine::{CreateRequest, Engine};
+use std::collections::HashMap;
+use std::sync::Arc;
+use zbus::message::Header;
+use zbus::object_server::ObjectServer;
+use zbus::zvariant::{OwnedFd, OwnedObjectPath, OwnedValue};
+use zbus::Connection;
+
+pub struct Manager {
+    pub engine: Arc<Engine>,
+}
+
+fn path(p: String) -> OwnedObjectPath {
+    OwnedObjectPath::try_from(p).expect("paths built from validated names are valid")
+}
+
+/// Reads the `a{sv}` options of CreateContainer, refusing unknown keys and wrong types.
+fn create_request(name: String, base: String, options: HashMap<String, OwnedValue>) -> Result<CreateRequest> {
+    let mut req = CreateRequest { name, base, ..Default::default() };
+    for (key, value) in options {
+        let bad = |want: &str| Error::InvalidArgument(format!("option {key:?} must be {want}"));
+        match key.as_str() {
+            "autostart" => req.autostart = bool::try_from(&value).map_err(|_| bad("a boolean (b)"))?,
+            "memory" => req.memory = Some(u64::try_from(&value).map_err(|_| bad("a byte count (t)"))?),
+            "cpus" => req.cpus = Some(u32::try_from(&value).map_err(|_| bad("a CPU count (u)"))?),
+            "layers" => {
+                req.layers = <Vec<String>>::try_from(value).map_err(|_| bad("a list of layer names (as)"))?
+            }
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "unknown option {key:?}; known options: autostart, memory, cpus, layers"
+                )))
+            }
+        }
+    }
+    Ok(req)
+}
+
+#[zbus::interface(name = "uk.co.devtank.OsmHost1.Manager")]
+impl Manager {
+    async fn create_container(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        name: String,
+        base: String,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<OwnedObjectPath> {
+        require_admin(conn, &hdr).await?;
+        let req = create_request(name.clone(), base, options)?;
+        self.engine.create_container(req).await?;
+        register_container(server, &self.engine, &name).await;
+        Ok(path(api::container_path(&name)))
+    }
+
+    async fn start_container(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        name: String,
+    ) -> Result<()> {
+        require_admin(conn, &hdr).await?;
+        self.engine.start_container(&name).await?;
+        Ok(())
+    }
+
+    async fn stop_container(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        name: String,
+        force: bool,
+        timeout: u32,
+    ) -> Result<()> {
+        require_admin(conn, &hdr).await?;
+        self.engine.stop_container(&name, timeout_arg(timeout), force).await?;
+        Ok(())
+    }
+
+    async fn restart_container(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        name: String,
+        timeout: u32,
+    ) -> Result<()> {
+        require_admin(conn, &hdr).await?;
+        Ok(self.engine.restart_container(&name, timeout_arg(timeout)).await?)
+    }
+
+    async fn delete_container(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        name: String,
+        force: bool,
+    ) -> Result<()> {
+        require_admin(conn, &hdr).await?;
+        Ok(self.engine.delete_container(&name, force).await?)
+    }
+
+    async fn get_container(&self, name: String) -> Result<OwnedObjectPath> {
+        self.engine.container_info(&name)?;
+        Ok(path(api::container_path(&name)))
+    }
+
+    async fn build_base(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        name: String,
+        recipe: String,
+    ) -> Result<OwnedObjectPath> {
+        require_admin(conn, &hdr).await?;
+        let job = self.engine.build_base(&name, &recipe)?;
+        register_job(server, &self.engine, job.id).await;
+        Ok(path(api::job_path(job.id)))
+    }
+
+    async fn import_base(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        name: String,
+        archive: OwnedFd,
+    ) -> Result<OwnedObjectPath> {
+        require_admin(conn, &hdr).await?;
+        let fd: std::os::fd::OwnedFd = archive.into();
+        let job = self.engine.import_base(&name, std::fs::File::from(fd))?;
+        register_job(server, &self.engine, job.id).await;
+        Ok(path(api::job_path(job.id)))
+    }
+
+    async fn delete_base(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        name: String,
+    ) -> Result<()> {
+        require_admin(conn, &hdr).await?;
+        Ok(self.engine.delete_base(&name).await?)
+    }
+
+    async fn get_base(&self, #[zbus(object_server)] server: &ObjectServer, name: String) -> Result<OwnedObjectPath> {
+        self.engine.base_info(&name)?;
+        register_base(server, &self.engine, &name).await;
+        Ok(path(api::base_path(&name)))
+    }
+
+    #[zbus(property)]
+    fn version(&self) -> String {
+        env!("CARGO_PKG_VERSION").to_string()
+    }
+
+    #[zbus(property)]
+    fn store_root(&self) -> String {
+        self.engine.config().store_root.display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zbus::zvariant::Value;
+
+    fn opts(pairs: Vec<(&str, Value<'_>)>) -> HashMap<String, OwnedValue> {
+        pairs.into_iter().map(|(k, v)| (k.to_string(), v.try_to_owned().unwrap())).collect()
+    }
+
+    #[test]
+    fn create_options_are_typed_and_checked() {
+        let r = create_request(
+            "web1".into(),
+            "bb".into(),
+            opts(vec![
+                ("autostart", Value::from(true)),
+                ("memory", Value::from(1u64 << 30)),
+                ("cpus", Value::from(2u32)),
+                ("layers", Value::from(vec!["stack".to_string()])),
+            ]),
+        )
+        .unwrap();
+        assert!(r.autostart);
+        assert_eq!((r.memory, r.cpus), (Some(1 << 30), Some(2)));
+        assert_eq!(r.layers, vec!["stack"]);
+        let err = create_request("w".into(), "b".into(), opts(vec![("memory", Value::from("2G"))])).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(m) if m.contains("memory")));
+        let err = create_request("w".into(), "b".into(), opts(vec![("colour", Value::from(1u32))])).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(m) if m.contains("colour")));
+    }
+}

@@ -1,0 +1,217 @@
+//! The per-object interfaces: Container, Base and Job. Each reads the engine when asked,
+//! so properties are never stale copies.
+
+use super::auth::require_admin;
+use super::error::Result;
+use super::timeout_arg;
+use crate::engine::Engine;
+use std::sync::Arc;
+use zbus::message::Header;
+use zbus::object_server::SignalEmitter;
+use zbus::Connection;
+
+pub struct ContainerObject {
+    pub engine: Arc<Engine>,
+    pub name: String,
+}
+
+impl ContainerObject {
+    fn info(&self) -> zbus::fdo::Result<crate::engine::ContainerInfo> {
+        self.engine
+            .container_info(&self.name)
+            .map_err(|e| zbus::fdo::Error::UnknownObject(e.to_string()))
+    }
+}
+
+#[zbus::interface(name = "uk.co.devtank.OsmHost1.Container")]
+impl ContainerObject {
+    async fn start(&self, #[zbus(header)] hdr: Header<'_>, #[zbus(connection)] conn: &Connection) -> Result<()> {
+        require_admin(conn, &hdr).await?;
+        self.engine.start_container(&self.name).await?;
+        Ok(())
+    }
+
+    async fn stop(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        force: bool,
+        timeout: u32,
+    ) -> Result<()> {
+        require_admin(conn, &hdr).await?;
+        self.engine.stop_container(&self.name, timeout_arg(timeout), force).await?;
+        Ok(())
+    }
+
+    async fn restart(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        timeout: u32,
+    ) -> Result<()> {
+        require_admin(conn, &hdr).await?;
+        Ok(self.engine.restart_container(&self.name, timeout_arg(timeout)).await?)
+    }
+
+    async fn delete(&self, #[zbus(header)] hdr: Header<'_>, #[zbus(connection)] conn: &Connection, force: bool) -> Result<()> {
+        require_admin(conn, &hdr).await?;
+        Ok(self.engine.delete_container(&self.name, force).await?)
+    }
+
+    /// Bytes used by the container's own data (upper dir and files), not its base.
+    async fn get_disk_usage(&self) -> Result<u64> {
+        let engine = self.engine.clone();
+        let name = self.name.clone();
+        tokio::task::spawn_blocking(move || engine.container_disk_usage(&name))
+            .await
+            .map_err(|e| super::error::Error::Failed(e.to_string()))?
+            .map_err(Into::into)
+    }
+
+    #[zbus(property)]
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    #[zbus(property)]
+    fn state(&self) -> zbus::fdo::Result<String> {
+        Ok(self.info()?.state.as_str().to_string())
+    }
+
+    #[zbus(property)]
+    fn init_pid(&self) -> zbus::fdo::Result<u32> {
+        Ok(self.info()?.init_pid.unwrap_or(0))
+    }
+
+    #[zbus(property)]
+    fn base(&self) -> zbus::fdo::Result<String> {
+        Ok(self.info()?.spec.base)
+    }
+
+    #[zbus(property)]
+    fn layers(&self) -> zbus::fdo::Result<Vec<String>> {
+        Ok(self.info()?.spec.layers)
+    }
+
+    #[zbus(property)]
+    async fn addresses(&self) -> Vec<String> {
+        let engine = self.engine.clone();
+        let name = self.name.clone();
+        tokio::task::spawn_blocking(move || engine.container_addresses(&name)).await.unwrap_or_default()
+    }
+
+    #[zbus(property)]
+    fn mac_address(&self) -> zbus::fdo::Result<String> {
+        Ok(self.info()?.spec.mac)
+    }
+
+    #[zbus(property)]
+    fn autostart(&self) -> zbus::fdo::Result<bool> {
+        Ok(self.info()?.spec.autostart)
+    }
+
+    #[zbus(property)]
+    fn memory_limit(&self) -> zbus::fdo::Result<u64> {
+        Ok(self.info()?.spec.memory.unwrap_or(0))
+    }
+
+    #[zbus(property)]
+    fn cpu_limit(&self) -> zbus::fdo::Result<u32> {
+        Ok(self.info()?.spec.cpus.unwrap_or(0))
+    }
+
+    #[zbus(property)]
+    fn created_at(&self) -> zbus::fdo::Result<u64> {
+        Ok(self.info()?.spec.created * 1_000_000)
+    }
+
+    #[zbus(property)]
+    fn started_at(&self) -> zbus::fdo::Result<u64> {
+        Ok(self.info()?.started_at)
+    }
+}
+
+pub struct BaseObject {
+    pub engine: Arc<Engine>,
+    pub name: String,
+}
+
+#[zbus::interface(name = "uk.co.devtank.OsmHost1.Base")]
+impl BaseObject {
+    async fn delete(&self, #[zbus(header)] hdr: Header<'_>, #[zbus(connection)] conn: &Connection) -> Result<()> {
+        require_admin(conn, &hdr).await?;
+        Ok(self.engine.delete_base(&self.name).await?)
+    }
+
+    #[zbus(property)]
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    #[zbus(property)]
+    fn created_at(&self) -> zbus::fdo::Result<u64> {
+        let info = self.engine.base_info(&self.name).map_err(|e| zbus::fdo::Error::UnknownObject(e.to_string()))?;
+        Ok(info.created * 1_000_000)
+    }
+
+    #[zbus(property)]
+    fn source(&self) -> zbus::fdo::Result<String> {
+        let info = self.engine.base_info(&self.name).map_err(|e| zbus::fdo::Error::UnknownObject(e.to_string()))?;
+        Ok(info.source.describe())
+    }
+
+    #[zbus(property)]
+    fn used_by(&self) -> Vec<String> {
+        self.engine.base_users(&self.name)
+    }
+}
+
+pub struct JobObject {
+    pub engine: Arc<Engine>,
+    pub id: u64,
+}
+
+impl JobObject {
+    fn job(&self) -> zbus::fdo::Result<Arc<crate::engine::jobs::Job>> {
+        self.engine
+            .jobs
+            .get(self.id)
+            .ok_or_else(|| zbus::fdo::Error::UnknownObject(format!("job {} is gone", self.id)))
+    }
+}
+
+#[zbus::interface(name = "uk.co.devtank.OsmHost1.Job")]
+impl JobObject {
+    #[zbus(property)]
+    fn id(&self) -> u64 {
+        self.id
+    }
+
+    #[zbus(property)]
+    fn kind(&self) -> zbus::fdo::Result<String> {
+        Ok(self.job()?.kind.to_string())
+    }
+
+    #[zbus(property)]
+    fn target(&self) -> zbus::fdo::Result<String> {
+        Ok(self.job()?.target.clone())
+    }
+
+    #[zbus(property)]
+    fn progress(&self) -> zbus::fdo::Result<f64> {
+        Ok(self.job()?.status().progress)
+    }
+
+    #[zbus(property)]
+    fn state(&self) -> zbus::fdo::Result<String> {
+        Ok(self.job()?.status().state.as_str().to_string())
+    }
+
+    #[zbus(property)]
+    fn message(&self) -> zbus::fdo::Result<String> {
+        Ok(self.job()?.status().message)
+    }
+
+    #[zbus(signal)]
+    pub async fn finished(emitter: &SignalEmitter<'_>, success: bool, message: &str) -> zbus::Result<()>;
+}

@@ -1,0 +1,170 @@
+//! Creating a container: a subvolume holding `container.toml`, the generated LXC config,
+//! `rootfs-layer/`, `work/` and an empty `.snapshots` subvolume, built under a staging
+//! name and published with one rename, so a failed create leaves nothing behind.
+
+use super::container::Container;
+use super::{blocking, Engine, Event, CREATING_PREFIX};
+use crate::error::{EngineError, EngineResult};
+use crate::names::{validate_container_name, validate_image_name};
+use crate::spec::{random_mac, ContainerSpec};
+use std::fs;
+use std::os::unix::fs::{symlink, DirBuilderExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Smallest memory limit accepted: below this a Debian userland does not boot.
+const MIN_MEMORY: u64 = 32 << 20;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CreateRequest {
+    pub name: String,
+    pub base: String,
+    pub layers: Vec<String>,
+    pub autostart: bool,
+    pub memory: Option<u64>,
+    pub cpus: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateOutcome {
+    Created,
+    /// A container with this name and the same spec already existed; nothing changed.
+    AlreadyExisted,
+}
+
+impl CreateRequest {
+    fn matches(&self, spec: &ContainerSpec) -> bool {
+        spec.base == self.base
+            && spec.layers == self.layers
+            && spec.autostart == self.autostart
+            && spec.memory == self.memory
+            && spec.cpus == self.cpus
+    }
+}
+
+impl Engine {
+    /// Creates a stopped container. Idempotent: the same request again returns
+    /// `AlreadyExisted`; a different spec under an existing name is `AlreadyExists`.
+    pub async fn create_container(self: &Arc<Self>, req: CreateRequest) -> EngineResult<CreateOutcome> {
+        validate_container_name(&req.name)?;
+        validate_image_name("base", &req.base)?;
+        for layer in &req.layers {
+            validate_image_name("layer", layer)?;
+        }
+        self.validate_limits(&req)?;
+        if let Ok(existing) = self.container(&req.name) {
+            let spec = existing.info().spec;
+            if req.matches(&spec) {
+                return Ok(CreateOutcome::AlreadyExisted);
+            }
+            return Err(EngineError::AlreadyExists(format!(
+                "container {} already exists (base {}) with different settings; delete it first or choose another name",
+                req.name, spec.base
+            )));
+        }
+        self.require_base(&req.base)?;
+        for layer in &req.layers {
+            if !self.host.is_subvolume(&self.store.layers_dir().join(layer)) {
+                return Err(EngineError::NotFound(format!(
+                    "layer {layer:?} not found under {}",
+                    self.store.layers_dir().display()
+                )));
+            }
+        }
+        let _reservation = self.reserve(&req.name, "container")?;
+        let spec = ContainerSpec {
+            name: req.name.clone(),
+            base: req.base.clone(),
+            layers: req.layers.clone(),
+            mac: self.unused_mac(),
+            autostart: req.autostart,
+            memory: req.memory,
+            cpus: req.cpus,
+            created: crate::fsutil::now_secs(),
+        };
+        let engine = self.clone();
+        let spec2 = spec.clone();
+        blocking(move || engine.write_new_container(&spec2)).await?;
+        self.containers
+            .write()
+            .expect("containers lock")
+            .insert(spec.name.clone(), Arc::new(Container::new(spec.clone())));
+        tracing::info!(container = %spec.name, base = %spec.base, "container created");
+        self.emit(Event::ContainerAdded(spec.name));
+        Ok(CreateOutcome::Created)
+    }
+
+    fn validate_limits(&self, req: &CreateRequest) -> EngineResult<()> {
+        if let Some(m) = req.memory {
+            if m < MIN_MEMORY {
+                return Err(EngineError::InvalidArgument(format!(
+                    "memory limit {} is too small; give at least {}",
+                    crate::config::format_size(m),
+                    crate::config::format_size(MIN_MEMORY)
+                )));
+            }
+        }
+        if let Some(c) = req.cpus {
+            let host_cpus = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
+            if c == 0 || c > host_cpus {
+                return Err(EngineError::InvalidArgument(format!(
+                    "cpus {c} is out of range; this host has {host_cpus} CPUs, give 1 to {host_cpus}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn require_base(&self, base: &str) -> EngineResult<()> {
+        if self.bases.read().expect("bases lock").contains_key(base) {
+            return Ok(());
+        }
+        Err(EngineError::NotFound(format!(
+            "base {base:?} not found; `osm-hostctl base list` shows the bases, `osm-hostctl base build` or `base import` adds one"
+        )))
+    }
+
+    fn unused_mac(&self) -> String {
+        let used: Vec<String> = self.all_containers().iter().map(|c| c.info().spec.mac).collect();
+        loop {
+            let mac = random_mac();
+            if !used.contains(&mac) {
+                return mac;
+            }
+        }
+    }
+
+    fn write_new_container(&self, spec: &ContainerSpec) -> EngineResult<()> {
+        let staging = self.store.containers_dir().join(format!("{CREATING_PREFIX}{}", spec.name));
+        if staging.exists() {
+            self.host.delete_subvolume(&staging)?;
+        }
+        self.host.create_subvolume(&staging)?;
+        let result = self.fill_container_dir(&staging, spec).and_then(|()| {
+            let target = self.store.container_dir(&spec.name);
+            fs::rename(&staging, &target).map_err(|e| EngineError::io(format!("publishing {}", target.display()), &e))
+        });
+        if let Err(e) = result {
+            if let Err(cleanup) = self.host.delete_subvolume(&staging) {
+                tracing::error!(path = %staging.display(), error = %cleanup, "cannot remove a failed create");
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn fill_container_dir(&self, dir: &Path, spec: &ContainerSpec) -> EngineResult<()> {
+        let io = |what: &str, e: std::io::Error| EngineError::io(format!("{what} in {}", dir.display()), &e);
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).map_err(|e| io("setting mode", e))?;
+        let mut builder = fs::DirBuilder::new();
+        builder.mode(0o755).create(dir.join("rootfs-layer")).map_err(|e| io("creating rootfs-layer", e))?;
+        builder.mode(0o700).create(dir.join("work")).map_err(|e| io("creating work", e))?;
+        let snapshots = dir.join(".snapshots");
+        self.host.create_subvolume(&snapshots)?;
+        // Snapper refuses a .snapshots that others may write to.
+        fs::set_permissions(&snapshots, fs::Permissions::from_mode(0o750)).map_err(|e| io("setting mode of .snapshots", e))?;
+        spec.save(dir).map_err(|e| EngineError::Failed(e.to_string()))?;
+        self.write_lxc_config_in(dir, spec)?;
+        symlink(crate::lxcconf::CONTAINER_CONF, dir.join("config")).map_err(|e| io("linking config", e))
+    }
+}

@@ -1,0 +1,246 @@
+//! The engine: containers, base images and jobs on the store. It knows nothing of D-Bus;
+//! it reports changes as [`Event`]s and its errors are [`EngineError`]s.
+//!
+//! Every multi-step operation that changes the store works under a staging name
+//! (`.creating-<name>`, `.deleting-<name>`, `.building-<name>`) and publishes with one
+//! rename, so a daemon killed half-way leaves either the old or the new state, and the
+//! next start removes what is left of the staging entry ([`Engine::open`]).
+
+mod bases;
+mod container;
+mod create;
+mod delete;
+pub mod jobs;
+mod lifecycle;
+mod watch;
+
+pub use bases::{BaseInfo, BaseSource};
+pub use container::{ContainerInfo, RunState};
+pub use create::{CreateOutcome, CreateRequest};
+
+use crate::config::HostConfig;
+use crate::error::{EngineError, EngineResult};
+use crate::host::HostOps;
+use crate::lxcconf::{self, HostFacts};
+use crate::spec::ContainerSpec;
+use crate::store::Store;
+use container::Container;
+use jobs::Jobs;
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::broadcast;
+
+pub const CREATING_PREFIX: &str = ".creating-";
+pub const DELETING_PREFIX: &str = ".deleting-";
+pub const BUILDING_PREFIX: &str = ".building-";
+
+/// What changed, for the D-Bus layer to turn into objects and signals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    ContainerAdded(String),
+    ContainerRemoved(String),
+    ContainerChanged(String),
+    BaseAdded(String),
+    BaseRemoved(String),
+    JobAdded(u64),
+    JobChanged(u64),
+    JobFinished(u64),
+}
+
+pub struct Engine {
+    cfg: HostConfig,
+    store: Store,
+    facts: HostFacts,
+    host: Arc<dyn HostOps>,
+    containers: RwLock<BTreeMap<String, Arc<Container>>>,
+    bases: RwLock<BTreeMap<String, BaseInfo>>,
+    /// Names being created (containers) or built (bases), reserved until published.
+    reserved: Mutex<HashSet<String>>,
+    pub jobs: Jobs,
+    events: broadcast::Sender<Event>,
+}
+
+impl Engine {
+    /// Opens the engine on a prepared store: writes `include/common.conf`, finishes or
+    /// rolls back interrupted operations, scans bases and containers, and adopts the
+    /// containers that are running.
+    pub fn open(cfg: HostConfig, store: Store, facts: HostFacts, host: Arc<dyn HostOps>) -> EngineResult<Arc<Engine>> {
+        let (events, _) = broadcast::channel(1024);
+        let engine = Arc::new(Engine {
+            cfg,
+            store,
+            facts,
+            host,
+            containers: RwLock::new(BTreeMap::new()),
+            bases: RwLock::new(BTreeMap::new()),
+            reserved: Mutex::new(HashSet::new()),
+            jobs: Jobs::new(events.clone()),
+            events,
+        });
+        engine.write_common_conf()?;
+        engine.recover()?;
+        engine.scan_bases()?;
+        engine.scan_containers()?;
+        Ok(engine)
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    pub fn config(&self) -> &HostConfig {
+        &self.cfg
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn emit(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    fn common_conf_path(&self) -> PathBuf {
+        self.store.include_dir().join("common.conf")
+    }
+
+    fn write_common_conf(&self) -> EngineResult<()> {
+        let path = self.common_conf_path();
+        let text = lxcconf::render_common(&self.facts);
+        if std::fs::read_to_string(&path).ok().as_deref() == Some(text.as_str()) {
+            return Ok(());
+        }
+        crate::fsutil::write_atomic(&path, text.as_bytes(), 0o644).map_err(|e| EngineError::io(format!("writing {}", path.display()), &e))
+    }
+
+    /// Removes what interrupted creates, deletes and builds left behind.
+    fn recover(&self) -> EngineResult<()> {
+        for dir in [self.store.containers_dir(), self.store.bases_dir()] {
+            let entries = std::fs::read_dir(&dir).map_err(|e| EngineError::io(format!("reading {}", dir.display()), &e))?;
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let staged = [CREATING_PREFIX, DELETING_PREFIX, BUILDING_PREFIX].iter().any(|p| name.starts_with(p));
+                if !staged {
+                    continue;
+                }
+                let path = entry.path();
+                tracing::info!(path = %path.display(), "removing what an interrupted operation left");
+                let result = if self.host.is_subvolume(&path) {
+                    self.host.delete_subvolume(&path)
+                } else {
+                    std::fs::remove_dir_all(&path).map_err(|e| EngineError::io(format!("removing {}", path.display()), &e))
+                };
+                if let Err(e) = result {
+                    tracing::error!(path = %path.display(), error = %e, "cannot remove leftover of an interrupted operation");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn scan_containers(self: &Arc<Self>) -> EngineResult<()> {
+        let dir = self.store.containers_dir();
+        let entries = std::fs::read_dir(&dir).map_err(|e| EngineError::io(format!("reading {}", dir.display()), &e))?;
+        let mut found = BTreeMap::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || !entry.path().is_dir() {
+                continue;
+            }
+            match ContainerSpec::load(&entry.path()) {
+                Ok(spec) if spec.name == name => {
+                    found.insert(name.clone(), Arc::new(Container::new(spec)));
+                }
+                Ok(spec) => {
+                    tracing::error!(container = %name, spec_name = %spec.name, "container.toml names another container; skipped")
+                }
+                Err(e) => tracing::error!(container = %name, error = %e, "cannot load container; skipped"),
+            }
+        }
+        *self.containers.write().expect("containers lock") = found;
+        for c in self.all_containers() {
+            self.refresh_state(&c);
+        }
+        Ok(())
+    }
+
+    fn all_containers(&self) -> Vec<Arc<Container>> {
+        self.containers.read().expect("containers lock").values().cloned().collect()
+    }
+
+    fn container(&self, name: &str) -> EngineResult<Arc<Container>> {
+        self.containers.read().expect("containers lock").get(name).cloned().ok_or_else(|| {
+            EngineError::NotFound(format!("no container named {name:?}; `osm-hostctl list` shows the containers"))
+        })
+    }
+
+    pub fn container_names(&self) -> Vec<String> {
+        self.containers.read().expect("containers lock").keys().cloned().collect()
+    }
+
+    pub fn container_info(&self, name: &str) -> EngineResult<ContainerInfo> {
+        Ok(self.container(name)?.info())
+    }
+
+    /// Addresses LXC sees inside a running container (empty when stopped).
+    pub fn container_addresses(&self, name: &str) -> Vec<String> {
+        match self.container(name) {
+            Ok(c) if c.info().state == RunState::Running => self.host.lxc_addresses(name),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Bytes used by what the customer changed (the container's upper dir and files).
+    pub fn container_disk_usage(&self, name: &str) -> EngineResult<u64> {
+        self.container(name)?;
+        let dir = self.store.container_dir(name);
+        crate::fsutil::disk_usage(&dir).map_err(|e| EngineError::io(format!("measuring {}", dir.display()), &e))
+    }
+
+    fn reserve(&self, name: &str, what: &str) -> EngineResult<Reservation<'_>> {
+        let key = format!("{what}:{name}");
+        let mut r = self.reserved.lock().expect("reserved lock");
+        if !r.insert(key.clone()) {
+            return Err(EngineError::Busy(format!("{what} {name:?} is being created right now; wait for that to finish")));
+        }
+        Ok(Reservation { engine: self, key })
+    }
+}
+
+/// A name held while it is being created; released on drop.
+struct Reservation<'a> {
+    engine: &'a Engine,
+    key: String,
+}
+
+impl Reservation<'_> {
+    /// Keeps the name reserved beyond this guard; release it with [`Engine::release`].
+    fn into_key(self) -> String {
+        let key = self.key.clone();
+        std::mem::forget(self);
+        key
+    }
+}
+
+impl Engine {
+    fn release(&self, key: &str) {
+        self.reserved.lock().expect("reserved lock").remove(key);
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.engine.release(&self.key);
+    }
+}
+
+/// Runs blocking host work off the async executor.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> EngineResult<T> + Send + 'static) -> EngineResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| EngineError::Failed(format!("internal task failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,108 @@
+//! The one seam for privileged effects: Btrfs subvolumes, LXC and filling base images.
+//! The engine's sequencing is tested against a recording fake of this trait; the real
+//! implementation is [`RealHost`].
+
+use crate::base::{self, Recipe};
+use crate::btrfs;
+use crate::error::EngineError;
+use crate::lxc::{Lxc, LxcState};
+use std::fs::File;
+use std::path::Path;
+use std::time::Duration;
+
+pub type HostResult<T> = Result<T, EngineError>;
+
+pub trait HostOps: Send + Sync + 'static {
+    fn create_subvolume(&self, path: &Path) -> HostResult<()>;
+    fn snapshot(&self, src: &Path, dst: &Path, readonly: bool) -> HostResult<()>;
+    /// Deletes a subvolume and every subvolume nested in it.
+    fn delete_subvolume(&self, path: &Path) -> HostResult<()>;
+    fn set_readonly(&self, path: &Path, readonly: bool) -> HostResult<()>;
+    fn is_subvolume(&self, path: &Path) -> bool;
+
+    fn lxc_start(&self, name: &str) -> HostResult<()>;
+    fn lxc_stop(&self, name: &str, timeout: Duration, force: bool) -> HostResult<()>;
+    fn lxc_state(&self, name: &str) -> HostResult<LxcState>;
+    fn lxc_addresses(&self, name: &str) -> Vec<String>;
+    fn bridge_exists(&self, bridge: &str) -> bool;
+
+    /// Fills the empty directory `dest` from a recipe (debootstrap, or the cache).
+    fn build_rootfs(
+        &self,
+        recipe: &Recipe,
+        dest: &Path,
+        cache_dir: &Path,
+        progress: &mut dyn FnMut(f64, &str),
+    ) -> HostResult<()>;
+    /// Checks and extracts a root filesystem archive into the empty directory `dest`.
+    fn import_rootfs(&self, archive: &mut File, dest: &Path, progress: &mut dyn FnMut(f64)) -> HostResult<()>;
+}
+
+/// The real host: ioctls for Btrfs, the `lxc-*` tools for containers.
+pub struct RealHost {
+    lxc: Lxc,
+}
+
+impl RealHost {
+    pub fn new(lxc: Lxc) -> RealHost {
+        RealHost { lxc }
+    }
+}
+
+fn btrfs_err(e: btrfs::BtrfsError) -> EngineError {
+    EngineError::io(format!("{} {}", e.op, e.path.display()), &e.source)
+}
+
+fn lxc_err(e: crate::lxc::LxcError) -> EngineError {
+    EngineError::Failed(e.to_string())
+}
+
+fn base_err(e: base::BaseError) -> EngineError {
+    EngineError::Failed(e.to_string())
+}
+
+impl HostOps for RealHost {
+    fn create_subvolume(&self, path: &Path) -> HostResult<()> {
+        btrfs::create_subvolume(path).map_err(btrfs_err)
+    }
+    fn snapshot(&self, src: &Path, dst: &Path, readonly: bool) -> HostResult<()> {
+        btrfs::snapshot(src, dst, readonly).map_err(btrfs_err)
+    }
+    fn delete_subvolume(&self, path: &Path) -> HostResult<()> {
+        btrfs::delete_subvolume_recursive(path).map_err(btrfs_err)
+    }
+    fn set_readonly(&self, path: &Path, readonly: bool) -> HostResult<()> {
+        btrfs::set_readonly(path, readonly).map_err(btrfs_err)
+    }
+    fn is_subvolume(&self, path: &Path) -> bool {
+        btrfs::is_subvolume(path).unwrap_or(false)
+    }
+    fn lxc_start(&self, name: &str) -> HostResult<()> {
+        self.lxc.start(name).map_err(lxc_err)
+    }
+    fn lxc_stop(&self, name: &str, timeout: Duration, force: bool) -> HostResult<()> {
+        self.lxc.stop(name, timeout, force).map_err(lxc_err)
+    }
+    fn lxc_state(&self, name: &str) -> HostResult<LxcState> {
+        self.lxc.state(name).map_err(lxc_err)
+    }
+    fn lxc_addresses(&self, name: &str) -> Vec<String> {
+        self.lxc.addresses(name)
+    }
+    fn bridge_exists(&self, bridge: &str) -> bool {
+        Path::new("/sys/class/net").join(bridge).join("bridge").exists()
+    }
+    fn build_rootfs(
+        &self,
+        recipe: &Recipe,
+        dest: &Path,
+        cache_dir: &Path,
+        progress: &mut dyn FnMut(f64, &str),
+    ) -> HostResult<()> {
+        base::build_rootfs(recipe, dest, cache_dir, progress).map_err(base_err)
+    }
+    fn import_rootfs(&self, archive: &mut File, dest: &Path, progress: &mut dyn FnMut(f64)) -> HostResult<()> {
+        base::validate_archive(archive).map_err(base_err)?;
+        base::extract_archive(archive, dest, progress).map_err(base_err)
+    }
+}

@@ -1,0 +1,211 @@
+//! Drives LXC through its `lxc-*` tools, as LXD drives its own start helper: liblxc's
+//! `start()` forks from the calling thread of a multithreaded process and the `lxc`
+//! crate has memory-safety bugs, so the daemon never links liblxc.
+//!
+//! LXC's command socket is an abstract unix socket scoped to the network namespace, so
+//! these calls must run in the same network namespace as the container's `lxc-start`.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const LXC_START: &str = "/usr/bin/lxc-start";
+const LXC_STOP: &str = "/usr/bin/lxc-stop";
+const LXC_INFO: &str = "/usr/bin/lxc-info";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LxcError {
+    #[error("cannot run {tool}: {source}")]
+    Spawn {
+        tool: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{tool} failed for container {name}: {detail}")]
+    Failed {
+        tool: &'static str,
+        name: String,
+        detail: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LxcState {
+    pub running: bool,
+    pub init_pid: Option<u32>,
+}
+
+/// The LXC tools for the containers under one lxcpath.
+#[derive(Debug, Clone)]
+pub struct Lxc {
+    lxcpath: PathBuf,
+    log_dir: PathBuf,
+}
+
+impl Lxc {
+    pub fn new(lxcpath: &Path, log_dir: &Path) -> Lxc {
+        Lxc {
+            lxcpath: lxcpath.to_path_buf(),
+            log_dir: log_dir.to_path_buf(),
+        }
+    }
+
+    pub fn log_file(&self, name: &str) -> PathBuf {
+        self.log_dir.join(format!("{name}.log"))
+    }
+
+    /// Starts the container in the background; returns once LXC reports it RUNNING.
+    /// The LXC monitor is not our child (it double-forks), so it outlives the daemon.
+    pub fn start(&self, name: &str) -> Result<(), LxcError> {
+        fs::create_dir_all(&self.log_dir).map_err(|source| LxcError::Spawn {
+            tool: "lxc-start",
+            source,
+        })?;
+        let log = self.log_file(name);
+        // A fresh log per start, so a failure's explanation is not buried in old runs.
+        let _ = fs::remove_file(&log);
+        let out_path = self.log_dir.join(format!("{name}.start.out"));
+        // lxc-start's stdio goes to a file, not a pipe: the monitor it forks would hold
+        // a pipe open for the container's whole life.
+        let out = File::create(&out_path).map_err(|source| LxcError::Spawn {
+            tool: "lxc-start",
+            source,
+        })?;
+        let err = out.try_clone().map_err(|source| LxcError::Spawn {
+            tool: "lxc-start",
+            source,
+        })?;
+        let status = Command::new(LXC_START)
+            .arg("-n")
+            .arg(name)
+            .arg("-P")
+            .arg(&self.lxcpath)
+            .arg("-d")
+            .arg("-o")
+            .arg(&log)
+            .arg("-l")
+            .arg("WARN")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .status()
+            .map_err(|source| LxcError::Spawn {
+                tool: "lxc-start",
+                source,
+            })?;
+        if status.success() {
+            return Ok(());
+        }
+        let mut detail = tail(&out_path, 10);
+        let log_tail = tail(&log, 15);
+        if !log_tail.is_empty() {
+            detail.push_str("\nLXC log (");
+            detail.push_str(&log.display().to_string());
+            detail.push_str("):\n");
+            detail.push_str(&log_tail);
+        }
+        Err(LxcError::Failed {
+            tool: "lxc-start",
+            name: name.to_string(),
+            detail: detail.trim().to_string(),
+        })
+    }
+
+    /// Asks init to power off and waits up to `timeout`, then kills; `force` kills at once.
+    pub fn stop(&self, name: &str, timeout: Duration, force: bool) -> Result<(), LxcError> {
+        let mut cmd = Command::new(LXC_STOP);
+        cmd.arg("-n").arg(name).arg("-P").arg(&self.lxcpath);
+        if force {
+            cmd.arg("-k");
+        } else {
+            cmd.arg("-t").arg(timeout.as_secs().max(1).to_string());
+        }
+        let out = cmd.stdin(Stdio::null()).output().map_err(|source| LxcError::Spawn {
+            tool: "lxc-stop",
+            source,
+        })?;
+        // lxc-stop exits 2 when the container was not running: that is success here.
+        if out.status.success() || out.status.code() == Some(2) {
+            return Ok(());
+        }
+        Err(LxcError::Failed {
+            tool: "lxc-stop",
+            name: name.to_string(),
+            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+
+    pub fn state(&self, name: &str) -> Result<LxcState, LxcError> {
+        let out = self.info(name, &["-s", "-p"])?;
+        Ok(parse_info(&out))
+    }
+
+    /// IPv4 and IPv6 addresses LXC sees inside the running container.
+    pub fn addresses(&self, name: &str) -> Vec<String> {
+        self.info(name, &["-i"])
+            .map(|out| out.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect())
+            .unwrap_or_default()
+    }
+
+    fn info(&self, name: &str, what: &[&str]) -> Result<String, LxcError> {
+        let out = Command::new(LXC_INFO)
+            .arg("-n")
+            .arg(name)
+            .arg("-P")
+            .arg(&self.lxcpath)
+            .args(what)
+            .arg("-H")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| LxcError::Spawn {
+                tool: "lxc-info",
+                source,
+            })?;
+        if !out.status.success() {
+            return Err(LxcError::Failed {
+                tool: "lxc-info",
+                name: name.to_string(),
+                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+/// Parses `lxc-info -s -p -H`: the state on the first line, the init pid (if any) next.
+fn parse_info(out: &str) -> LxcState {
+    let mut lines = out.lines().map(str::trim);
+    let running = matches!(lines.next(), Some("RUNNING") | Some("FREEZING") | Some("FROZEN"));
+    let init_pid = lines.next().and_then(|l| l.parse().ok()).filter(|_| running);
+    LxcState { running, init_pid }
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_running_and_stopped_info() {
+        assert_eq!(
+            parse_info("RUNNING\n4242\n"),
+            LxcState {
+                running: true,
+                init_pid: Some(4242)
+            }
+        );
+        assert_eq!(
+            parse_info("STOPPED\n"),
+            LxcState {
+                running: false,
+                init_pid: None
+            }
+        );
+        assert!(!parse_info("").running);
+    }
+}
