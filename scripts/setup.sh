@@ -77,11 +77,21 @@ bus_name_owner_pid() {
         awk '{print $NF}' || true
 }
 
-is_osm_hostd() {
-    local pid="$1"
-    [ -n "$pid" ] && [ "$pid" -gt 1 ] 2>/dev/null && kill -0 "$pid" 2>/dev/null &&
-        [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = osm-hostd ]
+# pid_alive PID: the process exists and is not a zombie (an exited child that no one has
+# reaped yet still answers kill -0; PID 1 outside systemd may be slow to reap).
+pid_alive() {
+    local state
+    state="$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)"
+    [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
 }
+
+# pid_is PID NAME: PID is a live process whose command name is NAME.
+pid_is() {
+    [ -n "$1" ] && [ "$1" -gt 1 ] 2>/dev/null && pid_alive "$1" &&
+        [ "$(cat "/proc/$1/comm" 2>/dev/null)" = "$2" ]
+}
+
+is_osm_hostd() { pid_is "$1" osm-hostd; }
 
 # The osm-hostd this script (or anyone) started outside systemd, if one runs.
 background_daemon_pid() {
@@ -255,8 +265,7 @@ step_bus() {
         mkdir -p /run/dbus
         local pid=""
         pid="$(cat /run/dbus/pid 2>/dev/null || true)"
-        if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null &&
-            [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = dbus-daemon ]; then
+        if pid_is "$pid" dbus-daemon; then
             osm_die "dbus-daemon (pid $pid) runs but does not answer on $BUS_SOCKET; stop it and run this script again"
         fi
         rm -f /run/dbus/pid
@@ -279,10 +288,10 @@ stop_background_daemon() {
     osm_info "stopping osm-hostd (pid $pid); containers keep running"
     kill -TERM "$pid" 2>/dev/null || return 0
     for i in $(seq 1 60); do
-        kill -0 "$pid" 2>/dev/null || break
+        pid_alive "$pid" || break
         sleep 0.5
     done
-    if kill -0 "$pid" 2>/dev/null; then
+    if pid_alive "$pid"; then
         osm_warn "osm-hostd (pid $pid) did not exit within 30 s of SIGTERM; killing it (it finishes interrupted operations on its next start)"
         kill -KILL "$pid" 2>/dev/null || true
         sleep 1
@@ -319,6 +328,7 @@ step_daemon() {
         else
             [ -z "$pid" ] || stop_background_daemon "$pid"
             install -d -m 0755 "$(dirname "$LOGFILE")"
+            printf -- '--- %s: scripts/setup.sh starts osm-hostd\n' "$(date -Is)" >>"$LOGFILE"
             # No systemd here: run it detached from this shell, in its own session.
             setsid /usr/sbin/osm-hostd --config "$CONFIG" >>"$LOGFILE" 2>&1 </dev/null &
             pid=$!
@@ -330,7 +340,7 @@ step_daemon() {
     local i deadline=$((START_TIMEOUT * 2))
     for ((i = 1; ; i++)); do
         daemon_answers && break
-        if ! osm_have_systemd && ! kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+        if ! osm_have_systemd && ! pid_alive "$(cat "$PIDFILE")"; then
             show_daemon_log
             osm_die "osm-hostd exited during start-up (see the log above)"
         fi

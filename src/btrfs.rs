@@ -11,7 +11,7 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
 use std::marker::PhantomData;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -105,8 +105,12 @@ pub fn delete_subvolume_recursive(path: &Path) -> Result<()> {
         return Err(not_a_subvolume(OP, path));
     }
     let (parent, name) = split_parent(OP, path)?;
-    delete_nested(path)?;
-    destroy(parent, name, path)
+    let parent_dir = open_dir(OP, parent)?;
+    // Everything below is resolved from this fd, so a symlink or a mount placed in the
+    // tree cannot redirect the deletion elsewhere.
+    let dir = open_beneath(&parent_dir, Path::new(name)).map_err(|e| err(OP, path, e))?;
+    delete_nested(&dir, path)?;
+    destroy(&parent_dir, name, path)
 }
 
 /// The subvolumes directly below the subvolume at `path`, as paths under `path`.
@@ -114,55 +118,65 @@ pub fn delete_subvolume_recursive(path: &Path) -> Result<()> {
 /// Only direct children are listed; call again on each to walk deeper.
 pub fn nested_subvolumes(path: &Path) -> Result<Vec<PathBuf>> {
     const OP: &str = "list subvolumes below";
+    if !is_subvolume(path)? {
+        return Err(not_a_subvolume(OP, path));
+    }
     let dir = open_dir(OP, path)?;
+    let children = child_subvolumes(&dir).map_err(|e| err(OP, path, e))?;
+    Ok(children.into_iter().map(|rel| path.join(rel)).collect())
+}
+
+/// Deletes every subvolume below the subvolume open as `dir` (shown as `path`), deepest
+/// first.
+fn delete_nested(dir: &File, path: &Path) -> Result<()> {
+    const OP: &str = "delete subvolume";
+    let children = child_subvolumes(dir).map_err(|e| err(OP, path, e))?;
+    if children.is_empty() {
+        return Ok(());
+    }
+    // Unlinking a child modifies this subvolume, which a read-only one refuses.
+    set_readonly_fd(dir, false).map_err(|e| err(OP, path, e))?;
+    for rel in &children {
+        let child_path = path.join(rel);
+        let (parent, name) = split_parent(OP, rel)?;
+        let parent_dir = open_beneath(dir, parent).map_err(|e| err(OP, &child_path, e))?;
+        let child =
+            open_beneath(&parent_dir, Path::new(name)).map_err(|e| err(OP, &child_path, e))?;
+        delete_nested(&child, &child_path)?;
+        destroy(&parent_dir, name, &child_path)?;
+    }
+    Ok(())
+}
+
+fn destroy(parent_dir: &File, name: &OsStr, path: &Path) -> Result<()> {
+    const OP: &str = "delete subvolume";
+    let mut args = sys::VolArgs::new();
+    copy_name(&mut args.name, name).map_err(|e| err(OP, path, e))?;
+    sys::SNAP_DESTROY
+        .call(parent_dir, &mut args)
+        .map_err(|e| err(OP, path, e))
+}
+
+/// The subvolumes directly below the subvolume whose root directory is open as `dir`,
+/// as paths relative to it.
+fn child_subvolumes(dir: &File) -> io::Result<Vec<PathBuf>> {
     let mut found = Vec::new();
     let mut refs = sys::RootrefArgs::new();
     loop {
-        let more = match sys::GET_SUBVOL_ROOTREF.call(&dir, &mut refs) {
+        let more = match sys::GET_SUBVOL_ROOTREF.call(dir, &mut refs) {
             Ok(()) => false,
-            // The kernel hands back at most 255 refs per call and sets min_treeid to resume.
+            // At most 255 refs per call; the kernel advanced min_treeid to resume from.
             Err(e) if e.raw_os_error() == Some(libc::EOVERFLOW) => true,
-            Err(e) => return Err(err(OP, path, e)),
+            Err(e) => return Err(e),
         };
         let count = usize::from(refs.num_items).min(refs.rootref.len());
         for r in &refs.rootref[..count] {
-            let rel = child_path(&dir, r.treeid, r.dirid).map_err(|e| err(OP, path, e))?;
-            found.push(path.join(rel));
+            found.push(child_path(dir, r.treeid, r.dirid)?);
         }
         if !more || count == 0 {
             return Ok(found);
         }
     }
-}
-
-fn delete_nested(path: &Path) -> Result<()> {
-    const OP: &str = "delete subvolume";
-    let children = nested_subvolumes(path)?;
-    if children.is_empty() {
-        return Ok(());
-    }
-    // Unlinking a child modifies this subvolume, which a read-only one refuses.
-    let dir = open_dir(OP, path)?;
-    let flags = get_flags(&dir).map_err(|e| err(OP, path, e))?;
-    if flags & sys::SUBVOL_RDONLY != 0 {
-        set_readonly_fd(&dir, false).map_err(|e| err(OP, path, e))?;
-    }
-    for child in &children {
-        let (parent, name) = split_parent(OP, child)?;
-        delete_nested(child)?;
-        destroy(parent, name, child)?;
-    }
-    Ok(())
-}
-
-fn destroy(parent: &Path, name: &OsStr, path: &Path) -> Result<()> {
-    const OP: &str = "delete subvolume";
-    let parent_dir = open_dir(OP, parent)?;
-    let mut args = sys::VolArgs::new();
-    copy_name(&mut args.name, name).map_err(|e| err(OP, path, e))?;
-    sys::SNAP_DESTROY
-        .call(&parent_dir, &mut args)
-        .map_err(|e| err(OP, path, e))
 }
 
 /// The path of child subvolume `treeid` (whose entry is in directory `dirid`) relative
@@ -176,6 +190,22 @@ fn child_path(dir: &File, treeid: u64, dirid: u64) -> io::Result<PathBuf> {
     let mut rel = c_bytes(&args.path).to_vec();
     rel.extend_from_slice(c_bytes(&args.name));
     Ok(PathBuf::from(OsStr::from_bytes(&rel)))
+}
+
+/// Opens directory `rel` below `dir` without following symlinks, leaving `dir`, or
+/// crossing a mount point (subvolume boundaries are not mount points).
+fn open_beneath(dir: &File, rel: &Path) -> io::Result<File> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+        .resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_XDEV,
+        );
+    let fd = nix::fcntl::openat2(dir.as_raw_fd(), rel, how)?;
+    // SAFETY: openat2 just returned `fd` as a new open descriptor that nothing else owns.
+    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
 fn get_flags(dir: &File) -> io::Result<u64> {

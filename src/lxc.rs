@@ -172,12 +172,21 @@ impl Lxc {
     }
 }
 
-/// Parses `lxc-info -s -p -H`: the state on the first line, the init pid (if any) next.
+/// Parses `lxc-info -s -p -H`, which prints `State: RUNNING` and `PID: 12` lines (or a
+/// bare state when asked for the state alone).
 fn parse_info(out: &str) -> LxcState {
-    let mut lines = out.lines().map(str::trim);
-    let running = matches!(lines.next(), Some("RUNNING") | Some("FREEZING") | Some("FROZEN"));
-    let init_pid = lines.next().and_then(|l| l.parse().ok()).filter(|_| running);
-    LxcState { running, init_pid }
+    let mut state = None;
+    let mut pid = None;
+    for line in out.lines() {
+        match line.split_once(':') {
+            Some((key, value)) if key.trim() == "State" => state = Some(value.trim().to_string()),
+            Some((key, value)) if key.trim() == "PID" => pid = value.trim().parse().ok(),
+            None if state.is_none() && !line.trim().is_empty() => state = Some(line.trim().to_string()),
+            _ => {}
+        }
+    }
+    let running = matches!(state.as_deref(), Some("RUNNING" | "FREEZING" | "FROZEN"));
+    LxcState { running, init_pid: pid.filter(|_| running) }
 }
 
 fn tail(path: &Path, lines: usize) -> String {
@@ -193,19 +202,20 @@ mod tests {
     #[test]
     fn parses_running_and_stopped_info() {
         assert_eq!(
-            parse_info("RUNNING\n4242\n"),
+            parse_info("State:          RUNNING\nPID:            4242\n"),
             LxcState {
                 running: true,
                 init_pid: Some(4242)
             }
         );
         assert_eq!(
-            parse_info("STOPPED\n"),
+            parse_info("State:          STOPPED\n"),
             LxcState {
                 running: false,
                 init_pid: None
             }
         );
         assert!(!parse_info("").running);
+        assert!(parse_info("RUNNING\n").running);
     }
 }

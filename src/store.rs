@@ -2,8 +2,12 @@
 //!
 //! [`Store::open_or_create`] accepts a `store_root` that is already on Btrfs; otherwise,
 //! when `loop_image` is configured, it creates (sparse, `mkfs.btrfs`) and loop-mounts that
-//! image at `store_root`. It never mounts over a non-empty directory. Every step is
-//! idempotent, so the daemon runs it on each start.
+//! image at `store_root`, and without one it creates a missing `store_root` as a new
+//! subvolume if its parent is on Btrfs. It never mounts over a non-empty directory. Every
+//! step is idempotent, so the daemon runs it on each start.
+//!
+//! The loop mount is made in the daemon's mount namespace, so the daemon must share the
+//! host's (no systemd `PrivateMounts=`/`ProtectSystem=`) for LXC and operators to see it.
 
 use crate::btrfs::{self, BtrfsError};
 use crate::config::HostConfig;
@@ -38,8 +42,9 @@ pub enum StoreError {
     #[error("loop_image {image} exists but is not a regular file")]
     ImageNotAFile { image: PathBuf },
     #[error(
-        "loop_image {image} is already attached to {device} ({mounted}), not mounted at \
-         store_root {store_root}; unmount it (the loop device then detaches) and retry"
+        "loop_image {image} is already attached to {device} ({mounted}), but not mounted at \
+         store_root {store_root}; unmount it (the loop device then detaches, or detach it with \
+         `losetup -d {device}`) and retry"
     )]
     ImageInUse {
         image: PathBuf,
@@ -124,6 +129,8 @@ impl Store {
 
     /// Total and available bytes of the filesystem holding the store (statvfs; on Btrfs
     /// an estimate that depends on the RAID profile).
+    // The statvfs field types are only u64 on 64-bit targets.
+    #[allow(clippy::useless_conversion)]
     pub fn space(&self) -> Result<(u64, u64), StoreError> {
         let st = nix::sys::statvfs::statvfs(&self.root).map_err(|e| StoreError::Io {
             action: "statvfs",
@@ -154,6 +161,16 @@ impl Store {
 fn prepare_root(cfg: &HostConfig) -> Result<(), StoreError> {
     let root = &cfg.store_root;
     let exists = root.try_exists().map_err(io_err("look at", root))?;
+    if let Some(image) = &cfg.loop_image {
+        // An existing image holds the store: a Btrfs store_root that is not its mount
+        // (say the empty mount point on a Btrfs root filesystem after a reboot) is not it.
+        if image.try_exists().map_err(io_err("look at", image))? {
+            if image_mounted_at(image, root)? {
+                return Ok(());
+            }
+            return mount_loop_image(root, exists, image, &cfg.loop_size);
+        }
+    }
     if exists && btrfs::is_btrfs(root)? {
         return Ok(());
     }
@@ -177,6 +194,22 @@ fn prepare_root(cfg: &HostConfig) -> Result<(), StoreError> {
     mount_loop_image(root, exists, image, &cfg.loop_size)
 }
 
+/// True if the topmost mount at `root` is a loop device backed by `image`.
+fn image_mounted_at(image: &Path, root: &Path) -> Result<bool, StoreError> {
+    let devices = loop_devices_backing(image);
+    if devices.is_empty() {
+        return Ok(false);
+    }
+    let Ok(root) = std::fs::canonicalize(root) else {
+        return Ok(false);
+    };
+    let mounts = read_mountinfo().map_err(io_err("read", Path::new(MOUNTINFO)))?;
+    let top = mounts.iter().rev().find(|m| m.mount_point == root);
+    Ok(top.is_some_and(|m| devices.contains(&m.source)))
+}
+
+/// Mounts `image` (creating it first if missing) at `root`, which must be missing or an
+/// empty directory.
 fn mount_loop_image(
     root: &Path,
     root_exists: bool,
@@ -211,20 +244,18 @@ fn mount_loop_image(
                 image: image.to_path_buf(),
             });
         }
+        // Attaching the image a second time would show the kernel one Btrfs on two
+        // devices; refuse instead.
         if let Some(device) = loop_devices_backing(image).into_iter().next() {
             let mounts = read_mountinfo().map_err(io_err("read", Path::new(MOUNTINFO)))?;
-            let at: Vec<&MountEntry> = mounts.iter().filter(|m| m.source == device).collect();
-            let root_canon = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
-            if at.iter().any(|m| m.mount_point == root_canon) && btrfs::is_btrfs(root)? {
-                return Ok(());
-            }
-            let mounted = if at.is_empty() {
-                "not mounted".to_string()
+            let points: Vec<String> = mounts
+                .iter()
+                .filter(|m| m.source == device)
+                .map(|m| m.mount_point.display().to_string())
+                .collect();
+            let mounted = if points.is_empty() {
+                "not mounted here".to_string()
             } else {
-                let points: Vec<String> = at
-                    .iter()
-                    .map(|m| m.mount_point.display().to_string())
-                    .collect();
                 format!("mounted at {}", points.join(", "))
             };
             return Err(StoreError::ImageInUse {

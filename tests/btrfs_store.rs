@@ -61,15 +61,21 @@ impl Rig {
         self.mounts.push(path.to_path_buf());
     }
 
-    /// A fresh 4 GiB sparse Btrfs image loop-mounted at `<tmp>/<name>`.
-    fn mount_btrfs(&mut self, name: &str) -> PathBuf {
+    /// A fresh 4 GiB sparse Btrfs image at `<tmp>/<name>.img`.
+    fn make_image(&self, name: &str) -> PathBuf {
         let image = self.path(&format!("{name}.img"));
-        let mnt = self.path(name);
         std::fs::File::create(&image)
             .unwrap()
             .set_len(IMAGE_SIZE)
             .unwrap();
         run(Command::new("mkfs.btrfs").arg("-q").arg(&image));
+        image
+    }
+
+    /// A fresh 4 GiB sparse Btrfs image loop-mounted at `<tmp>/<name>`.
+    fn mount_btrfs(&mut self, name: &str) -> PathBuf {
+        let image = self.make_image(name);
+        let mnt = self.path(name);
         std::fs::create_dir(&mnt).unwrap();
         self.track_mount(&mnt);
         run(Command::new("mount")
@@ -271,7 +277,7 @@ fn recursive_delete_clears_readonly_parents_and_pages_through_many_children() {
 }
 
 #[test]
-fn recursive_delete_refuses_plain_directories() {
+fn recursive_delete_refuses_plain_directories_symlinks_and_covered_trees() {
     let mut rig = Rig::new();
     let mnt = rig.mount_btrfs("fs");
     let plain = mnt.join("plain");
@@ -286,6 +292,35 @@ fn recursive_delete_refuses_plain_directories() {
     assert!(btrfs::delete_subvolume_recursive(&tmpfs.join("d")).is_err());
     assert!(tmpfs.join("d").is_dir());
     assert!(btrfs::delete_subvolume_recursive(&mnt.join("missing")).is_err());
+
+    // A symlink to a subvolume is not followed.
+    let sub = mnt.join("sub");
+    btrfs::create_subvolume(&sub).unwrap();
+    std::os::unix::fs::symlink(&sub, mnt.join("link")).unwrap();
+    assert!(btrfs::delete_subvolume_recursive(&mnt.join("link")).is_err());
+    assert!(btrfs::is_subvolume(&sub).unwrap());
+
+    // Nor is a mount covering part of the tree crossed: nothing is deleted.
+    let c = mnt.join("c");
+    btrfs::create_subvolume(&c).unwrap();
+    std::fs::create_dir(c.join("d")).unwrap();
+    btrfs::create_subvolume(&c.join("d/nested")).unwrap();
+    let cover = c.join("d");
+    rig.track_mount(&cover);
+    mount(
+        Some("tmpfs"),
+        &cover,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    let e = btrfs::delete_subvolume_recursive(&c).unwrap_err();
+    assert_eq!(e.source.raw_os_error(), Some(libc::EXDEV), "{e}");
+    umount2(&cover, MntFlags::empty()).unwrap();
+    assert!(btrfs::is_subvolume(&c.join("d/nested")).unwrap());
+    btrfs::delete_subvolume_recursive(&c).unwrap();
+    assert!(!c.exists());
 }
 
 fn mounts_at(path: &Path) -> Vec<osm_host::store::MountEntry> {
@@ -407,6 +442,26 @@ fn store_uses_an_existing_btrfs_root_and_creates_a_missing_one_as_subvolume() {
     assert!(btrfs::is_subvolume(store.root()).unwrap());
     assert_layout(&store);
     Store::open_or_create(&nested).unwrap();
+
+    // An existing image holds the store: it is mounted even where store_root is an empty
+    // directory on Btrfs (a mount point on a Btrfs root filesystem after a reboot).
+    let image = rig.make_image("prepared");
+    let root = mnt.join("mountpoint");
+    std::fs::create_dir(&root).unwrap();
+    rig.track_mount(&root);
+    let with_image = HostConfig {
+        store_root: root.clone(),
+        loop_image: Some(image.clone()),
+        ..HostConfig::default()
+    };
+    let store = Store::open_or_create(&with_image).unwrap();
+    let mounts = mounts_at(&root);
+    assert_eq!(mounts.len(), 1, "{mounts:?}");
+    assert!(mounts[0].source.starts_with("/dev/loop"), "{mounts:?}");
+    assert_layout(&store);
+    Store::open_or_create(&with_image).unwrap();
+    assert_eq!(mounts_at(&root).len(), 1);
+    assert_eq!(loop_devices_of(&image).len(), 1);
 }
 
 #[test]
@@ -453,4 +508,22 @@ fn store_refuses_a_non_btrfs_directory() {
         std::fs::read_to_string(root.join("precious")).unwrap(),
         "data"
     );
+
+    // An image already mounted somewhere else is not attached a second time.
+    let elsewhere = rig.mount_btrfs("elsewhere");
+    let store2 = rig.path("store2");
+    let in_use = HostConfig {
+        store_root: store2.clone(),
+        loop_image: Some(rig.path("elsewhere.img")),
+        ..HostConfig::default()
+    };
+    rig.track_mount(&store2);
+    let e = Store::open_or_create(&in_use).unwrap_err();
+    assert!(matches!(e, StoreError::ImageInUse { .. }), "{e:?}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&format!("mounted at {}", elsewhere.display())),
+        "{msg}"
+    );
+    assert!(mounts_at(&store2).is_empty());
 }

@@ -52,17 +52,16 @@ fn detect(file: &mut File) -> Result<Compression, BaseError> {
                 .into(),
         ))
     } else if n == 0 {
-        Err(BaseError::InvalidArchive("the archive file is empty".into()))
+        Err(BaseError::InvalidArchive(
+            "the archive file is empty".into(),
+        ))
     } else {
         Ok(Compression::None)
     }
 }
 
 /// A reader over the decompressed archive. `R` is the raw (compressed) byte source.
-fn decoder<'a, R: Read + 'a>(
-    kind: Compression,
-    raw: R,
-) -> Result<Box<dyn Read + 'a>, BaseError> {
+fn decoder<'a, R: Read + 'a>(kind: Compression, raw: R) -> Result<Box<dyn Read + 'a>, BaseError> {
     Ok(match kind {
         Compression::None => Box::new(raw),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(raw))),
@@ -158,7 +157,10 @@ pub fn validate_archive(file: &mut File) -> Result<(), BaseError> {
         }
         let path = normalized(&path);
         if under_symlink(&symlinks, &path) {
-            return Err(unsafe_entry(&name, "lies beneath a symlink of the same archive"));
+            return Err(unsafe_entry(
+                &name,
+                "lies beneath a symlink of the same archive",
+            ));
         }
         match etype {
             tar::EntryType::Symlink => {
@@ -205,7 +207,10 @@ pub fn validate_archive(file: &mut File) -> Result<(), BaseError> {
     Ok(())
 }
 
-fn link_target<R: Read>(entry: &tar::Entry<R>, name: &[u8]) -> Result<std::path::PathBuf, BaseError> {
+fn link_target<R: Read>(
+    entry: &tar::Entry<R>,
+    name: &[u8],
+) -> Result<std::path::PathBuf, BaseError> {
     match entry.link_name().map_err(not_tar)? {
         Some(t) if !t.as_os_str().is_empty() => Ok(t.into_owned()),
         _ => Err(unsafe_entry(name, "is a link without a target")),
@@ -241,7 +246,10 @@ pub(crate) struct Throttle<'a> {
 
 impl<'a> Throttle<'a> {
     pub(crate) fn new(progress: &'a mut dyn FnMut(f64)) -> Self {
-        Throttle { progress, last: -1.0 }
+        Throttle {
+            progress,
+            last: -1.0,
+        }
     }
     pub(crate) fn report(&mut self, fraction: f64) {
         let f = fraction.clamp(0.0, 1.0);
@@ -297,7 +305,10 @@ pub fn extract_archive(
     throttle.report(0.0);
     let copied: Result<(), BaseError> = (|| {
         let counter = Rc::new(Cell::new(0u64));
-        let counting = Counting { inner: &mut *file, count: counter.clone() };
+        let counting = Counting {
+            inner: &mut *file,
+            count: counter.clone(),
+        };
         let mut reader = decoder(kind, counting)?;
         let mut buf = vec![0u8; 256 * 1024];
         loop {
@@ -320,7 +331,9 @@ pub fn extract_archive(
         Ok(())
     })();
     drop(stdin);
-    let status = child.wait().map_err(|e| BaseError::io("waiting for tar", e))?;
+    let status = child
+        .wait()
+        .map_err(|e| BaseError::io("waiting for tar", e))?;
     let tail = stderr_reader.join().unwrap_or_default();
     // A corrupt compressed stream also makes tar fail (truncated input); say the real cause.
     if let Err(e @ BaseError::InvalidArchive(_)) = copied {
@@ -393,7 +406,9 @@ pub(crate) fn write_tar_zst(
         Ok(())
     })();
     drop(stdout);
-    let status = child.wait().map_err(|e| BaseError::io("waiting for tar", e))?;
+    let status = child
+        .wait()
+        .map_err(|e| BaseError::io("waiting for tar", e))?;
     let tail = stderr_reader.join().unwrap_or_default();
     if !status.success() {
         return Err(BaseError::Command {
@@ -415,7 +430,13 @@ mod tests {
     use tar::{EntryType, Header};
 
     /// An entry with exactly these name/link bytes, bypassing the tar crate's own checks.
-    fn raw(b: &mut tar::Builder<Vec<u8>>, name: &str, kind: EntryType, link: Option<&str>, data: &[u8]) {
+    fn raw(
+        b: &mut tar::Builder<Vec<u8>>,
+        name: &str,
+        kind: EntryType,
+        link: Option<&str>,
+        data: &[u8],
+    ) {
         let mut h = Header::new_gnu();
         let slot = &mut h.as_old_mut().name;
         slot.fill(0);
@@ -424,7 +445,11 @@ mod tests {
             h.set_link_name_literal(l).unwrap();
         }
         h.set_entry_type(kind);
-        h.set_mode(if kind == EntryType::Directory { 0o755 } else { 0o644 });
+        h.set_mode(if kind == EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        });
         h.set_size(data.len() as u64);
         h.set_cksum();
         b.append(&h, data).unwrap();
@@ -442,17 +467,47 @@ mod tests {
             raw(b, "./usr/", EntryType::Directory, None, b"");
             raw(b, "./usr/lib/", EntryType::Directory, None, b"");
             raw(b, "./usr/lib/libx.so.1", EntryType::Regular, None, b"elf");
-            raw(b, "./usr/lib/libx.so", EntryType::Symlink, Some("libx.so.1"), b"");
+            raw(
+                b,
+                "./usr/lib/libx.so",
+                EntryType::Symlink,
+                Some("libx.so.1"),
+                b"",
+            );
             raw(b, "./usr/bin/", EntryType::Directory, None, b"");
             raw(b, "./usr/bin/perl", EntryType::Regular, None, b"#!");
-            raw(b, "./usr/bin/perl5.36", EntryType::Link, Some("./usr/bin/perl"), b"");
+            raw(
+                b,
+                "./usr/bin/perl5.36",
+                EntryType::Link,
+                Some("./usr/bin/perl"),
+                b"",
+            );
             raw(b, "./lib", EntryType::Symlink, Some("usr/lib"), b"");
             raw(b, "./bin", EntryType::Symlink, Some("/usr/bin"), b"");
             raw(b, "./etc/", EntryType::Directory, None, b"");
-            raw(b, "./etc/alternatives/pager", EntryType::Symlink, Some("/bin/less"), b"");
+            raw(
+                b,
+                "./etc/alternatives/pager",
+                EntryType::Symlink,
+                Some("/bin/less"),
+                b"",
+            );
             // Climbs exactly to the root, not above it.
-            raw(b, "./usr/share/doc/x/etc", EntryType::Symlink, Some("../../../../etc"), b"");
-            raw(b, "./etc/resolv.conf", EntryType::Symlink, Some("../run/systemd/resolve/stub-resolv.conf"), b"");
+            raw(
+                b,
+                "./usr/share/doc/x/etc",
+                EntryType::Symlink,
+                Some("../../../../etc"),
+                b"",
+            );
+            raw(
+                b,
+                "./etc/resolv.conf",
+                EntryType::Symlink,
+                Some("../run/systemd/resolve/stub-resolv.conf"),
+                b"",
+            );
             raw(b, "./dev/whiteout", EntryType::Char, None, b"");
             raw(b, "./run/fifo", EntryType::Fifo, None, b"");
             let long = format!("./usr/share/{}/file", "d".repeat(150));
@@ -504,15 +559,29 @@ mod tests {
     fn compression_is_detected_by_magic() {
         let t = rootfs_tar();
         assert_eq!(detect(&mut file_with(&t)).unwrap(), Compression::None);
-        assert_eq!(detect(&mut file_with(&gzip(&t))).unwrap(), Compression::Gzip);
-        assert_eq!(detect(&mut file_with(&zstd(&t))).unwrap(), Compression::Zstd);
+        assert_eq!(
+            detect(&mut file_with(&gzip(&t))).unwrap(),
+            Compression::Gzip
+        );
+        assert_eq!(
+            detect(&mut file_with(&zstd(&t))).unwrap(),
+            Compression::Zstd
+        );
         let e = detect(&mut file_with(b"\xfd7zXZ\0rest")).unwrap_err();
         assert!(e.to_string().contains("xz"), "{e}");
     }
 
     #[test]
     fn absolute_member_is_refused() {
-        let t = tar_of(|b| raw(b, "/etc/passwd", EntryType::Regular, None, b"root::0:0::/:/bin/sh\n"));
+        let t = tar_of(|b| {
+            raw(
+                b,
+                "/etc/passwd",
+                EntryType::Regular,
+                None,
+                b"root::0:0::/:/bin/sh\n",
+            )
+        });
         assert_eq!(unsafe_name(&refused(&t)), "/etc/passwd");
         // The same behind each compression.
         assert_eq!(unsafe_name(&refused(&gzip(&t))), "/etc/passwd");

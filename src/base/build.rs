@@ -47,15 +47,22 @@ pub fn build_rootfs(
     cache_dir: &Path,
     progress: &mut dyn FnMut(f64, &str),
 ) -> Result<(), BaseError> {
-    let mut rep = Reporter { inner: progress, last: 0.0 };
+    let mut rep = Reporter {
+        inner: progress,
+        last: 0.0,
+    };
     prepare_dest(dest)?;
     let key = recipe.cache_key();
     let cached = cache_dir.join(format!("{key}.tar.zst"));
     if cached.is_file() {
         const MSG: &str = "unpacking the cached base image";
         rep.at(0.0, MSG);
-        let mut file = File::open(&cached)
-            .map_err(|e| BaseError::io(format!("opening the cached base image {}", cached.display()), e))?;
+        let mut file = File::open(&cached).map_err(|e| {
+            BaseError::io(
+                format!("opening the cached base image {}", cached.display()),
+                e,
+            )
+        })?;
         return match extract_archive(&mut file, dest, &mut |f| rep.at(f, MSG)) {
             Ok(()) => {
                 rep.at(1.0, "base image unpacked from the cache");
@@ -73,7 +80,10 @@ pub fn build_rootfs(
     run_debootstrap(recipe, dest, &mut |f, m| rep.at(f * DEBOOTSTRAP_END, m))?;
     customize(recipe, dest, &mut rep)?;
     write_cache(dest, cache_dir, &key, &mut |f| {
-        rep.at(CUSTOMIZE_END + f * (1.0 - CUSTOMIZE_END), "writing the cache archive")
+        rep.at(
+            CUSTOMIZE_END + f * (1.0 - CUSTOMIZE_END),
+            "writing the cache archive",
+        )
     })?;
     rep.at(1.0, "base image built");
     Ok(())
@@ -119,7 +129,13 @@ impl DebootstrapProgress {
     pub(crate) fn new(recipe: &Recipe) -> Self {
         // bookworm minbase is ~90 packages; each included package brings a few more.
         let expected = 90 + 4 * recipe.include.len();
-        DebootstrapProgress { expected, downloaded: 0, extracted: 0, installed: 0, fraction: 0.0 }
+        DebootstrapProgress {
+            expected,
+            downloaded: 0,
+            extracted: 0,
+            installed: 0,
+            fraction: 0.0,
+        }
     }
 
     /// The new fraction and a message for one output line, or `None` for lines that are
@@ -145,7 +161,9 @@ impl DebootstrapProgress {
                 Some(0.40 + 0.10 * ratio(self.extracted, required))
             }
             "Installing" => Some(0.50),
-            "Unpacking" | "Configuring" if !matches!(object, "required packages" | "the base system") => {
+            "Unpacking" | "Configuring"
+                if !matches!(object, "required packages" | "the base system") =>
+            {
                 self.installed += 1;
                 Some(0.50 + 0.49 * ratio(self.installed, 2 * self.downloaded.max(1)))
             }
@@ -169,7 +187,10 @@ fn run_debootstrap(
     progress: &mut dyn FnMut(f64, &str),
 ) -> Result<(), BaseError> {
     if !Path::new(DEBOOTSTRAP).exists() {
-        return Err(BaseError::MissingTool { tool: DEBOOTSTRAP.into(), package: "debootstrap".into() });
+        return Err(BaseError::MissingTool {
+            tool: DEBOOTSTRAP.into(),
+            package: "debootstrap".into(),
+        });
     }
     let script = Path::new(DEBOOTSTRAP_SCRIPTS).join(&recipe.suite);
     if !script.exists() {
@@ -203,7 +224,9 @@ fn run_debootstrap(
     let write_clone = write_end
         .try_clone()
         .map_err(|e| BaseError::io("creating a pipe for debootstrap", e))?;
-    cmd.stdin(Stdio::null()).stdout(Stdio::from(write_end)).stderr(Stdio::from(write_clone));
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::from(write_end))
+        .stderr(Stdio::from(write_clone));
     let mut child = cmd
         .spawn()
         .map_err(|e| BaseError::tool_missing_or_io(DEBOOTSTRAP, "debootstrap", e))?;
@@ -228,7 +251,9 @@ fn run_debootstrap(
             progress(f, &msg);
         }
     }
-    let status = child.wait().map_err(|e| BaseError::io("waiting for debootstrap", e))?;
+    let status = child
+        .wait()
+        .map_err(|e| BaseError::io("waiting for debootstrap", e))?;
     if !status.success() {
         let log = dest.join("debootstrap/debootstrap.log");
         let log = if log.exists() {
@@ -248,15 +273,22 @@ fn run_debootstrap(
 }
 
 fn child_env(cmd: &mut Command) {
-    cmd.env_clear().env("PATH", PATH).env("LC_ALL", "C").env("HOME", "/root");
+    cmd.env_clear()
+        .env("PATH", PATH)
+        .env("LC_ALL", "C")
+        .env("HOME", "/root");
 }
 
 fn customize(recipe: &Recipe, dest: &Path, rep: &mut Reporter<'_>) -> Result<(), BaseError> {
     let start = DEBOOTSTRAP_END;
     let step = (CUSTOMIZE_END - start) / 4.0;
     // The image root is `/` of every container: root-owned 0755 whatever `dest` was.
-    nix::unistd::chown(dest, Some(nix::unistd::Uid::from_raw(0)), Some(nix::unistd::Gid::from_raw(0)))
-        .map_err(|e| BaseError::io(format!("chowning {}", dest.display()), e.into()))?;
+    nix::unistd::chown(
+        dest,
+        Some(nix::unistd::Uid::from_raw(0)),
+        Some(nix::unistd::Gid::from_raw(0)),
+    )
+    .map_err(|e| BaseError::io(format!("chowning {}", dest.display()), e.into()))?;
     std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o755))
         .map_err(|e| BaseError::io(format!("setting the mode of {}", dest.display()), e))?;
     let fs = Rootfs::open(dest)?;
@@ -296,7 +328,9 @@ fn enable_units(fs: &Rootfs, dest: &Path, units: &[String]) -> Result<(), BaseEr
         ));
     }
     let mut cmd = Command::new(CHROOT);
-    cmd.arg(dest).args(["systemctl", "enable", "--"]).args(units);
+    cmd.arg(dest)
+        .args(["systemctl", "enable", "--"])
+        .args(units);
     child_env(&mut cmd);
     cmd.env("SYSTEMD_OFFLINE", "1").stdin(Stdio::null());
     let out = cmd
@@ -342,7 +376,12 @@ fn write_cache(
         .recursive(true)
         .mode(0o700)
         .create(cache_dir)
-        .map_err(|e| BaseError::io(format!("creating the cache directory {}", cache_dir.display()), e))?;
+        .map_err(|e| {
+            BaseError::io(
+                format!("creating the cache directory {}", cache_dir.display()),
+                e,
+            )
+        })?;
     // Cached images hold whole systems (and set-id binaries): only root may read them.
     std::fs::set_permissions(cache_dir, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| BaseError::io(format!("setting the mode of {}", cache_dir.display()), e))?;
@@ -363,8 +402,12 @@ fn write_cache(
     let mut guard = TmpGuard(Some(tmp_path.clone()));
     write_tar_zst(dest, &mut file, tree_size(dest), progress)?;
     drop(file);
-    std::fs::rename(&tmp_path, &final_path)
-        .map_err(|e| BaseError::io(format!("moving the cache archive to {}", final_path.display()), e))?;
+    std::fs::rename(&tmp_path, &final_path).map_err(|e| {
+        BaseError::io(
+            format!("moving the cache archive to {}", final_path.display()),
+            e,
+        )
+    })?;
     guard.0 = None;
     File::open(cache_dir)
         .and_then(|d| d.sync_all())
@@ -374,11 +417,15 @@ fn write_cache(
 
 /// `<key>.tar.zst.tmp-<pid>-<n>` files left by a build that died (its pid is gone).
 fn remove_stale_tmp_files(cache_dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(cache_dir) else { return };
+    let Ok(entries) = std::fs::read_dir(cache_dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let Some((_, suffix)) = name.split_once(".tar.zst.tmp-") else { continue };
+        let Some((_, suffix)) = name.split_once(".tar.zst.tmp-") else {
+            continue;
+        };
         let Some(pid) = suffix.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
             continue;
         };
@@ -394,7 +441,9 @@ fn tree_size(root: &Path) -> u64 {
     let mut total = 0u64;
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let Ok(md) = entry.metadata() else { continue };
             total += 512;
@@ -469,7 +518,11 @@ I: Base system installed successfully.
         assert!(seen.iter().any(|(_, m)| m == "Extracting adduser"));
         assert!(seen.iter().any(|(_, m)| m == "Retrieving apt 2.6.1"));
         // The download of 3 of an expected 90 packages is early, not half way.
-        let after_download = seen.iter().find(|(_, m)| m.starts_with("Chosen")).unwrap().0;
+        let after_download = seen
+            .iter()
+            .find(|(_, m)| m.starts_with("Chosen"))
+            .unwrap()
+            .0;
         assert!((0.39..=0.41).contains(&after_download), "{after_download}");
         let before_done = seen[seen.len() - 2].0;
         assert!(before_done > 0.9 && before_done < 1.0, "{before_done}");
@@ -493,7 +546,9 @@ I: Base system installed successfully.
     fn stale_tmp_files_of_dead_builds_are_removed() {
         let t = tempfile::tempdir().unwrap();
         let dead = t.path().join("k.tar.zst.tmp-4000000000-0");
-        let live = t.path().join(format!("k.tar.zst.tmp-{}-0", std::process::id()));
+        let live = t
+            .path()
+            .join(format!("k.tar.zst.tmp-{}-0", std::process::id()));
         let other = t.path().join("k.tar.zst");
         for p in [&dead, &live, &other] {
             std::fs::write(p, "").unwrap();

@@ -37,7 +37,9 @@ pub enum BaseError {
     #[error("archive entry {entry:?} {reason}; refusing the archive (repack it with paths relative to the root filesystem)")]
     UnsafeArchive { entry: String, reason: String },
     /// A host tool the build needs is not installed.
-    #[error("{tool} is not installed; install the Debian package {package} (apt install {package})")]
+    #[error(
+        "{tool} is not installed; install the Debian package {package} (apt install {package})"
+    )]
     MissingTool { tool: String, package: String },
     /// debootstrap exited unsuccessfully.
     #[error("debootstrap of suite {suite} failed ({status}); the full log is {log}; last output:\n{output}")]
@@ -68,12 +70,18 @@ pub enum BaseError {
 
 impl BaseError {
     pub(crate) fn io(what: impl Into<String>, source: io::Error) -> Self {
-        BaseError::Io { what: what.into(), source }
+        BaseError::Io {
+            what: what.into(),
+            source,
+        }
     }
 
     pub(crate) fn tool_missing_or_io(tool: &str, package: &str, e: io::Error) -> Self {
         if e.kind() == io::ErrorKind::NotFound {
-            BaseError::MissingTool { tool: tool.into(), package: package.into() }
+            BaseError::MissingTool {
+                tool: tool.into(),
+                package: package.into(),
+            }
         } else {
             BaseError::io(format!("starting {tool}"), e)
         }
@@ -84,7 +92,9 @@ impl BaseError {
     pub fn is_invalid_input(&self) -> bool {
         matches!(
             self,
-            BaseError::InvalidRecipe(_) | BaseError::InvalidArchive(_) | BaseError::UnsafeArchive { .. }
+            BaseError::InvalidRecipe(_)
+                | BaseError::InvalidArchive(_)
+                | BaseError::UnsafeArchive { .. }
         )
     }
 
@@ -92,7 +102,10 @@ impl BaseError {
     pub fn is_no_space(&self) -> bool {
         match self {
             BaseError::Io { source, .. } => {
-                matches!(source.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+                matches!(
+                    source.raw_os_error(),
+                    Some(libc::ENOSPC) | Some(libc::EDQUOT)
+                )
             }
             BaseError::Command { output, .. } | BaseError::Debootstrap { output, .. } => {
                 output.contains("No space left on device") || output.contains("Disk quota exceeded")
@@ -125,7 +138,10 @@ pub(crate) struct Tail {
 
 impl Tail {
     pub(crate) fn new(max: usize) -> Self {
-        Tail { lines: VecDeque::new(), max }
+        Tail {
+            lines: VecDeque::new(),
+            max,
+        }
     }
     pub(crate) fn push(&mut self, line: &[u8]) {
         let text = String::from_utf8_lossy(line).trim_end().to_string();

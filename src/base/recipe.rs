@@ -86,12 +86,8 @@ fn invalid(msg: impl Into<String>) -> BaseError {
 impl Recipe {
     /// Parses and validates a recipe; the error names the offending field and value.
     pub fn parse(text: &str) -> Result<Recipe, BaseError> {
-        let raw: RawRecipe = toml::from_str(text).map_err(|e| {
-            invalid(format!(
-                "recipe is not valid: {}",
-                e.to_string().trim_end()
-            ))
-        })?;
+        let raw: RawRecipe = toml::from_str(text)
+            .map_err(|e| invalid(format!("recipe is not valid: {}", e.to_string().trim_end())))?;
         let recipe = Recipe {
             suite: raw.suite,
             mirror: raw
@@ -109,7 +105,11 @@ impl Recipe {
                         None => DEFAULT_FILE_MODE,
                         Some(m) => parse_mode(&f.path, &m)?,
                     };
-                    Ok(RecipeFile { path: f.path, content: f.content, mode })
+                    Ok(RecipeFile {
+                        path: f.path,
+                        content: f.content,
+                        mode,
+                    })
                 })
                 .collect::<Result<_, BaseError>>()?,
             enable: raw.enable,
@@ -216,7 +216,8 @@ struct Canon(Vec<u8>);
 impl Canon {
     fn field(&mut self, tag: &str, value: &str) {
         self.0.extend_from_slice(tag.as_bytes());
-        self.0.extend_from_slice(format!(" {}:", value.len()).as_bytes());
+        self.0
+            .extend_from_slice(format!(" {}:", value.len()).as_bytes());
         self.0.extend_from_slice(value.as_bytes());
         self.0.push(b'\n');
     }
@@ -259,7 +260,8 @@ fn validate_suite(s: &str) -> Result<(), BaseError> {
     let ok = !s.is_empty()
         && s.len() <= 32
         && s.as_bytes()[0].is_ascii_lowercase()
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
     if ok {
         Ok(())
     } else {
@@ -274,7 +276,8 @@ fn validate_component(c: &str) -> Result<(), BaseError> {
     let ok = !c.is_empty()
         && c.len() <= 32
         && c.as_bytes()[0].is_ascii_lowercase()
-        && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        && c.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if ok {
         Ok(())
     } else {
@@ -295,7 +298,9 @@ fn validate_mirror(m: &str) -> Result<(), BaseError> {
         })?;
     let host = rest.split('/').next().unwrap_or("");
     if host.is_empty() {
-        return Err(invalid(format!("mirror {m:?} has no host name; use e.g. \"{DEFAULT_MIRROR}\"")));
+        return Err(invalid(format!(
+            "mirror {m:?} has no host name; use e.g. \"{DEFAULT_MIRROR}\""
+        )));
     }
     if host.contains('@') {
         return Err(invalid(format!(
@@ -304,7 +309,9 @@ fn validate_mirror(m: &str) -> Result<(), BaseError> {
         )));
     }
     if m.len() > 512 {
-        return Err(invalid(format!("mirror {m:?} is longer than 512 characters")));
+        return Err(invalid(format!(
+            "mirror {m:?} is longer than 512 characters"
+        )));
     }
     let bad = |b: u8| !b.is_ascii_graphic() || b"\"'\\<>{}|^`#?".contains(&b);
     if let Some(b) = m.bytes().find(|&b| bad(b)) {
@@ -322,7 +329,8 @@ fn validate_package(p: &str) -> Result<(), BaseError> {
     let ok = p.len() >= 2
         && p.len() <= 100
         && (p.as_bytes()[0].is_ascii_lowercase() || p.as_bytes()[0].is_ascii_digit())
-        && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b));
+        && p.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b));
     if ok {
         Ok(())
     } else {
@@ -334,11 +342,21 @@ fn validate_package(p: &str) -> Result<(), BaseError> {
 }
 
 const UNIT_SUFFIXES: &[&str] = &[
-    ".service", ".socket", ".target", ".timer", ".path", ".mount", ".automount", ".swap", ".slice",
+    ".service",
+    ".socket",
+    ".target",
+    ".timer",
+    ".path",
+    ".mount",
+    ".automount",
+    ".swap",
+    ".slice",
 ];
 
 fn validate_unit(u: &str) -> Result<(), BaseError> {
-    let suffix_ok = UNIT_SUFFIXES.iter().any(|s| u.len() > s.len() && u.ends_with(s));
+    let suffix_ok = UNIT_SUFFIXES
+        .iter()
+        .any(|s| u.len() > s.len() && u.ends_with(s));
     let chars_ok = u
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b":_.\\-@".contains(&b));
@@ -384,7 +402,9 @@ fn validate_image_path(field: &str, p: &str) -> Result<(), BaseError> {
     };
     match reason {
         None => Ok(()),
-        Some(r) => Err(invalid(format!("{field} entry {p:?} is not a usable path inside the image: {r}"))),
+        Some(r) => Err(invalid(format!(
+            "{field} entry {p:?} is not a usable path inside the image: {r}"
+        ))),
     }
 }
 
@@ -459,8 +479,10 @@ mode = "0755"
     #[test]
     fn unknown_fields_are_refused() {
         assert!(err("suite = \"bookworm\"\nsweet = 1").contains("sweet"));
-        assert!(err("suite = \"bookworm\"\n[[files]]\npath = \"/a\"\ncontent = \"\"\nowner = 0")
-            .contains("owner"));
+        assert!(
+            err("suite = \"bookworm\"\n[[files]]\npath = \"/a\"\ncontent = \"\"\nowner = 0")
+                .contains("owner")
+        );
         assert!(err("mirror = \"http://x\"").contains("suite"));
     }
 
@@ -500,7 +522,10 @@ mode = "0755"
         ];
         for (text, needle) in cases {
             let msg = err(text);
-            assert!(msg.contains(needle), "{text:?}: message {msg:?} lacks {needle:?}");
+            assert!(
+                msg.contains(needle),
+                "{text:?}: message {msg:?} lacks {needle:?}"
+            );
         }
     }
 
@@ -510,7 +535,9 @@ mode = "0755"
         let b = Recipe::parse(FULL).unwrap().cache_key();
         assert_eq!(a, b);
         assert_eq!(a.len(), 64);
-        assert!(a.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         // Defaults spelled out give the same key as defaults left out.
         let explicit = "suite = \"bookworm\"\nmirror = \"http://deb.debian.org/debian\"\n\
                         variant = \"minbase\"\ncomponents = [\"main\"]";
@@ -524,8 +551,10 @@ mode = "0755"
     fn cache_key_has_no_field_boundary_collisions() {
         let a = Recipe::parse("suite = \"bookworm\"\ninclude = [\"ab\", \"cd\"]").unwrap();
         let b = Recipe::parse("suite = \"bookworm\"\ninclude = [\"abc\", \"dd\"]").unwrap();
-        let c = Recipe::parse("suite = \"bookworm\"\ninclude = [\"ab\", \"cd\"]\nenable = [\"x.service\"]")
-            .unwrap();
+        let c = Recipe::parse(
+            "suite = \"bookworm\"\ninclude = [\"ab\", \"cd\"]\nenable = [\"x.service\"]",
+        )
+        .unwrap();
         let d = Recipe::parse("suite = \"bookworm\"\ninclude = [\"ab\", \"cd\", \"x.service\"]");
         assert_ne!(a.cache_key(), b.cache_key());
         assert_ne!(a.cache_key(), c.cache_key());
@@ -565,7 +594,10 @@ mode = "0755"
         push(&|r| r.remove.push("/etc/motd".into()));
         let mut seen = BTreeSet::from([key]);
         for (i, r) in variants.iter().enumerate() {
-            assert!(seen.insert(r.cache_key()), "variant {i} did not change the key: {r:?}");
+            assert!(
+                seen.insert(r.cache_key()),
+                "variant {i} did not change the key: {r:?}"
+            );
         }
     }
 }

@@ -48,8 +48,16 @@ impl Rootfs {
             OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| BaseError::io(format!("opening the image at {}", host_path.display()), io(e)))?;
-        Ok(Rootfs { root: owned(fd), host_path: host_path.to_path_buf() })
+        .map_err(|e| {
+            BaseError::io(
+                format!("opening the image at {}", host_path.display()),
+                io(e),
+            )
+        })?;
+        Ok(Rootfs {
+            root: owned(fd),
+            host_path: host_path.to_path_buf(),
+        })
     }
 
     fn what(&self, verb: &str, path: &str) -> String {
@@ -57,7 +65,11 @@ impl Rootfs {
     }
 
     fn open_in_root(&self, rel: &Path, flags: OFlag) -> Result<OwnedFd, Errno> {
-        let rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
+        let rel = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
         let how = OpenHow::new()
             .flags(flags | OFlag::O_CLOEXEC)
             .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
@@ -79,7 +91,12 @@ impl Rootfs {
                 Err(Errno::ENOENT) if create => {
                     match mkdirat(Some(cur.as_raw_fd()), comp, Mode::from_bits_truncate(0o755)) {
                         Ok(()) | Err(Errno::EEXIST) => {}
-                        Err(e) => return Err(BaseError::io(self.what("creating a parent of", for_path), io(e))),
+                        Err(e) => {
+                            return Err(BaseError::io(
+                                self.what("creating a parent of", for_path),
+                                io(e),
+                            ))
+                        }
                     }
                     fchownat(
                         Some(cur.as_raw_fd()),
@@ -88,9 +105,12 @@ impl Rootfs {
                         Some(Gid::from_raw(0)),
                         nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
                     )
-                    .map_err(|e| BaseError::io(self.what("chowning a parent of", for_path), io(e)))?;
-                    self.open_in_root(&prefix, flags)
-                        .map_err(|e| BaseError::io(self.what("opening a parent of", for_path), io(e)))?
+                    .map_err(|e| {
+                        BaseError::io(self.what("chowning a parent of", for_path), io(e))
+                    })?;
+                    self.open_in_root(&prefix, flags).map_err(|e| {
+                        BaseError::io(self.what("opening a parent of", for_path), io(e))
+                    })?
                 }
                 Err(Errno::ENOENT) => return Ok(None),
                 Err(Errno::ENOTDIR) => {
@@ -101,7 +121,12 @@ impl Rootfs {
                         prefix.display()
                     )))
                 }
-                Err(e) => return Err(BaseError::io(self.what("opening a parent of", for_path), io(e))),
+                Err(e) => {
+                    return Err(BaseError::io(
+                        self.what("opening a parent of", for_path),
+                        io(e),
+                    ))
+                }
             };
             cur = next;
         }
@@ -110,14 +135,24 @@ impl Rootfs {
 
     /// Writes `content` to `path` (absolute inside the image), root-owned with exactly
     /// `mode`, replacing whatever file or symlink was there. Parents are created.
-    pub(crate) fn write_file(&self, path: &str, content: &[u8], mode: u32) -> Result<(), BaseError> {
+    pub(crate) fn write_file(
+        &self,
+        path: &str,
+        content: &[u8],
+        mode: u32,
+    ) -> Result<(), BaseError> {
         let (parent_rel, name) = split(path);
         let parent = self.dir(parent_rel, true, path)?.expect("created");
         let tmp = format!(".osm-host-tmp-{}", std::process::id());
         let pfd = Some(parent.as_raw_fd());
         match unlinkat(pfd, tmp.as_str(), UnlinkatFlags::NoRemoveDir) {
             Ok(()) | Err(Errno::ENOENT) => {}
-            Err(e) => return Err(BaseError::io(self.what("clearing a temporary file for", path), io(e))),
+            Err(e) => {
+                return Err(BaseError::io(
+                    self.what("clearing a temporary file for", path),
+                    io(e),
+                ))
+            }
         }
         let fd = openat(
             pfd,
@@ -130,7 +165,12 @@ impl Rootfs {
         let written = (|| {
             file.write_all(content)?;
             // chown before chmod: chown clears set-id bits.
-            fchown(file.as_raw_fd(), Some(Uid::from_raw(0)), Some(Gid::from_raw(0))).map_err(io)?;
+            fchown(
+                file.as_raw_fd(),
+                Some(Uid::from_raw(0)),
+                Some(Gid::from_raw(0)),
+            )
+            .map_err(io)?;
             fchmod(file.as_raw_fd(), Mode::from_bits_truncate(mode)).map_err(io)?;
             Ok::<(), std::io::Error>(())
         })();
@@ -154,7 +194,11 @@ impl Rootfs {
     }
 
     fn remove_at(&self, parent: &OwnedFd, name: &str, path: &str) -> Result<bool, BaseError> {
-        let st = match fstatat(Some(parent.as_raw_fd()), name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+        let st = match fstatat(
+            Some(parent.as_raw_fd()),
+            name,
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
             Ok(st) => st,
             Err(Errno::ENOENT) => return Ok(false),
             Err(e) => return Err(BaseError::io(self.what("inspecting", path), io(e))),
@@ -163,7 +207,8 @@ impl Rootfs {
             // std's remove_dir_all never follows symlinks below the directory; the
             // /proc/self/fd path pins the already-resolved parent.
             let p = PathBuf::from(format!("/proc/self/fd/{}", parent.as_raw_fd())).join(name);
-            std::fs::remove_dir_all(&p).map_err(|e| BaseError::io(self.what("removing", path), e))?;
+            std::fs::remove_dir_all(&p)
+                .map_err(|e| BaseError::io(self.what("removing", path), e))?;
         } else {
             unlinkat(Some(parent.as_raw_fd()), name, UnlinkatFlags::NoRemoveDir)
                 .map_err(|e| BaseError::io(self.what("removing", path), io(e)))?;
@@ -182,7 +227,8 @@ impl Rootfs {
             return Ok(0);
         };
         let listing = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
-        let entries = std::fs::read_dir(&listing).map_err(|e| BaseError::io(self.what("listing", dir), e))?;
+        let entries =
+            std::fs::read_dir(&listing).map_err(|e| BaseError::io(self.what("listing", dir), e))?;
         let mut removed = 0;
         for entry in entries {
             let entry = entry.map_err(|e| BaseError::io(self.what("listing", dir), e))?;
@@ -200,7 +246,8 @@ impl Rootfs {
 
     /// True if `path` (absolute inside the image) exists, following links inside the image.
     pub(crate) fn exists(&self, path: &str) -> bool {
-        self.open_in_root(Path::new(path.trim_start_matches('/')), OFlag::O_PATH).is_ok()
+        self.open_in_root(Path::new(path.trim_start_matches('/')), OFlag::O_PATH)
+            .is_ok()
     }
 }
 
@@ -236,7 +283,10 @@ mod tests {
 
         // Removing a symlink removes the link, not its target.
         assert!(fs.remove("/etc-link").unwrap());
-        assert_eq!(std::fs::read_to_string(outside.path().join("victim")).unwrap(), "keep");
+        assert_eq!(
+            std::fs::read_to_string(outside.path().join("victim")).unwrap(),
+            "keep"
+        );
         assert!(!fs.remove("/etc-link").unwrap());
         assert!(!fs.remove("/no/such/dir/file").unwrap());
 
@@ -244,8 +294,11 @@ mod tests {
             // `var/run` -> <outside> is absolute, so in the image it means `<img>/<outside>`.
             let inside_dir = img.path().join(outside.path().strip_prefix("/").unwrap());
             std::fs::create_dir_all(&inside_dir).unwrap();
-            fs.write_file("/var/run/x/y.conf", b"hello", 0o4750).unwrap();
-            assert!(std::fs::read_dir(outside.path()).unwrap().all(|e| e.unwrap().file_name() == "victim"));
+            fs.write_file("/var/run/x/y.conf", b"hello", 0o4750)
+                .unwrap();
+            assert!(std::fs::read_dir(outside.path())
+                .unwrap()
+                .all(|e| e.unwrap().file_name() == "victim"));
             let inside = inside_dir.join("x/y.conf");
             let md = std::fs::metadata(&inside).unwrap();
             assert_eq!(md.permissions().mode() & 0o7777, 0o4750);
@@ -263,9 +316,21 @@ mod tests {
         std::fs::write(d.join("lock"), "").unwrap();
         std::fs::write(d.join("partial/b.deb"), "").unwrap();
         let fs = Rootfs::open(img.path()).unwrap();
-        assert_eq!(fs.remove_children("/var/cache/apt/archives", |n| n.ends_with(".deb")).unwrap(), 1);
-        assert!(d.join("lock").exists() && d.join("partial/b.deb").exists() && !d.join("a.deb").exists());
-        assert_eq!(fs.remove_children("/var/cache/apt/archives", |_| true).unwrap(), 2);
+        assert_eq!(
+            fs.remove_children("/var/cache/apt/archives", |n| n.ends_with(".deb"))
+                .unwrap(),
+            1
+        );
+        assert!(
+            d.join("lock").exists()
+                && d.join("partial/b.deb").exists()
+                && !d.join("a.deb").exists()
+        );
+        assert_eq!(
+            fs.remove_children("/var/cache/apt/archives", |_| true)
+                .unwrap(),
+            2
+        );
         assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0);
         assert_eq!(fs.remove_children("/no/such", |_| true).unwrap(), 0);
         assert!(fs.exists("/var/cache") && !fs.exists("/var/nothing"));

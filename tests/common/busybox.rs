@@ -23,9 +23,10 @@ const RCS: &str = r#"#!/bin/sh
 [ -d /sys/class ] || mount -t sysfs sysfs /sys
 mkdir -p /run /tmp /var/run
 ip link set lo up 2>/dev/null
-# Ask for a DHCP lease in the background (the daemon's dnsmasq answers, if any).
+# Ask for a DHCP lease (the daemon's dnsmasq answers, if any) without holding up
+# init: sysinit must finish before the respawn entries start.
 if [ -e /sys/class/net/eth0 ]; then
-    udhcpc -b -i eth0 -s /etc/udhcpc.script -x "hostname:$(hostname)" >/dev/null 2>&1
+    udhcpc -f -i eth0 -s /etc/udhcpc.script -x "hostname:$(hostname)" >/dev/null 2>&1 &
 fi
 exit 0
 "#;

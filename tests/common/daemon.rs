@@ -92,13 +92,14 @@ impl Daemon {
             .expect("open daemon log");
         writeln!(log, "=== rig: starting osm-hostd --config {} ===", self.config_path.display())
             .expect("write daemon log");
-        let rust_log = std::env::var("RUST_LOG")
+        // osm-hostd reads its tracing filter from OSM_HOSTD_LOG.
+        let filter = std::env::var("OSM_HOSTD_LOG")
             .unwrap_or_else(|_| "info,osm_host=debug,osm_hostd=debug".to_string());
         let mut cmd = self.inside.command(DAEMON_BIN);
         cmd.arg("--config")
             .arg(&self.config_path)
             .env("DBUS_SYSTEM_BUS_ADDRESS", &self.bus_address)
-            .env("RUST_LOG", rust_log)
+            .env("OSM_HOSTD_LOG", filter)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup daemon log"))
             .stderr(log);

@@ -12,16 +12,16 @@
 //!
 //! `OSM_TEST_KEEP=1` keeps every fixture alive after the test and prints where it is.
 //!
-//! Every suite compiles this whole module but uses only part of it.
-#![allow(dead_code)]
+//! Every suite compiles this whole module but uses only part of it, hence the allows.
+#![allow(dead_code, unused_imports)]
 
 mod busybox;
 mod bus;
 mod daemon;
 mod daemon_config;
-mod leftovers;
+pub mod leftovers;
 mod pidfd;
-mod procs;
+pub mod procs;
 mod rig;
 mod sandbox;
 mod sandbox_exec;

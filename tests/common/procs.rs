@@ -19,6 +19,12 @@ pub fn ppid(pid: i32) -> Option<i32> {
     after_name.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The one-letter state of `pid` (`R`, `S`, `Z`, …).
+pub fn state(pid: i32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
+}
+
 /// Live children of `parent`.
 pub fn children_of(parent: i32) -> Vec<i32> {
     all_pids()
