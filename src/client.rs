@@ -91,7 +91,10 @@ pub trait Container {
     fn started_at(&self) -> zbus::Result<u64>;
 }
 
-#[zbus::proxy(interface = "uk.co.devtank.OsmHost1.Base", default_service = "uk.co.devtank.OsmHost1")]
+#[zbus::proxy(
+    interface = "uk.co.devtank.OsmHost1.Base",
+    default_service = "uk.co.devtank.OsmHost1"
+)]
 pub trait Base {
     fn delete(&self) -> zbus::Result<()>;
     #[zbus(property)]
@@ -104,7 +107,10 @@ pub trait Base {
     fn used_by(&self) -> zbus::Result<Vec<String>>;
 }
 
-#[zbus::proxy(interface = "uk.co.devtank.OsmHost1.Job", default_service = "uk.co.devtank.OsmHost1")]
+#[zbus::proxy(
+    interface = "uk.co.devtank.OsmHost1.Job",
+    default_service = "uk.co.devtank.OsmHost1"
+)]
 pub trait Job {
     #[zbus(property)]
     fn id(&self) -> zbus::Result<u64>;

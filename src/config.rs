@@ -115,7 +115,10 @@ impl HostConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && path == Path::new(DEFAULT_CONFIG_PATH) => {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && path == Path::new(DEFAULT_CONFIG_PATH) =>
+            {
                 String::new()
             }
             Err(source) => {
@@ -163,7 +166,9 @@ impl HostConfig {
                 return Err(format!("loop_image = {img:?} must be an absolute path"));
             }
             if img.starts_with(&self.store_root) {
-                return Err(format!("loop_image = {img:?} must not be inside store_root"));
+                return Err(format!(
+                    "loop_image = {img:?} must not be inside store_root"
+                ));
             }
         }
         parse_size(&self.loop_size).map_err(|e| format!("loop_size: {e}"))?;
@@ -174,7 +179,10 @@ impl HostConfig {
             ));
         }
         if !matches!(self.backup.mode.as_str(), "mirror" | "history") {
-            return Err(format!("backup.mode = {:?} must be \"mirror\" or \"history\"", self.backup.mode));
+            return Err(format!(
+                "backup.mode = {:?} must be \"mirror\" or \"history\"",
+                self.backup.mode
+            ));
         }
         Ok(())
     }
@@ -189,7 +197,9 @@ impl HostConfig {
 /// Suffixes are binary (K = 1024), as LXC, systemd and `truncate` read them.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let value: f64 = num
         .parse()
@@ -200,7 +210,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "M" | "MB" | "MIB" => 1 << 20,
         "G" | "GB" | "GIB" => 1 << 30,
         "T" | "TB" | "TIB" => 1 << 40,
-        other => return Err(format!("{text:?} has an unknown unit {other:?}; use K, M, G or T")),
+        other => {
+            return Err(format!(
+                "{text:?} has an unknown unit {other:?}; use K, M, G or T"
+            ))
+        }
     };
     let bytes = value * mult as f64;
     if !(bytes.is_finite() && bytes >= 1.0 && bytes < u64::MAX as f64) {
@@ -269,7 +283,10 @@ target = "/srv/backups/lxc"
 mode = "history"
 "#;
         let c = HostConfig::parse(text, Path::new("h.toml")).unwrap();
-        assert_eq!(c.loop_image, Some(PathBuf::from("/var/lib/osm-host/store.img")));
+        assert_eq!(
+            c.loop_image,
+            Some(PathBuf::from("/var/lib/osm-host/store.img"))
+        );
         assert_eq!(c.backup.mode, "history");
     }
 
@@ -283,7 +300,10 @@ mode = "history"
             "[network]\nbridge = \"a-very-long-bridge-name\"",
             "store_root = \"/srv/x\"\nloop_image = \"/srv/x/img\"",
         ] {
-            assert!(HostConfig::parse(text, Path::new("h.toml")).is_err(), "{text}");
+            assert!(
+                HostConfig::parse(text, Path::new("h.toml")).is_err(),
+                "{text}"
+            );
         }
     }
 

@@ -35,7 +35,12 @@ pub trait HostOps: Send + Sync + 'static {
         progress: &mut dyn FnMut(f64, &str),
     ) -> HostResult<()>;
     /// Checks and extracts a root filesystem archive into the empty directory `dest`.
-    fn import_rootfs(&self, archive: &mut File, dest: &Path, progress: &mut dyn FnMut(f64)) -> HostResult<()>;
+    fn import_rootfs(
+        &self,
+        archive: &mut File,
+        dest: &Path,
+        progress: &mut dyn FnMut(f64),
+    ) -> HostResult<()>;
 }
 
 /// The real host: ioctls for Btrfs, the `lxc-*` tools for containers.
@@ -90,7 +95,10 @@ impl HostOps for RealHost {
         self.lxc.addresses(name)
     }
     fn bridge_exists(&self, bridge: &str) -> bool {
-        Path::new("/sys/class/net").join(bridge).join("bridge").exists()
+        Path::new("/sys/class/net")
+            .join(bridge)
+            .join("bridge")
+            .exists()
     }
     fn build_rootfs(
         &self,
@@ -101,7 +109,12 @@ impl HostOps for RealHost {
     ) -> HostResult<()> {
         base::build_rootfs(recipe, dest, cache_dir, progress).map_err(base_err)
     }
-    fn import_rootfs(&self, archive: &mut File, dest: &Path, progress: &mut dyn FnMut(f64)) -> HostResult<()> {
+    fn import_rootfs(
+        &self,
+        archive: &mut File,
+        dest: &Path,
+        progress: &mut dyn FnMut(f64),
+    ) -> HostResult<()> {
         base::validate_archive(archive).map_err(base_err)?;
         base::extract_archive(archive, dest, progress).map_err(base_err)
     }

@@ -120,10 +120,13 @@ impl Lxc {
         } else {
             cmd.arg("-t").arg(timeout.as_secs().max(1).to_string());
         }
-        let out = cmd.stdin(Stdio::null()).output().map_err(|source| LxcError::Spawn {
-            tool: "lxc-stop",
-            source,
-        })?;
+        let out = cmd
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| LxcError::Spawn {
+                tool: "lxc-stop",
+                source,
+            })?;
         // lxc-stop exits 2 when the container was not running: that is success here.
         if out.status.success() || out.status.code() == Some(2) {
             return Ok(());
@@ -143,7 +146,13 @@ impl Lxc {
     /// IPv4 and IPv6 addresses LXC sees inside the running container.
     pub fn addresses(&self, name: &str) -> Vec<String> {
         self.info(name, &["-i"])
-            .map(|out| out.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect())
+            .map(|out| {
+                out.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -181,12 +190,17 @@ fn parse_info(out: &str) -> LxcState {
         match line.split_once(':') {
             Some((key, value)) if key.trim() == "State" => state = Some(value.trim().to_string()),
             Some((key, value)) if key.trim() == "PID" => pid = value.trim().parse().ok(),
-            None if state.is_none() && !line.trim().is_empty() => state = Some(line.trim().to_string()),
+            None if state.is_none() && !line.trim().is_empty() => {
+                state = Some(line.trim().to_string())
+            }
             _ => {}
         }
     }
     let running = matches!(state.as_deref(), Some("RUNNING" | "FREEZING" | "FROZEN"));
-    LxcState { running, init_pid: pid.filter(|_| running) }
+    LxcState {
+        running,
+        init_pid: pid.filter(|_| running),
+    }
 }
 
 fn tail(path: &Path, lines: usize) -> String {

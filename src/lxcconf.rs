@@ -28,7 +28,9 @@ impl HostFacts {
         let mut unified = None;
         let mut has_v1 = false;
         for line in mountinfo.lines() {
-            let Some((pre, post)) = line.split_once(" - ") else { continue };
+            let Some((pre, post)) = line.split_once(" - ") else {
+                continue;
+            };
             let fstype = post.split_whitespace().next().unwrap_or("");
             let mount_point = pre.split_whitespace().nth(4).unwrap_or("");
             match fstype {
@@ -85,8 +87,18 @@ pub fn render_common(facts: &HostFacts) -> String {
     };
     let _ = writeln!(s, "{key}.deny = a");
     for dev in [
-        "c *:* m", "b *:* m", "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",
-        "c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm", "c 10:229 rwm",
+        "c *:* m",
+        "b *:* m",
+        "c 1:3 rwm",
+        "c 1:5 rwm",
+        "c 1:7 rwm",
+        "c 1:8 rwm",
+        "c 1:9 rwm",
+        "c 5:0 rwm",
+        "c 5:1 rwm",
+        "c 5:2 rwm",
+        "c 136:* rwm",
+        "c 10:229 rwm",
     ] {
         let _ = writeln!(s, "{key}.allow = {dev}");
     }
@@ -113,7 +125,12 @@ pub fn render_container(spec: &ContainerSpec, paths: &ConfPaths<'_>, facts: &Hos
     let _ = writeln!(s, "lxc.uts.name = {}", spec.name);
     // LXC puts overlayfs' work dir at dirname(upper)/work, the layout's `work/`.
     let mut rootfs = String::from("overlay");
-    for dir in paths.layer_dirs.iter().map(PathBuf::as_path).chain([paths.base_dir, paths.upper_dir]) {
+    for dir in paths
+        .layer_dirs
+        .iter()
+        .map(PathBuf::as_path)
+        .chain([paths.base_dir, paths.upper_dir])
+    {
         let _ = write!(rootfs, ":{}", dir.display());
     }
     let _ = writeln!(s, "lxc.rootfs.path = {rootfs}");

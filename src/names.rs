@@ -27,12 +27,23 @@ fn refuse(kind: &'static str, name: &str, reason: impl fmt::Display) -> NameErro
 pub fn validate_container_name(name: &str) -> Result<(), NameError> {
     const KIND: &str = "container";
     if name.is_empty() {
-        return Err(refuse(KIND, name, "it is empty; use 1-63 characters of a-z, 0-9 and '-'"));
+        return Err(refuse(
+            KIND,
+            name,
+            "it is empty; use 1-63 characters of a-z, 0-9 and '-'",
+        ));
     }
     if name.len() > 63 {
-        return Err(refuse(KIND, name, format!("it has {} characters; the limit is 63", name.len())));
+        return Err(refuse(
+            KIND,
+            name,
+            format!("it has {} characters; the limit is 63", name.len()),
+        ));
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')) {
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
         return Err(refuse(
             KIND,
             name,
@@ -48,7 +59,11 @@ pub fn validate_container_name(name: &str) -> Result<(), NameError> {
 /// A base image or layer name: `[A-Za-z0-9._-]`, 1–64 characters, starting with a letter or digit.
 pub fn validate_image_name(kind: &'static str, name: &str) -> Result<(), NameError> {
     if name.is_empty() || name.len() > 64 {
-        return Err(refuse(kind, name, "use 1-64 characters of A-Z, a-z, 0-9, '.', '_' and '-'"));
+        return Err(refuse(
+            kind,
+            name,
+            "use 1-64 characters of A-Z, a-z, 0-9, '.', '_' and '-'",
+        ));
     }
     if let Some(c) = name
         .chars()
@@ -60,7 +75,11 @@ pub fn validate_image_name(kind: &'static str, name: &str) -> Result<(), NameErr
             format!("character {c:?} is not allowed; use A-Z, a-z, 0-9, '.', '_' and '-'"),
         ));
     }
-    if !name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric()) {
+    if !name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
+    {
         return Err(refuse(kind, name, "it must start with a letter or a digit"));
     }
     if name.ends_with(".toml") {
@@ -114,9 +133,23 @@ mod tests {
     #[test]
     fn container_names_follow_dns_label_rules() {
         for ok in ["a", "web1", "customer-42", &"a".repeat(63)] {
-            assert!(validate_container_name(ok).is_ok(), "{ok} should be accepted");
+            assert!(
+                validate_container_name(ok).is_ok(),
+                "{ok} should be accepted"
+            );
         }
-        for bad in ["", "-a", "a-", "Web", "a_b", "a.b", "a b", "ü", &"a".repeat(64), "../x"] {
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "Web",
+            "a_b",
+            "a.b",
+            "a b",
+            "ü",
+            &"a".repeat(64),
+            "../x",
+        ] {
             let err = validate_container_name(bad).unwrap_err();
             assert_eq!(err.name, bad);
         }
@@ -142,7 +175,10 @@ mod tests {
     fn path_escaping_round_trips() {
         for name in ["web-1", "debian-12.8", "", "a_b"] {
             let e = escape_path_element(name);
-            assert!(e.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{e}");
+            assert!(
+                e.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "{e}"
+            );
             assert_eq!(unescape_path_element(&e).as_deref(), Some(name));
         }
         assert_eq!(escape_path_element("web-1"), "web_2d1");

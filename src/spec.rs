@@ -81,7 +81,10 @@ pub fn random_mac() -> String {
     let mut b = [0u8; 6];
     crate::fsutil::random_bytes(&mut b);
     b[0] = (b[0] & 0xfc) | 0x02;
-    b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(":")
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 #[cfg(test)]
@@ -106,7 +109,10 @@ mod tests {
         let s = sample();
         let back: ContainerSpec = toml::from_str(&s.to_toml()).unwrap();
         assert_eq!(back, s);
-        assert!(!s.to_toml().contains("cpus"), "unset limits are not written");
+        assert!(
+            !s.to_toml().contains("cpus"),
+            "unset limits are not written"
+        );
     }
 
     #[test]

@@ -43,12 +43,24 @@ fn sandbox_has_its_own_network_and_sysfs() {
     assert_eq!(links(&sb.run_ok("ip", &["-o", "link", "show"])), ["lo"]);
     let lo = sb.run_ok("ip", &["-o", "link", "show", "lo"]);
     assert!(lo.contains("UP"), "lo is down: {lo}");
-    let host = String::from_utf8(Command::new("ip").args(["-o", "link", "show"]).output().unwrap().stdout);
-    assert!(links(&host.unwrap()).len() > 1, "host should have more than lo");
+    let host = String::from_utf8(
+        Command::new("ip")
+            .args(["-o", "link", "show"])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    assert!(
+        links(&host.unwrap()).len() > 1,
+        "host should have more than lo"
+    );
 
     // A fresh sysfs shows this namespace's interfaces: what LXC looks bridges up in.
     sb.run_ok("ip", &["link", "add", "lxcbr0", "type", "bridge"]);
-    assert_eq!(words(&sb.run_ok("ls", &["/sys/class/net"])), ["lo", "lxcbr0"]);
+    assert_eq!(
+        words(&sb.run_ok("ls", &["/sys/class/net"])),
+        ["lo", "lxcbr0"]
+    );
 
     // ... with the host's cgroup hierarchies still mounted under it.
     let mut host_cg: Vec<String> = fs::read_dir("/sys/fs/cgroup")
@@ -57,7 +69,10 @@ fn sandbox_has_its_own_network_and_sysfs() {
         .collect();
     host_cg.sort();
     assert_eq!(words(&sb.run_ok("ls", &["/sys/fs/cgroup"])), host_cg);
-    assert_eq!(sb.run_ok("stat", &["-f", "-c", "%T", "/run/lxc"]).trim(), "tmpfs");
+    assert_eq!(
+        sb.run_ok("stat", &["-f", "-c", "%T", "/run/lxc"]).trim(),
+        "tmpfs"
+    );
 }
 
 #[test]
@@ -66,12 +81,22 @@ fn sandbox_mounts_stay_inside() {
     let mnt = dir.path().join("m");
     fs::create_dir(&mnt).unwrap();
     let sb = Sandbox::builder().scratch_in(dir.path()).start();
-    sb.run_ok("mount", &[Path::new("-t"), Path::new("tmpfs"), Path::new("selftest"), mnt.as_path()]);
+    sb.run_ok(
+        "mount",
+        &[
+            Path::new("-t"),
+            Path::new("tmpfs"),
+            Path::new("selftest"),
+            mnt.as_path(),
+        ],
+    );
     sb.run_ok("sh", &["-c", &format!("echo hi > {}/file", mnt.display())]);
 
     let m = mnt.to_string_lossy().into_owned();
     assert!(sb.run_ok("cat", &["/proc/self/mountinfo"]).contains(&m));
-    assert!(!fs::read_to_string("/proc/self/mountinfo").unwrap().contains(&m));
+    assert!(!fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .contains(&m));
     assert!(!mnt.join("file").exists(), "the tmpfs leaked to the host");
     let via_proc = fs::read_to_string(sb.host_path(mnt.join("file"))).unwrap();
     assert_eq!(via_proc, "hi\n");
@@ -85,7 +110,9 @@ fn sandbox_init_reaps_orphans_and_children_get_signals() {
     let sb = Sandbox::new();
     let holder = sb.holder_pid();
     let pid_ns = procs::ns_id(holder, "pid").unwrap();
-    assert!(sb.run_ok("cat", &["/proc/1/cmdline"]).contains("osm-sandbox-holder"));
+    assert!(sb
+        .run_ok("cat", &["/proc/1/cmdline"])
+        .contains("osm-sandbox-holder"));
 
     // An orphan is re-parented to the holder, which must reap it like an init.
     sb.run_ok("sh", &["-c", "sleep 0.3 >/dev/null 2>&1 &"]);
@@ -104,7 +131,9 @@ fn sandbox_init_reaps_orphans_and_children_get_signals() {
     assert_eq!(procs::ns_id(pid, "pid").unwrap(), pid_ns);
     assert_eq!(procs::cmdline(pid).unwrap(), "sleep 600");
     child.signal(nix::sys::signal::Signal::SIGTERM).unwrap();
-    let status = child.wait_timeout(Duration::from_secs(5)).expect("sleep exits");
+    let status = child
+        .wait_timeout(Duration::from_secs(5))
+        .expect("sleep exits");
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(status.signal(), Some(libc::SIGTERM));
 }
@@ -113,13 +142,17 @@ fn sandbox_init_reaps_orphans_and_children_get_signals() {
 fn private_bus_answers_list_names_on_host_and_in_sandbox() {
     let dir = test_tempdir("osm-selftest-");
     let bus = PrivateBus::start(dir.path(), BusPolicy::Real);
-    assert!(list_names(bus.address()).iter().any(|n| n == "org.freedesktop.DBus"));
+    assert!(list_names(bus.address())
+        .iter()
+        .any(|n| n == "org.freedesktop.DBus"));
 
     let sb = Sandbox::new();
     let dir2 = test_tempdir("osm-selftest-");
     let inner = PrivateBus::start_in(&sb.handle(), dir2.path(), BusPolicy::Real);
     // A path socket crosses network namespaces.
-    assert!(list_names(inner.address()).iter().any(|n| n == "org.freedesktop.DBus"));
+    assert!(list_names(inner.address())
+        .iter()
+        .any(|n| n == "org.freedesktop.DBus"));
     assert!(!inner.name_has_owner(BUS_NAME));
 }
 
@@ -136,21 +169,32 @@ fn real_policy_denies_nobody_mutations_but_not_introspection() {
     assert!(no_owner.contains("ServiceUnknown"), "{no_owner}");
     with_stand_in_service(bus.address(), || {
         let denied = call_service(bus.address(), true, create);
-        assert!(denied.contains("org.freedesktop.DBus.Error.AccessDenied"), "{denied}");
+        assert!(
+            denied.contains("org.freedesktop.DBus.Error.AccessDenied"),
+            "{denied}"
+        );
         let allowed = call_service(bus.address(), true, introspect);
-        assert!(!allowed.contains("Error."), "{allowed}");
+        assert!(allowed.contains("<node"), "{allowed}");
         let root = call_service(bus.address(), false, create);
-        assert!(!root.contains("AccessDenied") && root.contains("Error."), "{root}");
+        assert!(root.contains("stand-in created web1"), "{root}");
     });
 
     // uid 65534 reaches the socket and may talk to the bus driver.
     let out = as_nobody("dbus-send")
         .arg(format!("--bus={}", bus.address()))
-        .args(["--print-reply", "--dest=org.freedesktop.DBus", "/org/freedesktop/DBus"])
+        .args([
+            "--print-reply",
+            "--dest=org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+        ])
         .arg("org.freedesktop.DBus.ListNames")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -158,9 +202,12 @@ fn permissive_policy_lets_nobody_through_to_the_daemon() {
     let dir = test_tempdir("osm-selftest-");
     let bus = PrivateBus::start(dir.path(), BusPolicy::Permissive);
     with_stand_in_service(bus.address(), || {
-        let out = call_service(bus.address(), true, "uk.co.devtank.OsmHost1.Manager.CreateContainer");
-        // Delivered: the stand-in has no such object and says so itself.
-        assert!(!out.contains("AccessDenied") && out.contains("Error."), "{out}");
+        let out = call_service(
+            bus.address(),
+            true,
+            "uk.co.devtank.OsmHost1.Manager.CreateContainer",
+        );
+        assert!(out.contains("stand-in created web1"), "{out}");
     });
 }
 
@@ -170,7 +217,11 @@ fn busybox_tar_has_the_expected_layout() {
     let t = Instant::now();
     let tar = busybox_rootfs_tar(dir.path());
     let took = t.elapsed();
-    let out = Command::new("tar").args(["-tvf"]).arg(&tar).output().unwrap();
+    let out = Command::new("tar")
+        .args(["-tvf"])
+        .arg(&tar)
+        .output()
+        .unwrap();
     let listing = String::from_utf8_lossy(&out.stdout);
     for needle in [
         "bin/busybox",
@@ -183,7 +234,10 @@ fn busybox_tar_has_the_expected_layout() {
         " proc/",
         " tmp/",
     ] {
-        assert!(listing.contains(needle), "{needle} missing from:\n{listing}");
+        assert!(
+            listing.contains(needle),
+            "{needle} missing from:\n{listing}"
+        );
     }
     assert!(listing.contains("rwxr-xr-x 0/0") && listing.contains("etc/init.d/rcS"));
     assert!(took < Duration::from_secs(5), "busybox image took {took:?}");
@@ -205,12 +259,19 @@ fn busybox_container_runs_and_stops_in_sandbox() {
 
     let lp = lxc_path.to_string_lossy().into_owned();
     sb.run_ok("lxc-start", &["-P", &lp, "-n", &name]);
-    assert!(wait_until(Duration::from_secs(10), || sb.lxc_state(&lxc_path, &name) == "RUNNING"));
+    assert!(wait_until(Duration::from_secs(10), || sb
+        .lxc_state(&lxc_path, &name)
+        == "RUNNING"));
     let ps = sb.run_ok("lxc-attach", &["-P", &lp, "-n", &name, "--", "ps"]);
     assert!(ps.contains("init") && ps.contains("sleep 86400"), "{ps}");
-    assert!(!sb.run_ok("ip", &["-o", "link", "show", "master", "lxcbr0"]).is_empty());
+    assert!(!sb
+        .run_ok("ip", &["-o", "link", "show", "master", "lxcbr0"])
+        .is_empty());
     let monitors = leftovers_under(dir.path());
-    assert!(monitors.iter().any(|l| l.contains("[lxc monitor]")), "{monitors:?}");
+    assert!(
+        monitors.iter().any(|l| l.contains("[lxc monitor]")),
+        "{monitors:?}"
+    );
 
     // lxc-stop sends lxc.signal.halt (SIGPWR by default); busybox init halts on it.
     let t = Instant::now();
@@ -233,8 +294,16 @@ fn sandbox_drop_releases_running_container_mounts_and_loop_devices() {
     let name = unique_name("td");
     let img = dir.path().join("store.img");
     fs::File::create(&img).unwrap().set_len(4 << 30).unwrap();
-    let mkfs = Command::new("mkfs.btrfs").arg("-q").arg(&img).output().unwrap();
-    assert!(mkfs.status.success(), "{}", String::from_utf8_lossy(&mkfs.stderr));
+    let mkfs = Command::new("mkfs.btrfs")
+        .arg("-q")
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(
+        mkfs.status.success(),
+        "{}",
+        String::from_utf8_lossy(&mkfs.stderr)
+    );
     let store = dir.path().join("store");
     fs::create_dir(&store).unwrap();
     let tar = busybox_rootfs_tar(dir.path());
@@ -243,19 +312,33 @@ fn sandbox_drop_releases_running_container_mounts_and_loop_devices() {
     {
         let sb = Sandbox::builder().scratch_in(dir.path()).start();
         sb.track_loop_files_under(dir.path());
-        sb.run_ok("mount", &[Path::new("-o"), Path::new("loop"), img.as_path(), store.as_path()]);
-        assert!(leftovers_under(dir.path()).iter().any(|l| l.starts_with("loop device")));
+        sb.run_ok(
+            "mount",
+            &[
+                Path::new("-o"),
+                Path::new("loop"),
+                img.as_path(),
+                store.as_path(),
+            ],
+        );
+        assert!(leftovers_under(dir.path())
+            .iter()
+            .any(|l| l.starts_with("loop device")));
         let lxc_path = store.join("lxc");
         sb.track_lxc_path(&lxc_path);
         let rootfs = lxc_path.join(&name).join("rootfs");
         sb.run_ok("mkdir", &[Path::new("-p"), rootfs.as_path()]);
         unpack(&sb, &tar, &rootfs);
         // The store is mounted only inside; the host reaches it through /proc/<pid>/root.
-        write_lxc_config(&lxc_path, &name, &rootfs, |p, t| fs::write(sb.host_path(p), t).unwrap());
+        write_lxc_config(&lxc_path, &name, &rootfs, |p, t| {
+            fs::write(sb.host_path(p), t).unwrap()
+        });
         add_bridge(&sb);
         let lp = lxc_path.to_string_lossy().into_owned();
         sb.run_ok("lxc-start", &["-P", &lp, "-n", &name]);
-        assert!(wait_until(Duration::from_secs(10), || sb.lxc_state(&lxc_path, &name) == "RUNNING"));
+        assert!(wait_until(Duration::from_secs(10), || sb
+            .lxc_state(&lxc_path, &name)
+            == "RUNNING"));
         // A process keeping the store busy, killed only by the namespace's end.
         let script = format!("cd {} && exec sleep 600", store.display());
         busy = sb.spawn(sb.command("sh").args(["-c", &script])).unwrap();
@@ -263,8 +346,15 @@ fn sandbox_drop_releases_running_container_mounts_and_loop_devices() {
         net_ns = sb.net_ns().to_string();
         mnt_ns = sb.mnt_ns().to_string();
     }
-    assert!(busy.try_wait().is_some(), "process inside survived the sandbox");
-    assert_ne!(procs::ns_id(holder, "mnt").as_deref(), Some(mnt_ns.as_str()), "holder alive");
+    assert!(
+        busy.try_wait().is_some(),
+        "process inside survived the sandbox"
+    );
+    assert_ne!(
+        procs::ns_id(holder, "mnt").as_deref(),
+        Some(mnt_ns.as_str()),
+        "holder alive"
+    );
     assert!(procs::pids_in_ns("net", &net_ns).is_empty());
     assert!(procs::pids_in_ns("mnt", &mnt_ns).is_empty());
     assert_no_leftovers(dir.path());
@@ -279,13 +369,25 @@ fn panic_in_test_body_still_cleans_up() {
         let sb = Sandbox::builder().scratch_in(dir.path()).start();
         let m = dir.path().join("m");
         fs::create_dir(&m).unwrap();
-        sb.run_ok("mount", &[Path::new("-t"), Path::new("tmpfs"), Path::new("x"), m.as_path()]);
+        sb.run_ok(
+            "mount",
+            &[
+                Path::new("-t"),
+                Path::new("tmpfs"),
+                Path::new("x"),
+                m.as_path(),
+            ],
+        );
         *seen.lock().unwrap() = Some((sb.holder_pid(), sb.mnt_ns().to_string()));
         panic!("deliberate panic inside a test body");
     }));
     assert!(result.is_err());
     let (holder, mnt_ns) = seen.lock().unwrap().take().unwrap();
-    assert_ne!(procs::ns_id(holder, "mnt").as_deref(), Some(mnt_ns.as_str()), "holder alive");
+    assert_ne!(
+        procs::ns_id(holder, "mnt").as_deref(),
+        Some(mnt_ns.as_str()),
+        "holder alive"
+    );
     assert!(procs::pids_in_ns("mnt", &mnt_ns).is_empty());
     assert_no_leftovers(dir.path());
 }
@@ -304,7 +406,10 @@ fn rig_without_daemon_writes_a_valid_config_and_tears_down() {
     let cfg = osm_host::config::HostConfig::parse(&text, &path)
         .unwrap_or_else(|e| panic!("rig config rejected: {e}\n{text}"));
     assert_eq!(cfg.store_root, rig.store_root());
-    assert_eq!(cfg.loop_image.as_deref(), Some(rig.dir().join("store.img").as_path()));
+    assert_eq!(
+        cfg.loop_image.as_deref(),
+        Some(rig.dir().join("store.img").as_path())
+    );
     assert_eq!(cfg.loop_size, "6G");
     assert_eq!(cfg.network.bridge, "lxcbr0");
     assert_eq!(cfg.network.address, "10.0.7.1/24");
@@ -314,14 +419,30 @@ fn rig_without_daemon_writes_a_valid_config_and_tears_down() {
     // The bus runs inside the sandbox; nobody reaches it from inside too.
     let out = rig
         .in_sandbox("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "dbus-send"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "dbus-send",
+        ])
         .arg(format!("--bus={}", rig.bus().address()))
-        .args(["--print-reply", "--dest=org.freedesktop.DBus", "/org/freedesktop/DBus"])
+        .args([
+            "--print-reply",
+            "--dest=org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+        ])
         .arg("org.freedesktop.DBus.ListNames")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(rig.lxc_state("nothing").starts_with("lxc-info failed"), true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        rig.lxc_state("nothing").starts_with("lxc-info failed"),
+        true
+    );
 
     let dir: PathBuf = rig.dir().to_path_buf();
     drop(rig);
@@ -338,7 +459,9 @@ fn rig_with_real_daemon_smoke() {
     rig.import_busybox_base("bb");
     rig.ctl_ok(&["create", "web1", "--base", "bb"]);
     rig.ctl_ok(&["start", "web1"]);
-    assert!(wait_until(Duration::from_secs(10), || rig.lxc_state("web1") == "RUNNING"));
+    assert!(wait_until(Duration::from_secs(10), || rig
+        .lxc_state("web1")
+        == "RUNNING"));
     assert!(!rig.ctl_as_nobody(&["stop", "web1"]).status.success());
     rig.daemon_mut().restart();
     assert_eq!(rig.lxc_state("web1"), "RUNNING");
@@ -348,7 +471,11 @@ fn rig_with_real_daemon_smoke() {
 
 fn unique_name(tag: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
-    format!("rig-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "rig-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn as_nobody(program: &str) -> Command {
@@ -359,16 +486,40 @@ fn as_nobody(program: &str) -> Command {
 
 /// `dbus-send` a method call to the service; returns stdout + stderr.
 fn call_service(address: &str, nobody: bool, method: &str) -> String {
-    let mut cmd = if nobody { as_nobody("dbus-send") } else { Command::new("dbus-send") };
+    let mut cmd = if nobody {
+        as_nobody("dbus-send")
+    } else {
+        Command::new("dbus-send")
+    };
     let out = cmd
         .arg(format!("--bus={address}"))
-        .args(["--print-reply", &format!("--dest={BUS_NAME}"), "/uk/co/devtank/OsmHost1", method])
+        .args([
+            "--print-reply",
+            &format!("--dest={BUS_NAME}"),
+            "/uk/co/devtank/OsmHost1",
+            method,
+        ])
+        .args(method.ends_with("CreateContainer").then_some("string:web1"))
         .output()
         .unwrap();
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
-/// Runs `f` while a root zbus connection owns the daemon's name on the bus.
+struct StandInManager;
+
+#[zbus::interface(name = "uk.co.devtank.OsmHost1.Manager")]
+impl StandInManager {
+    fn create_container(&self, name: String) -> String {
+        format!("stand-in created {name}")
+    }
+}
+
+/// Runs `f` while a root zbus connection owns the daemon's name on the bus and
+/// serves a stand-in Manager.
 fn with_stand_in_service(address: &str, f: impl FnOnce()) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -380,6 +531,8 @@ fn with_stand_in_service(address: &str, f: impl FnOnce()) {
             .unwrap()
             .name(BUS_NAME)
             .unwrap()
+            .serve_at("/uk/co/devtank/OsmHost1", StandInManager)
+            .unwrap()
             .build()
             .await
             .expect("own the service name as root")
@@ -389,7 +542,10 @@ fn with_stand_in_service(address: &str, f: impl FnOnce()) {
 }
 
 fn list_names(address: &str) -> Vec<String> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let conn = zbus::connection::Builder::address(address)
             .unwrap()
@@ -424,7 +580,13 @@ fn add_bridge(sb: &Sandbox) {
 fn unpack(sb: &Sandbox, tar: &Path, into: &Path) {
     sb.run_ok(
         "tar",
-        &[Path::new("--numeric-owner"), Path::new("-xpf"), tar, Path::new("-C"), into],
+        &[
+            Path::new("--numeric-owner"),
+            Path::new("-xpf"),
+            tar,
+            Path::new("-C"),
+            into,
+        ],
     );
 }
 

@@ -15,7 +15,11 @@ use std::sync::Arc;
 use zbus::fdo::{RequestNameFlags, RequestNameReply};
 
 #[derive(Parser)]
-#[command(name = "osm-hostd", version, about = "The osm-host daemon: LXC containers on a Btrfs store, over D-Bus")]
+#[command(
+    name = "osm-hostd",
+    version,
+    about = "The osm-host daemon: LXC containers on a Btrfs store, over D-Bus"
+)]
 struct Args {
     /// Configuration file (every key optional; unknown keys are an error).
     #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
@@ -30,7 +34,8 @@ fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("OSM_HOSTD_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("OSM_HOSTD_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .with_ansi(false)
         .init();
@@ -65,7 +70,12 @@ fn run(args: Args) -> anyhow::Result<()> {
 }
 
 async fn serve(cfg: HostConfig, store: Store, lxc: Lxc) -> anyhow::Result<()> {
-    let engine = Engine::open(cfg, store, HostFacts::detect(), Arc::new(RealHost::new(lxc)))?;
+    let engine = Engine::open(
+        cfg,
+        store,
+        HostFacts::detect(),
+        Arc::new(RealHost::new(lxc)),
+    )?;
     tracing::info!(
         containers = engine.container_names().len(),
         bases = engine.base_names().len(),
@@ -76,13 +86,18 @@ async fn serve(cfg: HostConfig, store: Store, lxc: Lxc) -> anyhow::Result<()> {
         .build()
         .await
         .context("connecting to the system bus (is dbus-daemon running?)")?;
-    dbus::serve(&conn, engine.clone()).await.context("exporting objects")?;
+    dbus::serve(&conn, engine.clone())
+        .await
+        .context("exporting objects")?;
     let reply = conn
         .request_name_with_flags(api::BUS_NAME, RequestNameFlags::DoNotQueue.into())
         .await
         .with_context(|| format!("requesting the bus name {}", api::BUS_NAME))?;
     if reply != RequestNameReply::PrimaryOwner {
-        anyhow::bail!("another process owns {} on the system bus; is osm-hostd already running?", api::BUS_NAME);
+        anyhow::bail!(
+            "another process owns {} on the system bus; is osm-hostd already running?",
+            api::BUS_NAME
+        );
     }
     engine.spawn_reconciler();
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);

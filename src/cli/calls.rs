@@ -138,22 +138,47 @@ mod tests {
     #[test]
     fn create_options_have_the_api_types() {
         let o = create(&[
-            "osm-hostctl", "create", "web1", "--base", "debian12", "--autostart", "--memory", "512M",
-            "--cpus", "2", "--layer", "osm-stack", "--layer", "site",
+            "osm-hostctl",
+            "create",
+            "web1",
+            "--base",
+            "debian12",
+            "--autostart",
+            "--memory",
+            "512M",
+            "--cpus",
+            "2",
+            "--layer",
+            "osm-stack",
+            "--layer",
+            "site",
         ]);
         let sig = |k: &str| o[k].value_signature().to_string();
-        assert_eq!((sig("autostart"), sig("memory"), sig("cpus"), sig("layers")),
-            ("b".into(), "t".into(), "u".into(), "as".into()));
+        assert_eq!(
+            (sig("autostart"), sig("memory"), sig("cpus"), sig("layers")),
+            ("b".into(), "t".into(), "u".into(), "as".into())
+        );
         assert_eq!(o["autostart"], Value::from(true));
         assert_eq!(o["memory"], Value::from(512u64 << 20));
         assert_eq!(o["cpus"], Value::from(2u32));
-        assert_eq!(o["layers"], Value::from(vec!["osm-stack".to_string(), "site".to_string()]));
+        assert_eq!(
+            o["layers"],
+            Value::from(vec!["osm-stack".to_string(), "site".to_string()])
+        );
     }
 
     #[test]
     fn create_rejects_bad_sizes_and_zero_cpus_as_usage_errors() {
         for argv in [
-            &["osm-hostctl", "create", "w", "--base", "b", "--memory", "lots"][..],
+            &[
+                "osm-hostctl",
+                "create",
+                "w",
+                "--base",
+                "b",
+                "--memory",
+                "lots",
+            ][..],
             &["osm-hostctl", "create", "w", "--base", "b", "--cpus", "0"][..],
             &["osm-hostctl", "create", "w"][..],
         ] {

@@ -118,9 +118,8 @@ pub fn exit_code_for_error_name(name: &str) -> ExitCode {
     }
     match name {
         "org.freedesktop.DBus.Error.AccessDenied" => ExitCode::AccessDenied,
-        "org.freedesktop.DBus.Error.ServiceUnknown" | "org.freedesktop.DBus.Error.NameHasNoOwner" => {
-            ExitCode::Unreachable
-        }
+        "org.freedesktop.DBus.Error.ServiceUnknown"
+        | "org.freedesktop.DBus.Error.NameHasNoOwner" => ExitCode::Unreachable,
         // Bus activation of osm-hostd failed: it is not running either.
         n if n.starts_with("org.freedesktop.DBus.Error.Spawn.") => ExitCode::Unreachable,
         _ => ExitCode::Failed,
@@ -227,7 +226,9 @@ mod tests {
 
     #[test]
     fn bus_policy_refusal_says_who_may() {
-        let e = CliError::from(zbus::fdo::Error::AccessDenied("Rejected send message".into()));
+        let e = CliError::from(zbus::fdo::Error::AccessDenied(
+            "Rejected send message".into(),
+        ));
         assert_eq!(e.code, ExitCode::AccessDenied);
         assert!(e.message.starts_with("Rejected send message"));
         assert!(e.message.contains("osm-admin"));

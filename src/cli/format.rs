@@ -7,7 +7,13 @@ use crate::config::format_size;
 
 /// Left-aligned columns two spaces apart, no trailing blanks. Empty cells show `-`.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let cell = |s: &str| if s.is_empty() { "-".to_string() } else { s.to_string() };
+    let cell = |s: &str| {
+        if s.is_empty() {
+            "-".to_string()
+        } else {
+            s.to_string()
+        }
+    };
     let mut lines: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
     lines.extend(rows.iter().map(|r| r.iter().map(|c| cell(c)).collect()));
     let mut widths = vec![0; header.len()];
@@ -67,24 +73,50 @@ pub fn bases_table(list: &[BaseInfo]) -> String {
 pub fn container_detail(d: &ContainerDetail, now_us: u64) -> String {
     let c = &d.info;
     let none_if_zero = |v: u64, text: String| if v == 0 { "none".to_string() } else { text };
-    let list = |l: &[String]| if l.is_empty() { "-".to_string() } else { l.join(", ") };
+    let list = |l: &[String]| {
+        if l.is_empty() {
+            "-".to_string()
+        } else {
+            l.join(", ")
+        }
+    };
     let mut fields: Vec<(&str, String)> = vec![
         ("name", c.name.clone()),
         ("state", c.state.clone()),
-        ("init pid", if c.init_pid == 0 { "-".into() } else { c.init_pid.to_string() }),
+        (
+            "init pid",
+            if c.init_pid == 0 {
+                "-".into()
+            } else {
+                c.init_pid.to_string()
+            },
+        ),
         ("base", c.base.clone()),
         ("layers", list(&c.layers)),
         ("addresses", list(&c.addresses)),
         ("mac address", c.mac_address.clone()),
         ("autostart", yes_no(c.autostart).to_string()),
-        ("memory limit", none_if_zero(c.memory_limit, format_size(c.memory_limit))),
-        ("cpu limit", none_if_zero(c.cpu_limit.into(), cpus(c.cpu_limit))),
-        ("disk used", d.disk_usage.map_or_else(|| "unknown".to_string(), format_size)),
+        (
+            "memory limit",
+            none_if_zero(c.memory_limit, format_size(c.memory_limit)),
+        ),
+        (
+            "cpu limit",
+            none_if_zero(c.cpu_limit.into(), cpus(c.cpu_limit)),
+        ),
+        (
+            "disk used",
+            d.disk_usage
+                .map_or_else(|| "unknown".to_string(), format_size),
+        ),
         ("created", format_timestamp(c.created_at)),
     ];
     if c.state == STATE_RUNNING && c.started_at != 0 {
         let since = format_timestamp(c.started_at);
-        fields.push(("uptime", format!("{} (since {since})", format_uptime(c.started_at, now_us))));
+        fields.push((
+            "uptime",
+            format!("{} (since {since})", format_uptime(c.started_at, now_us)),
+        ));
     }
     let width = fields.iter().map(|(l, _)| l.len()).max().unwrap_or(0) + 1;
     fields
@@ -212,9 +244,18 @@ mod tests {
     fn timestamps_are_utc_rfc3339() {
         assert_eq!(format_timestamp(0), "-");
         assert_eq!(format_timestamp(1), "1970-01-01T00:00:00Z");
-        assert_eq!(format_timestamp(951_782_400_000_000), "2000-02-29T00:00:00Z");
-        assert_eq!(format_timestamp(1_714_566_896_999_999), "2024-05-01T12:34:56Z");
-        assert_eq!(format_timestamp(4_102_444_799_000_000), "2099-12-31T23:59:59Z");
+        assert_eq!(
+            format_timestamp(951_782_400_000_000),
+            "2000-02-29T00:00:00Z"
+        );
+        assert_eq!(
+            format_timestamp(1_714_566_896_999_999),
+            "2024-05-01T12:34:56Z"
+        );
+        assert_eq!(
+            format_timestamp(4_102_444_799_000_000),
+            "2099-12-31T23:59:59Z"
+        );
     }
 
     #[test]
@@ -224,7 +265,10 @@ mod tests {
         assert_eq!(format_uptime(t0, t0 + 45 * s), "45s");
         assert_eq!(format_uptime(t0, t0 + 450 * s), "7m 30s");
         assert_eq!(format_uptime(t0, t0 + 7500 * s), "2h 5m");
-        assert_eq!(format_uptime(t0, t0 + (3 * 86_400 + 4 * 3600 + 59) * s), "3d 4h");
+        assert_eq!(
+            format_uptime(t0, t0 + (3 * 86_400 + 4 * 3600 + 59) * s),
+            "3d 4h"
+        );
         assert_eq!(format_uptime(t0, t0 - s), "0s");
     }
 
@@ -237,7 +281,10 @@ mod tests {
         c.memory_limit = 2 << 30;
         c.created_at = 1_714_566_896_000_000;
         c.started_at = 1_714_566_900_000_000;
-        let d = ContainerDetail { info: c, disk_usage: Some(1536 << 20) };
+        let d = ContainerDetail {
+            info: c,
+            disk_usage: Some(1536 << 20),
+        };
         let out = container_detail(&d, 1_714_566_900_000_000 + 7_500_000_000);
         assert_eq!(
             out,
@@ -261,7 +308,13 @@ mod tests {
     fn stopped_container_has_no_uptime_or_pid() {
         let mut c = web("web1", "stopped");
         c.cpu_limit = 1;
-        let out = container_detail(&ContainerDetail { info: c, disk_usage: None }, 0);
+        let out = container_detail(
+            &ContainerDetail {
+                info: c,
+                disk_usage: None,
+            },
+            0,
+        );
         assert!(!out.contains("uptime"));
         assert!(out.contains("init pid:     -\n"));
         assert!(out.contains("cpu limit:    1 CPU\n"));

@@ -56,7 +56,8 @@ impl JobWatch {
             .build();
         let mut streams = Vec::new();
         for rule in [finished, changed, owner] {
-            streams.push(MessageStream::for_match_rule(rule, &daemon.conn, Some(MAX_QUEUED)).await?);
+            streams
+                .push(MessageStream::for_match_rule(rule, &daemon.conn, Some(MAX_QUEUED)).await?);
         }
         Ok(JobWatch {
             stream: select_all(streams),
@@ -68,7 +69,8 @@ impl JobWatch {
     pub async fn follow(mut self, daemon: &Daemon, path: &ObjectPath<'_>) -> Result<(), CliError> {
         let mut status = read_status(daemon, path).await?;
         let mut progress = Reporter::new(std::io::stderr().is_terminal());
-        let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + POLL_INTERVAL, POLL_INTERVAL);
+        let mut poll =
+            tokio::time::interval_at(tokio::time::Instant::now() + POLL_INTERVAL, POLL_INTERVAL);
         let interrupt = tokio::signal::ctrl_c();
         tokio::pin!(interrupt);
         let result = loop {
@@ -109,9 +111,11 @@ async fn read_status(daemon: &Daemon, path: &ObjectPath<'_>) -> Result<JobStatus
     match daemon.properties_raw(path, JOB_IFACE).await {
         Ok(props) => JobStatus::from_properties(&props),
         // The daemon dropped the job object without us seeing `Finished`.
-        Err(zbus::fdo::Error::UnknownObject(_) | zbus::fdo::Error::UnknownInterface(_)) => Err(
-            CliError::failed(format!("job {path} disappeared before reporting its result")),
-        ),
+        Err(zbus::fdo::Error::UnknownObject(_) | zbus::fdo::Error::UnknownInterface(_)) => {
+            Err(CliError::failed(format!(
+                "job {path} disappeared before reporting its result"
+            )))
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -143,7 +147,11 @@ fn classify(msg: &Message, job: &ObjectPath<'_>) -> Event {
             Err(_) => Event::Other,
         },
         (PROPERTIES_IFACE, "PropertiesChanged") if for_job => {
-            match msg.body().deserialize::<(String, std::collections::HashMap<String, OwnedValue>, Vec<String>)>() {
+            match msg.body().deserialize::<(
+                String,
+                std::collections::HashMap<String, OwnedValue>,
+                Vec<String>,
+            )>() {
                 Ok((iface, changed, _)) if iface == JOB_IFACE => Event::Changed(changed),
                 _ => Event::Other,
             }
@@ -191,9 +199,14 @@ fn describe(status: &JobStatus) -> String {
 
 /// One line of progress: `build-base debian12:  40% unpacking`.
 pub fn progress_line(status: &JobStatus) -> String {
-    format!("{}: {:>3}% {}", describe(status), percent(status.progress), status.message)
-        .trim_end()
-        .to_string()
+    format!(
+        "{}: {:>3}% {}",
+        describe(status),
+        percent(status.progress),
+        status.message
+    )
+    .trim_end()
+    .to_string()
 }
 
 fn percent(progress: f64) -> u32 {
@@ -208,7 +221,9 @@ fn percent(progress: f64) -> u32 {
 pub fn plain_report_due(last: Option<&JobStatus>, now: &JobStatus) -> bool {
     match last {
         None => true,
-        Some(last) => last.message != now.message || percent(now.progress) / 10 > percent(last.progress) / 10,
+        Some(last) => {
+            last.message != now.message || percent(now.progress) / 10 > percent(last.progress) / 10
+        }
     }
 }
 
@@ -236,7 +251,11 @@ impl Reporter {
     fn show(&mut self, status: &JobStatus) {
         match self {
             Reporter::Bar(bar) => {
-                let p = if status.progress.is_nan() { 0.0 } else { status.progress.clamp(0.0, 1.0) };
+                let p = if status.progress.is_nan() {
+                    0.0
+                } else {
+                    status.progress.clamp(0.0, 1.0)
+                };
                 bar.set_position((p * 1000.0).round() as u64);
                 let msg = match status.message.as_str() {
                     "" => describe(status),
@@ -276,9 +295,15 @@ mod tests {
 
     #[test]
     fn progress_line_reads_well() {
-        assert_eq!(progress_line(&job(0.4, "unpacking")), "build-base debian12:  40% unpacking");
+        assert_eq!(
+            progress_line(&job(0.4, "unpacking")),
+            "build-base debian12:  40% unpacking"
+        );
         assert_eq!(progress_line(&job(1.5, "")), "build-base debian12: 100%");
-        assert_eq!(progress_line(&job(f64::NAN, "")), "build-base debian12:   0%");
+        assert_eq!(
+            progress_line(&job(f64::NAN, "")),
+            "build-base debian12:   0%"
+        );
         assert_eq!(progress_line(&JobStatus::default()), "job:   0%");
     }
 
@@ -300,8 +325,14 @@ mod tests {
         s.state = JOB_FAILED.into();
         s.message = "debootstrap failed: no network".into();
         let err = outcome_of(&s).unwrap().unwrap_err();
-        assert_eq!((err.code, err.message.as_str()), (ExitCode::Failed, "debootstrap failed: no network"));
+        assert_eq!(
+            (err.code, err.message.as_str()),
+            (ExitCode::Failed, "debootstrap failed: no network")
+        );
         s.message.clear();
-        assert_eq!(outcome_of(&s).unwrap().unwrap_err().message, "build-base debian12 failed");
+        assert_eq!(
+            outcome_of(&s).unwrap().unwrap_err().message,
+            "build-base debian12 failed"
+        );
     }
 }

@@ -75,7 +75,9 @@ where
         .ok()
         .and_then(|v| T::try_from(v).ok())
         .ok_or_else(|| {
-            CliError::failed(format!("osm-hostd sent property {key} with unexpected type {sig}"))
+            CliError::failed(format!(
+                "osm-hostd sent property {key} with unexpected type {sig}"
+            ))
         })
 }
 
@@ -125,7 +127,10 @@ impl JobStatus {
         let mut merged = Properties::new();
         for key in ["Kind", "Target", "Progress", "State", "Message"] {
             if let Some(v) = changed.get(key) {
-                merged.insert(key.to_string(), v.try_clone().map_err(|e| CliError::failed(e.to_string()))?);
+                merged.insert(
+                    key.to_string(),
+                    v.try_clone().map_err(|e| CliError::failed(e.to_string()))?,
+                );
             }
         }
         let new = JobStatus::from_properties(&merged)?;
@@ -238,19 +243,38 @@ pub(crate) mod tests {
             m.insert(OwnedInterfaceName::try_from(iface).unwrap(), p);
             objects.insert(OwnedObjectPath::try_from(path).unwrap(), m);
         };
-        add("/uk/co/devtank/OsmHost1/container/web2", CONTAINER_IFACE, container_props("web2"));
-        add("/uk/co/devtank/OsmHost1/container/web1", CONTAINER_IFACE, container_props("web1"));
+        add(
+            "/uk/co/devtank/OsmHost1/container/web2",
+            CONTAINER_IFACE,
+            container_props("web2"),
+        );
+        add(
+            "/uk/co/devtank/OsmHost1/container/web1",
+            CONTAINER_IFACE,
+            container_props("web1"),
+        );
         add(
             "/uk/co/devtank/OsmHost1/base/debian12",
             BASE_IFACE,
             props(vec![
                 ("Name", Value::from("debian12")),
                 ("Source", Value::from("recipe")),
-                ("UsedBy", Value::from(vec!["web1".to_string(), "web2".to_string()])),
+                (
+                    "UsedBy",
+                    Value::from(vec!["web1".to_string(), "web2".to_string()]),
+                ),
             ]),
         );
-        add("/uk/co/devtank/OsmHost1/job/7", crate::api::JOB_IFACE, Properties::new());
-        let names: Vec<_> = containers_from(&objects).unwrap().into_iter().map(|c| c.name).collect();
+        add(
+            "/uk/co/devtank/OsmHost1/job/7",
+            crate::api::JOB_IFACE,
+            Properties::new(),
+        );
+        let names: Vec<_> = containers_from(&objects)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
         assert_eq!(names, ["web1", "web2"]);
         let bases = bases_from(&objects).unwrap();
         assert_eq!(bases.len(), 1);
@@ -265,8 +289,11 @@ pub(crate) mod tests {
             ("State", Value::from("running")),
         ]))
         .unwrap();
-        job.update(&props(vec![("Progress", Value::from(0.5f64)), ("Message", Value::from("unpacking"))]))
-            .unwrap();
+        job.update(&props(vec![
+            ("Progress", Value::from(0.5f64)),
+            ("Message", Value::from("unpacking")),
+        ]))
+        .unwrap();
         assert_eq!(job.kind, "build-base");
         assert_eq!(job.state, "running");
         assert_eq!(job.progress, 0.5);
@@ -276,20 +303,37 @@ pub(crate) mod tests {
     #[test]
     fn json_shapes() {
         let c = ContainerInfo::from_properties(&container_props("web1")).unwrap();
-        let detail = ContainerDetail { info: c, disk_usage: Some(1024) };
+        let detail = ContainerDetail {
+            info: c,
+            disk_usage: Some(1024),
+        };
         let v = serde_json::to_value(&detail).unwrap();
         let mut keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
         keys.sort();
         assert_eq!(
             keys,
             [
-                "addresses", "autostart", "base", "cpu_limit", "created_at", "disk_usage", "init_pid",
-                "layers", "mac_address", "memory_limit", "name", "started_at", "state"
+                "addresses",
+                "autostart",
+                "base",
+                "cpu_limit",
+                "created_at",
+                "disk_usage",
+                "init_pid",
+                "layers",
+                "mac_address",
+                "memory_limit",
+                "name",
+                "started_at",
+                "state"
             ]
         );
         assert_eq!(v["memory_limit"], 2u64 << 30);
         assert_eq!(v["layers"], serde_json::json!(["osm-stack"]));
-        let b = BaseInfo { name: "debian12".into(), ..Default::default() };
+        let b = BaseInfo {
+            name: "debian12".into(),
+            ..Default::default()
+        };
         assert_eq!(
             serde_json::to_value(&b).unwrap(),
             serde_json::json!({"name": "debian12", "created_at": 0, "source": "", "used_by": []})

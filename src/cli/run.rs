@@ -67,7 +67,8 @@ async fn base(daemon: &Daemon, cmd: BaseCommand) -> Result<(), CliError> {
     let m = &daemon.manager;
     match cmd {
         BaseCommand::Build { name, recipe } => {
-            let text = std::fs::read_to_string(&recipe).map_err(|e| local_file_error(&recipe, e))?;
+            let text =
+                std::fs::read_to_string(&recipe).map_err(|e| local_file_error(&recipe, e))?;
             let watch = JobWatch::subscribe(daemon).await?;
             let job = m.build_base(&name, &text).await?;
             watch.follow(daemon, &job).await?;
@@ -78,7 +79,10 @@ async fn base(daemon: &Daemon, cmd: BaseCommand) -> Result<(), CliError> {
             if archive.metadata().is_ok_and(|md| md.is_dir()) {
                 return Err(CliError::new(
                     ExitCode::InvalidArgument,
-                    format!("{} is a directory; give a .tar, .tar.gz or .tar.zst archive", file.display()),
+                    format!(
+                        "{} is a directory; give a .tar, .tar.gz or .tar.zst archive",
+                        file.display()
+                    ),
                 ));
             }
             let watch = JobWatch::subscribe(daemon).await?;
@@ -104,7 +108,10 @@ async fn base(daemon: &Daemon, cmd: BaseCommand) -> Result<(), CliError> {
 }
 
 fn local_file_error(path: &Path, e: std::io::Error) -> CliError {
-    CliError::new(ExitCode::InvalidArgument, format!("cannot read {}: {e}", path.display()))
+    CliError::new(
+        ExitCode::InvalidArgument,
+        format!("cannot read {}: {e}", path.display()),
+    )
 }
 
 /// Writes a result line to stdout. A closed pipe (`| head`) is not an error: the call

@@ -3,9 +3,9 @@
 //! them. The D-Bus policy file mirrors this; the daemon does not rely on it.
 
 use super::error::{Error, Result};
+use std::sync::Arc;
 use zbus::fdo::{ConnectionCredentials, DBusProxy};
 use zbus::message::Header;
-use std::sync::Arc;
 use zbus::Connection;
 
 pub const ADMIN_GROUP: &str = "osm-admin";
@@ -19,7 +19,10 @@ pub async fn require_admin(conn: &Connection, hdr: &Header<'_>) -> Result<()> {
     if uid == 0 {
         return Ok(());
     }
-    let admin_gid = nix::unistd::Group::from_name(ADMIN_GROUP).ok().flatten().map(|g| g.gid.as_raw());
+    let admin_gid = nix::unistd::Group::from_name(ADMIN_GROUP)
+        .ok()
+        .flatten()
+        .map(|g| g.gid.as_raw());
     if let Some(gid) = admin_gid {
         if caller_groups(&creds, uid).contains(&gid) {
             return Ok(());
@@ -30,18 +33,25 @@ pub async fn require_admin(conn: &Connection, hdr: &Header<'_>) -> Result<()> {
     )))
 }
 
-async fn caller_credentials(conn: &Connection, hdr: &Header<'_>) -> Result<Arc<ConnectionCredentials>> {
+async fn caller_credentials(
+    conn: &Connection,
+    hdr: &Header<'_>,
+) -> Result<Arc<ConnectionCredentials>> {
     match hdr.sender() {
         Some(sender) => {
             let proxy = DBusProxy::new(conn).await?;
-            Ok(Arc::new(proxy.get_connection_credentials(sender.clone().into()).await?))
+            Ok(Arc::new(
+                proxy
+                    .get_connection_credentials(sender.clone().into())
+                    .await?,
+            ))
         }
         // Peer-to-peer: the socket's own peer credentials.
-        None => conn
-            .peer_creds()
-            .await
-            .cloned()
-            .map_err(|e| Error::AccessDenied(format!("cannot read the caller's credentials: {e}"))),
+        None => {
+            conn.peer_creds().await.cloned().map_err(|e| {
+                Error::AccessDenied(format!("cannot read the caller's credentials: {e}"))
+            })
+        }
     }
 }
 
@@ -54,14 +64,19 @@ fn caller_groups(creds: &ConnectionCredentials, uid: u32) -> Vec<u32> {
     if let Some(pid) = creds.process_id() {
         if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
             if let Some(line) = status.lines().find_map(|l| l.strip_prefix("Groups:")) {
-                return line.split_whitespace().filter_map(|g| g.parse().ok()).collect();
+                return line
+                    .split_whitespace()
+                    .filter_map(|g| g.parse().ok())
+                    .collect();
             }
         }
     }
     let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) else {
         return Vec::new();
     };
-    let Ok(name) = std::ffi::CString::new(user.name) else { return Vec::new() };
+    let Ok(name) = std::ffi::CString::new(user.name) else {
+        return Vec::new();
+    };
     nix::unistd::getgrouplist(&name, user.gid)
         .map(|gs| gs.into_iter().map(|g| g.as_raw()).collect())
         .unwrap_or_default()

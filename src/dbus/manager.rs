@@ -21,16 +21,29 @@ fn path(p: String) -> OwnedObjectPath {
 }
 
 /// Reads the `a{sv}` options of CreateContainer, refusing unknown keys and wrong types.
-fn create_request(name: String, base: String, options: HashMap<String, OwnedValue>) -> Result<CreateRequest> {
-    let mut req = CreateRequest { name, base, ..Default::default() };
+fn create_request(
+    name: String,
+    base: String,
+    options: HashMap<String, OwnedValue>,
+) -> Result<CreateRequest> {
+    let mut req = CreateRequest {
+        name,
+        base,
+        ..Default::default()
+    };
     for (key, value) in options {
         let bad = |want: &str| Error::InvalidArgument(format!("option {key:?} must be {want}"));
         match key.as_str() {
-            "autostart" => req.autostart = bool::try_from(&value).map_err(|_| bad("a boolean (b)"))?,
-            "memory" => req.memory = Some(u64::try_from(&value).map_err(|_| bad("a byte count (t)"))?),
+            "autostart" => {
+                req.autostart = bool::try_from(&value).map_err(|_| bad("a boolean (b)"))?
+            }
+            "memory" => {
+                req.memory = Some(u64::try_from(&value).map_err(|_| bad("a byte count (t)"))?)
+            }
             "cpus" => req.cpus = Some(u32::try_from(&value).map_err(|_| bad("a CPU count (u)"))?),
             "layers" => {
-                req.layers = <Vec<String>>::try_from(value).map_err(|_| bad("a list of layer names (as)"))?
+                req.layers =
+                    <Vec<String>>::try_from(value).map_err(|_| bad("a list of layer names (as)"))?
             }
             _ => {
                 return Err(Error::InvalidArgument(format!(
@@ -80,7 +93,9 @@ impl Manager {
         timeout: u32,
     ) -> Result<()> {
         require_admin(conn, &hdr).await?;
-        self.engine.stop_container(&name, timeout_arg(timeout), force).await?;
+        self.engine
+            .stop_container(&name, timeout_arg(timeout), force)
+            .await?;
         Ok(())
     }
 
@@ -92,7 +107,10 @@ impl Manager {
         timeout: u32,
     ) -> Result<()> {
         require_admin(conn, &hdr).await?;
-        Ok(self.engine.restart_container(&name, timeout_arg(timeout)).await?)
+        Ok(self
+            .engine
+            .restart_container(&name, timeout_arg(timeout))
+            .await?)
     }
 
     async fn delete_container(
@@ -150,7 +168,11 @@ impl Manager {
         Ok(self.engine.delete_base(&name).await?)
     }
 
-    async fn get_base(&self, #[zbus(object_server)] server: &ObjectServer, name: String) -> Result<OwnedObjectPath> {
+    async fn get_base(
+        &self,
+        #[zbus(object_server)] server: &ObjectServer,
+        name: String,
+    ) -> Result<OwnedObjectPath> {
         self.engine.base_info(&name)?;
         register_base(server, &self.engine, &name).await;
         Ok(path(api::base_path(&name)))
@@ -173,7 +195,10 @@ mod tests {
     use zbus::zvariant::Value;
 
     fn opts(pairs: Vec<(&str, Value<'_>)>) -> HashMap<String, OwnedValue> {
-        pairs.into_iter().map(|(k, v)| (k.to_string(), v.try_to_owned().unwrap())).collect()
+        pairs
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.try_to_owned().unwrap()))
+            .collect()
     }
 
     #[test]
@@ -192,9 +217,19 @@ mod tests {
         assert!(r.autostart);
         assert_eq!((r.memory, r.cpus), (Some(1 << 30), Some(2)));
         assert_eq!(r.layers, vec!["stack"]);
-        let err = create_request("w".into(), "b".into(), opts(vec![("memory", Value::from("2G"))])).unwrap_err();
+        let err = create_request(
+            "w".into(),
+            "b".into(),
+            opts(vec![("memory", Value::from("2G"))]),
+        )
+        .unwrap_err();
         assert!(matches!(err, Error::InvalidArgument(m) if m.contains("memory")));
-        let err = create_request("w".into(), "b".into(), opts(vec![("colour", Value::from(1u32))])).unwrap_err();
+        let err = create_request(
+            "w".into(),
+            "b".into(),
+            opts(vec![("colour", Value::from(1u32))]),
+        )
+        .unwrap_err();
         assert!(matches!(err, Error::InvalidArgument(m) if m.contains("colour")));
     }
 }

@@ -26,21 +26,30 @@ pub(crate) fn timeout_arg(seconds: u32) -> Option<Duration> {
 }
 
 async fn register_container(server: &ObjectServer, engine: &Arc<Engine>, name: &str) {
-    let obj = ContainerObject { engine: engine.clone(), name: name.to_string() };
+    let obj = ContainerObject {
+        engine: engine.clone(),
+        name: name.to_string(),
+    };
     if let Err(e) = server.at(api::container_path(name), obj).await {
         tracing::error!(container = %name, error = %e, "cannot export container object");
     }
 }
 
 async fn register_base(server: &ObjectServer, engine: &Arc<Engine>, name: &str) {
-    let obj = BaseObject { engine: engine.clone(), name: name.to_string() };
+    let obj = BaseObject {
+        engine: engine.clone(),
+        name: name.to_string(),
+    };
     if let Err(e) = server.at(api::base_path(name), obj).await {
         tracing::error!(base = %name, error = %e, "cannot export base object");
     }
 }
 
 async fn register_job(server: &ObjectServer, engine: &Arc<Engine>, id: u64) {
-    let obj = JobObject { engine: engine.clone(), id };
+    let obj = JobObject {
+        engine: engine.clone(),
+        id,
+    };
     if let Err(e) = server.at(api::job_path(id), obj).await {
         tracing::error!(job = id, error = %e, "cannot export job object");
     }
@@ -50,8 +59,17 @@ async fn register_job(server: &ObjectServer, engine: &Arc<Engine>, id: u64) {
 /// the bus in step with the engine until the connection closes.
 pub async fn serve(conn: &Connection, engine: Arc<Engine>) -> zbus::Result<()> {
     let server = conn.object_server();
-    server.at(api::MANAGER_PATH, zbus::fdo::ObjectManager).await?;
-    server.at(api::MANAGER_PATH, Manager { engine: engine.clone() }).await?;
+    server
+        .at(api::MANAGER_PATH, zbus::fdo::ObjectManager)
+        .await?;
+    server
+        .at(
+            api::MANAGER_PATH,
+            Manager {
+                engine: engine.clone(),
+            },
+        )
+        .await?;
     let events = engine.subscribe();
     for name in engine.container_names() {
         register_container(server, &engine, &name).await;
@@ -64,13 +82,20 @@ pub async fn serve(conn: &Connection, engine: Arc<Engine>) -> zbus::Result<()> {
     Ok(())
 }
 
-async fn forward_events(conn: Connection, engine: Arc<Engine>, mut events: tokio::sync::broadcast::Receiver<Event>) {
+async fn forward_events(
+    conn: Connection,
+    engine: Arc<Engine>,
+    mut events: tokio::sync::broadcast::Receiver<Event>,
+) {
     let server = conn.object_server();
     loop {
         let event = match events.recv().await {
             Ok(e) => e,
             Err(RecvError::Lagged(n)) => {
-                tracing::warn!(missed = n, "event queue overflowed; resynchronising objects");
+                tracing::warn!(
+                    missed = n,
+                    "event queue overflowed; resynchronising objects"
+                );
                 resync(server, &engine).await;
                 continue;
             }
@@ -82,14 +107,23 @@ async fn forward_events(conn: Connection, engine: Arc<Engine>, mut events: tokio
     }
 }
 
-async fn apply(conn: &Connection, server: &ObjectServer, engine: &Arc<Engine>, event: Event) -> zbus::Result<()> {
+async fn apply(
+    conn: &Connection,
+    server: &ObjectServer,
+    engine: &Arc<Engine>,
+    event: Event,
+) -> zbus::Result<()> {
     match event {
         Event::ContainerAdded(name) => register_container(server, engine, &name).await,
         Event::ContainerRemoved(name) => {
-            server.remove::<ContainerObject, _>(api::container_path(&name)).await?;
+            server
+                .remove::<ContainerObject, _>(api::container_path(&name))
+                .await?;
         }
         Event::ContainerChanged(name) => {
-            let iface = server.interface::<_, ContainerObject>(api::container_path(&name)).await?;
+            let iface = server
+                .interface::<_, ContainerObject>(api::container_path(&name))
+                .await?;
             let emitter = iface.signal_emitter();
             let obj = iface.get().await;
             obj.state_changed(emitter).await?;
@@ -98,7 +132,9 @@ async fn apply(conn: &Connection, server: &ObjectServer, engine: &Arc<Engine>, e
         }
         Event::BaseAdded(name) => register_base(server, engine, &name).await,
         Event::BaseRemoved(name) => {
-            server.remove::<BaseObject, _>(api::base_path(&name)).await?;
+            server
+                .remove::<BaseObject, _>(api::base_path(&name))
+                .await?;
         }
         Event::JobAdded(id) => register_job(server, engine, id).await,
         Event::JobChanged(id) => {
@@ -119,13 +155,21 @@ async fn apply(conn: &Connection, server: &ObjectServer, engine: &Arc<Engine>, e
             }
             if let Some(job) = engine.jobs.get(id) {
                 let status = job.status();
-                JobObject::finished(emitter, status.state == JobState::Completed, &status.message).await?;
+                JobObject::finished(
+                    emitter,
+                    status.state == JobState::Completed,
+                    &status.message,
+                )
+                .await?;
             }
             let conn = conn.clone();
             let engine = engine.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(JOB_LINGER).await;
-                let _ = conn.object_server().remove::<JobObject, _>(api::job_path(id)).await;
+                let _ = conn
+                    .object_server()
+                    .remove::<JobObject, _>(api::job_path(id))
+                    .await;
                 engine.jobs.forget(id);
             });
         }
@@ -142,3 +186,6 @@ async fn resync(server: &ObjectServer, engine: &Arc<Engine>) {
         register_base(server, engine, &name).await;
     }
 }
+
+#[cfg(test)]
+mod tests;

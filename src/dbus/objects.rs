@@ -25,7 +25,11 @@ impl ContainerObject {
 
 #[zbus::interface(name = "uk.co.devtank.OsmHost1.Container")]
 impl ContainerObject {
-    async fn start(&self, #[zbus(header)] hdr: Header<'_>, #[zbus(connection)] conn: &Connection) -> Result<()> {
+    async fn start(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<()> {
         require_admin(conn, &hdr).await?;
         self.engine.start_container(&self.name).await?;
         Ok(())
@@ -39,7 +43,9 @@ impl ContainerObject {
         timeout: u32,
     ) -> Result<()> {
         require_admin(conn, &hdr).await?;
-        self.engine.stop_container(&self.name, timeout_arg(timeout), force).await?;
+        self.engine
+            .stop_container(&self.name, timeout_arg(timeout), force)
+            .await?;
         Ok(())
     }
 
@@ -50,10 +56,18 @@ impl ContainerObject {
         timeout: u32,
     ) -> Result<()> {
         require_admin(conn, &hdr).await?;
-        Ok(self.engine.restart_container(&self.name, timeout_arg(timeout)).await?)
+        Ok(self
+            .engine
+            .restart_container(&self.name, timeout_arg(timeout))
+            .await?)
     }
 
-    async fn delete(&self, #[zbus(header)] hdr: Header<'_>, #[zbus(connection)] conn: &Connection, force: bool) -> Result<()> {
+    async fn delete(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        force: bool,
+    ) -> Result<()> {
         require_admin(conn, &hdr).await?;
         Ok(self.engine.delete_container(&self.name, force).await?)
     }
@@ -97,7 +111,9 @@ impl ContainerObject {
     async fn addresses(&self) -> Vec<String> {
         let engine = self.engine.clone();
         let name = self.name.clone();
-        tokio::task::spawn_blocking(move || engine.container_addresses(&name)).await.unwrap_or_default()
+        tokio::task::spawn_blocking(move || engine.container_addresses(&name))
+            .await
+            .unwrap_or_default()
     }
 
     #[zbus(property)]
@@ -138,7 +154,11 @@ pub struct BaseObject {
 
 #[zbus::interface(name = "uk.co.devtank.OsmHost1.Base")]
 impl BaseObject {
-    async fn delete(&self, #[zbus(header)] hdr: Header<'_>, #[zbus(connection)] conn: &Connection) -> Result<()> {
+    async fn delete(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<()> {
         require_admin(conn, &hdr).await?;
         Ok(self.engine.delete_base(&self.name).await?)
     }
@@ -150,13 +170,19 @@ impl BaseObject {
 
     #[zbus(property)]
     fn created_at(&self) -> zbus::fdo::Result<u64> {
-        let info = self.engine.base_info(&self.name).map_err(|e| zbus::fdo::Error::UnknownObject(e.to_string()))?;
+        let info = self
+            .engine
+            .base_info(&self.name)
+            .map_err(|e| zbus::fdo::Error::UnknownObject(e.to_string()))?;
         Ok(info.created * 1_000_000)
     }
 
     #[zbus(property)]
     fn source(&self) -> zbus::fdo::Result<String> {
-        let info = self.engine.base_info(&self.name).map_err(|e| zbus::fdo::Error::UnknownObject(e.to_string()))?;
+        let info = self
+            .engine
+            .base_info(&self.name)
+            .map_err(|e| zbus::fdo::Error::UnknownObject(e.to_string()))?;
         Ok(info.source.describe())
     }
 
@@ -213,5 +239,9 @@ impl JobObject {
     }
 
     #[zbus(signal)]
-    pub async fn finished(emitter: &SignalEmitter<'_>, success: bool, message: &str) -> zbus::Result<()>;
+    pub async fn finished(
+        emitter: &SignalEmitter<'_>,
+        success: bool,
+        message: &str,
+    ) -> zbus::Result<()>;
 }

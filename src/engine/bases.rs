@@ -43,11 +43,15 @@ impl BaseSource {
 impl Engine {
     pub(super) fn scan_bases(&self) -> EngineResult<()> {
         let dir = self.store.bases_dir();
-        let entries = std::fs::read_dir(&dir).map_err(|e| EngineError::io(format!("reading {}", dir.display()), &e))?;
+        let entries = std::fs::read_dir(&dir)
+            .map_err(|e| EngineError::io(format!("reading {}", dir.display()), &e))?;
         let mut found = std::collections::BTreeMap::new();
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') || !entry.path().is_dir() || validate_image_name("base", &name).is_err() {
+            if name.starts_with('.')
+                || !entry.path().is_dir()
+                || validate_image_name("base", &name).is_err()
+            {
                 continue;
             }
             found.insert(name.clone(), self.load_base_info(&name, &entry.path()));
@@ -74,50 +78,88 @@ impl Engine {
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        BaseInfo { name: name.to_string(), created, source: BaseSource::Unknown }
+        BaseInfo {
+            name: name.to_string(),
+            created,
+            source: BaseSource::Unknown,
+        }
     }
 
     pub fn base_names(&self) -> Vec<String> {
-        self.bases.read().expect("bases lock").keys().cloned().collect()
+        self.bases
+            .read()
+            .expect("bases lock")
+            .keys()
+            .cloned()
+            .collect()
     }
 
     pub fn base_info(&self, name: &str) -> EngineResult<BaseInfo> {
-        self.bases.read().expect("bases lock").get(name).cloned().ok_or_else(|| {
-            EngineError::NotFound(format!("no base named {name:?}; `osm-hostctl base list` shows the bases"))
-        })
+        self.bases
+            .read()
+            .expect("bases lock")
+            .get(name)
+            .cloned()
+            .ok_or_else(|| {
+                EngineError::NotFound(format!(
+                    "no base named {name:?}; `osm-hostctl base list` shows the bases"
+                ))
+            })
     }
 
     /// Containers whose overlay stack uses this base.
     pub fn base_users(&self, name: &str) -> Vec<String> {
-        self.all_containers().iter().filter(|c| c.info().spec.base == name).map(|c| c.name.clone()).collect()
+        self.all_containers()
+            .iter()
+            .filter(|c| c.info().spec.base == name)
+            .map(|c| c.name.clone())
+            .collect()
     }
 
     /// Starts a job that builds base `name` from a recipe (TOML text).
     pub fn build_base(self: &Arc<Self>, name: &str, recipe_text: &str) -> EngineResult<Arc<Job>> {
         validate_image_name("base", name)?;
-        let recipe = Recipe::parse(recipe_text).map_err(|e| EngineError::InvalidArgument(format!("recipe: {e}")))?;
+        let recipe = Recipe::parse(recipe_text)
+            .map_err(|e| EngineError::InvalidArgument(format!("recipe: {e}")))?;
         let source = BaseSource::Recipe(recipe.cache_key());
         let cache_dir = self.cfg.cache_dir.join("bases");
         self.spawn_base_job("build-base", name, source, move |host, dest, job| {
-            host.build_rootfs(&recipe, dest, &cache_dir, &mut |f, msg| job.set_progress(f, msg))
+            host.build_rootfs(&recipe, dest, &cache_dir, &mut |f, msg| {
+                job.set_progress(f, msg)
+            })
         })
     }
 
     /// Starts a job that imports base `name` from an open tar, tar.gz or tar.zst.
     pub fn import_base(self: &Arc<Self>, name: &str, mut archive: File) -> EngineResult<Arc<Job>> {
         validate_image_name("base", name)?;
-        let md = archive.metadata().map_err(|e| EngineError::io("inspecting the archive", &e))?;
+        let md = archive
+            .metadata()
+            .map_err(|e| EngineError::io("inspecting the archive", &e))?;
         if !md.is_file() {
             return Err(EngineError::InvalidArgument(
                 "the archive must be a regular file (not a pipe or a device)".into(),
             ));
         }
-        self.spawn_base_job("import-base", name, BaseSource::Import, move |host, dest, job| {
-            host.import_rootfs(&mut archive, dest, &mut |f| job.set_progress(f, "extracting"))
-        })
+        self.spawn_base_job(
+            "import-base",
+            name,
+            BaseSource::Import,
+            move |host, dest, job| {
+                host.import_rootfs(&mut archive, dest, &mut |f| {
+                    job.set_progress(f, "extracting")
+                })
+            },
+        )
     }
 
-    fn spawn_base_job<F>(self: &Arc<Self>, kind: &'static str, name: &str, source: BaseSource, fill: F) -> EngineResult<Arc<Job>>
+    fn spawn_base_job<F>(
+        self: &Arc<Self>,
+        kind: &'static str,
+        name: &str,
+        source: BaseSource,
+        fill: F,
+    ) -> EngineResult<Arc<Job>>
     where
         F: FnOnce(&dyn crate::host::HostOps, &Path, &Job) -> EngineResult<()> + Send + 'static,
     {
@@ -153,7 +195,10 @@ impl Engine {
     where
         F: FnOnce(&dyn crate::host::HostOps, &Path, &Job) -> EngineResult<()>,
     {
-        let staging = self.store.bases_dir().join(format!("{BUILDING_PREFIX}{name}"));
+        let staging = self
+            .store
+            .bases_dir()
+            .join(format!("{BUILDING_PREFIX}{name}"));
         if staging.exists() {
             self.host.delete_subvolume(&staging)?;
         }
@@ -161,13 +206,21 @@ impl Engine {
         let result = (|| {
             fill(self.host.as_ref(), &staging, job)?;
             self.host.set_readonly(&staging, true)?;
-            let info = BaseInfo { name: name.to_string(), created: crate::fsutil::now_secs(), source };
+            let info = BaseInfo {
+                name: name.to_string(),
+                created: crate::fsutil::now_secs(),
+                source,
+            };
             let text = toml::to_string(&info).expect("base info serializes");
             crate::fsutil::write_atomic(&self.sidecar(name), text.as_bytes(), 0o644)
                 .map_err(|e| EngineError::io("writing the base's sidecar", &e))?;
             let target = self.store.bases_dir().join(name);
-            std::fs::rename(&staging, &target).map_err(|e| EngineError::io(format!("publishing {}", target.display()), &e))?;
-            self.bases.write().expect("bases lock").insert(name.to_string(), info);
+            std::fs::rename(&staging, &target)
+                .map_err(|e| EngineError::io(format!("publishing {}", target.display()), &e))?;
+            self.bases
+                .write()
+                .expect("bases lock")
+                .insert(name.to_string(), info);
             Ok(())
         })();
         if let Err(e) = result {

@@ -81,7 +81,11 @@ impl Container {
                 })
             }
             Err(_) => {
-                let running = self.current_op.lock().expect("op lock").unwrap_or("another operation");
+                let running = self
+                    .current_op
+                    .lock()
+                    .expect("op lock")
+                    .unwrap_or("another operation");
                 Err(EngineError::Busy(format!(
                     "container {} is busy ({running} in progress); retry when it has finished",
                     self.name

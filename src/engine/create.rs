@@ -45,7 +45,10 @@ impl CreateRequest {
 impl Engine {
     /// Creates a stopped container. Idempotent: the same request again returns
     /// `AlreadyExisted`; a different spec under an existing name is `AlreadyExists`.
-    pub async fn create_container(self: &Arc<Self>, req: CreateRequest) -> EngineResult<CreateOutcome> {
+    pub async fn create_container(
+        self: &Arc<Self>,
+        req: CreateRequest,
+    ) -> EngineResult<CreateOutcome> {
         validate_container_name(&req.name)?;
         validate_image_name("base", &req.base)?;
         for layer in &req.layers {
@@ -105,7 +108,9 @@ impl Engine {
             }
         }
         if let Some(c) = req.cpus {
-            let host_cpus = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
+            let host_cpus = std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(1);
             if c == 0 || c > host_cpus {
                 return Err(EngineError::InvalidArgument(format!(
                     "cpus {c} is out of range; this host has {host_cpus} CPUs, give 1 to {host_cpus}"
@@ -125,7 +130,11 @@ impl Engine {
     }
 
     fn unused_mac(&self) -> String {
-        let used: Vec<String> = self.all_containers().iter().map(|c| c.info().spec.mac).collect();
+        let used: Vec<String> = self
+            .all_containers()
+            .iter()
+            .map(|c| c.info().spec.mac)
+            .collect();
         loop {
             let mac = random_mac();
             if !used.contains(&mac) {
@@ -135,14 +144,18 @@ impl Engine {
     }
 
     fn write_new_container(&self, spec: &ContainerSpec) -> EngineResult<()> {
-        let staging = self.store.containers_dir().join(format!("{CREATING_PREFIX}{}", spec.name));
+        let staging = self
+            .store
+            .containers_dir()
+            .join(format!("{CREATING_PREFIX}{}", spec.name));
         if staging.exists() {
             self.host.delete_subvolume(&staging)?;
         }
         self.host.create_subvolume(&staging)?;
         let result = self.fill_container_dir(&staging, spec).and_then(|()| {
             let target = self.store.container_dir(&spec.name);
-            fs::rename(&staging, &target).map_err(|e| EngineError::io(format!("publishing {}", target.display()), &e))
+            fs::rename(&staging, &target)
+                .map_err(|e| EngineError::io(format!("publishing {}", target.display()), &e))
         });
         if let Err(e) = result {
             if let Err(cleanup) = self.host.delete_subvolume(&staging) {
@@ -154,17 +167,29 @@ impl Engine {
     }
 
     fn fill_container_dir(&self, dir: &Path, spec: &ContainerSpec) -> EngineResult<()> {
-        let io = |what: &str, e: std::io::Error| EngineError::io(format!("{what} in {}", dir.display()), &e);
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).map_err(|e| io("setting mode", e))?;
+        let io = |what: &str, e: std::io::Error| {
+            EngineError::io(format!("{what} in {}", dir.display()), &e)
+        };
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
+            .map_err(|e| io("setting mode", e))?;
         let mut builder = fs::DirBuilder::new();
-        builder.mode(0o755).create(dir.join("rootfs-layer")).map_err(|e| io("creating rootfs-layer", e))?;
-        builder.mode(0o700).create(dir.join("work")).map_err(|e| io("creating work", e))?;
+        builder
+            .mode(0o755)
+            .create(dir.join("rootfs-layer"))
+            .map_err(|e| io("creating rootfs-layer", e))?;
+        builder
+            .mode(0o700)
+            .create(dir.join("work"))
+            .map_err(|e| io("creating work", e))?;
         let snapshots = dir.join(".snapshots");
         self.host.create_subvolume(&snapshots)?;
         // Snapper refuses a .snapshots that others may write to.
-        fs::set_permissions(&snapshots, fs::Permissions::from_mode(0o750)).map_err(|e| io("setting mode of .snapshots", e))?;
-        spec.save(dir).map_err(|e| EngineError::Failed(e.to_string()))?;
+        fs::set_permissions(&snapshots, fs::Permissions::from_mode(0o750))
+            .map_err(|e| io("setting mode of .snapshots", e))?;
+        spec.save(dir)
+            .map_err(|e| EngineError::Failed(e.to_string()))?;
         self.write_lxc_config_in(dir, spec)?;
-        symlink(crate::lxcconf::CONTAINER_CONF, dir.join("config")).map_err(|e| io("linking config", e))
+        symlink(crate::lxcconf::CONTAINER_CONF, dir.join("config"))
+            .map_err(|e| io("linking config", e))
     }
 }

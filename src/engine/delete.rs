@@ -25,13 +25,22 @@ impl Engine {
             blocking(move || engine.host.lxc_stop(&n, Duration::from_secs(1), true)).await?;
             self.refresh_state(&c);
             if c.info().state != RunState::Stopped {
-                return Err(EngineError::Failed(format!("container {name} could not be killed; not deleted")));
+                return Err(EngineError::Failed(format!(
+                    "container {name} could not be killed; not deleted"
+                )));
             }
         }
         let dir = self.store.container_dir(name);
-        let doomed = self.store.containers_dir().join(format!("{DELETING_PREFIX}{name}"));
-        std::fs::rename(&dir, &doomed).map_err(|e| EngineError::io(format!("moving {} aside", dir.display()), &e))?;
-        self.containers.write().expect("containers lock").remove(name);
+        let doomed = self
+            .store
+            .containers_dir()
+            .join(format!("{DELETING_PREFIX}{name}"));
+        std::fs::rename(&dir, &doomed)
+            .map_err(|e| EngineError::io(format!("moving {} aside", dir.display()), &e))?;
+        self.containers
+            .write()
+            .expect("containers lock")
+            .remove(name);
         self.emit(Event::ContainerRemoved(name.to_string()));
         let engine = self.clone();
         let result = blocking(move || engine.host.delete_subvolume(&doomed)).await;

@@ -124,7 +124,12 @@ impl Jobs {
     }
 
     pub fn get(&self, id: u64) -> Option<Arc<Job>> {
-        self.live.lock().expect("jobs lock").iter().find(|j| j.id == id).cloned()
+        self.live
+            .lock()
+            .expect("jobs lock")
+            .iter()
+            .find(|j| j.id == id)
+            .cloned()
     }
 
     /// Forgets a finished job (the D-Bus layer calls this a while after `Finished`).

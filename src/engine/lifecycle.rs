@@ -30,17 +30,28 @@ impl Engine {
 
     /// Stops a running container: init is asked to power off, and killed after
     /// `timeout` (or at once with `force`). A stopped one is `AlreadyThere`.
-    pub async fn stop_container(self: &Arc<Self>, name: &str, timeout: Option<Duration>, force: bool) -> EngineResult<Outcome> {
+    pub async fn stop_container(
+        self: &Arc<Self>,
+        name: &str,
+        timeout: Option<Duration>,
+        force: bool,
+    ) -> EngineResult<Outcome> {
         let c = self.container(name)?;
         let _op = c.begin("stop")?;
-        self.stop_locked(&c, timeout.unwrap_or(DEFAULT_STOP_TIMEOUT), force).await
+        self.stop_locked(&c, timeout.unwrap_or(DEFAULT_STOP_TIMEOUT), force)
+            .await
     }
 
     /// Stops (if running) and starts again, under one lock.
-    pub async fn restart_container(self: &Arc<Self>, name: &str, timeout: Option<Duration>) -> EngineResult<()> {
+    pub async fn restart_container(
+        self: &Arc<Self>,
+        name: &str,
+        timeout: Option<Duration>,
+    ) -> EngineResult<()> {
         let c = self.container(name)?;
         let _op = c.begin("restart")?;
-        self.stop_locked(&c, timeout.unwrap_or(DEFAULT_STOP_TIMEOUT), false).await?;
+        self.stop_locked(&c, timeout.unwrap_or(DEFAULT_STOP_TIMEOUT), false)
+            .await?;
         self.start_locked(&c).await.map(|_| ())
     }
 
@@ -51,7 +62,11 @@ impl Engine {
             return Ok(Outcome::AlreadyThere);
         }
         self.require_base(&info.spec.base).map_err(|e| {
-            EngineError::InvalidState(format!("container {} cannot start: {}", c.name, e.message()))
+            EngineError::InvalidState(format!(
+                "container {} cannot start: {}",
+                c.name,
+                e.message()
+            ))
         })?;
         self.set_state(c, RunState::Starting, None);
         let engine = self.clone();
@@ -91,7 +106,12 @@ impl Engine {
         }
     }
 
-    async fn stop_locked(self: &Arc<Self>, c: &Arc<Container>, timeout: Duration, force: bool) -> EngineResult<Outcome> {
+    async fn stop_locked(
+        self: &Arc<Self>,
+        c: &Arc<Container>,
+        timeout: Duration,
+        force: bool,
+    ) -> EngineResult<Outcome> {
         self.refresh_state(c);
         if c.info().state == RunState::Stopped {
             return Ok(Outcome::AlreadyThere);
@@ -112,7 +132,10 @@ impl Engine {
             }
             Ok(st) => {
                 self.set_state(c, RunState::Running, st.init_pid);
-                Err(EngineError::Failed(format!("container {} is still running after lxc-stop", c.name)))
+                Err(EngineError::Failed(format!(
+                    "container {} is still running after lxc-stop",
+                    c.name
+                )))
             }
             Err(e) => {
                 self.refresh_state(c);
@@ -138,12 +161,17 @@ impl Engine {
     /// Asks LXC for the container's real state and records it. Containers outlive the
     /// daemon, so this is how a new daemon adopts the running ones.
     pub(super) fn refresh_state(self: &Arc<Self>, c: &Arc<Container>) {
-        let Ok(st) = self.host.lxc_state(&c.name) else { return };
+        let Ok(st) = self.host.lxc_state(&c.name) else {
+            return;
+        };
         let before = c.info();
         if st.running {
             if before.state != RunState::Running || before.init_pid != st.init_pid {
                 if before.started_at == 0 {
-                    let started = st.init_pid.and_then(process_start_usecs).unwrap_or_else(crate::fsutil::now_usecs);
+                    let started = st
+                        .init_pid
+                        .and_then(process_start_usecs)
+                        .unwrap_or_else(crate::fsutil::now_usecs);
                     c.update(|s| s.started_at = started);
                 }
                 self.set_state(c, RunState::Running, st.init_pid);
@@ -166,14 +194,19 @@ impl Engine {
         for sub in ["rootfs-layer", "work"] {
             let p = dir.join(sub);
             if !p.is_dir() {
-                std::fs::create_dir(&p).map_err(|e| EngineError::io(format!("creating {}", p.display()), &e))?;
+                std::fs::create_dir(&p)
+                    .map_err(|e| EngineError::io(format!("creating {}", p.display()), &e))?;
             }
         }
         self.write_lxc_config_in(dir, spec)
     }
 
     pub(super) fn write_lxc_config_in(&self, dir: &Path, spec: &ContainerSpec) -> EngineResult<()> {
-        let layer_dirs: Vec<PathBuf> = spec.layers.iter().map(|l| self.store.layers_dir().join(l)).collect();
+        let layer_dirs: Vec<PathBuf> = spec
+            .layers
+            .iter()
+            .map(|l| self.store.layers_dir().join(l))
+            .collect();
         let bridge = self.cfg.network.bridge.as_str();
         let paths = ConfPaths {
             common_conf: &self.common_conf_path(),
@@ -187,7 +220,8 @@ impl Engine {
         if std::fs::read_to_string(&path).ok().as_deref() == Some(text.as_str()) {
             return Ok(());
         }
-        crate::fsutil::write_atomic(&path, text.as_bytes(), 0o644).map_err(|e| EngineError::io(format!("writing {}", path.display()), &e))
+        crate::fsutil::write_atomic(&path, text.as_bytes(), 0o644)
+            .map_err(|e| EngineError::io(format!("writing {}", path.display()), &e))
     }
 }
 

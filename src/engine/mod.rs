@@ -65,7 +65,12 @@ impl Engine {
     /// Opens the engine on a prepared store: writes `include/common.conf`, finishes or
     /// rolls back interrupted operations, scans bases and containers, and adopts the
     /// containers that are running.
-    pub fn open(cfg: HostConfig, store: Store, facts: HostFacts, host: Arc<dyn HostOps>) -> EngineResult<Arc<Engine>> {
+    pub fn open(
+        cfg: HostConfig,
+        store: Store,
+        facts: HostFacts,
+        host: Arc<dyn HostOps>,
+    ) -> EngineResult<Arc<Engine>> {
         let (events, _) = broadcast::channel(1024);
         let engine = Arc::new(Engine {
             cfg,
@@ -111,16 +116,20 @@ impl Engine {
         if std::fs::read_to_string(&path).ok().as_deref() == Some(text.as_str()) {
             return Ok(());
         }
-        crate::fsutil::write_atomic(&path, text.as_bytes(), 0o644).map_err(|e| EngineError::io(format!("writing {}", path.display()), &e))
+        crate::fsutil::write_atomic(&path, text.as_bytes(), 0o644)
+            .map_err(|e| EngineError::io(format!("writing {}", path.display()), &e))
     }
 
     /// Removes what interrupted creates, deletes and builds left behind.
     fn recover(&self) -> EngineResult<()> {
         for dir in [self.store.containers_dir(), self.store.bases_dir()] {
-            let entries = std::fs::read_dir(&dir).map_err(|e| EngineError::io(format!("reading {}", dir.display()), &e))?;
+            let entries = std::fs::read_dir(&dir)
+                .map_err(|e| EngineError::io(format!("reading {}", dir.display()), &e))?;
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                let staged = [CREATING_PREFIX, DELETING_PREFIX, BUILDING_PREFIX].iter().any(|p| name.starts_with(p));
+                let staged = [CREATING_PREFIX, DELETING_PREFIX, BUILDING_PREFIX]
+                    .iter()
+                    .any(|p| name.starts_with(p));
                 if !staged {
                     continue;
                 }
@@ -129,7 +138,8 @@ impl Engine {
                 let result = if self.host.is_subvolume(&path) {
                     self.host.delete_subvolume(&path)
                 } else {
-                    std::fs::remove_dir_all(&path).map_err(|e| EngineError::io(format!("removing {}", path.display()), &e))
+                    std::fs::remove_dir_all(&path)
+                        .map_err(|e| EngineError::io(format!("removing {}", path.display()), &e))
                 };
                 if let Err(e) = result {
                     tracing::error!(path = %path.display(), error = %e, "cannot remove leftover of an interrupted operation");
@@ -141,7 +151,8 @@ impl Engine {
 
     fn scan_containers(self: &Arc<Self>) -> EngineResult<()> {
         let dir = self.store.containers_dir();
-        let entries = std::fs::read_dir(&dir).map_err(|e| EngineError::io(format!("reading {}", dir.display()), &e))?;
+        let entries = std::fs::read_dir(&dir)
+            .map_err(|e| EngineError::io(format!("reading {}", dir.display()), &e))?;
         let mut found = BTreeMap::new();
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -155,7 +166,9 @@ impl Engine {
                 Ok(spec) => {
                     tracing::error!(container = %name, spec_name = %spec.name, "container.toml names another container; skipped")
                 }
-                Err(e) => tracing::error!(container = %name, error = %e, "cannot load container; skipped"),
+                Err(e) => {
+                    tracing::error!(container = %name, error = %e, "cannot load container; skipped")
+                }
             }
         }
         *self.containers.write().expect("containers lock") = found;
@@ -166,17 +179,34 @@ impl Engine {
     }
 
     fn all_containers(&self) -> Vec<Arc<Container>> {
-        self.containers.read().expect("containers lock").values().cloned().collect()
+        self.containers
+            .read()
+            .expect("containers lock")
+            .values()
+            .cloned()
+            .collect()
     }
 
     fn container(&self, name: &str) -> EngineResult<Arc<Container>> {
-        self.containers.read().expect("containers lock").get(name).cloned().ok_or_else(|| {
-            EngineError::NotFound(format!("no container named {name:?}; `osm-hostctl list` shows the containers"))
-        })
+        self.containers
+            .read()
+            .expect("containers lock")
+            .get(name)
+            .cloned()
+            .ok_or_else(|| {
+                EngineError::NotFound(format!(
+                    "no container named {name:?}; `osm-hostctl list` shows the containers"
+                ))
+            })
     }
 
     pub fn container_names(&self) -> Vec<String> {
-        self.containers.read().expect("containers lock").keys().cloned().collect()
+        self.containers
+            .read()
+            .expect("containers lock")
+            .keys()
+            .cloned()
+            .collect()
     }
 
     pub fn container_info(&self, name: &str) -> EngineResult<ContainerInfo> {
@@ -195,14 +225,17 @@ impl Engine {
     pub fn container_disk_usage(&self, name: &str) -> EngineResult<u64> {
         self.container(name)?;
         let dir = self.store.container_dir(name);
-        crate::fsutil::disk_usage(&dir).map_err(|e| EngineError::io(format!("measuring {}", dir.display()), &e))
+        crate::fsutil::disk_usage(&dir)
+            .map_err(|e| EngineError::io(format!("measuring {}", dir.display()), &e))
     }
 
     fn reserve(&self, name: &str, what: &str) -> EngineResult<Reservation<'_>> {
         let key = format!("{what}:{name}");
         let mut r = self.reserved.lock().expect("reserved lock");
         if !r.insert(key.clone()) {
-            return Err(EngineError::Busy(format!("{what} {name:?} is being created right now; wait for that to finish")));
+            return Err(EngineError::Busy(format!(
+                "{what} {name:?} is being created right now; wait for that to finish"
+            )));
         }
         Ok(Reservation { engine: self, key })
     }
@@ -236,7 +269,9 @@ impl Drop for Reservation<'_> {
 }
 
 /// Runs blocking host work off the async executor.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> EngineResult<T> + Send + 'static) -> EngineResult<T> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> EngineResult<T> + Send + 'static,
+) -> EngineResult<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| EngineError::Failed(format!("internal task failed: {e}")))?

@@ -1,84 +1,7 @@
 //! Engine sequencing against a recording fake of the host-effects layer.
 
 use super::*;
-use crate::base::Recipe;
-use crate::host::{HostOps, HostResult};
-use crate::lxc::LxcState;
-use std::collections::HashMap;
-use std::fs::File;
-use std::path::Path;
-use std::time::Duration;
-
-/// Subvolumes are plain directories; LXC is a table of running names.
-#[derive(Default)]
-struct FakeHost {
-    calls: Mutex<Vec<String>>,
-    running: Mutex<HashMap<String, u32>>,
-    subvols: Mutex<HashSet<PathBuf>>,
-    fail_start: Mutex<bool>,
-}
-
-impl FakeHost {
-    fn log(&self, s: String) {
-        self.calls.lock().unwrap().push(s);
-    }
-    fn calls(&self) -> Vec<String> {
-        self.calls.lock().unwrap().clone()
-    }
-}
-
-impl HostOps for FakeHost {
-    fn create_subvolume(&self, path: &Path) -> HostResult<()> {
-        self.log(format!("subvol-create {}", path.file_name().unwrap().to_string_lossy()));
-        std::fs::create_dir(path).map_err(|e| EngineError::io("mkdir", &e))?;
-        self.subvols.lock().unwrap().insert(path.to_path_buf());
-        Ok(())
-    }
-    fn snapshot(&self, _src: &Path, _dst: &Path, _ro: bool) -> HostResult<()> {
-        unreachable!("not used by these tests")
-    }
-    fn delete_subvolume(&self, path: &Path) -> HostResult<()> {
-        self.log(format!("subvol-delete {}", path.file_name().unwrap().to_string_lossy()));
-        std::fs::remove_dir_all(path).map_err(|e| EngineError::io("rm", &e))
-    }
-    fn set_readonly(&self, path: &Path, ro: bool) -> HostResult<()> {
-        self.log(format!("readonly {} {ro}", path.file_name().unwrap().to_string_lossy()));
-        Ok(())
-    }
-    fn is_subvolume(&self, path: &Path) -> bool {
-        self.subvols.lock().unwrap().contains(path) || path.is_dir()
-    }
-    fn lxc_start(&self, name: &str) -> HostResult<()> {
-        self.log(format!("lxc-start {name}"));
-        if *self.fail_start.lock().unwrap() {
-            return Err(EngineError::Failed(format!("lxc-start failed for container {name}")));
-        }
-        self.running.lock().unwrap().insert(name.into(), 4242);
-        Ok(())
-    }
-    fn lxc_stop(&self, name: &str, _t: Duration, force: bool) -> HostResult<()> {
-        self.log(format!("lxc-stop {name} force={force}"));
-        self.running.lock().unwrap().remove(name);
-        Ok(())
-    }
-    fn lxc_state(&self, name: &str) -> HostResult<LxcState> {
-        let pid = self.running.lock().unwrap().get(name).copied();
-        Ok(LxcState { running: pid.is_some(), init_pid: pid })
-    }
-    fn lxc_addresses(&self, _name: &str) -> Vec<String> {
-        vec![]
-    }
-    fn bridge_exists(&self, _bridge: &str) -> bool {
-        true
-    }
-    fn build_rootfs(&self, _r: &Recipe, dest: &Path, _c: &Path, progress: &mut dyn FnMut(f64, &str)) -> HostResult<()> {
-        progress(0.5, "half");
-        std::fs::create_dir(dest.join("etc")).map_err(|e| EngineError::io("mkdir", &e))
-    }
-    fn import_rootfs(&self, _a: &mut File, dest: &Path, _p: &mut dyn FnMut(f64)) -> HostResult<()> {
-        std::fs::create_dir(dest.join("bin")).map_err(|e| EngineError::io("mkdir", &e))
-    }
-}
+use crate::testing::FakeHost;
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -87,32 +10,53 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("store");
-    for d in ["os-bases/bb", "layers", "include", "containers"] {
-        std::fs::create_dir_all(root.join("lxc").join(d)).unwrap();
+    let (dir, host, engine) = crate::testing::fake_engine();
+    Fixture {
+        _dir: dir,
+        host,
+        engine,
     }
-    let cfg = HostConfig { store_root: root.clone(), runtime_dir: dir.path().join("run"), ..HostConfig::default() };
-    let facts = HostFacts { apparmor: false, v2_controllers: vec![], cgroup2_only: false, seccomp_profile: None };
-    let host = Arc::new(FakeHost::default());
-    let engine = Engine::open(cfg, Store::at(&root), facts, host.clone()).unwrap();
-    Fixture { _dir: dir, host, engine }
 }
 
 fn req(name: &str) -> CreateRequest {
-    CreateRequest { name: name.into(), base: "bb".into(), ..Default::default() }
+    CreateRequest {
+        name: name.into(),
+        base: "bb".into(),
+        ..Default::default()
+    }
 }
 
 #[tokio::test]
 async fn create_builds_under_a_staging_name_and_publishes_the_layout() {
     let f = fixture();
-    assert_eq!(f.engine.create_container(req("web1")).await.unwrap(), CreateOutcome::Created);
-    assert_eq!(f.host.calls(), vec!["subvol-create .creating-web1", "subvol-create .snapshots"]);
+    assert_eq!(
+        f.engine.create_container(req("web1")).await.unwrap(),
+        CreateOutcome::Created
+    );
+    assert_eq!(
+        f.host.calls(),
+        vec!["subvol-create .creating-web1", "subvol-create .snapshots"]
+    );
     let dir = f.engine.store().container_dir("web1");
-    for entry in ["container.toml", "lxc.container.conf", "rootfs-layer", "work", ".snapshots", "config"] {
-        assert!(dir.join(entry).symlink_metadata().is_ok(), "{entry} missing");
+    for entry in [
+        "container.toml",
+        "lxc.container.conf",
+        "rootfs-layer",
+        "work",
+        ".snapshots",
+        "config",
+    ] {
+        assert!(
+            dir.join(entry).symlink_metadata().is_ok(),
+            "{entry} missing"
+        );
     }
-    assert!(!f.engine.store().containers_dir().join(".creating-web1").exists());
+    assert!(!f
+        .engine
+        .store()
+        .containers_dir()
+        .join(".creating-web1")
+        .exists());
     let spec = ContainerSpec::load(&dir).unwrap();
     assert_eq!(spec.base, "bb");
 }
@@ -121,24 +65,48 @@ async fn create_builds_under_a_staging_name_and_publishes_the_layout() {
 async fn create_is_idempotent_but_refuses_a_different_spec() {
     let f = fixture();
     f.engine.create_container(req("web1")).await.unwrap();
-    assert_eq!(f.engine.create_container(req("web1")).await.unwrap(), CreateOutcome::AlreadyExisted);
+    assert_eq!(
+        f.engine.create_container(req("web1")).await.unwrap(),
+        CreateOutcome::AlreadyExisted
+    );
     let mut other = req("web1");
     other.autostart = true;
-    assert_eq!(f.engine.create_container(other).await.unwrap_err().kind(), "AlreadyExists");
+    assert_eq!(
+        f.engine.create_container(other).await.unwrap_err().kind(),
+        "AlreadyExists"
+    );
 }
 
 #[tokio::test]
 async fn bad_requests_are_refused_and_leave_nothing() {
     let f = fixture();
-    assert_eq!(f.engine.create_container(req("Bad_Name")).await.unwrap_err().kind(), "InvalidArgument");
+    assert_eq!(
+        f.engine
+            .create_container(req("Bad_Name"))
+            .await
+            .unwrap_err()
+            .kind(),
+        "InvalidArgument"
+    );
     let mut r = req("web1");
     r.base = "missing".into();
-    assert_eq!(f.engine.create_container(r).await.unwrap_err().kind(), "NotFound");
+    assert_eq!(
+        f.engine.create_container(r).await.unwrap_err().kind(),
+        "NotFound"
+    );
     let mut r = req("web1");
     r.memory = Some(1024);
-    assert_eq!(f.engine.create_container(r).await.unwrap_err().kind(), "InvalidArgument");
+    assert_eq!(
+        f.engine.create_container(r).await.unwrap_err().kind(),
+        "InvalidArgument"
+    );
     assert!(f.host.calls().is_empty());
-    assert_eq!(std::fs::read_dir(f.engine.store().containers_dir()).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(f.engine.store().containers_dir())
+            .unwrap()
+            .count(),
+        0
+    );
 }
 
 #[tokio::test]
@@ -153,13 +121,26 @@ async fn start_stop_delete_sequence_and_state_guards() {
     let err = f.engine.delete_container("web1", false).await.unwrap_err();
     assert_eq!(err.kind(), "InvalidState");
     assert!(err.message().contains("--force"), "{err}");
-    assert_eq!(f.engine.stop_container("web1", None, false).await.unwrap(), lifecycle::Outcome::Done);
-    assert_eq!(f.engine.stop_container("web1", None, false).await.unwrap(), lifecycle::Outcome::AlreadyThere);
+    assert_eq!(
+        f.engine.stop_container("web1", None, false).await.unwrap(),
+        lifecycle::Outcome::Done
+    );
+    assert_eq!(
+        f.engine.stop_container("web1", None, false).await.unwrap(),
+        lifecycle::Outcome::AlreadyThere
+    );
     f.engine.delete_container("web1", false).await.unwrap();
     assert!(f.engine.container_info("web1").is_err());
     assert!(!f.engine.store().container_dir("web1").exists());
     let calls = f.host.calls();
-    assert_eq!(&calls[2..], ["lxc-start web1", "lxc-stop web1 force=false", "subvol-delete .deleting-web1"]);
+    assert_eq!(
+        &calls[2..],
+        [
+            "lxc-start web1",
+            "lxc-stop web1 force=false",
+            "subvol-delete .deleting-web1"
+        ]
+    );
     let mut seen = vec![];
     while let Ok(e) = events.try_recv() {
         seen.push(e);
@@ -175,7 +156,10 @@ async fn force_delete_kills_a_running_container() {
     f.engine.create_container(req("web1")).await.unwrap();
     f.engine.start_container("web1").await.unwrap();
     f.engine.delete_container("web1", true).await.unwrap();
-    assert!(f.host.calls().contains(&"lxc-stop web1 force=true".to_string()));
+    assert!(f
+        .host
+        .calls()
+        .contains(&"lxc-stop web1 force=true".to_string()));
 }
 
 #[tokio::test]
@@ -185,7 +169,10 @@ async fn failed_start_leaves_the_container_stopped() {
     *f.host.fail_start.lock().unwrap() = true;
     let err = f.engine.start_container("web1").await.unwrap_err();
     assert!(err.message().contains("lxc-start failed"));
-    assert_eq!(f.engine.container_info("web1").unwrap().state, RunState::Stopped);
+    assert_eq!(
+        f.engine.container_info("web1").unwrap().state,
+        RunState::Stopped
+    );
 }
 
 #[tokio::test]
@@ -208,9 +195,18 @@ async fn a_restarted_engine_rolls_back_staging_and_adopts_running_containers() {
     std::fs::create_dir(containers.join(".creating-half")).unwrap();
     std::fs::create_dir(containers.join(".deleting-gone")).unwrap();
     let cfg = f.engine.config().clone();
-    let again = Engine::open(cfg, f.engine.store().clone(), f.engine.facts.clone(), f.host.clone()).unwrap();
+    let again = Engine::open(
+        cfg,
+        f.engine.store().clone(),
+        f.engine.facts.clone(),
+        f.host.clone(),
+    )
+    .unwrap();
     assert_eq!(again.container_names(), vec!["web1"]);
-    assert_eq!(again.container_info("web1").unwrap().state, RunState::Running);
+    assert_eq!(
+        again.container_info("web1").unwrap().state,
+        RunState::Running
+    );
     assert!(!containers.join(".creating-half").exists());
     assert!(!containers.join(".deleting-gone").exists());
 }

@@ -24,7 +24,9 @@ impl Engine {
     /// Watches the init process of a running container; when it exits, the container's
     /// state is refreshed (and `State` changes are signalled).
     pub(super) fn watch_init(self: &Arc<Self>, name: String, pid: u32) {
-        let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         let fd = match pidfd_open(pid) {
             Ok(fd) => fd,
             Err(e) => {
@@ -36,12 +38,18 @@ impl Engine {
         handle.spawn(async move {
             // SAFETY: `fd` is an OwnedFd moved into the AsyncFd, which owns it until
             // it is dropped; nothing else closes or reuses the descriptor meanwhile.
-            let Ok(afd) = (unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }) else {
+            let Ok(afd) =
+                (unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) })
+            else {
                 return;
             };
             let _ = afd.readable().await;
-            let Some(engine) = engine.upgrade() else { return };
-            let Ok(c) = engine.container(&name) else { return };
+            let Some(engine) = engine.upgrade() else {
+                return;
+            };
+            let Ok(c) = engine.container(&name) else {
+                return;
+            };
             if c.info().init_pid == Some(pid) && !c.is_busy() {
                 let engine2 = engine.clone();
                 let _ = tokio::task::spawn_blocking(move || engine2.refresh_state(&c)).await;
@@ -57,7 +65,9 @@ impl Engine {
             tick.tick().await;
             loop {
                 tick.tick().await;
-                let Some(engine) = engine.upgrade() else { return };
+                let Some(engine) = engine.upgrade() else {
+                    return;
+                };
                 let _ = tokio::task::spawn_blocking(move || {
                     for c in engine.all_containers() {
                         if !c.is_busy() {

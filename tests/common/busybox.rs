@@ -58,7 +58,13 @@ pub fn busybox_rootfs_tar(dir: &Path) -> PathBuf {
         .collect();
     entries.sort();
     let out = Command::new("tar")
-        .args(["--numeric-owner", "--owner=0", "--group=0", "--sort=name", "-cf"])
+        .args([
+            "--numeric-owner",
+            "--owner=0",
+            "--group=0",
+            "--sort=name",
+            "-cf",
+        ])
         .arg(&tar)
         .arg("-C")
         .arg(&root)
@@ -81,13 +87,27 @@ fn build_tree(root: &Path) {
     if root.exists() {
         fs::remove_dir_all(root).expect("remove old busybox tree");
     }
-    for d in ["bin", "sbin", "etc/init.d", "dev", "proc", "sys", "tmp", "run", "var", "root"] {
+    for d in [
+        "bin",
+        "sbin",
+        "etc/init.d",
+        "dev",
+        "proc",
+        "sys",
+        "tmp",
+        "run",
+        "var",
+        "root",
+    ] {
         fs::create_dir_all(root.join(d)).expect("create busybox tree dir");
     }
     fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
     fs::copy(BUSYBOX, root.join("bin/busybox")).expect("copy busybox");
 
-    let list = Command::new(BUSYBOX).arg("--list").output().expect("busybox --list");
+    let list = Command::new(BUSYBOX)
+        .arg("--list")
+        .output()
+        .expect("busybox --list");
     for applet in String::from_utf8_lossy(&list.stdout).lines() {
         if applet == "busybox" || applet.contains('/') || applet.is_empty() {
             continue;
@@ -99,7 +119,12 @@ fn build_tree(root: &Path) {
     write(root, "etc/inittab", INITTAB, 0o644);
     write(root, "etc/init.d/rcS", RCS, 0o755);
     write(root, "etc/udhcpc.script", UDHCPC_SCRIPT, 0o755);
-    write(root, "etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n", 0o644);
+    write(
+        root,
+        "etc/passwd",
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+        0o644,
+    );
     write(root, "etc/group", "root:x:0:\nnogroup:x:65534:\n", 0o644);
 }
 

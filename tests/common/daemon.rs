@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-pub use super::daemon_config::DaemonConfig;
 use super::bus::{name_has_owner, BUS_NAME};
+pub use super::daemon_config::DaemonConfig;
 use super::sandbox_exec::{SandboxChild, SandboxHandle};
 use super::{file_tail, keep_requested, wait_until};
 
@@ -28,7 +28,12 @@ pub struct Daemon {
 
 impl Daemon {
     /// Writes `<dir>/hostd.toml` from `config`; does not start the daemon.
-    pub fn new(inside: SandboxHandle, bus_address: &str, dir: &Path, config: &DaemonConfig) -> Daemon {
+    pub fn new(
+        inside: SandboxHandle,
+        bus_address: &str,
+        dir: &Path,
+        config: &DaemonConfig,
+    ) -> Daemon {
         let daemon = Daemon {
             inside,
             bus_address: bus_address.to_string(),
@@ -90,8 +95,12 @@ impl Daemon {
             .append(true)
             .open(&self.log_path)
             .expect("open daemon log");
-        writeln!(log, "=== rig: starting osm-hostd --config {} ===", self.config_path.display())
-            .expect("write daemon log");
+        writeln!(
+            log,
+            "=== rig: starting osm-hostd --config {} ===",
+            self.config_path.display()
+        )
+        .expect("write daemon log");
         // osm-hostd reads its tracing filter from OSM_HOSTD_LOG.
         let filter = std::env::var("OSM_HOSTD_LOG")
             .unwrap_or_else(|_| "info,osm_host=debug,osm_hostd=debug".to_string());
@@ -103,7 +112,10 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup daemon log"))
             .stderr(log);
-        let child = self.inside.spawn(&mut cmd).expect("spawn osm-hostd in sandbox");
+        let child = self
+            .inside
+            .spawn(&mut cmd)
+            .expect("spawn osm-hostd in sandbox");
         self.child = Some(child);
 
         let mut exited = None;

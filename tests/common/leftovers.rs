@@ -38,7 +38,10 @@ pub fn detach_loop_devices_under(dir: &Path) -> Vec<String> {
             .args(["-d", &dev])
             .status()
             .is_ok_and(|s| s.success());
-        detached.push(format!("{dev} ({backing}){}", if ok { "" } else { " FAILED" }));
+        detached.push(format!(
+            "{dev} ({backing}){}",
+            if ok { "" } else { " FAILED" }
+        ));
     }
     detached
 }

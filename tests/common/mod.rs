@@ -15,8 +15,8 @@
 //! Every suite compiles this whole module but uses only part of it, hence the allows.
 #![allow(dead_code, unused_imports)]
 
-mod busybox;
 mod bus;
+mod busybox;
 mod daemon;
 mod daemon_config;
 pub mod leftovers;
@@ -27,8 +27,8 @@ mod sandbox;
 mod sandbox_exec;
 mod sandbox_teardown;
 
-pub use busybox::busybox_rootfs_tar;
 pub use bus::{BusPolicy, PrivateBus, BUS_NAME};
+pub use busybox::busybox_rootfs_tar;
 pub use daemon::{Daemon, DaemonConfig};
 pub use leftovers::{assert_no_leftovers, leftovers_under};
 pub use rig::{Rig, RigBuilder};

@@ -238,7 +238,10 @@ impl Rig {
     pub fn ctl_err(&self, args: &[&str]) -> String {
         let out = self.ctl(args);
         if out.status.success() {
-            panic!("{}", self.describe_failure(args, &out, "succeeded unexpectedly"));
+            panic!(
+                "{}",
+                self.describe_failure(args, &out, "succeeded unexpectedly")
+            );
         }
         String::from_utf8_lossy(&out.stderr).into_owned()
     }

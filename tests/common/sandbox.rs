@@ -242,10 +242,8 @@ impl Drop for Sandbox {
             }
             return;
         }
-        let stragglers = super::sandbox_teardown::stop_containers(
-            &self.handle,
-            &self.lxc_paths.lock().unwrap(),
-        );
+        let stragglers =
+            super::sandbox_teardown::stop_containers(&self.handle, &self.lxc_paths.lock().unwrap());
 
         let _ = self.holder.signal(Signal::SIGKILL);
         drop(self.holder_stdin.take());
@@ -272,7 +270,9 @@ impl Drop for Sandbox {
         }
         super::sandbox_teardown::remove_stale_cgroups(&stragglers);
         for dir in self.loop_dirs.lock().unwrap().iter() {
-            if !wait_until(Duration::from_secs(10), || loop_devices_under(dir).is_empty()) {
+            if !wait_until(Duration::from_secs(10), || {
+                loop_devices_under(dir).is_empty()
+            }) {
                 let detached = detach_loop_devices_under(dir);
                 eprintln!("sandbox: loop devices did not auto-detach: {detached:?}");
             }

@@ -1,0 +1,204 @@
+//! The D-Bus layer over a peer-to-peer connection (no bus daemon, no root needed),
+//! with the engine on a fake host.
+
+use super::serve;
+use crate::api;
+use crate::client::{ContainerProxy, JobProxy, ManagerProxy};
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use zbus::connection::Builder;
+use zbus::zvariant::Value;
+use zbus::Connection;
+
+struct Peer {
+    _dir: tempfile::TempDir,
+    _server: Connection,
+    client: Connection,
+}
+
+async fn peer() -> Peer {
+    let (dir, _host, engine) = crate::testing::fake_engine();
+    let (a, b) = tokio::net::UnixStream::pair().unwrap();
+    let guid = zbus::Guid::generate();
+    let server = async {
+        Builder::unix_stream(a)
+            .server(guid)
+            .unwrap()
+            .p2p()
+            .build()
+            .await
+            .unwrap()
+    };
+    let client = async { Builder::unix_stream(b).p2p().build().await.unwrap() };
+    let (server, client) = tokio::join!(server, client);
+    serve(&server, engine).await.unwrap();
+    Peer {
+        _dir: dir,
+        _server: server,
+        client,
+    }
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn error_name(e: &zbus::Error) -> String {
+    match e {
+        zbus::Error::MethodError(name, _, _) => name.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn errors_carry_the_design_names_and_a_message() {
+    let p = peer().await;
+    let mgr = ManagerProxy::builder(&p.client)
+        .destination(api::BUS_NAME)
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    let err = mgr.get_container("nope").await.unwrap_err();
+    assert_eq!(error_name(&err), "uk.co.devtank.OsmHost1.Error.NotFound");
+    assert!(
+        err.to_string().contains("no container named \"nope\""),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn mutating_calls_follow_the_callers_privilege() {
+    let p = peer().await;
+    let mgr = ManagerProxy::builder(&p.client)
+        .destination(api::BUS_NAME)
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    let result = mgr.create_container("web1", "bb", HashMap::new()).await;
+    if is_root() {
+        assert_eq!(
+            result.unwrap().as_str(),
+            "/uk/co/devtank/OsmHost1/container/web1"
+        );
+    } else {
+        let err = result.unwrap_err();
+        assert_eq!(
+            error_name(&err),
+            "uk.co.devtank.OsmHost1.Error.AccessDenied"
+        );
+        assert!(err.to_string().contains("osm-admin"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn created_containers_appear_in_the_object_manager_and_signal_state() {
+    if !is_root() {
+        // The privilege test above covers non-root callers; this one needs to create.
+        panic!("this unit test creates containers and must run as root (the daemon allows only root or osm-admin)");
+    }
+    let p = peer().await;
+    let mgr = ManagerProxy::builder(&p.client)
+        .destination(api::BUS_NAME)
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    let mut opts = HashMap::new();
+    opts.insert("memory", Value::from(1u64 << 30));
+    let path = mgr.create_container("web-1", "bb", opts).await.unwrap();
+    assert_eq!(path.as_str(), "/uk/co/devtank/OsmHost1/container/web_2d1");
+
+    let om = zbus::fdo::ObjectManagerProxy::builder(&p.client)
+        .destination(api::BUS_NAME)
+        .unwrap()
+        .path(api::MANAGER_PATH)
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    let objects = om.get_managed_objects().await.unwrap();
+    let props = &objects[&path][api::CONTAINER_IFACE];
+    assert_eq!(props["Name"], Value::from("web-1").try_to_owned().unwrap());
+    assert_eq!(
+        props["MemoryLimit"],
+        Value::from(1u64 << 30).try_to_owned().unwrap()
+    );
+
+    let ct = ContainerProxy::builder(&p.client)
+        .destination(api::BUS_NAME)
+        .unwrap()
+        .path(path)
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(ct.state().await.unwrap(), "stopped");
+    let mut changes = ct.receive_state_changed().await;
+    mgr.start_container("web-1").await.unwrap();
+    let mut seen = Vec::new();
+    while let Ok(Some(change)) =
+        tokio::time::timeout(std::time::Duration::from_secs(5), changes.next()).await
+    {
+        let v = change.get().await.unwrap();
+        seen.push(v.clone());
+        if v == "running" {
+            break;
+        }
+    }
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("running"),
+        "signals seen: {seen:?}"
+    );
+    assert_eq!(ct.init_pid().await.unwrap(), 4242);
+}
+
+#[tokio::test]
+async fn base_import_is_a_job_that_finishes_with_a_signal() {
+    if !is_root() {
+        panic!("this unit test imports a base and must run as root (the daemon allows only root or osm-admin)");
+    }
+    let p = peer().await;
+    let mgr = ManagerProxy::builder(&p.client)
+        .destination(api::BUS_NAME)
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    let archive = tempfile::NamedTempFile::new().unwrap();
+    let fd = std::os::fd::AsFd::as_fd(archive.as_file());
+    let job_path = mgr.import_base("bb2", fd.into()).await.unwrap();
+    assert!(job_path
+        .as_str()
+        .starts_with("/uk/co/devtank/OsmHost1/job/"));
+    let job = JobProxy::builder(&p.client)
+        .destination(api::BUS_NAME)
+        .unwrap()
+        .path(job_path)
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(job.kind().await.unwrap(), "import-base");
+    assert_eq!(job.target().await.unwrap(), "bb2");
+    let mut finished = job.receive_finished().await.unwrap();
+    if job.state().await.unwrap() == "running" {
+        let sig = tokio::time::timeout(std::time::Duration::from_secs(5), finished.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(sig.args().unwrap().success);
+    }
+    assert_eq!(job.state().await.unwrap(), "completed");
+    assert_eq!(
+        mgr.get_base("bb2").await.unwrap().as_str(),
+        "/uk/co/devtank/OsmHost1/base/bb2"
+    );
+    let err = mgr.import_base("bb2", fd.into()).await.unwrap_err();
+    assert_eq!(
+        error_name(&err),
+        "uk.co.devtank.OsmHost1.Error.AlreadyExists"
+    );
+}

@@ -1,0 +1,130 @@
+//! Test doubles shared by the engine's and the D-Bus layer's unit tests.
+
+use crate::base::Recipe;
+use crate::config::HostConfig;
+use crate::engine::Engine;
+use crate::error::EngineError;
+use crate::host::{HostOps, HostResult};
+use crate::lxc::LxcState;
+use crate::lxcconf::HostFacts;
+use crate::store::Store;
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Subvolumes are plain directories; LXC is a table of running names.
+#[derive(Default)]
+pub struct FakeHost {
+    pub calls: Mutex<Vec<String>>,
+    pub running: Mutex<HashMap<String, u32>>,
+    pub subvols: Mutex<HashSet<PathBuf>>,
+    pub fail_start: Mutex<bool>,
+}
+
+impl FakeHost {
+    fn log(&self, s: String) {
+        self.calls.lock().unwrap().push(s);
+    }
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+impl HostOps for FakeHost {
+    fn create_subvolume(&self, path: &Path) -> HostResult<()> {
+        self.log(format!(
+            "subvol-create {}",
+            path.file_name().unwrap().to_string_lossy()
+        ));
+        std::fs::create_dir(path).map_err(|e| EngineError::io("mkdir", &e))?;
+        self.subvols.lock().unwrap().insert(path.to_path_buf());
+        Ok(())
+    }
+    fn snapshot(&self, _src: &Path, _dst: &Path, _ro: bool) -> HostResult<()> {
+        unreachable!("not used by these tests")
+    }
+    fn delete_subvolume(&self, path: &Path) -> HostResult<()> {
+        self.log(format!(
+            "subvol-delete {}",
+            path.file_name().unwrap().to_string_lossy()
+        ));
+        std::fs::remove_dir_all(path).map_err(|e| EngineError::io("rm", &e))
+    }
+    fn set_readonly(&self, path: &Path, ro: bool) -> HostResult<()> {
+        self.log(format!(
+            "readonly {} {ro}",
+            path.file_name().unwrap().to_string_lossy()
+        ));
+        Ok(())
+    }
+    fn is_subvolume(&self, path: &Path) -> bool {
+        self.subvols.lock().unwrap().contains(path) || path.is_dir()
+    }
+    fn lxc_start(&self, name: &str) -> HostResult<()> {
+        self.log(format!("lxc-start {name}"));
+        if *self.fail_start.lock().unwrap() {
+            return Err(EngineError::Failed(format!(
+                "lxc-start failed for container {name}"
+            )));
+        }
+        self.running.lock().unwrap().insert(name.into(), 4242);
+        Ok(())
+    }
+    fn lxc_stop(&self, name: &str, _t: Duration, force: bool) -> HostResult<()> {
+        self.log(format!("lxc-stop {name} force={force}"));
+        self.running.lock().unwrap().remove(name);
+        Ok(())
+    }
+    fn lxc_state(&self, name: &str) -> HostResult<LxcState> {
+        let pid = self.running.lock().unwrap().get(name).copied();
+        Ok(LxcState {
+            running: pid.is_some(),
+            init_pid: pid,
+        })
+    }
+    fn lxc_addresses(&self, _name: &str) -> Vec<String> {
+        vec![]
+    }
+    fn bridge_exists(&self, _bridge: &str) -> bool {
+        true
+    }
+    fn build_rootfs(
+        &self,
+        _r: &Recipe,
+        dest: &Path,
+        _c: &Path,
+        progress: &mut dyn FnMut(f64, &str),
+    ) -> HostResult<()> {
+        progress(0.5, "half");
+        std::fs::create_dir(dest.join("etc")).map_err(|e| EngineError::io("mkdir", &e))
+    }
+    fn import_rootfs(&self, _a: &mut File, dest: &Path, _p: &mut dyn FnMut(f64)) -> HostResult<()> {
+        std::fs::create_dir(dest.join("bin")).map_err(|e| EngineError::io("mkdir", &e))
+    }
+}
+
+/// An engine on a temp dir with one base, `bb`, and a fake host.
+pub fn fake_engine() -> (tempfile::TempDir, Arc<FakeHost>, Arc<Engine>) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    for d in ["os-bases/bb", "layers", "include", "containers"] {
+        std::fs::create_dir_all(root.join("lxc").join(d)).unwrap();
+    }
+    let cfg = HostConfig {
+        store_root: root.clone(),
+        runtime_dir: dir.path().join("run"),
+        cache_dir: dir.path().join("cache"),
+        ..HostConfig::default()
+    };
+    let facts = HostFacts {
+        apparmor: false,
+        v2_controllers: vec![],
+        cgroup2_only: false,
+        seccomp_profile: None,
+    };
+    let host = Arc::new(FakeHost::default());
+    let engine = Engine::open(cfg, Store::at(&root), facts, host.clone()).unwrap();
+    (dir, host, engine)
+}
