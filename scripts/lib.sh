@@ -109,33 +109,43 @@ osm_load_modules() {
     fi
 }
 
-# Puts cargo on PATH. `sudo` resets PATH, so look where rustup installs it: $CARGO_HOME,
-# root's home, and the home of the user who ran sudo (whose rustup settings are then used).
+# Puts a working cargo on PATH. `sudo` resets PATH, so look where rustup installs it:
+# $CARGO_HOME, root's home, and the home of the user who ran sudo; and point rustup at
+# the toolchains installed beside that cargo when its own default does not exist.
 osm_find_cargo() {
-    if command -v cargo >/dev/null 2>&1; then
-        return 0
-    fi
-    local dir sudo_home=""
-    if [ -n "${SUDO_USER:-}" ] && [ "${SUDO_USER}" != root ]; then
-        sudo_home="$(getent passwd "$SUDO_USER" | cut -d: -f6 || true)"
-    fi
-    for dir in "${CARGO_HOME:-}/bin" "${HOME:-/root}/.cargo/bin" /root/.cargo/bin \
-        "${sudo_home:+$sudo_home/.cargo/bin}"; do
-        if [ "$dir" != /bin ] && [ -x "$dir/cargo" ]; then
-            export PATH="$dir:$PATH"
-            if [ -n "$sudo_home" ] && [ "$dir" = "$sudo_home/.cargo/bin" ] &&
-                [ -z "${RUSTUP_HOME:-}" ] && [ -d "$sudo_home/.rustup" ] && [ ! -d /root/.rustup ]; then
-                export RUSTUP_HOME="$sudo_home/.rustup"
-            fi
-            break
+    local dir sudo_home="" parent
+    if ! command -v cargo >/dev/null 2>&1; then
+        if [ -n "${SUDO_USER:-}" ] && [ "${SUDO_USER}" != root ]; then
+            sudo_home="$(getent passwd "$SUDO_USER" | cut -d: -f6 || true)"
         fi
-    done
+        for dir in "${CARGO_HOME:+$CARGO_HOME/bin}" "${HOME:+$HOME/.cargo/bin}" /root/.cargo/bin \
+            "${sudo_home:+$sudo_home/.cargo/bin}"; do
+            if [ -n "$dir" ] && [ -x "$dir/cargo" ]; then
+                export PATH="$dir:$PATH"
+                break
+            fi
+        done
+    fi
     if ! command -v cargo >/dev/null 2>&1; then
         osm_die "cargo (the Rust toolchain) was not found on PATH nor in ~/.cargo/bin.
   Install it as root with rustup (https://rustup.rs):
     curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt,clippy
   then run this script again. Debian's own 'cargo' package is older than the
   rust-version in Cargo.toml."
+    fi
+    if ! cargo --version >/dev/null 2>&1 && [ -z "${RUSTUP_HOME:-}" ]; then
+        # A rustup proxy whose toolchains live beside it (~/.rustup, or /usr/local/rustup).
+        parent="$(dirname "$(dirname "$(command -v cargo)")")"
+        for dir in "$parent/.rustup" "$(dirname "$parent")/.rustup" "$(dirname "$parent")/rustup"; do
+            if [ -d "$dir/toolchains" ]; then
+                export RUSTUP_HOME="$dir"
+                break
+            fi
+        done
+    fi
+    if ! cargo --version >/dev/null 2>&1; then
+        cargo --version >&2 || true
+        osm_die "$(command -v cargo) does not run (see above); with rustup, set RUSTUP_HOME or run 'rustup default stable'"
     fi
     osm_info "using $(command -v cargo) ($(cargo --version))"
 }

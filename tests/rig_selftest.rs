@@ -129,7 +129,10 @@ fn sandbox_init_reaps_orphans_and_children_get_signals() {
     let mut child = sb.spawn(sb.command("sleep").arg("600")).unwrap();
     let pid = child.pid().expect("inner pid");
     assert_eq!(procs::ns_id(pid, "pid").unwrap(), pid_ns);
-    assert_eq!(procs::cmdline(pid).unwrap(), "sleep 600");
+    // spawn returns as soon as nsenter has forked; the exec follows.
+    assert!(wait_until(Duration::from_secs(5), || {
+        procs::cmdline(pid).as_deref() == Some("sleep 600")
+    }));
     child.signal(nix::sys::signal::Signal::SIGTERM).unwrap();
     let status = child
         .wait_timeout(Duration::from_secs(5))
@@ -390,6 +393,41 @@ fn panic_in_test_body_still_cleans_up() {
     );
     assert!(procs::pids_in_ns("mnt", &mnt_ns).is_empty());
     assert_no_leftovers(dir.path());
+}
+
+#[test]
+#[ignore = "probe: SIGKILLed by sandbox_dies_with_a_killed_test_process"]
+fn sandbox_probe_waits_to_be_killed() {
+    let sb = Sandbox::new();
+    println!("HOLDER {} {}", sb.holder_pid(), sb.mnt_ns());
+    std::thread::sleep(Duration::from_secs(120));
+}
+
+#[test]
+fn sandbox_dies_with_a_killed_test_process() {
+    use std::io::{BufRead, BufReader};
+    require_root();
+    let exe = std::env::current_exe().unwrap();
+    let mut probe = Command::new(exe)
+        .args(["--exact", "sandbox_probe_waits_to_be_killed", "--include-ignored", "--nocapture"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut out = BufReader::new(probe.stdout.take().unwrap());
+    while !line.starts_with("HOLDER ") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "probe ended without a sandbox");
+    }
+    let mut fields = line.split_whitespace().skip(1);
+    let holder: i32 = fields.next().unwrap().parse().unwrap();
+    let mnt_ns = fields.next().unwrap().to_string();
+    assert_eq!(procs::ns_id(holder, "mnt").as_deref(), Some(mnt_ns.as_str()));
+
+    // No Drop runs on SIGKILL: the holder must notice its stdin pipe closing.
+    probe.kill().unwrap();
+    probe.wait().unwrap();
+    assert!(wait_until(Duration::from_secs(10), || procs::pids_in_ns("mnt", &mnt_ns).is_empty()));
 }
 
 #[test]

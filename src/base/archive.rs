@@ -113,6 +113,24 @@ fn under_symlink(symlinks: &HashSet<std::path::PathBuf>, path: &Path) -> bool {
     false
 }
 
+/// Device nodes a root filesystem may carry: overlay whiteouts (0:0) and the nodes
+/// debootstrap creates in /dev (null, zero, full, random, urandom, tty, console, ptmx).
+/// Any other node (a disk, /dev/mem, ...) stored in a base would let whoever can reach
+/// the store's directories on the host open that device; LXC populates /dev itself.
+const HARMLESS_CHAR_DEVICES: &[(u32, u32)] = &[
+    (0, 0),
+    (1, 3),
+    (1, 5),
+    (1, 7),
+    (1, 8),
+    (1, 9),
+    (5, 0),
+    (5, 1),
+    (5, 2),
+];
+const DEVICE_POLICY: &str = "root filesystem archives may only hold overlay whiteouts (0:0) \
+     and the null, zero, full, random, urandom, tty, console and ptmx nodes";
+
 /// Checks every entry of a tar, tar.gz or tar.zst archive (compression detected from
 /// its magic bytes) and refuses absolute paths, `..` components and links that
 /// escape the root. Reads from the start of `file` whatever its current offset.
@@ -120,6 +138,11 @@ fn under_symlink(symlinks: &HashSet<std::path::PathBuf>, path: &Path) -> bool {
 /// Absolute symlink targets are accepted: inside a root filesystem they resolve against
 /// the container's root. Relative symlink targets are resolved from the link's directory
 /// and must stay inside the root; hard link targets must be relative and stay inside.
+/// No entry may lie beneath a symlink of the archive, and device nodes are limited to
+/// overlay whiteouts and the harmless nodes debootstrap creates.
+///
+/// The caller must keep `file` out of other writers' reach until [`extract_archive`] has
+/// read it: the check and the extraction are two passes over the same bytes.
 pub fn validate_archive(file: &mut File) -> Result<(), BaseError> {
     let kind = detect(file)?;
     let reader = decoder(kind, &mut *file)?;
@@ -193,6 +216,23 @@ pub fn validate_archive(file: &mut File) -> Result<(), BaseError> {
                     return Err(unsafe_entry(
                         &name,
                         format!("is a hard link to {target:?}, which lies beneath a symlink"),
+                    ));
+                }
+            }
+            tar::EntryType::Block => {
+                return Err(unsafe_entry(
+                    &name,
+                    format!("is a block device; {DEVICE_POLICY}"),
+                ));
+            }
+            tar::EntryType::Char => {
+                let h = entry.header();
+                let major = h.device_major().map_err(not_tar)?.unwrap_or(0);
+                let minor = h.device_minor().map_err(not_tar)?.unwrap_or(0);
+                if !HARMLESS_CHAR_DEVICES.contains(&(major, minor)) {
+                    return Err(unsafe_entry(
+                        &name,
+                        format!("is the character device {major}:{minor}; {DEVICE_POLICY}"),
                     ));
                 }
             }
@@ -445,6 +485,8 @@ mod tests {
             h.set_link_name_literal(l).unwrap();
         }
         h.set_entry_type(kind);
+        h.set_device_major(0).unwrap();
+        h.set_device_minor(0).unwrap();
         h.set_mode(if kind == EntryType::Directory {
             0o755
         } else {
@@ -633,6 +675,29 @@ mod tests {
             raw(b, "h", EntryType::Link, Some("lib/shadow"), b"");
         });
         assert_eq!(unsafe_name(&refused(&t)), "h");
+    }
+
+    #[test]
+    fn only_harmless_device_nodes_are_accepted() {
+        fn dev(kind: EntryType, major: u32, minor: u32) -> Vec<u8> {
+            tar_of(|b| {
+                let mut h = Header::new_gnu();
+                h.set_path("dev/node").unwrap();
+                h.set_entry_type(kind);
+                h.set_device_major(major).unwrap();
+                h.set_device_minor(minor).unwrap();
+                h.set_size(0);
+                h.set_cksum();
+                b.append(&h, &b""[..]).unwrap();
+            })
+        }
+        for (major, minor) in [(0, 0), (1, 3), (1, 9), (5, 2)] {
+            validate_archive(&mut file_with(&dev(EntryType::Char, major, minor))).unwrap();
+        }
+        let e = refused(&dev(EntryType::Char, 1, 1)); // /dev/mem
+        assert!(e.to_string().contains("1:1"), "{e}");
+        let e = refused(&dev(EntryType::Block, 8, 0)); // /dev/sda
+        assert!(e.to_string().contains("block device"), "{e}");
     }
 
     #[test]
