@@ -54,6 +54,6 @@ osm_step "cargo build --all-targets"
 cargo build "${lock_args[@]}" --all-targets
 
 osm_step "cargo test (unit + root integration tests)"
-cargo test "${lock_args[@]}" --all-targets -- --test-threads=2
+cargo test "${lock_args[@]}" -- --test-threads=2
 
 osm_step "All checks and tests passed"

@@ -31,6 +31,27 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     result
 }
 
+/// Writes a new file (it must not exist), with an fsync of its data when `durable`.
+/// For files inside a directory that is published later by one rename: the rename
+/// gives atomicity, so no temp file is needed.
+pub fn write_new(path: &Path, data: &[u8], mode: u32, durable: bool) -> io::Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)?;
+    f.write_all(data)?;
+    if durable {
+        f.sync_data()?;
+    }
+    Ok(())
+}
+
+/// Makes a rename or a new entry in `dir` durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
 /// Fills `buf` from the kernel's random source.
 pub fn random_bytes(buf: &mut [u8]) {
     File::open("/dev/urandom")

@@ -20,7 +20,8 @@ pub trait HostOps: Send + Sync + 'static {
     fn set_readonly(&self, path: &Path, readonly: bool) -> HostResult<()>;
     fn is_subvolume(&self, path: &Path) -> bool;
 
-    fn lxc_start(&self, name: &str) -> HostResult<()>;
+    /// Starts a container; returns its state afterwards (running, with init's pid).
+    fn lxc_start(&self, name: &str) -> HostResult<LxcState>;
     fn lxc_stop(&self, name: &str, timeout: Duration, force: bool) -> HostResult<()>;
     fn lxc_state(&self, name: &str) -> HostResult<LxcState>;
     fn lxc_addresses(&self, name: &str) -> Vec<String>;
@@ -82,7 +83,7 @@ impl HostOps for RealHost {
     fn is_subvolume(&self, path: &Path) -> bool {
         btrfs::is_subvolume(path).unwrap_or(false)
     }
-    fn lxc_start(&self, name: &str) -> HostResult<()> {
+    fn lxc_start(&self, name: &str) -> HostResult<LxcState> {
         self.lxc.start(name).map_err(lxc_err)
     }
     fn lxc_stop(&self, name: &str, timeout: Duration, force: bool) -> HostResult<()> {

@@ -64,6 +64,17 @@ impl ContainerSpec {
         format!("# Container spec, owned by osm-hostd. Change it with osm-hostctl.\n{body}")
     }
 
+    /// Writes the spec of a container being created into its (unpublished) directory.
+    pub fn save_new(&self, dir: &Path) -> Result<(), SpecError> {
+        let path = dir.join(SPEC_FILE);
+        crate::fsutil::write_new(&path, self.to_toml().as_bytes(), 0o644, true).map_err(|source| {
+            SpecError::Write {
+                path: path.display().to_string(),
+                source,
+            }
+        })
+    }
+
     /// Writes the spec atomically (temp file, fsync, rename) into `dir`.
     pub fn save(&self, dir: &Path) -> Result<(), SpecError> {
         let path = dir.join(SPEC_FILE);

@@ -62,7 +62,7 @@ impl HostOps for FakeHost {
     fn is_subvolume(&self, path: &Path) -> bool {
         self.subvols.lock().unwrap().contains(path) || path.is_dir()
     }
-    fn lxc_start(&self, name: &str) -> HostResult<()> {
+    fn lxc_start(&self, name: &str) -> HostResult<LxcState> {
         self.log(format!("lxc-start {name}"));
         if *self.fail_start.lock().unwrap() {
             return Err(EngineError::Failed(format!(
@@ -70,7 +70,10 @@ impl HostOps for FakeHost {
             )));
         }
         self.running.lock().unwrap().insert(name.into(), 4242);
-        Ok(())
+        Ok(LxcState {
+            running: true,
+            init_pid: Some(4242),
+        })
     }
     fn lxc_stop(&self, name: &str, _t: Duration, force: bool) -> HostResult<()> {
         self.log(format!("lxc-stop {name} force={force}"));

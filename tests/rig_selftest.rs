@@ -9,9 +9,10 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::handmade_lxc::{self, lxc_cgroups_of};
 use common::{
-    assert_no_leftovers, busybox_rootfs_tar, leftovers_under, procs, require_root, test_tempdir,
-    wait_until, BusPolicy, PrivateBus, Rig, Sandbox, BUS_NAME,
+    assert_no_leftovers, busybox_rootfs_tar, leftovers_under, list_names, procs, require_root,
+    test_tempdir, wait_until, BusPolicy, PrivateBus, Rig, Sandbox, StandInService, BUS_NAME,
 };
 
 #[test]
@@ -170,7 +171,8 @@ fn real_policy_denies_nobody_mutations_but_not_introspection() {
     // before policy), so a stand-in service owns it while we probe the policy.
     let no_owner = call_service(bus.address(), true, create);
     assert!(no_owner.contains("ServiceUnknown"), "{no_owner}");
-    with_stand_in_service(bus.address(), || {
+    {
+        let _service = StandInService::start(bus.address());
         let denied = call_service(bus.address(), true, create);
         assert!(
             denied.contains("org.freedesktop.DBus.Error.AccessDenied"),
@@ -180,7 +182,7 @@ fn real_policy_denies_nobody_mutations_but_not_introspection() {
         assert!(allowed.contains("<node"), "{allowed}");
         let root = call_service(bus.address(), false, create);
         assert!(root.contains("stand-in created web1"), "{root}");
-    });
+    }
 
     // uid 65534 reaches the socket and may talk to the bus driver.
     let out = as_nobody("dbus-send")
@@ -204,14 +206,10 @@ fn real_policy_denies_nobody_mutations_but_not_introspection() {
 fn permissive_policy_lets_nobody_through_to_the_daemon() {
     let dir = test_tempdir("osm-selftest-");
     let bus = PrivateBus::start(dir.path(), BusPolicy::Permissive);
-    with_stand_in_service(bus.address(), || {
-        let out = call_service(
-            bus.address(),
-            true,
-            "uk.co.devtank.OsmHost1.Manager.CreateContainer",
-        );
-        assert!(out.contains("stand-in created web1"), "{out}");
-    });
+    let _service = StandInService::start(bus.address());
+    let create = "uk.co.devtank.OsmHost1.Manager.CreateContainer";
+    let out = call_service(bus.address(), true, create);
+    assert!(out.contains("stand-in created web1"), "{out}");
 }
 
 #[test]
@@ -253,18 +251,10 @@ fn busybox_container_runs_and_stops_in_sandbox() {
     let sb = Sandbox::builder().scratch_in(dir.path()).start();
     let lxc_path = dir.path().join("lxc");
     sb.track_lxc_path(&lxc_path);
-    let rootfs = lxc_path.join(&name).join("rootfs");
-    fs::create_dir_all(&rootfs).unwrap();
     let tar = busybox_rootfs_tar(dir.path());
-    unpack(&sb, &tar, &rootfs);
-    write_lxc_config(&lxc_path, &name, &rootfs, |p, t| fs::write(p, t).unwrap());
-    add_bridge(&sb);
+    start_busybox_container(&sb, &tar, &lxc_path, &name);
 
     let lp = lxc_path.to_string_lossy().into_owned();
-    sb.run_ok("lxc-start", &["-P", &lp, "-n", &name]);
-    assert!(wait_until(Duration::from_secs(10), || sb
-        .lxc_state(&lxc_path, &name)
-        == "RUNNING"));
     let ps = sb.run_ok("lxc-attach", &["-P", &lp, "-n", &name, "--", "ps"]);
     assert!(ps.contains("init") && ps.contains("sleep 86400"), "{ps}");
     assert!(!sb
@@ -329,19 +319,8 @@ fn sandbox_drop_releases_running_container_mounts_and_loop_devices() {
             .any(|l| l.starts_with("loop device")));
         let lxc_path = store.join("lxc");
         sb.track_lxc_path(&lxc_path);
-        let rootfs = lxc_path.join(&name).join("rootfs");
-        sb.run_ok("mkdir", &[Path::new("-p"), rootfs.as_path()]);
-        unpack(&sb, &tar, &rootfs);
-        // The store is mounted only inside; the host reaches it through /proc/<pid>/root.
-        write_lxc_config(&lxc_path, &name, &rootfs, |p, t| {
-            fs::write(sb.host_path(p), t).unwrap()
-        });
-        add_bridge(&sb);
-        let lp = lxc_path.to_string_lossy().into_owned();
-        sb.run_ok("lxc-start", &["-P", &lp, "-n", &name]);
-        assert!(wait_until(Duration::from_secs(10), || sb
-            .lxc_state(&lxc_path, &name)
-            == "RUNNING"));
+        // The store is mounted only inside; the helper writes through host_path.
+        start_busybox_container(&sb, &tar, &lxc_path, &name);
         // A process keeping the store busy, killed only by the namespace's end.
         let script = format!("cd {} && exec sleep 600", store.display());
         busy = sb.spawn(sb.command("sh").args(["-c", &script])).unwrap();
@@ -398,7 +377,8 @@ fn panic_in_test_body_still_cleans_up() {
 #[test]
 #[ignore = "probe: SIGKILLed by sandbox_dies_with_a_killed_test_process"]
 fn sandbox_probe_waits_to_be_killed() {
-    let sb = Sandbox::new();
+    let scratch = std::env::var("OSM_SELFTEST_SCRATCH").expect("run by the killer test");
+    let sb = Sandbox::builder().scratch_in(Path::new(&scratch)).start();
     println!("HOLDER {} {}", sb.holder_pid(), sb.mnt_ns());
     std::thread::sleep(Duration::from_secs(120));
 }
@@ -406,10 +386,16 @@ fn sandbox_probe_waits_to_be_killed() {
 #[test]
 fn sandbox_dies_with_a_killed_test_process() {
     use std::io::{BufRead, BufReader};
-    require_root();
+    let dir = test_tempdir("osm-selftest-");
     let exe = std::env::current_exe().unwrap();
     let mut probe = Command::new(exe)
-        .args(["--exact", "sandbox_probe_waits_to_be_killed", "--include-ignored", "--nocapture"])
+        .args([
+            "--exact",
+            "sandbox_probe_waits_to_be_killed",
+            "--include-ignored",
+            "--nocapture",
+        ])
+        .env("OSM_SELFTEST_SCRATCH", dir.path())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -417,17 +403,27 @@ fn sandbox_dies_with_a_killed_test_process() {
     let mut out = BufReader::new(probe.stdout.take().unwrap());
     while !line.starts_with("HOLDER ") {
         line.clear();
-        assert!(out.read_line(&mut line).unwrap() > 0, "probe ended without a sandbox");
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "probe ended without a sandbox"
+        );
     }
     let mut fields = line.split_whitespace().skip(1);
     let holder: i32 = fields.next().unwrap().parse().unwrap();
     let mnt_ns = fields.next().unwrap().to_string();
-    assert_eq!(procs::ns_id(holder, "mnt").as_deref(), Some(mnt_ns.as_str()));
+    assert_eq!(
+        procs::ns_id(holder, "mnt").as_deref(),
+        Some(mnt_ns.as_str())
+    );
 
     // No Drop runs on SIGKILL: the holder must notice its stdin pipe closing.
     probe.kill().unwrap();
     probe.wait().unwrap();
-    assert!(wait_until(Duration::from_secs(10), || procs::pids_in_ns("mnt", &mnt_ns).is_empty()));
+    assert!(wait_until(Duration::from_secs(10), || procs::pids_in_ns(
+        "mnt", &mnt_ns
+    )
+    .is_empty()));
+    assert_no_leftovers(dir.path());
 }
 
 #[test]
@@ -477,10 +473,8 @@ fn rig_without_daemon_writes_a_valid_config_and_tears_down() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(
-        rig.lxc_state("nothing").starts_with("lxc-info failed"),
-        true
-    );
+    let state = rig.lxc_state("nothing");
+    assert!(state.starts_with("lxc-info failed"), "{state}");
 
     let dir: PathBuf = rig.dir().to_path_buf();
     drop(rig);
@@ -547,55 +541,6 @@ fn call_service(address: &str, nobody: bool, method: &str) -> String {
     )
 }
 
-struct StandInManager;
-
-#[zbus::interface(name = "uk.co.devtank.OsmHost1.Manager")]
-impl StandInManager {
-    fn create_container(&self, name: String) -> String {
-        format!("stand-in created {name}")
-    }
-}
-
-/// Runs `f` while a root zbus connection owns the daemon's name on the bus and
-/// serves a stand-in Manager.
-fn with_stand_in_service(address: &str, f: impl FnOnce()) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let conn = rt.block_on(async {
-        zbus::connection::Builder::address(address)
-            .unwrap()
-            .name(BUS_NAME)
-            .unwrap()
-            .serve_at("/uk/co/devtank/OsmHost1", StandInManager)
-            .unwrap()
-            .build()
-            .await
-            .expect("own the service name as root")
-    });
-    f();
-    drop(conn);
-}
-
-fn list_names(address: &str) -> Vec<String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let conn = zbus::connection::Builder::address(address)
-            .unwrap()
-            .build()
-            .await
-            .expect("connect to the private bus");
-        let proxy = zbus::fdo::DBusProxy::new(&conn).await.unwrap();
-        let names = proxy.list_names().await.unwrap();
-        names.into_iter().map(|n| n.to_string()).collect()
-    })
-}
-
 fn links(ip_o_link: &str) -> Vec<String> {
     ip_o_link
         .lines()
@@ -608,50 +553,26 @@ fn words(text: &str) -> Vec<String> {
     text.split_whitespace().map(String::from).collect()
 }
 
-fn add_bridge(sb: &Sandbox) {
-    if !sb.run_ok("ip", &["-o", "link"]).contains("lxcbr0") {
-        sb.run_ok("ip", &["link", "add", "lxcbr0", "type", "bridge"]);
-    }
-    sb.run_ok("ip", &["link", "set", "lxcbr0", "up"]);
-}
-
-fn unpack(sb: &Sandbox, tar: &Path, into: &Path) {
-    sb.run_ok(
-        "tar",
-        &[
-            Path::new("--numeric-owner"),
-            Path::new("-xpf"),
-            tar,
-            Path::new("-C"),
-            into,
-        ],
+/// Unpacks the busybox image, writes an LXC config (through `/proc/<holder>/root`,
+/// so it works on mounts that exist only inside), and starts it on `lxcbr0`.
+fn start_busybox_container(sb: &Sandbox, tar: &Path, lxc_path: &Path, name: &str) {
+    let rootfs = lxc_path.join(name).join("rootfs");
+    fs::create_dir_all(sb.host_path(&rootfs)).unwrap();
+    handmade_lxc::unpack_tar(&sb.handle(), tar, &rootfs);
+    let config = handmade_lxc::busybox_lxc_config(lxc_path, name, &rootfs);
+    fs::write(sb.host_path(lxc_path.join(name).join("config")), config).unwrap();
+    handmade_lxc::add_bridge(&sb.handle(), "lxcbr0");
+    let lp = lxc_path.to_string_lossy();
+    sb.run_ok("lxc-start", &["-P", &lp, "-n", name]);
+    assert!(
+        wait_until(Duration::from_secs(10), || sb.lxc_state(lxc_path, name)
+            == "RUNNING"),
+        "{name} did not reach RUNNING: {}",
+        sb.lxc_state(lxc_path, name)
     );
-}
-
-fn write_lxc_config(lxc_path: &Path, name: &str, rootfs: &Path, write: impl Fn(&Path, &str)) {
-    let dir = lxc_path.join(name);
-    let conf = format!(
-        "lxc.uts.name = {name}\n\
-         lxc.rootfs.path = dir:{rootfs}\n\
-         lxc.net.0.type = veth\n\
-         lxc.net.0.link = lxcbr0\n\
-         lxc.net.0.flags = up\n\
-         lxc.apparmor.profile = unconfined\n\
-         lxc.mount.auto = proc:mixed sys:mixed cgroup:mixed\n\
-         lxc.autodev = 1\n\
-         lxc.log.file = {log}\n\
-         lxc.log.level = INFO\n",
-        rootfs = rootfs.display(),
-        log = dir.join("lxc.log").display(),
-    );
-    write(&dir.join("config"), &conf);
 }
 
 fn assert_no_cgroups_of(name: &str) {
-    for h in fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-        for prefix in ["lxc.payload.", "lxc.monitor."] {
-            let cg = h.path().join(format!("{prefix}{name}"));
-            assert!(!cg.exists(), "cgroup left behind: {}", cg.display());
-        }
-    }
+    let left = lxc_cgroups_of(name);
+    assert!(left.is_empty(), "cgroups left behind: {left:?}");
 }

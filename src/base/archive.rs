@@ -247,6 +247,39 @@ pub fn validate_archive(file: &mut File) -> Result<(), BaseError> {
     Ok(())
 }
 
+/// Copies a caller's archive into an unnamed file (`O_TMPFILE`) in `tmp_dir`, readable
+/// and writable only through the returned handle.
+///
+/// [`validate_archive`] and [`extract_archive`] read the archive twice; when the file came
+/// from someone else (an fd passed over D-Bus), that someone could change it between the
+/// two passes. Validating and extracting this private copy closes the gap. `tmp_dir`
+/// should be on the store's filesystem (the copy is as large as the archive) and the copy
+/// disappears when the handle is dropped.
+pub fn private_copy(src: &mut File, tmp_dir: &Path) -> Result<File, BaseError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut copy = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
+        .open(tmp_dir)
+        .map_err(|e| {
+            BaseError::io(
+                format!(
+                    "creating a private copy of the archive in {}",
+                    tmp_dir.display()
+                ),
+                e,
+            )
+        })?;
+    src.seek(SeekFrom::Start(0))
+        .map_err(|e| BaseError::io("seeking to the start of the archive", e))?;
+    io::copy(src, &mut copy).map_err(|e| BaseError::io("copying the archive", e))?;
+    copy.seek(SeekFrom::Start(0))
+        .map_err(|e| BaseError::io("rewinding the copy of the archive", e))?;
+    Ok(copy)
+}
+
 fn link_target<R: Read>(
     entry: &tar::Entry<R>,
     name: &[u8],
@@ -733,6 +766,28 @@ mod tests {
         }
         let e = refused(&gzip(&tar_of(|_| {})));
         assert!(e.to_string().contains("no entries"), "{e}");
+    }
+
+    #[test]
+    fn private_copy_is_independent_of_the_original() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut original = file_with(&rootfs_tar());
+        let mut copy = private_copy(&mut original, dir.path()).unwrap();
+        // The caller rewrites its file after handing it over: the copy keeps the old bytes.
+        original.set_len(0).unwrap();
+        original.seek(SeekFrom::Start(0)).unwrap();
+        original
+            .write_all(&tar_of(|b| {
+                raw(b, "/etc/passwd", EntryType::Regular, None, b"")
+            }))
+            .unwrap();
+        validate_archive(&mut copy).unwrap();
+        assert!(validate_archive(&mut original).is_err());
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "the copy has a name"
+        );
     }
 
     #[test]

@@ -7,6 +7,16 @@
 //! - [`validate_archive`] / [`extract_archive`] (`archive.rs`): imports of tar, tar.gz and
 //!   tar.zst root filesystems, checked before GNU tar unpacks them.
 //!
+//! Decisions worth knowing:
+//! - The cache key covers every recipe field (unordered lists sorted, defaults filled in),
+//!   the host architecture and a build-format version; a cached archive is trusted as the
+//!   daemon's own output and is not re-validated.
+//! - Imports accept absolute symlinks (they resolve inside the container), refuse entries
+//!   beneath a symlink of the same archive, and allow only harmless device nodes
+//!   (whiteouts, null/zero/full/random/urandom/tty/console/ptmx).
+//! - An archive from a caller is validated and extracted in two passes; copy it first
+//!   with [`private_copy`] so the caller cannot change it in between.
+//!
 //! Everything here is synchronous and blocking (child processes, large copies): the engine
 //! runs it on a blocking thread inside a job. Changes inside the image go through
 //! `rootfs.rs`, which resolves paths with the image as root so a symlink in the image can
@@ -17,7 +27,7 @@ mod build;
 mod recipe;
 mod rootfs;
 
-pub use archive::{extract_archive, validate_archive};
+pub use archive::{extract_archive, private_copy, validate_archive};
 pub use build::build_rootfs;
 pub use recipe::{Recipe, RecipeFile, DEFAULT_FILE_MODE, DEFAULT_MIRROR, DEFAULT_VARIANT};
 

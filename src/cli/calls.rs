@@ -1,6 +1,7 @@
 //! The D-Bus calls the commands make, through the typed proxies in [`crate::client`].
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use zbus::fdo::{ManagedObjects, ObjectManagerProxy, PropertiesProxy};
 use zbus::names::InterfaceName;
@@ -21,13 +22,21 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    pub async fn connect() -> Result<Self, CliError> {
-        let conn = Connection::system().await.map_err(|e| {
+    /// Connects to the system bus (`DBUS_SYSTEM_BUS_ADDRESS` if set). A call that gets
+    /// no answer within `call_timeout` fails rather than hanging.
+    pub async fn connect(call_timeout: Duration) -> Result<Self, CliError> {
+        let unreachable = |e: zbus::Error| {
             CliError::new(
                 ExitCode::Unreachable,
                 format!("cannot connect to the system bus: {e}"),
             )
-        })?;
+        };
+        let conn = zbus::connection::Builder::system()
+            .map_err(unreachable)?
+            .method_timeout(call_timeout)
+            .build()
+            .await
+            .map_err(unreachable)?;
         let manager = ManagerProxy::builder(&conn)
             .cache_properties(CacheProperties::No)
             .build()

@@ -141,6 +141,12 @@ impl From<zbus::Error> for CliError {
                 ExitCode::Unreachable,
                 format!("cannot find the system bus: {text}"),
             ),
+            zbus::Error::InputOutput(err) if err.kind() == std::io::ErrorKind::TimedOut => {
+                CliError::failed(
+                    "osm-hostd did not answer in time; the operation may still complete \
+                     (check with `osm-hostctl list`)",
+                )
+            }
             zbus::Error::InputOutput(err) => CliError::new(
                 ExitCode::Unreachable,
                 format!("lost the connection to the system bus: {err}"),
@@ -222,6 +228,17 @@ mod tests {
             e.message,
             "osm-hostd is not running (no owner for uk.co.devtank.OsmHost1 on the system bus)"
         );
+    }
+
+    #[test]
+    fn transport_errors() {
+        let timeout = std::io::Error::from(std::io::ErrorKind::TimedOut);
+        let e = CliError::from(zbus::Error::InputOutput(timeout.into()));
+        assert_eq!(e.code, ExitCode::Failed);
+        assert!(e.message.contains("did not answer"), "{}", e.message);
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        let e = CliError::from(zbus::Error::InputOutput(reset.into()));
+        assert_eq!(e.code, ExitCode::Unreachable);
     }
 
     #[test]

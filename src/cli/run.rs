@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::time::Duration;
 
 use serde::Serialize;
 use zbus::zvariant::Fd;
@@ -13,8 +14,21 @@ use super::format;
 use super::job::JobWatch;
 use super::model::{bases_from, containers_from};
 
+/// How long a call may take before we give up on it. Calls return at once except stop
+/// and restart, which wait for the container to shut down.
+const CALL_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn call_timeout(command: &Command) -> Duration {
+    match command {
+        Command::Stop { timeout, .. } | Command::Restart { timeout, .. } => {
+            CALL_TIMEOUT + Duration::from_secs(timeout.unwrap_or(0).into())
+        }
+        _ => CALL_TIMEOUT,
+    }
+}
+
 pub async fn run(cli: Cli) -> Result<(), CliError> {
-    let daemon = Daemon::connect().await?;
+    let daemon = Daemon::connect(call_timeout(&cli.command)).await?;
     let m = &daemon.manager;
     match cli.command {
         Command::Create(args) => {

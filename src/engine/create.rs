@@ -155,7 +155,10 @@ impl Engine {
         let result = self.fill_container_dir(&staging, spec).and_then(|()| {
             let target = self.store.container_dir(&spec.name);
             fs::rename(&staging, &target)
-                .map_err(|e| EngineError::io(format!("publishing {}", target.display()), &e))
+                .map_err(|e| EngineError::io(format!("publishing {}", target.display()), &e))?;
+            let parent = self.store.containers_dir();
+            crate::fsutil::sync_dir(&parent)
+                .map_err(|e| EngineError::io(format!("syncing {}", parent.display()), &e))
         });
         if let Err(e) = result {
             if let Err(cleanup) = self.host.delete_subvolume(&staging) {
@@ -186,9 +189,17 @@ impl Engine {
         // Snapper refuses a .snapshots that others may write to.
         fs::set_permissions(&snapshots, fs::Permissions::from_mode(0o750))
             .map_err(|e| io("setting mode of .snapshots", e))?;
-        spec.save(dir)
+        spec.save_new(dir)
             .map_err(|e| EngineError::Failed(e.to_string()))?;
-        self.write_lxc_config_in(dir, spec)?;
+        // Not synced: the LXC config is regenerated from container.toml at every start.
+        let conf = self.render_lxc_config(spec);
+        crate::fsutil::write_new(
+            &dir.join(crate::lxcconf::CONTAINER_CONF),
+            conf.as_bytes(),
+            0o644,
+            false,
+        )
+        .map_err(|e| io("writing lxc.container.conf", e))?;
         symlink(crate::lxcconf::CONTAINER_CONF, dir.join("config"))
             .map_err(|e| io("linking config", e))
     }

@@ -74,8 +74,7 @@ impl Engine {
         let started = blocking(move || {
             let dir = engine.store.container_dir(&spec.name);
             engine.prepare_for_start(&dir, &spec)?;
-            engine.host.lxc_start(&spec.name)?;
-            engine.host.lxc_state(&spec.name)
+            engine.host.lxc_start(&spec.name)
         })
         .await;
         match started {
@@ -201,7 +200,7 @@ impl Engine {
         self.write_lxc_config_in(dir, spec)
     }
 
-    pub(super) fn write_lxc_config_in(&self, dir: &Path, spec: &ContainerSpec) -> EngineResult<()> {
+    pub(super) fn render_lxc_config(&self, spec: &ContainerSpec) -> String {
         let layer_dirs: Vec<PathBuf> = spec
             .layers
             .iter()
@@ -215,7 +214,11 @@ impl Engine {
             upper_dir: &self.store.container_dir(&spec.name).join("rootfs-layer"),
             bridge: self.host.bridge_exists(bridge).then_some(bridge),
         };
-        let text = lxcconf::render_container(spec, &paths, &self.facts);
+        lxcconf::render_container(spec, &paths, &self.facts)
+    }
+
+    fn write_lxc_config_in(&self, dir: &Path, spec: &ContainerSpec) -> EngineResult<()> {
+        let text = self.render_lxc_config(spec);
         let path = dir.join(lxcconf::CONTAINER_CONF);
         if std::fs::read_to_string(&path).ok().as_deref() == Some(text.as_str()) {
             return Ok(());

@@ -1,5 +1,5 @@
 # PID 1 of a test sandbox, run by `unshare --mount --pid --fork --mount-proc
-# --propagation private [--net] --kill-child bash -c <this> holder STAGE NEW_NET KEEP`.
+# --propagation private [--net] --kill-child bash <this> STAGE NEW_NET KEEP`.
 # It sets the namespaces up, says READY, then lives (and reaps orphans, as an init
 # must: LXC monitors daemonize and are re-parented to it) until its stdin closes.
 set -eu

@@ -16,9 +16,11 @@
 #![allow(dead_code, unused_imports)]
 
 mod bus;
+mod bus_probe;
 mod busybox;
 mod daemon;
 mod daemon_config;
+pub mod handmade_lxc;
 pub mod leftovers;
 mod pidfd;
 pub mod procs;
@@ -28,6 +30,7 @@ mod sandbox_exec;
 mod sandbox_teardown;
 
 pub use bus::{BusPolicy, PrivateBus, BUS_NAME};
+pub use bus_probe::{list_names, StandInService};
 pub use busybox::busybox_rootfs_tar;
 pub use daemon::{Daemon, DaemonConfig};
 pub use leftovers::{assert_no_leftovers, leftovers_under};
@@ -68,15 +71,22 @@ pub fn keep_requested() -> bool {
 }
 
 /// A fresh temp dir for a test, world-searchable (mode 0755) so that processes running
-/// as uid 65534 can reach the bus socket inside it.
+/// as uid 65534 can reach the bus socket inside it. Kept under `OSM_TEST_KEEP=1`.
 pub fn test_tempdir(prefix: &str) -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::Builder::new()
+    let mut dir = tempfile::Builder::new()
         .prefix(prefix)
         .tempdir()
         .expect("create test temp dir");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
         .expect("chmod test temp dir");
+    if keep_requested() {
+        dir.disable_cleanup(true);
+        eprintln!(
+            "OSM_TEST_KEEP: test dir {} will be kept",
+            dir.path().display()
+        );
+    }
     dir
 }
 

@@ -3,7 +3,6 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
@@ -48,35 +47,5 @@ impl PidFd {
             return Err(err);
         }
         Ok(())
-    }
-
-    /// Whether the process has exited (it may not be reaped yet).
-    pub fn exited(&self) -> bool {
-        self.wait_exit(Duration::ZERO)
-    }
-
-    /// Waits up to `timeout` for the process to exit; true if it did.
-    pub fn wait_exit(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let mut pfd = libc::pollfd {
-                fd: self.fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            let ms = left.as_millis().min(i32::MAX as u128) as libc::c_int;
-            // SAFETY: one valid pollfd on the stack, count 1.
-            let ret = unsafe { libc::poll(&mut pfd, 1, ms) };
-            if ret > 0 {
-                return true;
-            }
-            if ret == 0 {
-                return false;
-            }
-            if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-                return false;
-            }
-        }
     }
 }

@@ -113,7 +113,11 @@ impl Sandbox {
         if opts.new_net {
             cmd.arg("--net");
         }
-        cmd.args(["bash", "-c", HOLDER_SCRIPT, "osm-sandbox-holder"])
+        // A script file (not `bash -c`) keeps `ps` readable: bash <path> args.
+        let script = scratch.path().join("osm-sandbox-holder.sh");
+        fs::write(&script, HOLDER_SCRIPT).expect("write holder script");
+        cmd.arg("bash")
+            .arg(&script)
             .arg(&stage)
             .arg(if opts.new_net { "1" } else { "0" })
             .arg(if keep { "1" } else { "0" })

@@ -3,6 +3,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use super::handmade_lxc::lxc_cgroups_of;
 use super::sandbox_exec::SandboxHandle;
 
 /// Stops (`lxc-stop -k`) every running container under `lxc_paths`, inside the
@@ -49,19 +50,10 @@ fn running(inside: &SandboxHandle, lxc_path: &Path) -> Vec<String> {
 /// Removes the (now empty) LXC cgroups of containers that died with the namespaces
 /// instead of being stopped by LXC.
 pub fn remove_stale_cgroups(names: &[String]) {
-    let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup") else {
-        return;
-    };
-    let hierarchies: Vec<PathBuf> = hierarchies.flatten().map(|e| e.path()).collect();
     for name in names {
-        for h in &hierarchies {
-            for prefix in ["lxc.payload.", "lxc.monitor."] {
-                let dir = h.join(format!("{prefix}{name}"));
-                if dir.is_dir() {
-                    remove_cgroup_tree(&dir);
-                    eprintln!("sandbox teardown: removed stale cgroup {}", dir.display());
-                }
-            }
+        for cg in lxc_cgroups_of(name) {
+            remove_cgroup_tree(&cg);
+            eprintln!("sandbox teardown: removed stale cgroup {}", cg.display());
         }
     }
 }
