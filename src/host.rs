@@ -64,7 +64,13 @@ fn lxc_err(e: crate::lxc::LxcError) -> EngineError {
 }
 
 fn base_err(e: base::BaseError) -> EngineError {
-    EngineError::Failed(e.to_string())
+    if e.is_invalid_input() {
+        EngineError::InvalidArgument(e.to_string())
+    } else if e.is_no_space() {
+        EngineError::NoSpace(format!("{e}; free space in the store first"))
+    } else {
+        EngineError::Failed(e.to_string())
+    }
 }
 
 impl HostOps for RealHost {
@@ -116,7 +122,11 @@ impl HostOps for RealHost {
         dest: &Path,
         progress: &mut dyn FnMut(f64),
     ) -> HostResult<()> {
-        base::validate_archive(archive).map_err(base_err)?;
-        base::extract_archive(archive, dest, progress).map_err(base_err)
+        // The caller keeps its own descriptor: validate and extract a private copy, so
+        // the archive cannot change between the check and the extraction.
+        let tmp_dir = dest.parent().unwrap_or(dest);
+        let mut copy = base::private_copy(archive, tmp_dir).map_err(base_err)?;
+        base::validate_archive(&mut copy).map_err(base_err)?;
+        base::extract_archive(&mut copy, dest, progress).map_err(base_err)
     }
 }

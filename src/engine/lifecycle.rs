@@ -56,7 +56,12 @@ impl Engine {
     }
 
     async fn start_locked(self: &Arc<Self>, c: &Arc<Container>) -> EngineResult<Outcome> {
-        self.refresh_state(c);
+        // A container we saw stop is not asked about again (that costs an lxc-info on
+        // every start); if it was started behind our back, lxc-start fails and the
+        // state is re-read below.
+        if c.info().state != RunState::Stopped {
+            self.refresh_state(c);
+        }
         let info = c.info();
         if info.state == RunState::Running {
             return Ok(Outcome::AlreadyThere);
@@ -99,6 +104,10 @@ impl Engine {
             }
             Err(e) => {
                 self.set_state(c, RunState::Stopped, None);
+                self.refresh_state(c);
+                if c.info().state == RunState::Running {
+                    return Ok(Outcome::AlreadyThere);
+                }
                 tracing::warn!(container = %c.name, error = %e, "container failed to start");
                 Err(e)
             }
