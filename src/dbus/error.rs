@@ -39,3 +39,12 @@ impl From<zbus::fdo::Error> for Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// Logs a refused or failed operation (successes are logged by the engine) and maps
+/// its error: one log line per operation, with the target and the outcome.
+pub fn logged<T>(op: &str, target: &str, result: crate::error::EngineResult<T>) -> Result<T> {
+    if let Err(e) = &result {
+        tracing::info!(op, target, outcome = e.kind(), error = %e, "operation refused or failed");
+    }
+    result.map_err(Into::into)
+}

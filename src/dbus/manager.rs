@@ -1,7 +1,7 @@
 //! `uk.co.devtank.OsmHost1.Manager`: containers and bases by name, and job creation.
 
 use super::auth::require_admin;
-use super::error::{Error, Result};
+use super::error::{logged, Error, Result};
 use super::{register_base, register_container, register_job, timeout_arg};
 use crate::api;
 use crate::engine::{CreateRequest, Engine};
@@ -68,7 +68,7 @@ impl Manager {
     ) -> Result<OwnedObjectPath> {
         require_admin(conn, &hdr).await?;
         let req = create_request(name.clone(), base, options)?;
-        self.engine.create_container(req).await?;
+        logged("create", &name, self.engine.create_container(req).await)?;
         register_container(server, &self.engine, &name).await;
         Ok(path(api::container_path(&name)))
     }
@@ -80,7 +80,7 @@ impl Manager {
         name: String,
     ) -> Result<()> {
         require_admin(conn, &hdr).await?;
-        self.engine.start_container(&name).await?;
+        logged("start", &name, self.engine.start_container(&name).await)?;
         Ok(())
     }
 
@@ -93,9 +93,13 @@ impl Manager {
         timeout: u32,
     ) -> Result<()> {
         require_admin(conn, &hdr).await?;
-        self.engine
-            .stop_container(&name, timeout_arg(timeout), force)
-            .await?;
+        logged(
+            "stop",
+            &name,
+            self.engine
+                .stop_container(&name, timeout_arg(timeout), force)
+                .await,
+        )?;
         Ok(())
     }
 
@@ -107,10 +111,13 @@ impl Manager {
         timeout: u32,
     ) -> Result<()> {
         require_admin(conn, &hdr).await?;
-        Ok(self
-            .engine
-            .restart_container(&name, timeout_arg(timeout))
-            .await?)
+        logged(
+            "restart",
+            &name,
+            self.engine
+                .restart_container(&name, timeout_arg(timeout))
+                .await,
+        )
     }
 
     async fn delete_container(
@@ -121,7 +128,11 @@ impl Manager {
         force: bool,
     ) -> Result<()> {
         require_admin(conn, &hdr).await?;
-        Ok(self.engine.delete_container(&name, force).await?)
+        logged(
+            "delete",
+            &name,
+            self.engine.delete_container(&name, force).await,
+        )
     }
 
     async fn get_container(&self, name: String) -> Result<OwnedObjectPath> {
@@ -138,7 +149,7 @@ impl Manager {
         recipe: String,
     ) -> Result<OwnedObjectPath> {
         require_admin(conn, &hdr).await?;
-        let job = self.engine.build_base(&name, &recipe)?;
+        let job = logged("build base", &name, self.engine.build_base(&name, &recipe))?;
         register_job(server, &self.engine, job.id).await;
         Ok(path(api::job_path(job.id)))
     }
@@ -153,7 +164,11 @@ impl Manager {
     ) -> Result<OwnedObjectPath> {
         require_admin(conn, &hdr).await?;
         let fd: std::os::fd::OwnedFd = archive.into();
-        let job = self.engine.import_base(&name, std::fs::File::from(fd))?;
+        let job = logged(
+            "import base",
+            &name,
+            self.engine.import_base(&name, std::fs::File::from(fd)),
+        )?;
         register_job(server, &self.engine, job.id).await;
         Ok(path(api::job_path(job.id)))
     }
@@ -165,7 +180,7 @@ impl Manager {
         name: String,
     ) -> Result<()> {
         require_admin(conn, &hdr).await?;
-        Ok(self.engine.delete_base(&name).await?)
+        logged("delete base", &name, self.engine.delete_base(&name).await)
     }
 
     async fn get_base(

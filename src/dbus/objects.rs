@@ -2,7 +2,7 @@
 //! so properties are never stale copies.
 
 use super::auth::require_admin;
-use super::error::Result;
+use super::error::{logged, Result};
 use super::timeout_arg;
 use crate::engine::Engine;
 use std::sync::Arc;
@@ -31,7 +31,11 @@ impl ContainerObject {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<()> {
         require_admin(conn, &hdr).await?;
-        self.engine.start_container(&self.name).await?;
+        logged(
+            "start",
+            &self.name,
+            self.engine.start_container(&self.name).await,
+        )?;
         Ok(())
     }
 
@@ -43,9 +47,13 @@ impl ContainerObject {
         timeout: u32,
     ) -> Result<()> {
         require_admin(conn, &hdr).await?;
-        self.engine
-            .stop_container(&self.name, timeout_arg(timeout), force)
-            .await?;
+        logged(
+            "stop",
+            &self.name,
+            self.engine
+                .stop_container(&self.name, timeout_arg(timeout), force)
+                .await,
+        )?;
         Ok(())
     }
 
@@ -56,10 +64,13 @@ impl ContainerObject {
         timeout: u32,
     ) -> Result<()> {
         require_admin(conn, &hdr).await?;
-        Ok(self
-            .engine
-            .restart_container(&self.name, timeout_arg(timeout))
-            .await?)
+        logged(
+            "restart",
+            &self.name,
+            self.engine
+                .restart_container(&self.name, timeout_arg(timeout))
+                .await,
+        )
     }
 
     async fn delete(
@@ -69,7 +80,11 @@ impl ContainerObject {
         force: bool,
     ) -> Result<()> {
         require_admin(conn, &hdr).await?;
-        Ok(self.engine.delete_container(&self.name, force).await?)
+        logged(
+            "delete",
+            &self.name,
+            self.engine.delete_container(&self.name, force).await,
+        )
     }
 
     /// Bytes used by the container's own data (upper dir and files), not its base.
@@ -160,7 +175,11 @@ impl BaseObject {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<()> {
         require_admin(conn, &hdr).await?;
-        Ok(self.engine.delete_base(&self.name).await?)
+        logged(
+            "delete base",
+            &self.name,
+            self.engine.delete_base(&self.name).await,
+        )
     }
 
     #[zbus(property)]
