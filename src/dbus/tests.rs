@@ -39,6 +39,21 @@ async fn peer() -> Peer {
     }
 }
 
+/// A proxy for `path` on the daemon's side of the peer-to-peer connection.
+async fn proxy<P>(client: &Connection, path: &str) -> P
+where
+    P: From<zbus::Proxy<'static>> + zbus::proxy::Defaults,
+{
+    zbus::proxy::Builder::<P>::new(client)
+        .destination(api::BUS_NAME)
+        .unwrap()
+        .path(path.to_string())
+        .unwrap()
+        .build()
+        .await
+        .unwrap()
+}
+
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
@@ -53,12 +68,7 @@ fn error_name(e: &zbus::Error) -> String {
 #[tokio::test]
 async fn errors_carry_the_design_names_and_a_message() {
     let p = peer().await;
-    let mgr = ManagerProxy::builder(&p.client)
-        .destination(api::BUS_NAME)
-        .unwrap()
-        .build()
-        .await
-        .unwrap();
+    let mgr = proxy::<ManagerProxy>(&p.client, api::MANAGER_PATH).await;
     let err = mgr.get_container("nope").await.unwrap_err();
     assert_eq!(error_name(&err), "uk.co.devtank.OsmHost1.Error.NotFound");
     assert!(
@@ -70,12 +80,7 @@ async fn errors_carry_the_design_names_and_a_message() {
 #[tokio::test]
 async fn mutating_calls_follow_the_callers_privilege() {
     let p = peer().await;
-    let mgr = ManagerProxy::builder(&p.client)
-        .destination(api::BUS_NAME)
-        .unwrap()
-        .build()
-        .await
-        .unwrap();
+    let mgr = proxy::<ManagerProxy>(&p.client, api::MANAGER_PATH).await;
     let result = mgr.create_container("web1", "bb", HashMap::new()).await;
     if is_root() {
         assert_eq!(
@@ -99,25 +104,13 @@ async fn created_containers_appear_in_the_object_manager_and_signal_state() {
         panic!("this unit test creates containers and must run as root (the daemon allows only root or osm-admin)");
     }
     let p = peer().await;
-    let mgr = ManagerProxy::builder(&p.client)
-        .destination(api::BUS_NAME)
-        .unwrap()
-        .build()
-        .await
-        .unwrap();
+    let mgr = proxy::<ManagerProxy>(&p.client, api::MANAGER_PATH).await;
     let mut opts = HashMap::new();
     opts.insert("memory", Value::from(1u64 << 30));
     let path = mgr.create_container("web-1", "bb", opts).await.unwrap();
     assert_eq!(path.as_str(), "/uk/co/devtank/OsmHost1/container/web_2d1");
 
-    let om = zbus::fdo::ObjectManagerProxy::builder(&p.client)
-        .destination(api::BUS_NAME)
-        .unwrap()
-        .path(api::MANAGER_PATH)
-        .unwrap()
-        .build()
-        .await
-        .unwrap();
+    let om = proxy::<zbus::fdo::ObjectManagerProxy>(&p.client, api::MANAGER_PATH).await;
     let objects = om.get_managed_objects().await.unwrap();
     let props = &objects[&path][api::CONTAINER_IFACE];
     assert_eq!(props["Name"], Value::from("web-1").try_to_owned().unwrap());
@@ -126,14 +119,7 @@ async fn created_containers_appear_in_the_object_manager_and_signal_state() {
         Value::from(1u64 << 30).try_to_owned().unwrap()
     );
 
-    let ct = ContainerProxy::builder(&p.client)
-        .destination(api::BUS_NAME)
-        .unwrap()
-        .path(path)
-        .unwrap()
-        .build()
-        .await
-        .unwrap();
+    let ct = proxy::<ContainerProxy>(&p.client, path.as_str()).await;
     assert_eq!(ct.state().await.unwrap(), "stopped");
     let mut changes = ct.receive_state_changed().await;
     mgr.start_container("web-1").await.unwrap();
@@ -161,26 +147,14 @@ async fn base_import_is_a_job_that_finishes_with_a_signal() {
         panic!("this unit test imports a base and must run as root (the daemon allows only root or osm-admin)");
     }
     let p = peer().await;
-    let mgr = ManagerProxy::builder(&p.client)
-        .destination(api::BUS_NAME)
-        .unwrap()
-        .build()
-        .await
-        .unwrap();
+    let mgr = proxy::<ManagerProxy>(&p.client, api::MANAGER_PATH).await;
     let archive = tempfile::NamedTempFile::new().unwrap();
     let fd = std::os::fd::AsFd::as_fd(archive.as_file());
     let job_path = mgr.import_base("bb2", fd.into()).await.unwrap();
     assert!(job_path
         .as_str()
         .starts_with("/uk/co/devtank/OsmHost1/job/"));
-    let job = JobProxy::builder(&p.client)
-        .destination(api::BUS_NAME)
-        .unwrap()
-        .path(job_path)
-        .unwrap()
-        .build()
-        .await
-        .unwrap();
+    let job = proxy::<JobProxy>(&p.client, job_path.as_str()).await;
     assert_eq!(job.kind().await.unwrap(), "import-base");
     assert_eq!(job.target().await.unwrap(), "bb2");
     let mut finished = job.receive_finished().await.unwrap();
