@@ -382,3 +382,30 @@ fn an_address_owned_elsewhere_or_a_range_outside_the_subnet_stops_the_start() {
     assert!(addr.contains("10.0.7.1/24"), "{addr}");
     assert_eq!(host_json(&rig)["range_first"], "10.0.7.2");
 }
+
+#[test]
+fn with_manage_off_the_host_network_is_left_alone_but_names_are_kept() {
+    require_root();
+    let rig = Rig::builder()
+        .config(|c| {
+            c.set("network.manage", "false");
+        })
+        .start();
+    rig.import_busybox_base("bb");
+    rig.ctl_ok(&["create", "web1", "--base", "bb"]);
+    assert!(wait_until(Duration::from_secs(5), || hosts(&rig)
+        .contains("10.0.3.2\tweb1")));
+    let links = rig.sandbox().run_ok("ip", &["-o", "link"]);
+    assert!(!links.contains("lxcbr0"), "{links}");
+    let tables = rig.sandbox().run_ok("nft", &["list", "tables"]);
+    assert!(!tables.contains("osm_host"), "{tables}");
+    let n = host_json(&rig);
+    assert_eq!(
+        (n["managed"].as_bool(), n["dnsmasq_state"].as_str()),
+        (Some(false), Some("unmanaged"))
+    );
+    assert!(!rig.dir().join("run/dnsmasq").exists());
+    // Without the bridge a container still starts, with loopback only.
+    rig.ctl_ok(&["start", "web1"]);
+    rig.ctl_ok(&["stop", "web1", "--force"]);
+}

@@ -244,6 +244,24 @@ mod tests {
             .is_err());
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_creates_never_share_an_address() {
+        let (_d, e) = engine_with(&[]).await;
+        let tasks: Vec<_> = (0..12)
+            .map(|i| {
+                let e = e.clone();
+                tokio::spawn(async move { e.create_container(req(&format!("c{i}"), None)).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let ips: std::collections::BTreeSet<_> =
+            e.reservations().into_iter().map(|r| r.ip).collect();
+        assert_eq!(ips.len(), 12);
+        assert_eq!(ips.last().unwrap().to_string(), "10.0.3.13");
+    }
+
     #[tokio::test]
     async fn old_specs_without_an_address_get_one_at_open() {
         let (dir, e) = engine_with(&["a", "b"]).await;
