@@ -197,6 +197,11 @@ fn busybox_containers_get_their_reserved_addresses_names_and_survive_restarts() 
     );
     rig.sandbox().run_ok("ip", &["link", "show", "lxcbr0"]);
     rig.daemon_mut().start();
+    assert_eq!(
+        host_json(&rig)["dnsmasq_pid"].as_u64(),
+        Some(pid),
+        "adopted again"
+    );
     assert!(fetched(&rig).contains("inside-web1"));
     // A renewal against the adopted dnsmasq still gets the same address.
     rig.ctl_ok(&["restart", "web1", "--timeout", "5"]);

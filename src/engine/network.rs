@@ -138,7 +138,12 @@ impl Engine {
 
     pub fn network_info(&self) -> NetworkInfo {
         let subnet = self.subnet();
-        let used = self.used_addresses().len() as u32;
+        // Addresses outside the range (left by a changed config) take nothing from it.
+        let used = self
+            .used_addresses()
+            .into_iter()
+            .filter(|ip| subnet.assignable(*ip))
+            .count() as u32;
         let net = &self.cfg.network;
         NetworkInfo {
             bridge: net.bridge.clone(),

@@ -244,7 +244,8 @@ impl Supervisor {
                             stop(&mut proc).await;
                             break;
                         }
-                        // The daemon is going away; dnsmasq stays, like the containers.
+                        // Every sender is gone (cannot happen while this task holds the
+                        // supervisor); dnsmasq stays, like the containers.
                         None => return,
                     }
                 }
