@@ -54,6 +54,10 @@ pub fn args(bridge: &str, subnet: &Subnet, paths: &DnsmasqPaths) -> Vec<String> 
         "--keep-in-foreground".into(),
         "--conf-file=/dev/null".into(),
         "--no-hosts".into(),
+        // Plain names (containers) and private reverse lookups are answered here or not
+        // at all, never sent to the upstream servers.
+        "--domain-needed".into(),
+        "--bogus-priv".into(),
         "--bind-interfaces".into(),
         format!("--interface={bridge}"),
         "--except-interface=lo".into(),
