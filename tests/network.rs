@@ -419,3 +419,27 @@ fn with_manage_off_the_host_network_is_left_alone_but_names_are_kept() {
     rig.ctl_ok(&["start", "web1"]);
     rig.ctl_ok(&["stop", "web1", "--force"]);
 }
+
+#[test]
+fn a_duid_client_id_as_systemd_networkd_sends_still_gets_the_macs_reservation() {
+    require_root();
+    let rig = Rig::new();
+    rig.import_busybox_base("bb");
+    rig.ctl_ok(&["create", "nd1", "--base", "bb", "--ip", "10.0.3.77"]);
+    rig.ctl_ok(&["start", "nd1"]);
+    assert!(wait_until(Duration::from_secs(15), || eth0_has(
+        &rig,
+        "nd1",
+        "10.0.3.77"
+    )));
+    // Client id 0xff + IAID + DUID-LLT, the RFC 4361 form networkd uses.
+    let out = attach(
+        &rig,
+        "nd1",
+        "udhcpc -i eth0 -f -q -n -t 3 -T 1 -s /bin/true \
+         -x 0x3d:ff0000000100010001276e4f2a0211223344 2>&1",
+    );
+    let text = stdout(&out);
+    assert!(text.contains("lease of 10.0.3.77 obtained"), "{out:?}");
+    rig.ctl_ok(&["stop", "nd1", "--force"]);
+}
