@@ -4,19 +4,23 @@
 //!
 //! Manager (`/uk/co/devtank/OsmHost1`):
 //! - `CreateContainer(name s, base s, options a{sv}) -> o`; options: `autostart` b,
-//!   `memory` t (bytes), `cpus` u, `layers` as.
+//!   `memory` t (bytes), `cpus` u, `layers` as, `ip` s (a fixed IPv4 address from the
+//!   range; default: the lowest free one).
 //! - `StartContainer(name s)`, `StopContainer(name s, force b, timeout u)` (timeout in
 //!   seconds, 0 = default), `RestartContainer(name s, timeout u)`,
 //!   `DeleteContainer(name s, force b)`, `GetContainer(name s) -> o`.
 //! - `BuildBase(name s, recipe s) -> o` (recipe = TOML text; returns a job),
 //!   `ImportBase(name s, archive h) -> o` (an open tar/tar.gz/tar.zst; returns a job),
 //!   `DeleteBase(name s)`, `GetBase(name s) -> o`.
+//! - `GetNetworkInfo() -> a{sv}`: `Bridge` s, `Address` s (CIDR), `Subnet` s, `RangeFirst`
+//!   s, `RangeLast` s, `Used` u, `Free` u, `Nat` b, `Managed` b, `DnsmasqState` s
+//!   (running|starting|restarting|failed|unmanaged), `DnsmasqPid` u, `DnsmasqRestarts` u.
 //! - properties `Version` s, `StoreRoot` s.
 //!
 //! Container (`.../container/<escaped>`): `Start()`, `Stop(force b, timeout u)`,
 //! `Restart(timeout u)`, `Delete(force b)`, `GetDiskUsage() -> t`; properties `Name`,
 //! `State` (stopped|starting|running|stopping), `InitPid` u, `Base`, `Layers` as,
-//! `Addresses` as, `MacAddress`, `Autostart` b, `MemoryLimit` t, `CpuLimit` u (0 = none),
+//! `Addresses` as (seen inside while running), `IPv4Address` s (fixed), `MacAddress`, `Autostart` b, `MemoryLimit` t, `CpuLimit` u (0 = none),
 //! `CreatedAt` t, `StartedAt` t (µs since the epoch, 0 when not running).
 //!
 //! Base (`.../base/<escaped>`): `Delete()`; properties `Name`, `CreatedAt` t, `Source` s,
@@ -49,6 +53,7 @@ pub trait Manager {
     fn import_base(&self, name: &str, archive: Fd<'_>) -> zbus::Result<OwnedObjectPath>;
     fn delete_base(&self, name: &str) -> zbus::Result<()>;
     fn get_base(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+    fn get_network_info(&self) -> zbus::Result<HashMap<String, zbus::zvariant::OwnedValue>>;
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
     #[zbus(property)]
@@ -77,6 +82,8 @@ pub trait Container {
     fn layers(&self) -> zbus::Result<Vec<String>>;
     #[zbus(property)]
     fn addresses(&self) -> zbus::Result<Vec<String>>;
+    #[zbus(property, name = "IPv4Address")]
+    fn ipv4_address(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn mac_address(&self) -> zbus::Result<String>;
     #[zbus(property)]

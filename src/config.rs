@@ -45,9 +45,13 @@ pub struct HostConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct NetworkConfig {
     pub bridge: String,
+    /// The bridge's address in CIDR form: the containers' gateway, DNS and DHCP server.
     pub address: String,
-    pub dhcp_range: String,
+    /// `first-last`; unset means every host address of `address`'s subnet.
+    pub dhcp_range: Option<String>,
     pub nat: bool,
+    /// Whether the daemon sets up the bridge, forwarding, NAT and dnsmasq.
+    pub manage: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -85,8 +89,9 @@ impl Default for NetworkConfig {
         NetworkConfig {
             bridge: "lxcbr0".into(),
             address: "10.0.3.1/24".into(),
-            dhcp_range: "10.0.3.2-10.0.3.254".into(),
+            dhcp_range: None,
             nat: true,
+            manage: true,
         }
     }
 }
@@ -178,6 +183,7 @@ impl HostConfig {
                 self.network.bridge
             ));
         }
+        crate::net::ipam::Subnet::parse(&self.network.address, self.network.dhcp_range.as_deref())?;
         if !matches!(self.backup.mode.as_str(), "mirror" | "history") {
             return Err(format!(
                 "backup.mode = {:?} must be \"mirror\" or \"history\"",
@@ -298,6 +304,8 @@ mode = "history"
             "loop_size = \"lots\"",
             "[backup]\nmode = \"sometimes\"",
             "[network]\nbridge = \"a-very-long-bridge-name\"",
+            "[network]\naddress = \"10.0.3.1\"",
+            "[network]\ndhcp_range = \"10.0.4.2-10.0.4.9\"",
             "store_root = \"/srv/x\"\nloop_image = \"/srv/x/img\"",
         ] {
             assert!(

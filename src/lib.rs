@@ -19,6 +19,7 @@ pub mod host;
 pub mod lxc;
 pub mod lxcconf;
 pub mod names;
+pub mod net;
 pub mod privs;
 pub mod spec;
 pub mod store;

@@ -190,6 +190,7 @@ mod tests {
             base: "bookworm".into(),
             layers: vec!["stack".into()],
             mac: "02:00:00:00:00:01".into(),
+            ipv4: None,
             autostart: false,
             memory: Some(1 << 30),
             cpus: Some(2),

@@ -18,6 +18,10 @@ pub struct ContainerSpec {
     pub layers: Vec<String>,
     /// Locally administered MAC, chosen once at create and never changed.
     pub mac: String,
+    /// Fixed IPv4 address on the bridge, chosen once at create (absent in specs written
+    /// before networking; the daemon assigns one at its next start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<String>,
     #[serde(default)]
     pub autostart: bool,
     /// Memory limit in bytes.
@@ -108,6 +112,7 @@ mod tests {
             base: "bookworm".into(),
             layers: vec![],
             mac: "02:11:22:33:44:55".into(),
+            ipv4: Some("10.0.3.2".into()),
             autostart: true,
             memory: Some(2 << 30),
             cpus: None,
@@ -124,6 +129,15 @@ mod tests {
             !s.to_toml().contains("cpus"),
             "unset limits are not written"
         );
+    }
+
+    #[test]
+    fn specs_without_an_address_still_load() {
+        let mut s = sample();
+        s.ipv4 = None;
+        let text = s.to_toml();
+        assert!(!text.contains("ipv4"));
+        assert_eq!(toml::from_str::<ContainerSpec>(&text).unwrap(), s);
     }
 
     #[test]

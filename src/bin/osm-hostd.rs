@@ -81,6 +81,15 @@ async fn serve(cfg: HostConfig, store: Store, lxc: Lxc) -> anyhow::Result<()> {
         bases = engine.base_names().len(),
         "engine ready"
     );
+    // The bridge must exist before any container starts; a restarted daemon adopts the
+    // bridge, NAT table and dnsmasq it finds.
+    if let Some(dnsmasq) = osm_host::net::start(&engine)
+        .await
+        .map_err(anyhow::Error::msg)
+        .context("setting up the container network")?
+    {
+        engine.set_dnsmasq(dnsmasq);
+    }
     let conn = zbus::connection::Builder::system()
         .context("finding the system bus (is dbus-daemon running?)")?
         .build()
@@ -104,7 +113,8 @@ async fn serve(cfg: HostConfig, store: Store, lxc: Lxc) -> anyhow::Result<()> {
     tracing::info!(bus_name = api::BUS_NAME, "osm-hostd ready");
     wait_for_shutdown().await;
     // Containers are not our children: they keep running, and the next start adopts them.
-    tracing::info!("shutting down; containers keep running");
+    // So do the bridge, the NAT table and dnsmasq, which the next start adopts too.
+    tracing::info!("shutting down; containers, bridge, NAT and dnsmasq keep running");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     Ok(())
 }

@@ -25,6 +25,7 @@ Examples:
   osm-hostctl start web1
   osm-hostctl list
   osm-hostctl info web1 --json
+  osm-hostctl host info
 
 Exit status:
   0    success
@@ -106,6 +107,15 @@ pub enum Command {
     /// Manage base images (the read-only root filesystems containers start from)
     #[command(subcommand)]
     Base(BaseCommand),
+    /// The host: its container network (bridge, addresses, dnsmasq)
+    #[command(subcommand, alias = "network")]
+    Host(HostCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// Show the bridge, its subnet, used and free addresses, and dnsmasq's state
+    Info(JsonArg),
 }
 
 #[derive(Debug, Args)]
@@ -127,6 +137,9 @@ pub struct CreateArgs {
     /// Layer to stack on the base, lowest first; repeat for several
     #[arg(long = "layer", value_name = "L")]
     pub layers: Vec<String>,
+    /// Fixed IPv4 address on the bridge [default: the lowest free one in the range]
+    #[arg(long, value_name = "A")]
+    pub ip: Option<std::net::Ipv4Addr>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -121,6 +121,9 @@ pub fn create_options(args: &CreateArgs) -> HashMap<&'static str, Value<'static>
     if !args.layers.is_empty() {
         options.insert("layers", Value::from(args.layers.clone()));
     }
+    if let Some(ip) = args.ip {
+        options.insert("ip", Value::from(ip.to_string()));
+    }
     options
 }
 
@@ -161,7 +164,10 @@ mod tests {
             "osm-stack",
             "--layer",
             "site",
+            "--ip",
+            "10.0.3.9",
         ]);
+        assert_eq!(o["ip"], Value::from("10.0.3.9"));
         let sig = |k: &str| o[k].value_signature().to_string();
         assert_eq!(
             (sig("autostart"), sig("memory"), sig("cpus"), sig("layers")),

@@ -1,7 +1,7 @@
 //! Output for people: tables, the `info` page, times and sizes. Pure functions; the
 //! caller passes "now" so that the results are testable.
 
-use super::model::{BaseInfo, ContainerDetail, ContainerInfo};
+use super::model::{BaseInfo, ContainerDetail, ContainerInfo, NetworkInfo};
 use crate::api::STATE_RUNNING;
 use crate::config::format_size;
 
@@ -46,12 +46,12 @@ pub fn containers_table(list: &[ContainerInfo]) -> String {
                 c.name.clone(),
                 c.state.clone(),
                 c.base.clone(),
-                c.addresses.join(","),
+                c.ipv4_address.clone(),
                 yes_no(c.autostart).to_string(),
             ]
         })
         .collect();
-    table(&["NAME", "STATE", "BASE", "ADDRESSES", "AUTOSTART"], &rows)
+    table(&["NAME", "STATE", "BASE", "ADDRESS", "AUTOSTART"], &rows)
 }
 
 pub fn bases_table(list: &[BaseInfo]) -> String {
@@ -67,6 +67,30 @@ pub fn bases_table(list: &[BaseInfo]) -> String {
         })
         .collect();
     table(&["NAME", "CREATED", "SOURCE", "USED-BY"], &rows)
+}
+
+/// `host info`: the bridge and dnsmasq, one "label: value" line each.
+pub fn network_info(n: &NetworkInfo) -> String {
+    let dnsmasq = match (n.dnsmasq_state.as_str(), n.dnsmasq_pid) {
+        (state, 0) => state.to_string(),
+        (state, pid) => format!("{state} (pid {pid})"),
+    };
+    let fields = [
+        ("bridge", n.bridge.clone()),
+        ("address", n.address.clone()),
+        ("subnet", n.subnet.clone()),
+        ("range", format!("{} - {}", n.range_first, n.range_last)),
+        ("addresses used", n.used.to_string()),
+        ("addresses free", n.free.to_string()),
+        ("nat", if n.nat { "on" } else { "off" }.to_string()),
+        ("managed", yes_no(n.managed).to_string()),
+        ("dnsmasq", dnsmasq),
+        ("dnsmasq restarts", n.dnsmasq_restarts.to_string()),
+    ];
+    fields
+        .iter()
+        .map(|(label, value)| format!("{:<17} {value}\n", format!("{label}:")))
+        .collect()
 }
 
 /// The `info` page: one "label: value" line per field.
@@ -93,6 +117,7 @@ pub fn container_detail(d: &ContainerDetail, now_us: u64) -> String {
         ),
         ("base", c.base.clone()),
         ("layers", list(&c.layers)),
+        ("ipv4 address", c.ipv4_address.clone()),
         ("addresses", list(&c.addresses)),
         ("mac address", c.mac_address.clone()),
         ("autostart", yes_no(c.autostart).to_string()),
@@ -197,6 +222,7 @@ mod tests {
             state: state.into(),
             base: "debian12".into(),
             addresses: vec!["10.0.3.12".into()],
+            ipv4_address: "10.0.3.12".into(),
             autostart: true,
             ..Default::default()
         }
@@ -207,7 +233,7 @@ mod tests {
         let out = containers_table(&[web("web1", "running"), web("customer-long", "stopped")]);
         assert_eq!(
             out,
-            "NAME           STATE    BASE      ADDRESSES  AUTOSTART\n\
+            "NAME           STATE    BASE      ADDRESS    AUTOSTART\n\
              web1           running  debian12  10.0.3.12  yes\n\
              customer-long  stopped  debian12  10.0.3.12  yes\n"
         );
@@ -216,11 +242,11 @@ mod tests {
     #[test]
     fn empty_cells_show_a_dash_and_empty_table_keeps_header() {
         let mut c = web("a", "stopped");
-        c.addresses.clear();
+        c.ipv4_address.clear();
         c.autostart = false;
         assert_eq!(
             containers_table(&[c]),
-            "NAME  STATE    BASE      ADDRESSES  AUTOSTART\na     stopped  debian12  -          no\n"
+            "NAME  STATE    BASE      ADDRESS  AUTOSTART\na     stopped  debian12  -        no\n"
         );
         assert_eq!(bases_table(&[]), "NAME  CREATED  SOURCE  USED-BY\n");
     }
@@ -293,6 +319,7 @@ mod tests {
              init pid:     4242\n\
              base:         debian12\n\
              layers:       osm-stack\n\
+             ipv4 address: 10.0.3.12\n\
              addresses:    10.0.3.12\n\
              mac address:  00:16:3e:00:00:01\n\
              autostart:    yes\n\
@@ -301,6 +328,34 @@ mod tests {
              disk used:    1.5G\n\
              created:      2024-05-01T12:34:56Z\n\
              uptime:       2h 5m (since 2024-05-01T12:35:00Z)\n"
+        );
+    }
+
+    #[test]
+    fn network_page() {
+        let n = NetworkInfo {
+            bridge: "lxcbr0".into(),
+            address: "10.0.3.1/24".into(),
+            subnet: "10.0.3.0/24".into(),
+            range_first: "10.0.3.2".into(),
+            range_last: "10.0.3.254".into(),
+            used: 2,
+            free: 251,
+            nat: true,
+            managed: true,
+            dnsmasq_state: "running".into(),
+            dnsmasq_pid: 77,
+            dnsmasq_restarts: 0,
+        };
+        let out = network_info(&n);
+        assert!(out.starts_with("bridge:           lxcbr0\n"), "{out}");
+        assert!(
+            out.contains("range:            10.0.3.2 - 10.0.3.254\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("dnsmasq:          running (pid 77)\n"),
+            "{out}"
         );
     }
 

@@ -24,6 +24,8 @@ pub struct ContainerInfo {
     pub base: String,
     pub layers: Vec<String>,
     pub addresses: Vec<String>,
+    /// The fixed address on the bridge (`IPv4Address`).
+    pub ipv4_address: String,
     pub mac_address: String,
     pub autostart: bool,
     pub memory_limit: u64,
@@ -39,6 +41,42 @@ pub struct ContainerDetail {
     #[serde(flatten)]
     pub info: ContainerInfo,
     pub disk_usage: Option<u64>,
+}
+
+/// `host info`: the bridge, its subnet and dnsmasq (Manager `GetNetworkInfo`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct NetworkInfo {
+    pub bridge: String,
+    pub address: String,
+    pub subnet: String,
+    pub range_first: String,
+    pub range_last: String,
+    pub used: u32,
+    pub free: u32,
+    pub nat: bool,
+    pub managed: bool,
+    pub dnsmasq_state: String,
+    pub dnsmasq_pid: u32,
+    pub dnsmasq_restarts: u32,
+}
+
+impl NetworkInfo {
+    pub fn from_properties(p: &Properties) -> Result<Self, CliError> {
+        Ok(NetworkInfo {
+            bridge: prop(p, "Bridge")?,
+            address: prop(p, "Address")?,
+            subnet: prop(p, "Subnet")?,
+            range_first: prop(p, "RangeFirst")?,
+            range_last: prop(p, "RangeLast")?,
+            used: prop(p, "Used")?,
+            free: prop(p, "Free")?,
+            nat: prop(p, "Nat")?,
+            managed: prop(p, "Managed")?,
+            dnsmasq_state: prop(p, "DnsmasqState")?,
+            dnsmasq_pid: prop(p, "DnsmasqPid")?,
+            dnsmasq_restarts: prop(p, "DnsmasqRestarts")?,
+        })
+    }
 }
 
 /// A base image's properties (the `uk.co.devtank.OsmHost1.Base` interface).
@@ -90,6 +128,7 @@ impl ContainerInfo {
             base: prop(p, "Base")?,
             layers: prop(p, "Layers")?,
             addresses: prop(p, "Addresses")?,
+            ipv4_address: prop(p, "IPv4Address")?,
             mac_address: prop(p, "MacAddress")?,
             autostart: prop(p, "Autostart")?,
             memory_limit: prop(p, "MemoryLimit")?,
@@ -320,6 +359,7 @@ pub(crate) mod tests {
                 "created_at",
                 "disk_usage",
                 "init_pid",
+                "ipv4_address",
                 "layers",
                 "mac_address",
                 "memory_limit",

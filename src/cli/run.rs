@@ -7,12 +7,12 @@ use std::time::Duration;
 use serde::Serialize;
 use zbus::zvariant::Fd;
 
-use super::args::{BaseCommand, Cli, Command};
+use super::args::{BaseCommand, Cli, Command, HostCommand};
 use super::calls::{create_options, Daemon};
 use super::exit::{CliError, ExitCode};
 use super::format;
 use super::job::JobWatch;
-use super::model::{bases_from, containers_from};
+use super::model::{bases_from, containers_from, NetworkInfo};
 
 /// How long a call may take before we give up on it. Calls return at once except stop
 /// and restart, which wait for the container to shut down.
@@ -73,6 +73,14 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Base(cmd) => base(&daemon, cmd).await?,
+        Command::Host(HostCommand::Info(out)) => {
+            let info = NetworkInfo::from_properties(&m.get_network_info().await?)?;
+            if out.json {
+                print_json(&info)?;
+            } else {
+                say(format::network_info(&info).trim_end());
+            }
+        }
     }
     Ok(())
 }

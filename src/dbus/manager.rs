@@ -41,18 +41,46 @@ fn create_request(
                 req.memory = Some(u64::try_from(&value).map_err(|_| bad("a byte count (t)"))?)
             }
             "cpus" => req.cpus = Some(u32::try_from(&value).map_err(|_| bad("a CPU count (u)"))?),
+            "ip" => req.ip = Some(String::try_from(value).map_err(|_| bad("an IPv4 address (s)"))?),
             "layers" => {
                 req.layers =
                     <Vec<String>>::try_from(value).map_err(|_| bad("a list of layer names (as)"))?
             }
             _ => {
                 return Err(Error::InvalidArgument(format!(
-                    "unknown option {key:?}; known options: autostart, memory, cpus, layers"
+                    "unknown option {key:?}; known options: autostart, memory, cpus, layers, ip"
                 )))
             }
         }
     }
     Ok(req)
+}
+
+fn network_info_map(info: &crate::engine::NetworkInfo) -> HashMap<String, OwnedValue> {
+    use zbus::zvariant::Value;
+    let mut m: HashMap<String, OwnedValue> = HashMap::new();
+    let mut put = |k: &str, v: Value<'_>| {
+        if let Ok(v) = v.try_to_owned() {
+            m.insert(k.to_string(), v);
+        }
+    };
+    put("Bridge", Value::from(info.bridge.as_str()));
+    put("Address", Value::from(info.address.as_str()));
+    put("Subnet", Value::from(info.subnet.as_str()));
+    put("RangeFirst", Value::from(info.range_first.as_str()));
+    put("RangeLast", Value::from(info.range_last.as_str()));
+    put("Used", Value::from(info.used));
+    put("Free", Value::from(info.free));
+    put("Nat", Value::from(info.nat));
+    put("Managed", Value::from(info.managed));
+    let (state, pid, restarts) = match &info.dnsmasq {
+        Some(d) => (d.state.as_str(), d.pid.unwrap_or(0), d.restarts),
+        None => ("unmanaged", 0, 0),
+    };
+    put("DnsmasqState", Value::from(state));
+    put("DnsmasqPid", Value::from(pid));
+    put("DnsmasqRestarts", Value::from(restarts));
+    m
 }
 
 #[zbus::interface(name = "uk.co.devtank.OsmHost1.Manager")]
@@ -191,6 +219,11 @@ impl Manager {
         self.engine.base_info(&name)?;
         register_base(server, &self.engine, &name).await;
         Ok(path(api::base_path(&name)))
+    }
+
+    /// The bridge, its subnet, address usage and dnsmasq's state (see `client.rs`).
+    async fn get_network_info(&self) -> HashMap<String, OwnedValue> {
+        network_info_map(&self.engine.network_info())
     }
 
     #[zbus(property)]

@@ -131,6 +131,12 @@ impl ContainerObject {
             .unwrap_or_default()
     }
 
+    /// The container's fixed address on the bridge ("" if it has none).
+    #[zbus(property, name = "IPv4Address")]
+    fn ipv4_address(&self) -> zbus::fdo::Result<String> {
+        Ok(self.info()?.spec.ipv4.unwrap_or_default())
+    }
+
     #[zbus(property)]
     fn mac_address(&self) -> zbus::fdo::Result<String> {
         Ok(self.info()?.spec.mac)

@@ -176,3 +176,47 @@ async fn base_import_is_a_job_that_finishes_with_a_signal() {
         "uk.co.devtank.OsmHost1.Error.AlreadyExists"
     );
 }
+
+#[tokio::test]
+async fn addresses_are_an_option_a_property_and_counted_in_network_info() {
+    assert!(
+        is_root(),
+        "this unit test creates containers and must run as root"
+    );
+    let p = peer().await;
+    let mgr = ManagerProxy::builder(&p.client)
+        .destination(api::BUS_NAME)
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    let mut opts = HashMap::new();
+    opts.insert("ip", Value::from("10.0.3.77"));
+    let path = mgr.create_container("web1", "bb", opts).await.unwrap();
+    mgr.create_container("web2", "bb", HashMap::new())
+        .await
+        .unwrap();
+    let mut opts = HashMap::new();
+    opts.insert("ip", Value::from("10.0.3.77"));
+    let err = mgr.create_container("web3", "bb", opts).await.unwrap_err();
+    assert_eq!(
+        error_name(&err),
+        "uk.co.devtank.OsmHost1.Error.AlreadyExists"
+    );
+    let ct = ContainerProxy::builder(&p.client)
+        .destination(api::BUS_NAME)
+        .unwrap()
+        .path(path)
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(ct.ipv4_address().await.unwrap(), "10.0.3.77");
+    let info = mgr.get_network_info().await.unwrap();
+    let get = |k: &str| info[k].try_clone().unwrap();
+    assert_eq!(String::try_from(get("Bridge")).unwrap(), "lxcbr0");
+    assert_eq!(String::try_from(get("Subnet")).unwrap(), "10.0.3.0/24");
+    assert_eq!(u32::try_from(get("Used")).unwrap(), 2);
+    assert_eq!(u32::try_from(get("Free")).unwrap(), 251);
+    assert_eq!(String::try_from(get("DnsmasqState")).unwrap(), "unmanaged");
+}

@@ -23,6 +23,8 @@ pub struct CreateRequest {
     pub autostart: bool,
     pub memory: Option<u64>,
     pub cpus: Option<u32>,
+    /// A fixed IPv4 address asked for (`create --ip`); otherwise the lowest free one.
+    pub ip: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +41,7 @@ impl CreateRequest {
             && spec.autostart == self.autostart
             && spec.memory == self.memory
             && spec.cpus == self.cpus
+            && (self.ip.is_none() || self.ip.as_deref().map(str::trim) == spec.ipv4.as_deref())
     }
 }
 
@@ -75,11 +78,13 @@ impl Engine {
             }
         }
         let _reservation = self.reserve(&req.name, "container")?;
+        let (ip, _ip_reservation) = self.allocate_ipv4(req.ip.as_deref())?;
         let spec = ContainerSpec {
             name: req.name.clone(),
             base: req.base.clone(),
             layers: req.layers.clone(),
             mac: self.unused_mac(),
+            ipv4: Some(ip.to_string()),
             autostart: req.autostart,
             memory: req.memory,
             cpus: req.cpus,
@@ -92,7 +97,7 @@ impl Engine {
             .write()
             .expect("containers lock")
             .insert(spec.name.clone(), Arc::new(Container::new(spec.clone())));
-        tracing::info!(container = %spec.name, base = %spec.base, "container created");
+        tracing::info!(container = %spec.name, base = %spec.base, ipv4 = %ip, "container created");
         self.emit(Event::ContainerAdded(spec.name));
         Ok(CreateOutcome::Created)
     }

@@ -12,11 +12,13 @@ mod create;
 mod delete;
 pub mod jobs;
 mod lifecycle;
+mod network;
 mod watch;
 
 pub use bases::{BaseInfo, BaseSource};
 pub use container::{ContainerInfo, RunState};
 pub use create::{CreateOutcome, CreateRequest};
+pub use network::NetworkInfo;
 
 use crate::config::HostConfig;
 use crate::error::{EngineError, EngineResult};
@@ -28,7 +30,7 @@ use container::Container;
 use jobs::Jobs;
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use tokio::sync::broadcast;
 
 pub const CREATING_PREFIX: &str = ".creating-";
@@ -59,6 +61,8 @@ pub struct Engine {
     reserved: Mutex<HashSet<String>>,
     pub jobs: Jobs,
     events: broadcast::Sender<Event>,
+    /// dnsmasq's supervisor, when the daemon manages networking.
+    dnsmasq: OnceLock<Arc<crate::net::supervisor::Supervisor>>,
 }
 
 impl Engine {
@@ -82,11 +86,13 @@ impl Engine {
             reserved: Mutex::new(HashSet::new()),
             jobs: Jobs::new(events.clone()),
             events,
+            dnsmasq: OnceLock::new(),
         });
         engine.write_common_conf()?;
         engine.recover()?;
         engine.scan_bases()?;
         engine.scan_containers()?;
+        engine.assign_missing_addresses();
         Ok(engine)
     }
 

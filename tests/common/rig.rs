@@ -34,7 +34,8 @@ impl RigBuilder {
     }
 
     /// Share the host's network namespace (only to build a Debian base with
-    /// debootstrap; the daemon's bridge and NAT then land on the host).
+    /// debootstrap). The daemon then runs with `network.manage = false`, so no bridge,
+    /// NAT or dnsmasq lands on the host.
     pub fn host_network(mut self) -> Self {
         self.new_net = false;
         self
@@ -71,6 +72,11 @@ impl RigBuilder {
 
         prepare_host_files(dir.path());
         let mut config = DaemonConfig::for_test_dir(dir.path());
+        if !self.new_net {
+            // The host's own network: never let the daemon put a bridge, NAT or a
+            // dnsmasq there.
+            config.set("network.manage", "false");
+        }
         for edit in self.edits {
             edit(&mut config);
         }

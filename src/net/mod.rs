@@ -1,0 +1,110 @@
+//! Container networking on the host: the bridge and its address, forwarding, NAT,
+//! dnsmasq with one reservation per container, and the managed block of the hosts file.
+//!
+//! The engine owns the addresses (each container's `ipv4` in `container.toml`, chosen
+//! at create); this service makes the host follow them. It reacts to the engine's
+//! container events, so it never changes what the engine decided. With
+//! `[network] manage = false` only the hosts file is kept; the bridge, forwarding, NAT
+//! and dnsmasq are left to someone else.
+
+pub mod bridge;
+pub mod dnsmasq;
+pub mod hosts_file;
+pub mod ipam;
+pub mod nat;
+pub mod supervisor;
+
+use crate::config::HostConfig;
+use crate::engine::{Engine, Event};
+use dnsmasq::{DnsmasqPaths, Reservation};
+use ipam::Subnet;
+use std::sync::Arc;
+use supervisor::Supervisor;
+use tokio::sync::broadcast::error::RecvError;
+
+/// Sets up the host's side of the network and starts keeping it in step with the
+/// containers. Returns the dnsmasq supervisor when the daemon manages networking.
+pub async fn start(engine: &Arc<Engine>) -> Result<Option<Arc<Supervisor>>, String> {
+    let cfg = engine.config().clone();
+    let subnet = subnet_of(&cfg)?;
+    let net = &cfg.network;
+    let supervisor = if net.manage {
+        let report = bridge::ensure(&net.bridge, &subnet).await?;
+        tracing::info!(bridge = %net.bridge, address = %format!("{}/{}", subnet.gateway, subnet.prefix),
+            created = report.created, address_added = report.address_added, set_up = report.set_up,
+            "bridge ready");
+        bridge::enable_forwarding()?;
+        nat::apply(&nat::ruleset(&net.bridge, &subnet, net.nat))?;
+        tracing::info!(nat = net.nat, table = nat::TABLE, "nftables table applied");
+        let paths = DnsmasqPaths::under(&cfg.runtime_dir);
+        let rs = engine.reservations();
+        dnsmasq::sync_files(&paths, &rs)
+            .map_err(|e| format!("writing dnsmasq's files in {}: {e}", paths.dir.display()))?;
+        let args = dnsmasq::args(&net.bridge, &subnet, &paths);
+        Some(Supervisor::spawn(args, paths, rs))
+    } else {
+        tracing::info!("network.manage = false: leaving the bridge, NAT and dnsmasq alone");
+        None
+    };
+    sync_hosts_file(engine);
+    let events = engine.subscribe();
+    tokio::spawn(follow(engine.clone(), supervisor.clone(), events));
+    Ok(supervisor)
+}
+
+pub fn subnet_of(cfg: &HostConfig) -> Result<Subnet, String> {
+    Subnet::parse(&cfg.network.address, cfg.network.dhcp_range.as_deref())
+}
+
+fn sync_hosts_file(engine: &Engine) {
+    let path = &engine.config().hosts_file;
+    let entries: Vec<_> = engine
+        .reservations()
+        .into_iter()
+        .map(|r| (r.name, r.ip))
+        .collect();
+    match hosts_file::sync(path, &entries) {
+        Ok(true) => {
+            tracing::info!(file = %path.display(), entries = entries.len(), "hosts file updated")
+        }
+        Ok(false) => {}
+        Err(e) => {
+            tracing::error!(file = %path.display(), error = %e, "cannot update the hosts file")
+        }
+    }
+}
+
+/// Brings dnsmasq's files and the hosts file in line with the containers; a removed
+/// reservation restarts dnsmasq so that its lease is purged.
+fn resync(engine: &Engine, supervisor: Option<&Arc<Supervisor>>, removed: bool) {
+    sync_hosts_file(engine);
+    let Some(sup) = supervisor else { return };
+    let rs: Vec<Reservation> = engine.reservations();
+    match dnsmasq::sync_files(sup.paths(), &rs) {
+        Ok(changed) => {
+            if removed {
+                sup.restart(rs);
+            } else if changed {
+                sup.reload(rs);
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot write dnsmasq's reservations"),
+    }
+}
+
+async fn follow(
+    engine: Arc<Engine>,
+    supervisor: Option<Arc<Supervisor>>,
+    mut events: tokio::sync::broadcast::Receiver<Event>,
+) {
+    loop {
+        match events.recv().await {
+            Ok(Event::ContainerAdded(_)) => resync(&engine, supervisor.as_ref(), false),
+            Ok(Event::ContainerRemoved(_)) | Err(RecvError::Lagged(_)) => {
+                resync(&engine, supervisor.as_ref(), true)
+            }
+            Ok(_) => {}
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
