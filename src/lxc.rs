@@ -55,7 +55,7 @@ impl Lxc {
     }
 
     /// Starts the container in the background; returns once LXC reports it RUNNING,
-    /// with its init's pid (from lxc-start's pid file, saving an lxc-info round trip).
+    /// with its init's pid. (`lxc-start -p` would name the monitor, not init.)
     /// The LXC monitor is not our child (it double-forks), so it outlives the daemon.
     pub fn start(&self, name: &str) -> Result<LxcState, LxcError> {
         fs::create_dir_all(&self.log_dir).map_err(|source| LxcError::Spawn {
@@ -65,8 +65,6 @@ impl Lxc {
         let log = self.log_file(name);
         // A fresh log per start, so a failure's explanation is not buried in old runs.
         let _ = fs::remove_file(&log);
-        let pid_file = self.log_dir.join(format!("{name}.pid"));
-        let _ = fs::remove_file(&pid_file);
         let out_path = self.log_dir.join(format!("{name}.start.out"));
         // lxc-start's stdio goes to a file, not a pipe: the monitor it forks would hold
         // a pipe open for the container's whole life.
@@ -84,8 +82,6 @@ impl Lxc {
             .arg("-P")
             .arg(&self.lxcpath)
             .arg("-d")
-            .arg("-p")
-            .arg(&pid_file)
             .arg("-o")
             .arg(&log)
             .arg("-l")
@@ -99,16 +95,7 @@ impl Lxc {
                 source,
             })?;
         if status.success() {
-            let pid = fs::read_to_string(&pid_file)
-                .ok()
-                .and_then(|p| p.trim().parse().ok());
-            return match pid {
-                Some(pid) => Ok(LxcState {
-                    running: true,
-                    init_pid: Some(pid),
-                }),
-                None => self.state(name),
-            };
+            return self.state(name);
         }
         let mut detail = tail(&out_path, 10);
         let log_tail = tail(&log, 15);
