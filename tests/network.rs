@@ -173,9 +173,13 @@ fn busybox_containers_get_their_reserved_addresses_names_and_survive_restarts() 
         host_json(&rig)
     );
     assert!(host_json(&rig)["dnsmasq_restarts"].as_u64().unwrap() >= 1);
-    let out = attach(&rig, "web2", "nslookup web1 10.0.3.1");
+    // The new dnsmasq answers within seconds (it may still be binding right now).
+    let mut out = attach(&rig, "web2", "nslookup web1 10.0.3.1");
     assert!(
-        stdout(&out).contains("10.0.3.2"),
+        wait_until(Duration::from_secs(5), || {
+            out = attach(&rig, "web2", "nslookup web1 10.0.3.1");
+            stdout(&out).contains("10.0.3.2")
+        }),
         "the new dnsmasq answers: {out:?}"
     );
 
