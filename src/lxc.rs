@@ -55,7 +55,8 @@ impl Lxc {
     }
 
     /// Starts the container in the background; returns once LXC reports it RUNNING,
-    /// with its init's pid. (`lxc-start -p` would name the monitor, not init.)
+    /// with its init's pid. `lxc-start -p` names the monitor, whose only child is the
+    /// container's init: reading that from /proc saves an `lxc-info` process per start.
     /// The LXC monitor is not our child (it double-forks), so it outlives the daemon.
     pub fn start(&self, name: &str) -> Result<LxcState, LxcError> {
         fs::create_dir_all(&self.log_dir).map_err(|source| LxcError::Spawn {
@@ -65,6 +66,8 @@ impl Lxc {
         let log = self.log_file(name);
         // A fresh log per start, so a failure's explanation is not buried in old runs.
         let _ = fs::remove_file(&log);
+        let pid_file = self.log_dir.join(format!("{name}.monitor.pid"));
+        let _ = fs::remove_file(&pid_file);
         let out_path = self.log_dir.join(format!("{name}.start.out"));
         // lxc-start's stdio goes to a file, not a pipe: the monitor it forks would hold
         // a pipe open for the container's whole life.
@@ -82,6 +85,8 @@ impl Lxc {
             .arg("-P")
             .arg(&self.lxcpath)
             .arg("-d")
+            .arg("-p")
+            .arg(&pid_file)
             .arg("-o")
             .arg(&log)
             .arg("-l")
@@ -95,7 +100,13 @@ impl Lxc {
                 source,
             })?;
         if status.success() {
-            return self.state(name);
+            return match init_of_monitor(&pid_file) {
+                Some(pid) => Ok(LxcState {
+                    running: true,
+                    init_pid: Some(pid),
+                }),
+                None => self.state(name),
+            };
         }
         let mut detail = tail(&out_path, 10);
         let log_tail = tail(&log, 15);
@@ -202,6 +213,15 @@ fn parse_info(out: &str) -> LxcState {
         running,
         init_pid: pid.filter(|_| running),
     }
+}
+
+/// The single child of the LXC monitor whose pid is in `pid_file`: the container's init.
+fn init_of_monitor(pid_file: &Path) -> Option<u32> {
+    let monitor: u32 = fs::read_to_string(pid_file).ok()?.trim().parse().ok()?;
+    let children = fs::read_to_string(format!("/proc/{monitor}/task/{monitor}/children")).ok()?;
+    let mut pids = children.split_whitespace();
+    let init = pids.next()?.parse().ok()?;
+    pids.next().is_none().then_some(init)
 }
 
 fn tail(path: &Path, lines: usize) -> String {
