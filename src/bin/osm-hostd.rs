@@ -57,6 +57,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     // Before the runtime exists, so no thread keeps the capabilities.
     privs::drop_unneeded().context("dropping capabilities")?;
+    // Before touching the store: a second daemon would roll back the first one's
+    // operations in progress, taking them for leftovers of a crash.
+    let _instance = single_instance(&cfg.runtime_dir)?;
     let store = Store::open_or_create(&cfg)?;
     tracing::info!(store = %cfg.store_root.display(), "store ready");
     let lxc = Lxc::new(&store.containers_dir(), &cfg.runtime_dir.join("lxc"));
@@ -101,7 +104,12 @@ async fn serve(cfg: HostConfig, store: Store, lxc: Lxc) -> anyhow::Result<()> {
     let reply = conn
         .request_name_with_flags(api::BUS_NAME, RequestNameFlags::DoNotQueue.into())
         .await
-        .with_context(|| format!("requesting the bus name {}", api::BUS_NAME))?;
+        .with_context(|| {
+            format!(
+                "requesting the bus name {} (is osm-hostd already running on this bus?)",
+                api::BUS_NAME
+            )
+        })?;
     if reply != RequestNameReply::PrimaryOwner {
         anyhow::bail!(
             "another process owns {} on the system bus; is osm-hostd already running?",
@@ -117,6 +125,25 @@ async fn serve(cfg: HostConfig, store: Store, lxc: Lxc) -> anyhow::Result<()> {
     tracing::info!("shutting down; containers, bridge, NAT and dnsmasq keep running");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     Ok(())
+}
+
+/// Holds an exclusive lock on `<runtime_dir>/osm-hostd.lock` for the daemon's life.
+fn single_instance(
+    runtime_dir: &std::path::Path,
+) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    std::fs::create_dir_all(runtime_dir)
+        .with_context(|| format!("creating the runtime directory {}", runtime_dir.display()))?;
+    let path = runtime_dir.join("osm-hostd.lock");
+    let file =
+        std::fs::File::create(&path).with_context(|| format!("opening {}", path.display()))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
+        |(_, errno)| {
+            anyhow::anyhow!(
+                "another osm-hostd is already running (it holds {}: {errno}); stop it first",
+                path.display()
+            )
+        },
+    )
 }
 
 async fn wait_for_shutdown() {
