@@ -24,7 +24,8 @@ pub trait HostOps: Send + Sync + 'static {
     fn lxc_start(&self, name: &str) -> HostResult<LxcState>;
     fn lxc_stop(&self, name: &str, timeout: Duration, force: bool) -> HostResult<()>;
     fn lxc_state(&self, name: &str) -> HostResult<LxcState>;
-    fn lxc_addresses(&self, name: &str) -> Vec<String>;
+    /// Addresses inside a running container, given its init's pid.
+    fn lxc_addresses(&self, init_pid: u32) -> Vec<String>;
     fn bridge_exists(&self, bridge: &str) -> bool;
 
     /// Fills the empty directory `dest` from a recipe (debootstrap, or the cache).
@@ -98,8 +99,8 @@ impl HostOps for RealHost {
     fn lxc_state(&self, name: &str) -> HostResult<LxcState> {
         self.lxc.state(name).map_err(lxc_err)
     }
-    fn lxc_addresses(&self, name: &str) -> Vec<String> {
-        self.lxc.addresses(name)
+    fn lxc_addresses(&self, init_pid: u32) -> Vec<String> {
+        crate::lxc::addresses_of(init_pid)
     }
     fn bridge_exists(&self, bridge: &str) -> bool {
         Path::new("/sys/class/net")

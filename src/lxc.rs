@@ -155,19 +155,6 @@ impl Lxc {
         Ok(parse_info(&out))
     }
 
-    /// IPv4 and IPv6 addresses LXC sees inside the running container.
-    pub fn addresses(&self, name: &str) -> Vec<String> {
-        self.info(name, &["-i"])
-            .map(|out| {
-                out.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty())
-                    .map(String::from)
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
     fn info(&self, name: &str, what: &[&str]) -> Result<String, LxcError> {
         let out = Command::new(LXC_INFO)
             .arg("-n")
@@ -215,6 +202,54 @@ fn parse_info(out: &str) -> LxcState {
     }
 }
 
+/// Global addresses inside the network namespace of process `pid` (a container's init),
+/// read from /proc rather than by running `lxc-info -i` for every container listed.
+pub fn addresses_of(pid: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(trie) = fs::read_to_string(format!("/proc/{pid}/net/fib_trie")) {
+        out.extend(parse_fib_trie_locals(&trie));
+    }
+    if let Ok(inet6) = fs::read_to_string(format!("/proc/{pid}/net/if_inet6")) {
+        out.extend(parse_if_inet6(&inet6));
+    }
+    out
+}
+
+/// Local host addresses from /proc/net/fib_trie: an address line followed by
+/// `/32 host LOCAL`; loopback excluded, each once.
+fn parse_fib_trie_locals(trie: &str) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    let mut last: Option<&str> = None;
+    for line in trie.lines() {
+        let t = line.trim_start_matches([' ', '|', '+', '-']).trim();
+        if t.starts_with("/32 host LOCAL") {
+            if let Some(addr) = last.filter(|a| !a.starts_with("127.")) {
+                if !found.iter().any(|f| f == addr) {
+                    found.push(addr.to_string());
+                }
+            }
+        } else if t.parse::<std::net::Ipv4Addr>().is_ok() {
+            last = Some(t);
+        }
+    }
+    found
+}
+
+/// Global-scope addresses from /proc/net/if_inet6 (link-local and loopback excluded).
+fn parse_if_inet6(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (hex, scope) = (f.first()?, f.get(3)?);
+            if *scope != "00" || hex.len() != 32 {
+                return None;
+            }
+            let bits = u128::from_str_radix(hex, 16).ok()?;
+            Some(std::net::Ipv6Addr::from(bits).to_string())
+        })
+        .collect()
+}
+
 /// The single child of the LXC monitor whose pid is in `pid_file`: the container's init.
 fn init_of_monitor(pid_file: &Path) -> Option<u32> {
     let monitor: u32 = fs::read_to_string(pid_file).ok()?.trim().parse().ok()?;
@@ -233,6 +268,14 @@ fn tail(path: &Path, lines: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_addresses_from_proc() {
+        let trie = "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 0.0.0.0\n        /0 universe UNICAST\n     +-- 10.0.3.0/24 2 0 2\n        |-- 10.0.3.0\n           /24 link UNICAST\n        |-- 10.0.3.7\n           /32 host LOCAL\n  +-- 127.0.0.0/8 2 0 2\n     |-- 127.0.0.1\n        /32 host LOCAL\nLocal:\n        |-- 10.0.3.7\n           /32 host LOCAL\n";
+        assert_eq!(parse_fib_trie_locals(trie), vec!["10.0.3.7"]);
+        let inet6 = "00000000000000000000000000000001 01 80 10 80       lo\nfe80000000000000c0a8fffe01020304 02 40 20 80     eth0\nfd000000000000000000000000000007 02 40 00 80     eth0\n";
+        assert_eq!(parse_if_inet6(inet6), vec!["fd00::7"]);
+    }
 
     #[test]
     fn parses_running_and_stopped_info() {

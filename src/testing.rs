@@ -87,7 +87,7 @@ impl HostOps for FakeHost {
             init_pid: pid,
         })
     }
-    fn lxc_addresses(&self, _name: &str) -> Vec<String> {
+    fn lxc_addresses(&self, _init_pid: u32) -> Vec<String> {
         vec![]
     }
     fn bridge_exists(&self, _bridge: &str) -> bool {

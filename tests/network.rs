@@ -137,6 +137,12 @@ fn busybox_containers_get_their_reserved_addresses_names_and_survive_restarts() 
             rig.daemon().log_tail(40)
         );
     }
+    // The daemon reports the address the container really has.
+    let live = &info_json(&rig, "web1")["addresses"];
+    assert!(
+        live.as_array().unwrap().iter().any(|a| a == "10.0.3.2"),
+        "{live}"
+    );
     let mac = info_json(&rig, "web1")["mac_address"]
         .as_str()
         .unwrap()

@@ -222,8 +222,14 @@ impl Engine {
     /// Addresses LXC sees inside a running container (empty when stopped).
     pub fn container_addresses(&self, name: &str) -> Vec<String> {
         match self.container(name) {
-            Ok(c) if c.info().state == RunState::Running => self.host.lxc_addresses(name),
-            _ => Vec::new(),
+            Ok(c) => match c.info() {
+                info if info.state == RunState::Running => info
+                    .init_pid
+                    .map(|pid| self.host.lxc_addresses(pid))
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            },
+            Err(_) => Vec::new(),
         }
     }
 
