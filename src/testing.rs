@@ -21,6 +21,8 @@ pub struct FakeHost {
     pub running: Mutex<HashMap<String, u32>>,
     pub subvols: Mutex<HashSet<PathBuf>>,
     pub fail_start: Mutex<bool>,
+    /// A subvolume name whose creation fails with ENOSPC.
+    pub fail_subvolume: Mutex<Option<String>>,
 }
 
 impl FakeHost {
@@ -38,6 +40,12 @@ impl HostOps for FakeHost {
             "subvol-create {}",
             path.file_name().unwrap().to_string_lossy()
         ));
+        if self.fail_subvolume.lock().unwrap().as_deref()
+            == path.file_name().and_then(|n| n.to_str())
+        {
+            let e = std::io::Error::from_raw_os_error(libc::ENOSPC);
+            return Err(EngineError::io(format!("creating {}", path.display()), &e));
+        }
         std::fs::create_dir(path).map_err(|e| EngineError::io("mkdir", &e))?;
         self.subvols.lock().unwrap().insert(path.to_path_buf());
         Ok(())

@@ -53,6 +53,31 @@ fn create_start_stop_restart_delete_a_busybox_container() {
     );
     assert_eq!(info_json(&rig, "web1")["state"], "stopped");
 
+    // The objects are introspectable, as `busctl introspect` shows them.
+    let introspect = |path: &str| {
+        let out = rig.bus().dbus_send(&[
+            "--print-reply",
+            "--dest=uk.co.devtank.OsmHost1",
+            path,
+            "org.freedesktop.DBus.Introspectable.Introspect",
+        ]);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let manager = introspect("/uk/co/devtank/OsmHost1");
+    for iface in [
+        "uk.co.devtank.OsmHost1.Manager",
+        "org.freedesktop.DBus.ObjectManager",
+    ] {
+        assert!(manager.contains(iface), "{iface} missing: {manager}");
+    }
+    let container = introspect("/uk/co/devtank/OsmHost1/container/web1");
+    assert!(
+        container.contains("uk.co.devtank.OsmHost1.Container"),
+        "{container}"
+    );
+    assert!(container.contains("name=\"State\""), "{container}");
+
     rig.ctl_ok(&["start", "web1"]);
     assert_eq!(rig.lxc_state("web1"), "RUNNING");
     let info = info_json(&rig, "web1");

@@ -222,3 +222,25 @@ async fn base_in_use_cannot_be_deleted() {
     f.engine.delete_base("bb").await.unwrap();
     assert!(f.engine.base_names().is_empty());
 }
+
+#[tokio::test]
+async fn a_create_failing_half_way_leaves_nothing_and_says_no_space() {
+    let f = fixture();
+    *f.host.fail_subvolume.lock().unwrap() = Some(".snapshots".into());
+    let err = f.engine.create_container(req("web1")).await.unwrap_err();
+    assert_eq!(err.kind(), "NoSpace", "{err}");
+    assert!(f
+        .host
+        .calls()
+        .contains(&"subvol-delete .creating-web1".to_string()));
+    assert_eq!(
+        std::fs::read_dir(f.engine.store().containers_dir())
+            .unwrap()
+            .count(),
+        0
+    );
+    assert!(f.engine.container_info("web1").is_err());
+    // The name is free again: a retry once there is space succeeds.
+    *f.host.fail_subvolume.lock().unwrap() = None;
+    f.engine.create_container(req("web1")).await.unwrap();
+}
