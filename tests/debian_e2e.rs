@@ -77,6 +77,19 @@ fn debian_base_boots_systemd_to_running() {
     }
     let hostname = attach(&["hostname"]);
     assert_eq!(String::from_utf8_lossy(&hostname.stdout).trim(), "deb1");
+    // systemd-networkd gets the address reserved for the container's MAC by DHCP.
+    let info: serde_json::Value =
+        serde_json::from_str(&rig.ctl_ok(&["info", "deb1", "--json"])).unwrap();
+    let ip = info["ipv4_address"].as_str().unwrap().to_string();
+    assert!(!ip.is_empty(), "{info}");
+    let mut addrs = String::new();
+    let leased = wait_until(Duration::from_secs(30), || {
+        addrs =
+            String::from_utf8_lossy(&attach(&["ip", "-4", "-br", "addr", "show", "eth0"]).stdout)
+                .into_owned();
+        addrs.contains(&format!("{ip}/"))
+    });
+    assert!(leased, "eth0 did not get {ip}: {addrs}");
     let networkd = attach(&["systemctl", "is-active", "systemd-networkd"]);
     assert_eq!(String::from_utf8_lossy(&networkd.stdout).trim(), "active");
 
