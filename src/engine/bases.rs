@@ -237,6 +237,7 @@ impl Engine {
     /// Deletes a base no container uses.
     pub async fn delete_base(self: &Arc<Self>, name: &str) -> EngineResult<()> {
         self.base_info(name)?;
+        let _no_creates = self.base_use.write().await;
         let users = self.base_users(name);
         if !users.is_empty() {
             return Err(EngineError::InvalidState(format!(

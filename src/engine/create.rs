@@ -68,6 +68,7 @@ impl Engine {
                 req.name, spec.base
             )));
         }
+        let _base_in_use = self.base_use.read().await;
         self.require_base(&req.base)?;
         for layer in &req.layers {
             if !self.host.is_subvolume(&self.store.layers_dir().join(layer)) {

@@ -59,6 +59,9 @@ pub struct Engine {
     bases: RwLock<BTreeMap<String, BaseInfo>>,
     /// Names being created (containers) or built (bases), reserved until published.
     reserved: Mutex<HashSet<String>>,
+    /// Shared by creates while they depend on their base existing; taken exclusively by
+    /// a base delete, so a base cannot vanish under a container being created.
+    base_use: tokio::sync::RwLock<()>,
     pub jobs: Jobs,
     events: broadcast::Sender<Event>,
     /// dnsmasq's supervisor, when the daemon manages networking.
@@ -84,6 +87,7 @@ impl Engine {
             containers: RwLock::new(BTreeMap::new()),
             bases: RwLock::new(BTreeMap::new()),
             reserved: Mutex::new(HashSet::new()),
+            base_use: tokio::sync::RwLock::new(()),
             jobs: Jobs::new(events.clone()),
             events,
             dnsmasq: OnceLock::new(),
