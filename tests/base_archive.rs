@@ -4,9 +4,9 @@
 //! and a failed debootstrap leaves no cache file.
 //!
 //! Run as root: `cargo test --test base_archive`. Without root every test fails.
-//! The bookworm build test is `#[ignore]`d (network on its first run); run it with
-//! `cargo test --test base_archive -- --ignored`. It fills the shared test cache
-//! `/var/cache/osm-host-tests/bases`, which later runs and other suites reuse.
+//! The bookworm build test downloads from Debian's mirror on its first run only (about
+//! 1-2 min): it fills the shared test cache `/var/cache/osm-host-tests/bases`, which
+//! later runs and the other suites reuse.
 
 use osm_host::base::{build_rootfs, extract_archive, validate_archive, BaseError, Recipe};
 use std::ffi::CString;
@@ -284,7 +284,6 @@ fn failed_debootstrap_leaves_no_cache_file() {
 /// The shipped bookworm recipe builds (or comes from the shared test cache) into a tree
 /// that has systemd, networkd enabled and no build-host leftovers.
 #[test]
-#[ignore = "first run downloads from deb.debian.org (about 1-2 min); later runs use /var/cache/osm-host-tests/bases"]
 fn bookworm_recipe_builds_a_systemd_tree() {
     require_root();
     let text = std::fs::read_to_string(concat!(

@@ -482,23 +482,6 @@ fn rig_without_daemon_writes_a_valid_config_and_tears_down() {
     assert_no_leftovers(&dir);
 }
 
-/// Smoke test of the whole rig with the real daemon; run with `--ignored` once
-/// osm-hostd and osm-hostctl work.
-#[test]
-#[ignore = "needs a working osm-hostd"]
-fn rig_with_real_daemon_smoke() {
-    let mut rig = Rig::new();
-    rig.import_busybox_base("bb");
-    rig.ctl_ok(&["create", "web1", "--base", "bb"]);
-    rig.ctl_ok(&["start", "web1"]);
-    assert!(wait_until(Duration::from_secs(10), || rig
-        .lxc_state("web1")
-        == "RUNNING"));
-    assert!(!rig.ctl_as_nobody(&["stop", "web1"]).status.success());
-    rig.daemon_mut().restart();
-    assert_eq!(rig.lxc_state("web1"), "RUNNING");
-}
-
 // ---- helpers ----
 
 fn unique_name(tag: &str) -> String {
