@@ -20,6 +20,7 @@ pub mod lxc;
 pub mod lxcconf;
 pub mod names;
 pub mod privs;
+pub mod snapper;
 pub mod spec;
 pub mod store;
 #[cfg(test)]

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 fn container_dir(rig: &Rig, name: &str) -> PathBuf {
-    rig.sandbox().host_path(rig.store_root().join("lxc/containers").join(name))
+    rig.sandbox()
+        .host_path(rig.store_root().join("lxc/containers").join(name))
 }
 
 fn info_json(rig: &Rig, name: &str) -> serde_json::Value {
@@ -27,16 +28,29 @@ fn create_start_stop_restart_delete_a_busybox_container() {
     rig.import_busybox_base("bb");
     assert!(rig.ctl_ok(&["base", "list"]).contains("bb"));
 
-    rig.ctl_ok(&["create", "web1", "--base", "bb", "--memory", "256M", "--cpus", "1"]);
+    rig.ctl_ok(&[
+        "create", "web1", "--base", "bb", "--memory", "256M", "--cpus", "1",
+    ]);
     let dir = container_dir(&rig, "web1");
     let spec = std::fs::read_to_string(dir.join("container.toml")).unwrap();
-    assert!(spec.contains("base = \"bb\"") && spec.contains("memory = 268435456"), "{spec}");
+    assert!(
+        spec.contains("base = \"bb\"") && spec.contains("memory = 268435456"),
+        "{spec}"
+    );
     let conf = std::fs::read_to_string(dir.join("lxc.container.conf")).unwrap();
     assert!(conf.contains("lxc/include/common.conf"), "{conf}");
     assert!(conf.contains("lxc/os-bases/bb:"), "{conf}");
     assert!(dir.join("rootfs-layer").is_dir() && dir.join("work").is_dir());
-    assert_eq!(dir.metadata().unwrap().ino(), 256, "the container is a subvolume");
-    assert_eq!(dir.join(".snapshots").metadata().unwrap().ino(), 256, ".snapshots is a subvolume");
+    assert_eq!(
+        dir.metadata().unwrap().ino(),
+        256,
+        "the container is a subvolume"
+    );
+    assert_eq!(
+        dir.join(".snapshots").metadata().unwrap().ino(),
+        256,
+        ".snapshots is a subvolume"
+    );
     assert_eq!(info_json(&rig, "web1")["state"], "stopped");
 
     rig.ctl_ok(&["start", "web1"]);
@@ -50,11 +64,23 @@ fn create_start_stop_restart_delete_a_busybox_container() {
     let lxc_path = rig.lxc_path();
     let attach = rig
         .in_sandbox("lxc-attach")
-        .args(["-P", lxc_path.to_str().unwrap(), "-n", "web1", "--", "/bin/sh", "-c", "echo hello > /root/note"])
+        .args([
+            "-P",
+            lxc_path.to_str().unwrap(),
+            "-n",
+            "web1",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo hello > /root/note",
+        ])
         .output()
         .unwrap();
     assert!(attach.status.success(), "{attach:?}");
-    assert_eq!(std::fs::read_to_string(dir.join("rootfs-layer/root/note")).unwrap(), "hello\n");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("rootfs-layer/root/note")).unwrap(),
+        "hello\n"
+    );
 
     // Starting a running container is a no-op, not an error.
     rig.ctl_ok(&["start", "web1"]);
@@ -71,7 +97,11 @@ fn create_start_stop_restart_delete_a_busybox_container() {
     rig.ctl_ok(&["delete", "web1"]);
     assert!(!dir.exists(), "the container's subvolume is gone");
     let out = rig.ctl(&["info", "web1"]);
-    assert_eq!(exit_code(&out), 3, "info of a deleted container is NotFound");
+    assert_eq!(
+        exit_code(&out),
+        3,
+        "info of a deleted container is NotFound"
+    );
 }
 
 #[test]
@@ -79,19 +109,28 @@ fn refusals_are_clear_and_change_nothing() {
     require_root();
     let rig = Rig::new();
     rig.import_busybox_base("bb");
-    let containers = rig.sandbox().host_path(rig.store_root().join("lxc/containers"));
+    let containers = rig
+        .sandbox()
+        .host_path(rig.store_root().join("lxc/containers"));
 
     for bad in ["Web1", "web-", "a_b", "web.1"] {
         let out = rig.ctl(&["create", bad, "--base", "bb"]);
         assert_eq!(exit_code(&out), 5, "{bad}: {out:?}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("invalid container name"), "{out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("invalid container name"),
+            "{out:?}"
+        );
     }
     let out = rig.ctl(&["create", "web1", "--base", "missing"]);
     assert_eq!(exit_code(&out), 3);
     assert!(String::from_utf8_lossy(&out.stderr).contains("base \"missing\" not found"));
     let out = rig.ctl(&["create", "web1", "--base", "bb", "--memory", "1K"]);
     assert_eq!(exit_code(&out), 5, "{out:?}");
-    assert_eq!(std::fs::read_dir(&containers).unwrap().count(), 0, "refused creates left nothing");
+    assert_eq!(
+        std::fs::read_dir(&containers).unwrap().count(),
+        0,
+        "refused creates left nothing"
+    );
 
     rig.ctl_ok(&["create", "web1", "--base", "bb"]);
     // The same create again is idempotent; a different one is refused.
@@ -101,7 +140,10 @@ fn refusals_are_clear_and_change_nothing() {
 
     let out = rig.ctl(&["base", "delete", "bb"]);
     assert_eq!(exit_code(&out), 6, "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("web1"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("web1"),
+        "{out:?}"
+    );
 
     rig.ctl_ok(&["start", "web1"]);
     let out = rig.ctl(&["delete", "web1"]);
@@ -130,7 +172,10 @@ fn the_daemon_itself_refuses_unprivileged_callers() {
     rig.import_busybox_base("bb");
     let out = rig.ctl_as_nobody(&["create", "web1", "--base", "bb"]);
     assert_eq!(exit_code(&out), 7, "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("osm-admin"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("osm-admin"),
+        "{out:?}"
+    );
     assert_eq!(exit_code(&rig.ctl(&["info", "web1"])), 3);
 }
 
@@ -144,14 +189,25 @@ fn unsafe_archives_are_refused_and_leave_no_base() {
     header.set_entry_type(tar::EntryType::Symlink);
     header.set_size(0);
     header.set_mode(0o777);
-    builder.append_link(&mut header, "etc/escape", "../../../../etc").unwrap();
+    builder
+        .append_link(&mut header, "etc/escape", "../../../../etc")
+        .unwrap();
     builder.finish().unwrap();
     drop(builder);
     let out = rig.ctl(&["base", "import", "evil", evil.to_str().unwrap()]);
     assert!(!out.status.success(), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("etc/escape"), "{out:?}");
-    let bases = rig.sandbox().host_path(rig.store_root().join("lxc/os-bases"));
-    assert_eq!(std::fs::read_dir(&bases).unwrap().count(), 0, "nothing left in os-bases");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("etc/escape"),
+        "{out:?}"
+    );
+    let bases = rig
+        .sandbox()
+        .host_path(rig.store_root().join("lxc/os-bases"));
+    assert_eq!(
+        std::fs::read_dir(&bases).unwrap().count(),
+        0,
+        "nothing left in os-bases"
+    );
 }
 
 #[test]
@@ -169,7 +225,10 @@ fn containers_outlive_the_daemon_and_are_adopted() {
     assert_eq!(rig.lxc_state("web1"), "RUNNING");
     rig.daemon_mut().start();
     let info = info_json(&rig, "web1");
-    assert_eq!((info["state"].as_str(), info["init_pid"].as_u64()), (Some("running"), Some(pid)));
+    assert_eq!(
+        (info["state"].as_str(), info["init_pid"].as_u64()),
+        (Some("running"), Some(pid))
+    );
     assert_eq!(info_json(&rig, "web2")["state"], "stopped");
 
     // ...and so does a crash.
@@ -187,7 +246,8 @@ fn containers_outlive_the_daemon_and_are_adopted() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert!(
-        wait_until(Duration::from_secs(5), || info_json(&rig, "web1")["state"] == "stopped"),
+        wait_until(Duration::from_secs(5), || info_json(&rig, "web1")["state"]
+            == "stopped"),
         "the daemon noticed the container stopped"
     );
     rig.ctl_ok(&["start", "web1"]);

@@ -409,7 +409,12 @@ fn sandbox_dies_with_a_killed_test_process() {
     require_root();
     let exe = std::env::current_exe().unwrap();
     let mut probe = Command::new(exe)
-        .args(["--exact", "sandbox_probe_waits_to_be_killed", "--include-ignored", "--nocapture"])
+        .args([
+            "--exact",
+            "sandbox_probe_waits_to_be_killed",
+            "--include-ignored",
+            "--nocapture",
+        ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -417,17 +422,26 @@ fn sandbox_dies_with_a_killed_test_process() {
     let mut out = BufReader::new(probe.stdout.take().unwrap());
     while !line.starts_with("HOLDER ") {
         line.clear();
-        assert!(out.read_line(&mut line).unwrap() > 0, "probe ended without a sandbox");
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "probe ended without a sandbox"
+        );
     }
     let mut fields = line.split_whitespace().skip(1);
     let holder: i32 = fields.next().unwrap().parse().unwrap();
     let mnt_ns = fields.next().unwrap().to_string();
-    assert_eq!(procs::ns_id(holder, "mnt").as_deref(), Some(mnt_ns.as_str()));
+    assert_eq!(
+        procs::ns_id(holder, "mnt").as_deref(),
+        Some(mnt_ns.as_str())
+    );
 
     // No Drop runs on SIGKILL: the holder must notice its stdin pipe closing.
     probe.kill().unwrap();
     probe.wait().unwrap();
-    assert!(wait_until(Duration::from_secs(10), || procs::pids_in_ns("mnt", &mnt_ns).is_empty()));
+    assert!(wait_until(Duration::from_secs(10), || procs::pids_in_ns(
+        "mnt", &mnt_ns
+    )
+    .is_empty()));
 }
 
 #[test]

@@ -106,6 +106,9 @@ pub enum Command {
     /// Manage base images (the read-only root filesystems containers start from)
     #[command(subcommand)]
     Base(BaseCommand),
+    /// Manage a container's snapshots (snapper-compatible) and restore from them
+    #[command(subcommand)]
+    Snapshot(super::snapshots::SnapshotCommand),
 }
 
 #[derive(Debug, Args)]

@@ -110,6 +110,18 @@ pub fn container_detail(d: &ContainerDetail, now_us: u64) -> String {
                 .map_or_else(|| "unknown".to_string(), format_size),
         ),
         ("created", format_timestamp(c.created_at)),
+        (
+            "snapshots",
+            if c.snapshot_count == 0 {
+                "none".to_string()
+            } else {
+                format!(
+                    "{}, newest {}",
+                    c.snapshot_count,
+                    format_timestamp(c.newest_snapshot)
+                )
+            },
+        ),
     ];
     if c.state == STATE_RUNNING && c.started_at != 0 {
         let since = format_timestamp(c.started_at);
@@ -300,6 +312,7 @@ mod tests {
              cpu limit:    none\n\
              disk used:    1.5G\n\
              created:      2024-05-01T12:34:56Z\n\
+             snapshots:    none\n\
              uptime:       2h 5m (since 2024-05-01T12:35:00Z)\n"
         );
     }

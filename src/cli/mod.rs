@@ -47,6 +47,7 @@ mod format;
 mod job;
 pub mod model;
 mod run;
+pub mod snapshots;
 
 pub use args::Cli;
 pub use exit::{exit_code_for_error_name, CliError, ExitCode};

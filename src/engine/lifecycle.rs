@@ -55,7 +55,10 @@ impl Engine {
         self.start_locked(&c).await.map(|_| ())
     }
 
-    async fn start_locked(self: &Arc<Self>, c: &Arc<Container>) -> EngineResult<Outcome> {
+    pub(super) async fn start_locked(
+        self: &Arc<Self>,
+        c: &Arc<Container>,
+    ) -> EngineResult<Outcome> {
         self.refresh_state(c);
         let info = c.info();
         if info.state == RunState::Running {
@@ -106,7 +109,7 @@ impl Engine {
         }
     }
 
-    async fn stop_locked(
+    pub(super) async fn stop_locked(
         self: &Arc<Self>,
         c: &Arc<Container>,
         timeout: Duration,
@@ -190,7 +193,7 @@ impl Engine {
 
     /// Regenerates the LXC config (the bridge may have appeared or gone) and makes sure
     /// overlayfs has its upper and work dirs.
-    fn prepare_for_start(&self, dir: &Path, spec: &ContainerSpec) -> EngineResult<()> {
+    pub(super) fn prepare_for_start(&self, dir: &Path, spec: &ContainerSpec) -> EngineResult<()> {
         for sub in ["rootfs-layer", "work"] {
             let p = dir.join(sub);
             if !p.is_dir() {

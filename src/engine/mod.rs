@@ -12,11 +12,15 @@ mod create;
 mod delete;
 pub mod jobs;
 mod lifecycle;
+mod restore;
+mod snapshots;
 mod watch;
 
 pub use bases::{BaseInfo, BaseSource};
 pub use container::{ContainerInfo, RunState};
 pub use create::{CreateOutcome, CreateRequest};
+pub use restore::CRASH_ENV as RESTORE_CRASH_ENV;
+pub use snapshots::{SnapshotRequest, SnapshotSummary};
 
 use crate::config::HostConfig;
 use crate::error::{EngineError, EngineResult};
@@ -46,6 +50,11 @@ pub enum Event {
     JobAdded(u64),
     JobChanged(u64),
     JobFinished(u64),
+    /// A snapshot (container, number) was taken or deleted; a container was restored
+    /// to a snapshot.
+    SnapshotCreated(String, u32),
+    SnapshotDeleted(String, u32),
+    Restored(String, u32),
 }
 
 pub struct Engine {
@@ -85,8 +94,13 @@ impl Engine {
         });
         engine.write_common_conf()?;
         engine.recover()?;
+        engine.recover_restores();
         engine.scan_bases()?;
         engine.scan_containers()?;
+        for c in engine.all_containers() {
+            engine.recover_snapshots(&c.name);
+            engine.write_snapper_config(&c);
+        }
         Ok(engine)
     }
 
