@@ -144,12 +144,17 @@ impl Engine {
     pub fn list_snapshots(&self, name: &str) -> EngineResult<Vec<SnapshotInfo>> {
         self.container(name)?;
         let dir = self.store.container_dir(name);
-        layout::read_snapshots(&dir, &self.subvol_check()).map_err(|e| {
+        let list = layout::read_snapshots(&dir, &self.subvol_check()).map_err(|e| {
             EngineError::io(
                 format!("reading {}", layout::snapshots_dir(&dir).display()),
                 &e,
             )
-        })
+        })?;
+        // Snapper's numbers seen here are never handed out again, even once deleted.
+        if let Some(top) = list.last() {
+            let _ = layout::note_number(&dir, top.num);
+        }
+        Ok(list)
     }
 
     pub fn snapshot_summary(&self, name: &str) -> SnapshotSummary {
@@ -274,6 +279,7 @@ impl Engine {
     fn delete_snapshot_locked(&self, name: &str, num: u32) -> EngineResult<()> {
         let dir = self.store.container_dir(name);
         let sub = layout::snapshot_subvol(&dir, num);
+        let _ = layout::note_number(&dir, num);
         if self.host.is_subvolume(&sub) {
             self.host.delete_subvolume(&sub)?;
         }

@@ -110,12 +110,20 @@ pub fn allocate(container_dir: &Path) -> io::Result<u32> {
             Err(e) => return Err(e),
         }
     }
+    note_number(container_dir, n)?;
+    Ok(n)
+}
+
+/// Records that number `n` has been used (by anyone), so it is never allocated again.
+pub fn note_number(container_dir: &Path, n: u32) -> io::Result<()> {
+    if n <= read_last_number(container_dir) {
+        return Ok(());
+    }
     crate::fsutil::write_atomic(
         &snapshots_dir(container_dir).join(LAST_NUMBER_FILE),
         format!("{n}\n").as_bytes(),
         0o644,
-    )?;
-    Ok(n)
+    )
 }
 
 /// Writes `<N>/info.xml` atomically (temp file, fsync, rename, fsync of the directory).
