@@ -491,10 +491,7 @@ fn rig_without_daemon_writes_a_valid_config_and_tears_down() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(
-        rig.lxc_state("nothing").starts_with("lxc-info failed"),
-        true
-    );
+    assert!(rig.lxc_state("nothing").starts_with("lxc-info failed"));
 
     let dir: PathBuf = rig.dir().to_path_buf();
     drop(rig);

@@ -14,7 +14,8 @@ use std::process::Output;
 use std::time::Duration;
 
 fn container_dir(rig: &Rig, name: &str) -> PathBuf {
-    rig.sandbox().host_path(rig.store_root().join("lxc/containers").join(name))
+    rig.sandbox()
+        .host_path(rig.store_root().join("lxc/containers").join(name))
 }
 
 /// `snapper --no-dbus ARGS` inside the sandbox, with the rig's snapper config dir and
@@ -22,7 +23,8 @@ fn container_dir(rig: &Rig, name: &str) -> PathBuf {
 fn snapper_cmd(rig: &Rig, args: &[&str]) -> Output {
     let cfg = rig.dir().join("snapper/configs");
     let def = rig.dir().join("snapper/default");
-    let script = "mount --bind \"$0\" /etc/snapper/configs && mount --bind \"$1\" /etc/default/snapper \
+    let script =
+        "mount --bind \"$0\" /etc/snapper/configs && mount --bind \"$1\" /etc/default/snapper \
                   && shift 2 && exec snapper --no-dbus \"$@\"";
     rig.in_sandbox("unshare")
         .args(["-m", "--propagation", "private", "sh", "-c", script])
@@ -54,7 +56,11 @@ fn snapper_list(rig: &Rig, name: &str) -> Vec<serde_json::Value> {
 
 fn daemon_list(rig: &Rig, name: &str) -> Vec<serde_json::Value> {
     let text = rig.ctl_ok(&["snapshot", "list", name, "--json"]);
-    serde_json::from_str::<serde_json::Value>(&text).unwrap().as_array().unwrap().clone()
+    serde_json::from_str::<serde_json::Value>(&text)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 fn numbers(list: &[serde_json::Value], key: &str) -> Vec<u64> {
@@ -65,7 +71,16 @@ fn in_container(rig: &Rig, name: &str, script: &str) -> String {
     let lxc_path = rig.lxc_path();
     let out = rig
         .in_sandbox("lxc-attach")
-        .args(["-P", lxc_path.to_str().unwrap(), "-n", name, "--", "/bin/sh", "-c", script])
+        .args([
+            "-P",
+            lxc_path.to_str().unwrap(),
+            "-n",
+            name,
+            "--",
+            "/bin/sh",
+            "-c",
+            script,
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{script}: {out:?}");
@@ -82,21 +97,46 @@ fn snapper_sees_the_daemons_snapshots_and_the_daemon_sees_snappers() {
 
     let config = std::fs::read_to_string(rig.dir().join("snapper/configs/web1")).unwrap();
     let dir = rig.store_root().join("lxc/containers/web1");
-    assert!(config.contains(&format!("SUBVOLUME=\"{}\"", dir.display())), "{config}");
+    assert!(
+        config.contains(&format!("SUBVOLUME=\"{}\"", dir.display())),
+        "{config}"
+    );
     assert!(config.contains("TIMELINE_CREATE=\"no\"") && config.contains("NUMBER_CLEANUP=\"no\""));
     let defaults = std::fs::read_to_string(rig.dir().join("snapper/default")).unwrap();
-    assert!(defaults.contains("SNAPPER_CONFIGS=\"web1 web2\""), "{defaults}");
+    assert!(
+        defaults.contains("SNAPPER_CONFIGS=\"web1 web2\""),
+        "{defaults}"
+    );
 
     let n1 = rig.ctl_ok(&[
-        "snapshot", "create", "web1", "--description", "before <upgrade> & über", "--cleanup",
-        "number", "--userdata", "important=yes", "--userdata", "ticket=42",
+        "snapshot",
+        "create",
+        "web1",
+        "--description",
+        "before <upgrade> & über",
+        "--cleanup",
+        "number",
+        "--userdata",
+        "important=yes",
+        "--userdata",
+        "ticket=42",
     ]);
     assert_eq!(n1.trim(), "1");
     assert_eq!(rig.ctl_ok(&["snapshot", "create", "web1"]).trim(), "2");
     let by_snapper = snapper_ok(
         &rig,
-        &["-c", "web1", "create", "--print-number", "--description", "by snapper", "--cleanup-algorithm",
-          "timeline", "--userdata", "k=v"],
+        &[
+            "-c",
+            "web1",
+            "create",
+            "--print-number",
+            "--description",
+            "by snapper",
+            "--cleanup-algorithm",
+            "timeline",
+            "--userdata",
+            "k=v",
+        ],
     );
     assert_eq!(by_snapper.trim(), "3");
 
@@ -110,7 +150,11 @@ fn snapper_sees_the_daemons_snapshots_and_the_daemon_sees_snappers() {
         assert_eq!(o["cleanup"], t["cleanup"], "{o} {t}");
         let date = format_date((o["date"].as_u64().unwrap() / 1_000_000) as i64);
         assert_eq!(t["date"], date.as_str(), "{o} {t}");
-        let theirs_ud = if t["userdata"].is_null() { serde_json::json!({}) } else { t["userdata"].clone() };
+        let theirs_ud = if t["userdata"].is_null() {
+            serde_json::json!({})
+        } else {
+            t["userdata"].clone()
+        };
         assert_eq!(o["userdata"], theirs_ud, "{o} {t}");
     }
     assert_eq!(ours[0]["userdata"]["created_by"], "osm-hostd");
@@ -131,10 +175,26 @@ fn snapper_sees_the_daemons_snapshots_and_the_daemon_sees_snappers() {
     assert_eq!(rig.ctl_ok(&["snapshot", "create", "web1"]).trim(), "4");
 
     // Refusals: unknown container, unknown snapshot, bad cleanup.
-    assert_eq!(rig.ctl(&["snapshot", "list", "nope"]).status.code(), Some(3));
-    assert_eq!(rig.ctl(&["snapshot", "delete", "web1", "99"]).status.code(), Some(3));
-    assert_eq!(rig.ctl(&["snapshot", "restore", "web1", "99"]).status.code(), Some(3));
-    assert_eq!(rig.ctl_as_nobody(&["snapshot", "create", "web1"]).status.code(), Some(7));
+    assert_eq!(
+        rig.ctl(&["snapshot", "list", "nope"]).status.code(),
+        Some(3)
+    );
+    assert_eq!(
+        rig.ctl(&["snapshot", "delete", "web1", "99"]).status.code(),
+        Some(3)
+    );
+    assert_eq!(
+        rig.ctl(&["snapshot", "restore", "web1", "99"])
+            .status
+            .code(),
+        Some(3)
+    );
+    assert_eq!(
+        rig.ctl_as_nobody(&["snapshot", "create", "web1"])
+            .status
+            .code(),
+        Some(7)
+    );
 
     // Deleting the container removes its snapper config and list entry, not others'.
     rig.ctl_ok(&["delete", "web1"]);
@@ -166,7 +226,10 @@ fn handmade(rig: &Rig, name: &str, info: &SnapshotInfo) {
     let ndir = dir.join(".snapshots").join(info.num.to_string());
     let out = rig
         .in_sandbox("sh")
-        .args(["-c", "mkdir \"$1\" && btrfs -q subvolume snapshot -r \"$0\" \"$1/snapshot\""])
+        .args([
+            "-c",
+            "mkdir \"$1\" && btrfs -q subvolume snapshot -r \"$0\" \"$1/snapshot\"",
+        ])
         .arg(&dir)
         .arg(&ndir)
         .output()
@@ -212,8 +275,18 @@ fn cleanup_agrees_with_snapper_cleanup() {
     let now = osm_host::fsutil::now_secs() as i64;
     let mut date = now - 460 * 86_400;
     let steps = [
-        3 * 3600, 40 * 60, 26 * 3600, 9 * 86_400, 2 * 3600, 31 * 86_400, 5 * 3600, 20 * 60,
-        4 * 86_400, 13 * 3600, 45 * 86_400, 7 * 3600,
+        3 * 3600,
+        40 * 60,
+        26 * 3600,
+        9 * 86_400,
+        2 * 3600,
+        31 * 86_400,
+        5 * 3600,
+        20 * 60,
+        4 * 86_400,
+        13 * 3600,
+        45 * 86_400,
+        7 * 3600,
     ];
     let mut expected_all = Vec::new();
     for num in 1..=40u32 {
@@ -242,7 +315,11 @@ fn cleanup_agrees_with_snapper_cleanup() {
     }
     assert_eq!(surviving(&rig, "web1").len(), 40);
 
-    let number = snapper::NumberLimits { limit: 4, limit_important: 2, min_age: 1800 };
+    let number = snapper::NumberLimits {
+        limit: 4,
+        limit_important: 2,
+        min_age: 1800,
+    };
     let timeline = snapper::TimelineLimits {
         hourly: 3,
         daily: 3,
@@ -260,7 +337,11 @@ fn cleanup_agrees_with_snapper_cleanup() {
         .map(|s| s.num)
         .filter(|n| !ours_number.contains(n))
         .collect();
-    assert_eq!(surviving(&rig, "web1"), after_number, "number cleanup differs from snapper's");
+    assert_eq!(
+        surviving(&rig, "web1"),
+        after_number,
+        "number cleanup differs from snapper's"
+    );
 
     let remaining: Vec<SnapshotInfo> = expected_all
         .into_iter()
@@ -274,12 +355,17 @@ fn cleanup_agrees_with_snapper_cleanup() {
         .copied()
         .filter(|n| !ours_timeline.contains(n))
         .collect();
-    assert_eq!(surviving(&rig, "web1"), after_timeline, "timeline cleanup differs from snapper's");
+    assert_eq!(
+        surviving(&rig, "web1"),
+        after_timeline,
+        "timeline cleanup differs from snapper's"
+    );
     let _ = parse_date;
 }
 
 fn char_dev(path: &Path) -> bool {
-    path.symlink_metadata().is_ok_and(|m| m.file_type().is_char_device() && m.rdev() == 0)
+    path.symlink_metadata()
+        .is_ok_and(|m| m.file_type().is_char_device() && m.rdev() == 0)
 }
 
 /// Puts the container in the "before" state and takes snapshot `num` of it.
@@ -289,7 +375,11 @@ fn prepare_restore_case(rig: &Rig, name: &str) -> u32 {
         name,
         "echo old > /root/changed && echo keep > /root/deleted && rm /bin/vi && sync",
     );
-    let num: u32 = rig.ctl_ok(&["snapshot", "create", name, "--description", "good"]).trim().parse().unwrap();
+    let num: u32 = rig
+        .ctl_ok(&["snapshot", "create", name, "--description", "good"])
+        .trim()
+        .parse()
+        .unwrap();
     in_container(
         rig,
         name,
@@ -301,16 +391,28 @@ fn prepare_restore_case(rig: &Rig, name: &str) -> u32 {
 
 fn assert_restored(rig: &Rig, name: &str) {
     let upper = container_dir(rig, name).join("rootfs-layer");
-    assert_eq!(std::fs::read_to_string(upper.join("root/changed")).unwrap(), "old\n");
-    assert_eq!(std::fs::read_to_string(upper.join("root/deleted")).unwrap(), "keep\n");
+    assert_eq!(
+        std::fs::read_to_string(upper.join("root/changed")).unwrap(),
+        "old\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(upper.join("root/deleted")).unwrap(),
+        "keep\n"
+    );
     assert!(!upper.join("root/added").exists(), "new files are gone");
-    assert!(char_dev(&upper.join("bin/vi")), "the whiteout of the snapshot is back");
+    assert!(
+        char_dev(&upper.join("bin/vi")),
+        "the whiteout of the snapshot is back"
+    );
     assert!(!upper.join("bin/od").exists(), "the later whiteout is gone");
 }
 
 fn assert_unrestored(rig: &Rig, name: &str) {
     let upper = container_dir(rig, name).join("rootfs-layer");
-    assert_eq!(std::fs::read_to_string(upper.join("root/changed")).unwrap(), "new\n");
+    assert_eq!(
+        std::fs::read_to_string(upper.join("root/changed")).unwrap(),
+        "new\n"
+    );
     assert!(upper.join("root/added").exists());
     assert!(char_dev(&upper.join("bin/od")));
 }
@@ -323,14 +425,29 @@ fn restore_brings_files_and_whiteouts_back_and_keeps_every_snapshot() {
     rig.ctl_ok(&["create", "web1", "--base", "bb"]);
     rig.ctl_ok(&["start", "web1"]);
     let good = prepare_restore_case(&rig, "web1");
-    let later: u32 = rig.ctl_ok(&["snapshot", "create", "web1"]).trim().parse().unwrap();
+    let later: u32 = rig
+        .ctl_ok(&["snapshot", "create", "web1"])
+        .trim()
+        .parse()
+        .unwrap();
 
     rig.ctl_ok(&["snapshot", "restore", "web1", &good.to_string()]);
     assert_restored(&rig, "web1");
-    assert_eq!(rig.lxc_state("web1"), "RUNNING", "a running container runs again");
+    assert_eq!(
+        rig.lxc_state("web1"),
+        "RUNNING",
+        "a running container runs again"
+    );
     // Seen from inside: the restored files, the base file deleted then is deleted again.
-    assert_eq!(in_container(&rig, "web1", "cat /root/changed /root/deleted"), "old\nkeep\n");
-    in_container(&rig, "web1", "test ! -e /root/added && test ! -e /bin/vi && test -e /bin/od");
+    assert_eq!(
+        in_container(&rig, "web1", "cat /root/changed /root/deleted"),
+        "old\nkeep\n"
+    );
+    in_container(
+        &rig,
+        "web1",
+        "test ! -e /root/added && test ! -e /bin/vi && test -e /bin/od",
+    );
 
     let list = daemon_list(&rig, "web1");
     let nums = numbers(&list, "num");
@@ -353,7 +470,11 @@ fn restore_brings_files_and_whiteouts_back_and_keeps_every_snapshot() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names, vec!["web1".to_string()], "nothing of the restore is left");
+    assert_eq!(
+        names,
+        vec!["web1".to_string()],
+        "nothing of the restore is left"
+    );
 
     // Restoring the safety snapshot undoes the restore.
     rig.ctl_ok(&["snapshot", "restore", "web1", &safety["num"].to_string()]);
@@ -369,15 +490,29 @@ fn a_restore_waits_for_no_one_a_busy_container_refuses() {
     rig.ctl_ok(&["create", "web1", "--base", "bb"]);
     let n = rig.ctl_ok(&["snapshot", "create", "web1"]);
     // Two restores at once: one of them is refused as busy (exit 6).
-    let a = rig.ctl_command(&["snapshot", "restore", "web1", n.trim()]).spawn().unwrap();
+    let a = rig
+        .ctl_command(&["snapshot", "restore", "web1", n.trim()])
+        .spawn()
+        .unwrap();
     let b = rig.ctl(&["snapshot", "restore", "web1", n.trim()]);
     let a = a.wait_with_output().unwrap();
     let codes = [a.status.code(), b.status.code()];
     assert!(codes.contains(&Some(0)), "{a:?} {b:?}");
-    assert!(codes.iter().all(|c| *c == Some(0) || *c == Some(6)), "{a:?} {b:?}");
+    assert!(
+        codes.iter().all(|c| *c == Some(0) || *c == Some(6)),
+        "{a:?} {b:?}"
+    );
 }
 
-const STEPS: [&str; 7] = ["journal", "stopped", "safety", "staged", "moved", "exchanged", "cleaned"];
+const STEPS: [&str; 7] = [
+    "journal",
+    "stopped",
+    "safety",
+    "staged",
+    "moved",
+    "exchanged",
+    "cleaned",
+];
 
 #[test]
 fn a_daemon_killed_at_any_restore_step_finishes_or_rolls_back() {
@@ -390,19 +525,27 @@ fn a_daemon_killed_at_any_restore_step_finishes_or_rolls_back() {
     for step in STEPS {
         let before = numbers(&daemon_list(&rig, "web1"), "num");
         rig.daemon_mut().stop();
-        rig.daemon_mut().set_env(osm_host::engine::RESTORE_CRASH_ENV, Some(step));
+        rig.daemon_mut()
+            .set_env(osm_host::engine::RESTORE_CRASH_ENV, Some(step));
         rig.daemon_mut().start();
         let out = rig.ctl(&["snapshot", "restore", "web1", &good.to_string()]);
-        assert!(!out.status.success(), "{step}: the daemon should have died: {out:?}");
+        assert!(
+            !out.status.success(),
+            "{step}: the daemon should have died: {out:?}"
+        );
         assert!(
             wait_until(Duration::from_secs(10), || !rig.daemon_mut().is_running()),
             "{step}: daemon still running"
         );
-        rig.daemon_mut().set_env(osm_host::engine::RESTORE_CRASH_ENV, None);
+        rig.daemon_mut()
+            .set_env(osm_host::engine::RESTORE_CRASH_ENV, None);
         rig.daemon_mut().start();
 
         let after = numbers(&daemon_list(&rig, "web1"), "num");
-        assert!(before.iter().all(|n| after.contains(n)), "{step}: snapshots lost: {before:?} -> {after:?}");
+        assert!(
+            before.iter().all(|n| after.contains(n)),
+            "{step}: snapshots lost: {before:?} -> {after:?}"
+        );
         let dir = container_dir(&rig, "web1");
         assert!(dir.join("container.toml").exists(), "{step}: data lost");
         let containers = dir.parent().unwrap().to_path_buf();
@@ -422,10 +565,15 @@ fn a_daemon_killed_at_any_restore_step_finishes_or_rolls_back() {
             assert_unrestored(&rig, "web1");
         }
         assert!(
-            wait_until(Duration::from_secs(10), || rig.lxc_state("web1") == "RUNNING"),
+            wait_until(Duration::from_secs(10), || rig.lxc_state("web1")
+                == "RUNNING"),
             "{step}: the container runs again"
         );
-        assert_eq!(numbers(&snapper_list(&rig, "web1"), "number"), after, "{step}");
+        assert_eq!(
+            numbers(&snapper_list(&rig, "web1"), "number"),
+            after,
+            "{step}"
+        );
         if restored {
             // Back to the "before" state for the next step.
             in_container(

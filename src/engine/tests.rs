@@ -222,3 +222,75 @@ async fn base_in_use_cannot_be_deleted() {
     f.engine.delete_base("bb").await.unwrap();
     assert!(f.engine.base_names().is_empty());
 }
+
+#[tokio::test]
+async fn snapshots_are_numbered_listed_deleted_and_configured_for_snapper() {
+    let f = fixture();
+    f.engine.create_container(req("web1")).await.unwrap();
+    let cfg = f.engine.config().snapper.configs_dir.join("web1");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(text.contains("TIMELINE_CREATE=\"no\""), "{text}");
+    let mut r = SnapshotRequest {
+        description: "first".into(),
+        cleanup: "number".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        f.engine.create_snapshot("web1", r.clone()).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        f.engine.create_snapshot("web1", r.clone()).await.unwrap(),
+        2
+    );
+    assert!(f
+        .host
+        .calls()
+        .contains(&"snapshot web1 -> snapshot ro=true".to_string()));
+    let list = f.engine.list_snapshots("web1").unwrap();
+    assert_eq!(list.iter().map(|s| s.num).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(list[0].userdata["created_by"], "osm-hostd");
+    assert_eq!(f.engine.snapshot_summary("web1").count, 2);
+
+    f.engine.delete_snapshot("web1", 2).await.unwrap();
+    assert_eq!(
+        f.engine
+            .delete_snapshot("web1", 2)
+            .await
+            .unwrap_err()
+            .kind(),
+        "NotFound"
+    );
+    assert_eq!(
+        f.engine.create_snapshot("web1", r.clone()).await.unwrap(),
+        3
+    );
+    r.cleanup = "weekly".into();
+    assert_eq!(
+        f.engine
+            .create_snapshot("web1", r)
+            .await
+            .unwrap_err()
+            .kind(),
+        "InvalidArgument"
+    );
+    assert_eq!(
+        f.engine
+            .create_snapshot("nope", SnapshotRequest::default())
+            .await
+            .unwrap_err()
+            .kind(),
+        "NotFound"
+    );
+
+    // A restore holds the container: other operations are Busy until it is done.
+    let c = f.engine.container("web1").unwrap();
+    let held = c.begin_owned("restore").unwrap();
+    let err = f.engine.restore_snapshot("web1", 1).unwrap_err();
+    assert_eq!(err.kind(), "Busy");
+    assert!(err.message().contains("restore"), "{err}");
+    drop(held);
+
+    f.engine.delete_container("web1", false).await.unwrap();
+    assert!(!cfg.exists(), "the snapper config goes with the container");
+}

@@ -55,7 +55,7 @@ impl Default for TimelineLimits {
 /// The `cleanup=<algorithm>` snapshots, newest (highest number) first.
 fn newest_first<'a>(snaps: &'a [SnapshotInfo], algorithm: &str) -> Vec<&'a SnapshotInfo> {
     let mut v: Vec<&SnapshotInfo> = snaps.iter().filter(|s| s.cleanup == algorithm).collect();
-    v.sort_by(|a, b| b.num.cmp(&a.num));
+    v.sort_by_key(|s| std::cmp::Reverse(s.num));
     v
 }
 
