@@ -202,3 +202,71 @@ async fn base_import_is_a_job_that_finishes_with_a_signal() {
         "uk.co.devtank.OsmHost1.Error.AlreadyExists"
     );
 }
+
+#[tokio::test]
+async fn snapshots_are_methods_properties_and_signals() {
+    if !is_root() {
+        panic!("this unit test creates containers and must run as root (the daemon allows only root or osm-admin)");
+    }
+    let p = peer().await;
+    let mgr = ManagerProxy::builder(&p.client)
+        .destination(api::BUS_NAME)
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    let path = mgr
+        .create_container("web1", "bb", HashMap::new())
+        .await
+        .unwrap();
+    let ct = ContainerProxy::builder(&p.client)
+        .destination(api::BUS_NAME)
+        .unwrap()
+        .path(path)
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    let mut created = ct.receive_snapshot_created().await.unwrap();
+    let mut deleted = ct.receive_snapshot_deleted().await.unwrap();
+    let mut ud = HashMap::new();
+    ud.insert("important", "yes");
+    let num = mgr
+        .create_snapshot("web1", "first", "number", ud)
+        .await
+        .unwrap();
+    assert_eq!(num, 1);
+    let wait = std::time::Duration::from_secs(5);
+    let sig = tokio::time::timeout(wait, created.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(sig.args().unwrap().num, 1);
+    assert_eq!(ct.snapshot_count().await.unwrap(), 1);
+    assert!(ct.newest_snapshot().await.unwrap() > 0);
+    let list = ct.list_snapshots().await.unwrap();
+    assert_eq!(list.len(), 1);
+    let (n, kind, pre, _date, uid, desc, cleanup, userdata) = &list[0];
+    assert_eq!((*n, kind.as_str(), *pre, *uid), (1, "single", 0, 0));
+    assert_eq!((desc.as_str(), cleanup.as_str()), ("first", "number"));
+    assert_eq!(userdata["important"], "yes");
+
+    let err = ct
+        .create_snapshot("", "weekly", HashMap::new())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error_name(&err),
+        "uk.co.devtank.OsmHost1.Error.InvalidArgument"
+    );
+    let err = mgr.restore_snapshot("web1", 7).await.unwrap_err();
+    assert_eq!(error_name(&err), "uk.co.devtank.OsmHost1.Error.NotFound");
+
+    ct.delete_snapshot(1).await.unwrap();
+    let sig = tokio::time::timeout(wait, deleted.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(sig.args().unwrap().num, 1);
+    assert_eq!(ct.snapshot_count().await.unwrap(), 0);
+}
