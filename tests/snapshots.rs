@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{require_root, wait_until, Rig};
+use common::{require_root, wait_until, DaemonConfig, Rig};
 use osm_host::snapper::layout;
 use osm_host::snapper::time::{format_date, local_tm, parse_date};
 use osm_host::snapper::{self, SnapshotInfo, SnapshotKind};
@@ -204,20 +204,66 @@ fn snapper_sees_the_daemons_snapshots_and_the_daemon_sees_snappers() {
 }
 
 #[test]
-fn a_snapshot_below_the_free_space_floor_is_refused_with_the_numbers() {
+fn a_snapshot_below_the_free_space_floor_cleans_up_then_is_refused_with_the_numbers() {
     require_root();
-    let rig = Rig::builder()
-        .config(|c| {
-            c.set_str("snapshots.min_free", "1T");
+    let limits = |c: &mut DaemonConfig| {
+        c.set("snapshots.number.limit", "0")
+            .set("snapshots.number.min_age", "0");
+    };
+    let mut rig = Rig::builder()
+        .config(move |c| {
+            limits(c);
+            c.set_str("snapshots.min_free", "0");
         })
         .start();
     rig.import_busybox_base("bb");
     rig.ctl_ok(&["create", "web1", "--base", "bb"]);
+    rig.ctl_ok(&["snapshot", "create", "web1", "--cleanup", "number"]);
+    rig.ctl_ok(&["snapshot", "create", "web1", "--cleanup", "number"]);
+    rig.ctl_ok(&["snapshot", "create", "web1", "--description", "kept"]);
+
+    let mut config = DaemonConfig::for_test_dir(rig.dir());
+    limits(&mut config);
+    config.set_str("snapshots.min_free", "1T");
+    rig.daemon_mut().stop();
+    rig.daemon().write_config(&config);
+    rig.daemon_mut().start();
     let out = rig.ctl(&["snapshot", "create", "web1"]);
     assert_eq!(out.status.code(), Some(8), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("free") && err.contains("1T"), "{err}");
-    assert!(daemon_list(&rig, "web1").is_empty());
+    // Cleanup ran first: the number snapshots went, the one without cleanup stayed.
+    assert_eq!(numbers(&daemon_list(&rig, "web1"), "num"), vec![3]);
+}
+
+#[test]
+fn scheduled_timeline_snapshots_follow_the_host_default_and_the_container_override() {
+    require_root();
+    let mut rig = Rig::builder()
+        .config(|c| {
+            c.set("snapshots.interval", "2")
+                .set_str("snapshots.min_free", "0");
+        })
+        .start();
+    rig.import_busybox_base("bb");
+    rig.ctl_ok(&["create", "web1", "--base", "bb"]);
+    rig.ctl_ok(&["create", "web2", "--base", "bb"]);
+    rig.daemon_mut().stop();
+    let spec = container_dir(&rig, "web2").join("container.toml");
+    let mut text = std::fs::read_to_string(&spec).unwrap();
+    text.push_str("\n[snapshots]\ntimeline_create = false\n");
+    std::fs::write(&spec, text).unwrap();
+    rig.daemon_mut().start();
+    assert!(
+        wait_until(Duration::from_secs(10), || !daemon_list(&rig, "web1")
+            .is_empty()),
+        "a scheduled snapshot of web1 appears"
+    );
+    let first = &daemon_list(&rig, "web1")[0];
+    assert_eq!(first["cleanup"], "timeline");
+    assert_eq!(first["description"], "timeline");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(daemon_list(&rig, "web2").is_empty(), "web2 opted out");
 }
 
 /// Writes a handwritten snapshot (read-only subvolume plus info.xml) inside the sandbox.

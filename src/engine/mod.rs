@@ -101,6 +101,7 @@ impl Engine {
             engine.recover_snapshots(&c.name);
             engine.write_snapper_config(&c);
         }
+        engine.prune_snapper_configs();
         Ok(engine)
     }
 

@@ -101,6 +101,25 @@ impl Engine {
         }
     }
 
+    /// Removes the configs osm-hostd wrote for containers that no longer exist (deleted
+    /// while the daemon was down, or by hand).
+    pub(super) fn prune_snapper_configs(&self) {
+        let dir = &self.cfg.snapper.configs_dir;
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let names = self.container_names();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let ours =
+                std::fs::read_to_string(entry.path()).is_ok_and(|t| t.starts_with(sconf::MARKER));
+            if ours && !names.contains(&name) {
+                tracing::info!(container = %name, "removing the snapper config of a container that is gone");
+                self.remove_snapper_config(&name);
+            }
+        }
+    }
+
     pub(super) fn remove_snapper_config(&self, name: &str) {
         let result = sconf::remove_config(&self.cfg.snapper.configs_dir, name)
             .and_then(|()| sconf::set_listed(&self.cfg.snapper.defaults_file, name, false));
