@@ -177,21 +177,42 @@ impl Engine {
         job.set_progress(0.6, "swapping in the snapshot");
         let engine = self.clone();
         let n = c.name.clone();
-        blocking(move || engine.swap_restore(&n)).await?;
-        let engine = self.clone();
-        let n = c.name.clone();
-        blocking(move || {
-            engine.finish_restore_files(&n);
-            Ok(())
+        let j2 = journal.clone();
+        let swapped = blocking(move || match engine.swap_restore(&n) {
+            Ok(()) => {
+                engine.finish_restore_files(&n);
+                Ok(())
+            }
+            Err(e) => {
+                // Settle it now as the next start would: forward if .snapshots moved,
+                // back otherwise; the container runs again if it ran.
+                engine.recover_restore(&n, Some(&j2));
+                Err(e)
+            }
         })
-        .await?;
+        .await;
+        if let Err(e) = swapped {
+            self.reload_spec(c);
+            self.refresh_state(c);
+            let _ = std::fs::remove_file(self.journal_path(&c.name));
+            return Err(e);
+        }
         crash_point("cleaned");
         self.reload_spec(c);
-        if journal.was_running {
+        let started = if journal.was_running {
             job.set_progress(0.9, "starting the container");
-            self.start_locked(c).await?;
-        }
+            self.start_locked(c).await.map(|_| ())
+        } else {
+            Ok(())
+        };
         let _ = std::fs::remove_file(self.journal_path(&c.name));
+        started.map_err(|e| {
+            EngineError::Failed(format!(
+                "{} was restored to snapshot {num}, but did not start again: {}",
+                c.name,
+                e.message()
+            ))
+        })?;
         tracing::info!(container = %c.name, num, safety = ?journal.safety, "container restored");
         Ok(journal.safety.unwrap_or(0))
     }
@@ -324,8 +345,10 @@ impl Engine {
                 tracing::error!(container = %name, error = %e, "cannot finish the interrupted restore; .snapshots is in {}", staging.display());
                 return;
             }
-        } else if !dir.join(MARKER).exists() {
+        } else if staging.exists() && !dir.join(MARKER).exists() {
             tracing::info!(container = %name, "rolling back an interrupted restore");
+        } else {
+            tracing::info!(container = %name, "finishing an interrupted restore");
         }
         self.finish_restore_files(name);
         if journal.is_some_and(|j| j.was_running) {
