@@ -6,7 +6,7 @@ mod common;
 
 use common::{require_root, wait_until, DaemonConfig, Rig};
 use osm_host::snapper::layout;
-use osm_host::snapper::time::{format_date, local_tm, parse_date};
+use osm_host::snapper::time::{format_date, local_tm, utc_tm};
 use osm_host::snapper::{self, SnapshotInfo, SnapshotKind};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -21,6 +21,10 @@ fn container_dir(rig: &Rig, name: &str) -> PathBuf {
 /// `snapper --no-dbus ARGS` inside the sandbox, with the rig's snapper config dir and
 /// defaults file bound over snapper's fixed paths in a throwaway mount namespace.
 fn snapper_cmd(rig: &Rig, args: &[&str]) -> Output {
+    snapper_cmd_env(rig, &[], args)
+}
+
+fn snapper_cmd_env(rig: &Rig, env: &[(&str, &str)], args: &[&str]) -> Output {
     let cfg = rig.dir().join("snapper/configs");
     let def = rig.dir().join("snapper/default");
     let script =
@@ -32,6 +36,7 @@ fn snapper_cmd(rig: &Rig, args: &[&str]) -> Output {
         .arg(&def)
         .arg("_")
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("run snapper")
 }
@@ -294,8 +299,93 @@ fn surviving(rig: &Rig, name: &str) -> Vec<u32> {
         .collect()
 }
 
+/// 40 handwritten snapshots over ~15 months, dates rising with numbers: timeline ones a
+/// few minutes to weeks apart, number ones (every fourth important), a pre/post pair
+/// whose halves have different cleanup values, one without cleanup, and two too young
+/// to delete.
+fn oracle_set(now: i64, base: i64) -> Vec<SnapshotInfo> {
+    // Fixed dates (so the periods are the same on every run), except the young two.
+    let mut date = base;
+    let steps = [
+        3 * 3600,
+        40 * 60,
+        26 * 3600,
+        9 * 86_400,
+        2 * 3600,
+        31 * 86_400,
+        5 * 3600,
+        20 * 60,
+        4 * 86_400,
+        13 * 3600,
+        45 * 86_400,
+        7 * 3600,
+    ];
+    let mut all = Vec::new();
+    for num in 1..=40u32 {
+        date += steps[num as usize % steps.len()];
+        if num == 39 {
+            date = now - 600;
+        }
+        let mut info = SnapshotInfo::single(num, date.min(now - 60));
+        info.cleanup = match num % 5 {
+            0 | 3 => "number".into(),
+            // 39 is young: without a cleanup value it cannot make the timeline depend
+            // on the time of day the test runs.
+            4 if num == 24 || num == 39 => String::new(),
+            _ => "timeline".into(),
+        };
+        if num % 4 == 0 {
+            info.userdata.insert("important".into(), "yes".into());
+        }
+        if num == 10 {
+            info.kind = SnapshotKind::Pre;
+        }
+        if num == 11 {
+            info.kind = SnapshotKind::Post;
+            info.pre_num = Some(10);
+        }
+        all.push(info);
+    }
+    all
+}
+
+fn handmade_set(rig: &Rig, name: &str, now: i64) -> Vec<SnapshotInfo> {
+    let all = oracle_set(now, ORACLE_BASE);
+    for info in &all {
+        handmade(rig, name, info);
+    }
+    assert_eq!(surviving(rig, name).len(), 40);
+    all
+}
+
+/// 2025-08-04 00:00:00 UTC: with this start the set is cleaned differently in UTC and
+/// in EST5 (checked below), so the zone comparison is not vacuous.
+const ORACLE_BASE: i64 = 1_754_265_600;
+
+const ORACLE_NUMBER: snapper::NumberLimits = snapper::NumberLimits {
+    limit: 4,
+    limit_important: 2,
+    min_age: 1800,
+};
+const ORACLE_TIMELINE: snapper::TimelineLimits = snapper::TimelineLimits {
+    hourly: 3,
+    daily: 3,
+    weekly: 2,
+    monthly: 2,
+    yearly: 1,
+    min_age: 3600,
+};
+
+fn kept(all: &[u32], deleted: &[u32]) -> Vec<u32> {
+    all.iter()
+        .copied()
+        .filter(|n| !deleted.contains(n))
+        .collect()
+}
+
 /// The oracle: the same snapshot set cleaned by the daemon's algorithms and by
-/// `snapper cleanup number|timeline` leaves the same numbers.
+/// `snapper cleanup number|timeline` leaves the same numbers, in the system's time zone
+/// and in another one (snapper's timeline uses the local time of its process).
 #[test]
 fn cleanup_agrees_with_snapper_cleanup() {
     require_root();
@@ -314,99 +404,54 @@ fn cleanup_agrees_with_snapper_cleanup() {
         .start();
     rig.import_busybox_base("bb");
     rig.ctl_ok(&["create", "web1", "--base", "bb"]);
-
-    // 40 snapshots over ~15 months, dates rising with numbers: timeline ones every
-    // few hours to weeks apart, number ones (some important), a pre/post pair, one
-    // without cleanup, and two too young to delete.
+    rig.ctl_ok(&["create", "web2", "--base", "bb"]);
     let now = osm_host::fsutil::now_secs() as i64;
-    let mut date = now - 460 * 86_400;
-    let steps = [
-        3 * 3600,
-        40 * 60,
-        26 * 3600,
-        9 * 86_400,
-        2 * 3600,
-        31 * 86_400,
-        5 * 3600,
-        20 * 60,
-        4 * 86_400,
-        13 * 3600,
-        45 * 86_400,
-        7 * 3600,
-    ];
-    let mut expected_all = Vec::new();
-    for num in 1..=40u32 {
-        date += steps[num as usize % steps.len()];
-        if num == 39 {
-            date = now - 600;
-        }
-        let mut info = SnapshotInfo::single(num, date.min(now - 60));
-        info.cleanup = match num % 5 {
-            0 | 3 => "number".into(),
-            4 if num == 24 => String::new(),
-            _ => "timeline".into(),
-        };
-        if num % 4 == 0 {
-            info.userdata.insert("important".into(), "yes".into());
-        }
-        if num == 10 {
-            info.kind = SnapshotKind::Pre;
-        }
-        if num == 11 {
-            info.kind = SnapshotKind::Post;
-            info.pre_num = Some(10);
-        }
-        handmade(&rig, "web1", &info);
-        expected_all.push(info);
-    }
-    assert_eq!(surviving(&rig, "web1").len(), 40);
+    let set1 = handmade_set(&rig, "web1", now);
+    let set2 = handmade_set(&rig, "web2", now);
+    let all: Vec<u32> = (1..=40).collect();
 
-    let number = snapper::NumberLimits {
-        limit: 4,
-        limit_important: 2,
-        min_age: 1800,
-    };
-    let timeline = snapper::TimelineLimits {
-        hourly: 3,
-        daily: 3,
-        weekly: 2,
-        monthly: 2,
-        yearly: 1,
-        min_age: 3600,
-    };
-    let now = osm_host::fsutil::now_secs() as i64;
-    let ours_number = snapper::number_cleanup(&expected_all, &number, now);
+    // Number, then timeline on what is left, in the system's zone.
+    let ours_number = snapper::number_cleanup(&set1, &ORACLE_NUMBER, now);
     assert!(!ours_number.is_empty());
     snapper_ok(&rig, &["-c", "web1", "cleanup", "number"]);
-    let after_number: Vec<u32> = expected_all
-        .iter()
-        .map(|s| s.num)
-        .filter(|n| !ours_number.contains(n))
-        .collect();
+    let after_number = kept(&all, &ours_number);
     assert_eq!(
         surviving(&rig, "web1"),
         after_number,
         "number cleanup differs from snapper's"
     );
-
-    let remaining: Vec<SnapshotInfo> = expected_all
+    let remaining: Vec<SnapshotInfo> = set1
         .into_iter()
         .filter(|s| after_number.contains(&s.num))
         .collect();
-    let ours_timeline = snapper::timeline_cleanup(&remaining, &timeline, now, &local_tm);
+    let ours_timeline = snapper::timeline_cleanup(&remaining, &ORACLE_TIMELINE, now, &local_tm);
     assert!(!ours_timeline.is_empty());
     snapper_ok(&rig, &["-c", "web1", "cleanup", "timeline"]);
-    let after_timeline: Vec<u32> = after_number
-        .iter()
-        .copied()
-        .filter(|n| !ours_timeline.contains(n))
-        .collect();
     assert_eq!(
         surviving(&rig, "web1"),
-        after_timeline,
+        kept(&after_number, &ours_timeline),
         "timeline cleanup differs from snapper's"
     );
-    let _ = parse_date;
+
+    // Timeline alone in a fixed zone five hours behind UTC.
+    let est = |s: i64| utc_tm(s - 5 * 3600);
+    let ours_est = snapper::timeline_cleanup(&set2, &ORACLE_TIMELINE, now, &est);
+    let ours_utc = snapper::timeline_cleanup(&set2, &ORACLE_TIMELINE, now, &utc_tm);
+    assert_ne!(
+        ours_est, ours_utc,
+        "this set is cleaned differently in the two zones"
+    );
+    let out = snapper_cmd_env(
+        &rig,
+        &[("TZ", "EST5")],
+        &["-c", "web2", "cleanup", "timeline"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        surviving(&rig, "web2"),
+        kept(&all, &ours_est),
+        "timeline cleanup in EST5 differs"
+    );
 }
 
 fn char_dev(path: &Path) -> bool {
