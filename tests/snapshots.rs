@@ -574,7 +574,7 @@ fn restore_brings_files_and_whiteouts_back_and_keeps_every_snapshot() {
 }
 
 #[test]
-fn a_restore_waits_for_no_one_a_busy_container_refuses() {
+fn concurrent_restores_never_interleave_each_completes_or_is_refused_as_busy() {
     require_root();
     let rig = Rig::new();
     rig.import_busybox_base("bb");

@@ -26,7 +26,16 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
+/// Runs `sh -c script` in the sandbox with `args` as `$1`, `$2`, …; every path must
+/// be inside the rig's directory.
 fn sh(rig: &Rig, script: &str, args: &[&Path]) {
+    for a in args {
+        assert!(
+            a.starts_with(rig.dir()),
+            "{} is outside the rig",
+            a.display()
+        );
+    }
     let out = rig
         .in_sandbox("sh")
         .args(["-c", script, "sh"])
@@ -80,7 +89,7 @@ fn bench_size(rig: &Rig, name: &str, size: &'static str, mb: usize) -> Row {
             "mkdir -p \"$1\" && for i in $(seq 1 {files}); do head -c {}M /dev/urandom > \"$1/f$i\"; done && sync",
             FILE_MB
         ),
-        &[Path::new("/"), &data],
+        &[&data],
     );
 
     let mut create = Vec::new();
@@ -104,16 +113,16 @@ fn bench_size(rig: &Rig, name: &str, size: &'static str, mb: usize) -> Row {
     let mut restore = Vec::new();
     let mut rsync_restore = Vec::new();
     for _ in 0..RUNS {
-        sh(rig, &rewrite, &[Path::new("/"), &data]);
+        sh(rig, &rewrite, &[&data]);
         restore.push(timed(|| {
             rig.ctl_ok(&["snapshot", "restore", name, &good]);
         }));
-        sh(rig, &rewrite, &[Path::new("/"), &data]);
+        sh(rig, &rewrite, &[&data]);
         rsync_restore.push(timed(|| {
             sh(
                 rig,
                 "rsync -aHAXS --numeric-ids --delete -x --exclude=/.snapshots/ --exclude=/work/* \"$1/\" \"$2/\" && sync",
-                &[Path::new("/"), &snap, &dir],
+                &[&snap, &dir],
             );
         }));
     }
