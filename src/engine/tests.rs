@@ -294,3 +294,47 @@ async fn snapshots_are_numbered_listed_deleted_and_configured_for_snapper() {
     f.engine.delete_container("web1", false).await.unwrap();
     assert!(!cfg.exists(), "the snapper config goes with the container");
 }
+
+#[tokio::test]
+async fn restore_swaps_in_a_writable_snapshot_and_keeps_the_snapshots() {
+    let f = fixture();
+    f.engine.create_container(req("web1")).await.unwrap();
+    let num = f
+        .engine
+        .create_snapshot("web1", SnapshotRequest::default())
+        .await
+        .unwrap();
+    let mut events = f.engine.subscribe();
+    let job = f.engine.restore_snapshot("web1", num).unwrap();
+    while !matches!(events.recv().await.unwrap(), Event::JobFinished(id) if id == job.id) {}
+    let status = job.status();
+    assert_eq!(
+        status.state,
+        jobs::JobState::Completed,
+        "{}",
+        status.message
+    );
+    let calls = f.host.calls();
+    let safety = calls
+        .iter()
+        .rposition(|c| c == "snapshot web1 -> snapshot ro=true")
+        .unwrap();
+    let staged = calls
+        .iter()
+        .position(|c| c == "snapshot snapshot -> .restore-web1 ro=false")
+        .unwrap();
+    assert!(safety < staged, "{calls:?}");
+    assert_eq!(
+        calls.last().unwrap(),
+        "subvol-delete .restore-web1",
+        "{calls:?}"
+    );
+    let list = f.engine.list_snapshots("web1").unwrap();
+    assert_eq!(list.iter().map(|s| s.num).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(list[1].userdata["restore_of"], "1");
+    let containers: Vec<String> = std::fs::read_dir(f.engine.store().containers_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(containers, vec!["web1"], "no journal or staging left");
+}
