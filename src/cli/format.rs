@@ -333,4 +333,20 @@ mod tests {
         assert!(out.contains("cpu limit:    1 CPU\n"));
         assert!(out.contains("disk used:    unknown\n"));
     }
+
+    #[test]
+    fn detail_page_counts_snapshots() {
+        let mut c = web("web1", "stopped");
+        c.snapshot_count = 3;
+        c.newest_snapshot = 1_714_566_896_000_000;
+        let d = ContainerDetail {
+            info: c,
+            disk_usage: None,
+        };
+        let out = container_detail(&d, 0);
+        assert!(
+            out.contains("snapshots:    3, newest 2024-05-01T12:34:56Z\n"),
+            "{out}"
+        );
+    }
 }

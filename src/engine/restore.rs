@@ -87,6 +87,17 @@ impl Engine {
     pub fn restore_snapshot(self: &Arc<Self>, name: &str, num: u32) -> EngineResult<Arc<Job>> {
         let c = self.container(name)?;
         self.require_snapshot(name, num)?;
+        // The snapshot's upper dir is a delta against the base its container.toml names.
+        let snap = layout::snapshot_subvol(&self.store.container_dir(name), num);
+        if let Ok(spec) = ContainerSpec::load(&snap) {
+            self.require_base(&spec.base).map_err(|e| {
+                EngineError::InvalidState(format!(
+                    "snapshot {num} of {name} was taken on base {:?}, which is not here any more: {}",
+                    spec.base,
+                    e.message()
+                ))
+            })?;
+        }
         let guard = c.begin_owned("restore")?;
         let job = self.jobs.create("restore", name);
         let engine = self.clone();

@@ -338,3 +338,22 @@ async fn restore_swaps_in_a_writable_snapshot_and_keeps_the_snapshots() {
         .collect();
     assert_eq!(containers, vec!["web1"], "no journal or staging left");
 }
+
+#[tokio::test]
+async fn restore_refuses_a_snapshot_whose_base_is_gone() {
+    let f = fixture();
+    f.engine.create_container(req("web1")).await.unwrap();
+    let num = f
+        .engine
+        .create_snapshot("web1", SnapshotRequest::default())
+        .await
+        .unwrap();
+    let dir = f.engine.store().container_dir("web1");
+    let mut spec = ContainerSpec::load(&dir).unwrap();
+    spec.base = "gone".into();
+    spec.save(&dir.join(format!(".snapshots/{num}/snapshot")))
+        .unwrap();
+    let err = f.engine.restore_snapshot("web1", num).unwrap_err();
+    assert_eq!(err.kind(), "InvalidState");
+    assert!(err.message().contains("\"gone\""), "{err}");
+}
