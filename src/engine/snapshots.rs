@@ -220,8 +220,15 @@ impl Engine {
             return Ok(());
         }
         tracing::info!(container = %c.name, "free space below the floor; cleaning up first");
-        self.cleanup_locked(c)?;
-        let avail = free();
+        let deleted = self.cleanup_locked(c)?;
+        // Btrfs frees a deleted subvolume's space in the background: give it a moment.
+        let mut avail = free();
+        let mut waits = if deleted.is_empty() { 0 } else { 10 };
+        while avail < floor && waits > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            avail = free();
+            waits -= 1;
+        }
         if avail >= floor {
             return Ok(());
         }
