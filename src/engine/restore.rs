@@ -191,7 +191,7 @@ impl Engine {
         let j2 = journal.clone();
         let swapped = blocking(move || match engine.swap_restore(&n) {
             Ok(()) => {
-                engine.finish_restore_files(&n);
+                engine.finish_restore_files(&n, true);
                 Ok(())
             }
             Err(e) => {
@@ -268,12 +268,13 @@ impl Engine {
         Ok(())
     }
 
-    /// Step 7's file work: the marker goes, `work/` is empty, the old data is deleted.
-    fn finish_restore_files(&self, name: &str) {
+    /// Step 7's file work: the marker goes, `work/` is emptied (only ever while the
+    /// container is stopped: overlayfs owns it while mounted), the old data is deleted.
+    fn finish_restore_files(&self, name: &str, empty_work: bool) {
         let dir = self.store.container_dir(name);
         let _ = std::fs::remove_file(dir.join(MARKER));
         let work = dir.join("work");
-        if work.is_dir() {
+        if empty_work && work.is_dir() {
             if let Err(e) = crate::fsutil::empty_dir(&work) {
                 tracing::warn!(container = %name, error = %e, "cannot empty work/");
             }
@@ -347,10 +348,21 @@ impl Engine {
     fn recover_restore(&self, name: &str, journal: Option<&Journal>) {
         let dir = self.store.container_dir(name);
         let staging = self.staging_path(name);
+        // Killed before the stop, or started by hand since: its data was never touched.
+        let running = self.host.lxc_state(name).is_ok_and(|s| s.running);
         let moved = staging.exists()
             && self.host.is_subvolume(&staging.join(SNAPSHOTS_DIR))
             && !dir.join(SNAPSHOTS_DIR).exists();
-        if moved {
+        if moved && running {
+            // Someone started the old data by hand: keep what it runs, give it back its
+            // snapshots, and drop the restore.
+            tracing::warn!(container = %name, "the container was started during an interrupted restore; rolling the restore back");
+            let (from, to) = (staging.join(SNAPSHOTS_DIR), dir.join(SNAPSHOTS_DIR));
+            if let Err(e) = std::fs::rename(&from, &to) {
+                tracing::error!(container = %name, error = %e, "cannot move .snapshots back; it is in {}", staging.display());
+                return;
+            }
+        } else if moved {
             tracing::info!(container = %name, "finishing an interrupted restore");
             if let Err(e) = exchange(&staging, &dir) {
                 tracing::error!(container = %name, error = %e, "cannot finish the interrupted restore; .snapshots is in {}", staging.display());
@@ -361,8 +373,8 @@ impl Engine {
         } else {
             tracing::info!(container = %name, "finishing an interrupted restore");
         }
-        self.finish_restore_files(name);
-        if journal.is_some_and(|j| j.was_running) {
+        self.finish_restore_files(name, !running);
+        if journal.is_some_and(|j| j.was_running) && !running {
             let started = ContainerSpec::load(&dir)
                 .map_err(|e| EngineError::Failed(e.to_string()))
                 .and_then(|spec| {
