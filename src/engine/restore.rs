@@ -15,6 +15,9 @@
 //! the two subvolumes, so a daemon killed at any step finds on its next start either the
 //! old data (roll back: drop the staging subvolume) or `.snapshots` in the staging
 //! subvolume (roll forward: exchange), and finishes from there ([`Engine::recover_restores`]).
+//!
+//! The safety snapshot follows the stop (the spec's order), so it holds everything the
+//! container wrote until it stopped.
 
 use super::container::{Container, RunState};
 use super::jobs::Job;
