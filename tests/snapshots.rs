@@ -697,3 +697,36 @@ fn a_daemon_killed_at_any_restore_step_finishes_or_rolls_back() {
     }
     rig.ctl_ok(&["stop", "web1", "--force"]);
 }
+
+#[test]
+fn a_stopped_container_stays_stopped_through_an_interrupted_restore() {
+    require_root();
+    let mut rig = Rig::new();
+    rig.import_busybox_base("bb");
+    rig.ctl_ok(&["create", "web1", "--base", "bb"]);
+    let dir = container_dir(&rig, "web1");
+    std::fs::write(dir.join("rootfs-layer/v"), "1\n").unwrap();
+    let one = rig.ctl_ok(&["snapshot", "create", "web1"]);
+    for step in ["safety", "moved", "exchanged"] {
+        std::fs::write(dir.join("rootfs-layer/v"), "2\n").unwrap();
+        rig.daemon_mut().stop();
+        rig.daemon_mut()
+            .set_env(osm_host::engine::RESTORE_CRASH_ENV, Some(step));
+        rig.daemon_mut().start();
+        let out = rig.ctl(&["snapshot", "restore", "web1", one.trim()]);
+        assert!(!out.status.success(), "{step}: {out:?}");
+        assert!(wait_until(Duration::from_secs(10), || !rig
+            .daemon_mut()
+            .is_running()));
+        rig.daemon_mut()
+            .set_env(osm_host::engine::RESTORE_CRASH_ENV, None);
+        rig.daemon_mut().start();
+        let v = std::fs::read_to_string(dir.join("rootfs-layer/v")).unwrap();
+        assert_eq!(v, if step == "safety" { "2\n" } else { "1\n" }, "{step}");
+        assert_eq!(rig.lxc_state("web1"), "STOPPED", "{step}");
+        let info: serde_json::Value =
+            serde_json::from_str(&rig.ctl_ok(&["info", "web1", "--json"])).unwrap();
+        assert_eq!(info["state"], "stopped", "{step}");
+        assert!(numbers(&daemon_list(&rig, "web1"), "num").contains(&1));
+    }
+}
