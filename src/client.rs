@@ -13,6 +13,7 @@
 //!   `DeleteBase(name s)`, `GetBase(name s) -> o`.
 //! - `CreateSnapshot(name s, description s, cleanup s, userdata a{ss}) -> u`,
 //!   `ListSnapshots(name s) -> a(usutussa{ss})`, `DeleteSnapshot(name s, num u)`,
+//!   `CleanupSnapshots(name s) -> au` (runs number and timeline cleanup now),
 //!   `RestoreSnapshot(name s, num u) -> o` (a job).
 //! - properties `Version` s, `StoreRoot` s.
 //!
@@ -77,6 +78,7 @@ pub trait Manager {
     ) -> zbus::Result<u32>;
     fn list_snapshots(&self, name: &str) -> zbus::Result<Vec<SnapshotWire>>;
     fn delete_snapshot(&self, name: &str, num: u32) -> zbus::Result<()>;
+    fn cleanup_snapshots(&self, name: &str) -> zbus::Result<Vec<u32>>;
     fn restore_snapshot(&self, name: &str, num: u32) -> zbus::Result<OwnedObjectPath>;
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
@@ -102,6 +104,7 @@ pub trait Container {
     ) -> zbus::Result<u32>;
     fn list_snapshots(&self) -> zbus::Result<Vec<SnapshotWire>>;
     fn delete_snapshot(&self, num: u32) -> zbus::Result<()>;
+    fn cleanup_snapshots(&self) -> zbus::Result<Vec<u32>>;
     fn restore_snapshot(&self, num: u32) -> zbus::Result<OwnedObjectPath>;
     #[zbus(property)]
     fn snapshot_count(&self) -> zbus::Result<u32>;

@@ -242,6 +242,51 @@ fn a_snapshot_below_the_free_space_floor_cleans_up_then_is_refused_with_the_numb
 }
 
 #[test]
+fn cleanup_on_demand_deletes_what_the_limits_allow_and_snapper_agrees() {
+    require_root();
+    let rig = Rig::builder()
+        .config(|c| {
+            c.set("snapshots.number.limit", "2")
+                .set("snapshots.number.limit_important", "1")
+                .set("snapshots.number.min_age", "0")
+                .set_str("snapshots.min_free", "0");
+        })
+        .start();
+    rig.import_busybox_base("bb");
+    rig.ctl_ok(&["create", "web1", "--base", "bb"]);
+    rig.ctl_ok(&[
+        "snapshot",
+        "create",
+        "web1",
+        "--cleanup",
+        "number",
+        "--userdata",
+        "important=yes",
+    ]);
+    for _ in 0..3 {
+        rig.ctl_ok(&["snapshot", "create", "web1", "--cleanup", "number"]);
+    }
+    rig.ctl_ok(&["snapshot", "create", "web1", "--description", "manual"]);
+    let out = rig.ctl_ok(&["snapshot", "cleanup", "web1"]);
+    assert_eq!(out.trim(), "deleted snapshots 2 of web1");
+    assert_eq!(numbers(&daemon_list(&rig, "web1"), "num"), vec![1, 3, 4, 5]);
+    assert_eq!(
+        numbers(&snapper_list(&rig, "web1"), "number"),
+        vec![1, 3, 4, 5]
+    );
+    assert_eq!(
+        rig.ctl_ok(&["snapshot", "cleanup", "web1"]).trim(),
+        "nothing to clean up in web1"
+    );
+    assert_eq!(
+        rig.ctl_as_nobody(&["snapshot", "cleanup", "web1"])
+            .status
+            .code(),
+        Some(7)
+    );
+}
+
+#[test]
 fn scheduled_timeline_snapshots_follow_the_host_default_and_the_container_override() {
     require_root();
     let mut rig = Rig::builder()

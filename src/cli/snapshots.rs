@@ -29,6 +29,11 @@ pub enum SnapshotCommand {
         /// Snapshot number
         num: u32,
     },
+    /// Run the number and timeline cleanups now (the daemon also runs them on schedule)
+    Cleanup {
+        /// Container name
+        name: String,
+    },
     /// Restore a container to a snapshot (a safety snapshot of the current state is
     /// taken first); waits for the restore job
     Restore {
@@ -172,6 +177,15 @@ pub async fn run(daemon: &Daemon, cmd: SnapshotCommand) -> Result<(), CliError> 
         SnapshotCommand::Delete { name, num } => {
             m.delete_snapshot(&name, num).await?;
             super::run::say(&format!("deleted snapshot {num} of {name}"));
+        }
+        SnapshotCommand::Cleanup { name } => {
+            let deleted = m.cleanup_snapshots(&name).await?;
+            if deleted.is_empty() {
+                super::run::say(&format!("nothing to clean up in {name}"));
+            } else {
+                let list: Vec<String> = deleted.iter().map(u32::to_string).collect();
+                super::run::say(&format!("deleted snapshots {} of {name}", list.join(" ")));
+            }
         }
         SnapshotCommand::Restore { name, num } => {
             let watch = JobWatch::subscribe(daemon).await?;

@@ -212,6 +212,16 @@ impl Manager {
         Ok(self.engine.delete_snapshot(&name, num).await?)
     }
 
+    async fn cleanup_snapshots(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        name: String,
+    ) -> Result<Vec<u32>> {
+        require_admin(conn, &hdr).await?;
+        Ok(self.engine.cleanup_snapshots(&name).await?)
+    }
+
     async fn restore_snapshot(
         &self,
         #[zbus(header)] hdr: Header<'_>,

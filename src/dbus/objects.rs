@@ -119,6 +119,16 @@ impl ContainerObject {
         Ok(self.engine.delete_snapshot(&self.name, num).await?)
     }
 
+    /// Runs the number and timeline cleanups now; returns the deleted numbers.
+    async fn cleanup_snapshots(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<Vec<u32>> {
+        require_admin(conn, &hdr).await?;
+        Ok(self.engine.cleanup_snapshots(&self.name).await?)
+    }
+
     /// Restores the container to snapshot `num`; returns the job.
     async fn restore_snapshot(
         &self,
