@@ -25,6 +25,9 @@ Examples:
   osm-hostctl start web1
   osm-hostctl list
   osm-hostctl info web1 --json
+  osm-hostctl snapshot create web1 --cleanup number --description 'before upgrade'
+  osm-hostctl snapshot list web1
+  osm-hostctl snapshot restore web1 3
 
 Exit status:
   0    success
