@@ -262,11 +262,21 @@ async fn snapshots_are_methods_properties_and_signals() {
     let err = mgr.restore_snapshot("web1", 7).await.unwrap_err();
     assert_eq!(error_name(&err), "uk.co.devtank.OsmHost1.Error.NotFound");
 
+    let mut restored = ct.receive_restored().await.unwrap();
+    let job = mgr.restore_snapshot("web1", 1).await.unwrap();
+    assert!(job.as_str().starts_with("/uk/co/devtank/OsmHost1/job/"));
+    let sig = tokio::time::timeout(wait, restored.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(sig.args().unwrap().num, 1);
+    assert_eq!(ct.snapshot_count().await.unwrap(), 2, "the safety snapshot");
+
     ct.delete_snapshot(1).await.unwrap();
     let sig = tokio::time::timeout(wait, deleted.next())
         .await
         .unwrap()
         .unwrap();
     assert_eq!(sig.args().unwrap().num, 1);
-    assert_eq!(ct.snapshot_count().await.unwrap(), 0);
+    assert_eq!(ct.snapshot_count().await.unwrap(), 1);
 }
