@@ -15,13 +15,20 @@
 //! - `GetNetworkInfo() -> a{sv}`: `Bridge` s, `Address` s (CIDR), `Subnet` s, `RangeFirst`
 //!   s, `RangeLast` s, `Used` u, `Free` u, `Nat` b, `Managed` b, `DnsmasqState` s
 //!   (running|starting|restarting|failed|unmanaged), `DnsmasqPid` u, `DnsmasqRestarts` u.
+//! - `CreateSnapshot(name s, description s, cleanup s, userdata a{ss}) -> u`,
+//!   `ListSnapshots(name s) -> a(usutussa{ss})`, `DeleteSnapshot(name s, num u)`,
+//!   `CleanupSnapshots(name s) -> au` (runs number and timeline cleanup now),
+//!   `RestoreSnapshot(name s, num u) -> o` (a job).
 //! - properties `Version` s, `StoreRoot` s.
 //!
 //! Container (`.../container/<escaped>`): `Start()`, `Stop(force b, timeout u)`,
 //! `Restart(timeout u)`, `Delete(force b)`, `GetDiskUsage() -> t`; properties `Name`,
 //! `State` (stopped|starting|running|stopping), `InitPid` u, `Base`, `Layers` as,
 //! `Addresses` as (seen inside while running), `IPv4Address` s (fixed), `MacAddress`, `Autostart` b, `MemoryLimit` t, `CpuLimit` u (0 = none),
-//! `CreatedAt` t, `StartedAt` t (µs since the epoch, 0 when not running).
+//! `CreatedAt` t, `StartedAt` t (µs since the epoch, 0 when not running),
+//! `SnapshotCount` u, `NewestSnapshot` t (date of the newest, µs; 0 = none).
+//! Snapshot methods as on the Manager without the name; signals `SnapshotCreated(u)`,
+//! `SnapshotDeleted(u)`, `Restored(u)`.
 //!
 //! Base (`.../base/<escaped>`): `Delete()`; properties `Name`, `CreatedAt` t, `Source` s,
 //! `UsedBy` as.
@@ -31,6 +38,19 @@
 
 use std::collections::HashMap;
 use zbus::zvariant::{Fd, OwnedObjectPath, Value};
+
+/// A snapshot on the bus: `(num, type, pre_num (0 = none), date (µs since the epoch),
+/// uid, description, cleanup, userdata)`.
+pub type SnapshotWire = (
+    u32,
+    String,
+    u32,
+    u64,
+    u32,
+    String,
+    String,
+    HashMap<String, String>,
+);
 
 #[zbus::proxy(
     interface = "uk.co.devtank.OsmHost1.Manager",
@@ -54,6 +74,17 @@ pub trait Manager {
     fn delete_base(&self, name: &str) -> zbus::Result<()>;
     fn get_base(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     fn get_network_info(&self) -> zbus::Result<HashMap<String, zbus::zvariant::OwnedValue>>;
+    fn create_snapshot(
+        &self,
+        name: &str,
+        description: &str,
+        cleanup: &str,
+        userdata: HashMap<&str, &str>,
+    ) -> zbus::Result<u32>;
+    fn list_snapshots(&self, name: &str) -> zbus::Result<Vec<SnapshotWire>>;
+    fn delete_snapshot(&self, name: &str, num: u32) -> zbus::Result<()>;
+    fn cleanup_snapshots(&self, name: &str) -> zbus::Result<Vec<u32>>;
+    fn restore_snapshot(&self, name: &str, num: u32) -> zbus::Result<OwnedObjectPath>;
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
     #[zbus(property)]
@@ -70,6 +101,26 @@ pub trait Container {
     fn restart(&self, timeout: u32) -> zbus::Result<()>;
     fn delete(&self, force: bool) -> zbus::Result<()>;
     fn get_disk_usage(&self) -> zbus::Result<u64>;
+    fn create_snapshot(
+        &self,
+        description: &str,
+        cleanup: &str,
+        userdata: HashMap<&str, &str>,
+    ) -> zbus::Result<u32>;
+    fn list_snapshots(&self) -> zbus::Result<Vec<SnapshotWire>>;
+    fn delete_snapshot(&self, num: u32) -> zbus::Result<()>;
+    fn cleanup_snapshots(&self) -> zbus::Result<Vec<u32>>;
+    fn restore_snapshot(&self, num: u32) -> zbus::Result<OwnedObjectPath>;
+    #[zbus(property)]
+    fn snapshot_count(&self) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn newest_snapshot(&self) -> zbus::Result<u64>;
+    #[zbus(signal)]
+    fn snapshot_created(&self, num: u32) -> zbus::Result<()>;
+    #[zbus(signal)]
+    fn snapshot_deleted(&self, num: u32) -> zbus::Result<()>;
+    #[zbus(signal)]
+    fn restored(&self, num: u32) -> zbus::Result<()>;
     #[zbus(property)]
     fn name(&self) -> zbus::Result<String>;
     #[zbus(property)]

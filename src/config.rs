@@ -39,6 +39,7 @@ pub struct HostConfig {
     pub network: NetworkConfig,
     pub snapper: SnapperConfig,
     pub backup: BackupConfig,
+    pub snapshots: SnapshotsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -61,6 +62,43 @@ pub struct SnapperConfig {
     pub defaults_file: PathBuf,
 }
 
+/// Host-wide snapshot defaults; a container's `container.toml` may override them.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnapshotsConfig {
+    /// Take scheduled `timeline` snapshots of every container.
+    pub timeline_create: bool,
+    /// Seconds between scheduled runs (timeline snapshots, then cleanup); hourly.
+    pub interval: u64,
+    /// A snapshot is refused when less than this is free in the store after a cleanup
+    /// ("0" for no floor).
+    pub min_free: String,
+    pub number: crate::snapper::NumberLimits,
+    pub timeline: crate::snapper::TimelineLimits,
+}
+
+impl Default for SnapshotsConfig {
+    fn default() -> Self {
+        SnapshotsConfig {
+            timeline_create: true,
+            interval: 3600,
+            min_free: "1G".into(),
+            number: Default::default(),
+            timeline: Default::default(),
+        }
+    }
+}
+
+impl SnapshotsConfig {
+    /// The free-space floor in bytes.
+    pub fn min_free_bytes(&self) -> u64 {
+        if self.min_free.trim() == "0" {
+            return 0;
+        }
+        parse_size(&self.min_free).unwrap_or(0)
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackupConfig {
@@ -80,6 +118,7 @@ impl Default for HostConfig {
             network: NetworkConfig::default(),
             snapper: SnapperConfig::default(),
             backup: BackupConfig::default(),
+            snapshots: SnapshotsConfig::default(),
         }
     }
 }
@@ -184,6 +223,12 @@ impl HostConfig {
             ));
         }
         crate::net::ipam::Subnet::parse(&self.network.address, self.network.dhcp_range.as_deref())?;
+        if self.snapshots.min_free.trim() != "0" {
+            parse_size(&self.snapshots.min_free).map_err(|e| format!("snapshots.min_free: {e}"))?;
+        }
+        if self.snapshots.interval < 1 {
+            return Err("snapshots.interval must be at least 1 second".into());
+        }
         if !matches!(self.backup.mode.as_str(), "mirror" | "history") {
             return Err(format!(
                 "backup.mode = {:?} must be \"mirror\" or \"history\"",
@@ -294,6 +339,22 @@ mode = "history"
             Some(PathBuf::from("/var/lib/osm-host/store.img"))
         );
         assert_eq!(c.backup.mode, "history");
+    }
+
+    #[test]
+    fn snapshot_defaults_and_overrides() {
+        let c = HostConfig::parse("", Path::new("h.toml")).unwrap();
+        assert!(c.snapshots.timeline_create);
+        assert_eq!(c.snapshots.number.limit, 50);
+        assert_eq!(c.snapshots.min_free_bytes(), 1 << 30);
+        let text = "[snapshots]\nmin_free = \"0\"\n[snapshots.timeline]\nhourly = 24\n";
+        let c = HostConfig::parse(text, Path::new("h.toml")).unwrap();
+        assert_eq!(
+            (c.snapshots.timeline.hourly, c.snapshots.timeline.daily),
+            (24, 10)
+        );
+        assert_eq!(c.snapshots.min_free_bytes(), 0);
+        assert!(HostConfig::parse("[snapshots.number]\nlimt = 1\n", Path::new("h.toml")).is_err());
     }
 
     #[test]

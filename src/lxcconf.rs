@@ -195,6 +195,7 @@ mod tests {
             memory: Some(1 << 30),
             cpus: Some(2),
             created: 0,
+            snapshots: Default::default(),
         }
     }
 

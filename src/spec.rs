@@ -32,6 +32,27 @@ pub struct ContainerSpec {
     pub cpus: Option<u32>,
     /// Seconds since the epoch.
     pub created: u64,
+    /// Snapshot schedule and retention overriding hostd.toml's `[snapshots]`.
+    #[serde(default, skip_serializing_if = "SnapshotPolicy::is_default")]
+    pub snapshots: SnapshotPolicy,
+}
+
+/// A container's own snapshot settings; every field falls back to the host default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotPolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline_create: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<crate::snapper::NumberLimits>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<crate::snapper::TimelineLimits>,
+}
+
+impl SnapshotPolicy {
+    pub fn is_default(&self) -> bool {
+        *self == SnapshotPolicy::default()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,7 +138,24 @@ mod tests {
             memory: Some(2 << 30),
             cpus: None,
             created: 1_790_000_000,
+            snapshots: SnapshotPolicy::default(),
         }
+    }
+
+    #[test]
+    fn snapshot_policy_is_optional_and_round_trips() {
+        let old = "name = \"w\"\nbase = \"b\"\nmac = \"02:00:00:00:00:01\"\ncreated = 1\n";
+        let s: ContainerSpec = toml::from_str(old).unwrap();
+        assert!(s.snapshots.is_default());
+        let mut s = sample();
+        s.snapshots.timeline_create = Some(false);
+        s.snapshots.number = Some(crate::snapper::NumberLimits {
+            limit: 5,
+            limit_important: 1,
+            min_age: 0,
+        });
+        let back: ContainerSpec = toml::from_str(&s.to_toml()).unwrap();
+        assert_eq!(back, s);
     }
 
     #[test]

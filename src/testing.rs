@@ -50,8 +50,16 @@ impl HostOps for FakeHost {
         self.subvols.lock().unwrap().insert(path.to_path_buf());
         Ok(())
     }
-    fn snapshot(&self, _src: &Path, _dst: &Path, _ro: bool) -> HostResult<()> {
-        unreachable!("not used by these tests")
+    /// Records the call and makes `dst` an empty directory (contents are not copied).
+    fn snapshot(&self, src: &Path, dst: &Path, ro: bool) -> HostResult<()> {
+        self.log(format!(
+            "snapshot {} -> {} ro={ro}",
+            src.file_name().unwrap().to_string_lossy(),
+            dst.file_name().unwrap().to_string_lossy()
+        ));
+        std::fs::create_dir(dst).map_err(|e| EngineError::io("mkdir", &e))?;
+        self.subvols.lock().unwrap().insert(dst.to_path_buf());
+        Ok(())
     }
     fn delete_subvolume(&self, path: &Path) -> HostResult<()> {
         self.log(format!(
@@ -127,6 +135,11 @@ pub fn fake_engine() -> (tempfile::TempDir, Arc<FakeHost>, Arc<Engine>) {
         store_root: root.clone(),
         runtime_dir: dir.path().join("run"),
         cache_dir: dir.path().join("cache"),
+        // Never the host's /etc: unit tests must not touch snapper's real files.
+        snapper: crate::config::SnapperConfig {
+            configs_dir: dir.path().join("snapper/configs"),
+            defaults_file: dir.path().join("snapper/default"),
+        },
         ..HostConfig::default()
     };
     let facts = HostFacts {

@@ -117,6 +117,7 @@ async fn serve(cfg: HostConfig, store: Store, lxc: Lxc) -> anyhow::Result<()> {
         );
     }
     engine.spawn_reconciler();
+    engine.spawn_snapshot_scheduler();
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     tracing::info!(bus_name = api::BUS_NAME, "osm-hostd ready");
     wait_for_shutdown().await;

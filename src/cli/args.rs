@@ -26,6 +26,9 @@ Examples:
   osm-hostctl list
   osm-hostctl info web1 --json
   osm-hostctl host info
+  osm-hostctl snapshot create web1 --cleanup number --description 'before upgrade'
+  osm-hostctl snapshot list web1
+  osm-hostctl snapshot restore web1 3
 
 Exit status:
   0    success
@@ -110,6 +113,9 @@ pub enum Command {
     /// The host: its container network (bridge, addresses, dnsmasq)
     #[command(subcommand, alias = "network")]
     Host(HostCommand),
+    /// Manage a container's snapshots (snapper-compatible) and restore from them
+    #[command(subcommand)]
+    Snapshot(super::snapshots::SnapshotCommand),
 }
 
 #[derive(Debug, Subcommand)]

@@ -135,6 +135,18 @@ pub fn container_detail(d: &ContainerDetail, now_us: u64) -> String {
                 .map_or_else(|| "unknown".to_string(), format_size),
         ),
         ("created", format_timestamp(c.created_at)),
+        (
+            "snapshots",
+            if c.snapshot_count == 0 {
+                "none".to_string()
+            } else {
+                format!(
+                    "{}, newest {}",
+                    c.snapshot_count,
+                    format_timestamp(c.newest_snapshot)
+                )
+            },
+        ),
     ];
     if c.state == STATE_RUNNING && c.started_at != 0 {
         let since = format_timestamp(c.started_at);
@@ -327,6 +339,7 @@ mod tests {
              cpu limit:    none\n\
              disk used:    1.5G\n\
              created:      2024-05-01T12:34:56Z\n\
+             snapshots:    none\n\
              uptime:       2h 5m (since 2024-05-01T12:35:00Z)\n"
         );
     }
@@ -374,5 +387,21 @@ mod tests {
         assert!(out.contains("init pid:     -\n"));
         assert!(out.contains("cpu limit:    1 CPU\n"));
         assert!(out.contains("disk used:    unknown\n"));
+    }
+
+    #[test]
+    fn detail_page_counts_snapshots() {
+        let mut c = web("web1", "stopped");
+        c.snapshot_count = 3;
+        c.newest_snapshot = 1_714_566_896_000_000;
+        let d = ContainerDetail {
+            info: c,
+            disk_usage: None,
+        };
+        let out = container_detail(&d, 0);
+        assert!(
+            out.contains("snapshots:    3, newest 2024-05-01T12:34:56Z\n"),
+            "{out}"
+        );
     }
 }

@@ -37,7 +37,9 @@
 //! # JSON
 //!
 //! `list --json` is an array of container objects; `info --json` is one such object plus
-//! `disk_usage`; `base list --json` is an array of base objects. See [`model`] for the
+//! `disk_usage`; `base list --json` is an array of base objects; `snapshot list --json`
+//! is an array of snapshots (`num`, `type`, `pre_num`, `date` in µs, `uid`,
+//! `description`, `cleanup`, `userdata`). See [`model`] for the
 //! fields: the D-Bus properties in snake_case, raw values (bytes, µs since the epoch).
 
 pub mod args;
@@ -47,6 +49,7 @@ mod format;
 mod job;
 pub mod model;
 mod run;
+pub mod snapshots;
 
 pub use args::Cli;
 pub use exit::{exit_code_for_error_name, CliError, ExitCode};

@@ -32,6 +32,9 @@ pub struct ContainerInfo {
     pub cpu_limit: u32,
     pub created_at: u64,
     pub started_at: u64,
+    pub snapshot_count: u32,
+    /// Date of the newest snapshot (µs since the epoch), 0 when there is none.
+    pub newest_snapshot: u64,
 }
 
 /// `info`: the properties plus the disk usage (`null` in JSON when the daemon could not
@@ -135,6 +138,8 @@ impl ContainerInfo {
             cpu_limit: prop(p, "CpuLimit")?,
             created_at: prop(p, "CreatedAt")?,
             started_at: prop(p, "StartedAt")?,
+            snapshot_count: prop(p, "SnapshotCount")?,
+            newest_snapshot: prop(p, "NewestSnapshot")?,
         })
     }
 }
@@ -364,6 +369,8 @@ pub(crate) mod tests {
                 "mac_address",
                 "memory_limit",
                 "name",
+                "newest_snapshot",
+                "snapshot_count",
                 "started_at",
                 "state"
             ]

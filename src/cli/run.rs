@@ -81,6 +81,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 say(format::network_info(&info).trim_end());
             }
         }
+        Command::Snapshot(cmd) => super::snapshots::run(&daemon, cmd).await?,
     }
     Ok(())
 }
@@ -138,11 +139,11 @@ fn local_file_error(path: &Path, e: std::io::Error) -> CliError {
 
 /// Writes a result line to stdout. A closed pipe (`| head`) is not an error: the call
 /// has been made and the reader wanted no more.
-fn say(text: &str) {
+pub(super) fn say(text: &str) {
     let _ = writeln!(std::io::stdout().lock(), "{text}");
 }
 
-fn print_json<T: Serialize>(value: &T) -> Result<(), CliError> {
+pub(super) fn print_json<T: Serialize>(value: &T) -> Result<(), CliError> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| CliError::failed(format!("cannot encode JSON: {e}")))?;
     say(&text);

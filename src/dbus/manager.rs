@@ -226,6 +226,64 @@ impl Manager {
         network_info_map(&self.engine.network_info())
     }
 
+    async fn create_snapshot(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        name: String,
+        description: String,
+        cleanup: String,
+        userdata: HashMap<String, String>,
+    ) -> Result<u32> {
+        require_admin(conn, &hdr).await?;
+        let req = super::snapshots::request(description, cleanup, userdata);
+        Ok(self.engine.create_snapshot(&name, req).await?)
+    }
+
+    async fn list_snapshots(&self, name: String) -> Result<Vec<super::snapshots::SnapshotWire>> {
+        Ok(self
+            .engine
+            .list_snapshots(&name)?
+            .iter()
+            .map(super::snapshots::to_wire)
+            .collect())
+    }
+
+    async fn delete_snapshot(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        name: String,
+        num: u32,
+    ) -> Result<()> {
+        require_admin(conn, &hdr).await?;
+        Ok(self.engine.delete_snapshot(&name, num).await?)
+    }
+
+    async fn cleanup_snapshots(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        name: String,
+    ) -> Result<Vec<u32>> {
+        require_admin(conn, &hdr).await?;
+        Ok(self.engine.cleanup_snapshots(&name).await?)
+    }
+
+    async fn restore_snapshot(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        name: String,
+        num: u32,
+    ) -> Result<OwnedObjectPath> {
+        require_admin(conn, &hdr).await?;
+        let job = self.engine.restore_snapshot(&name, num)?;
+        register_job(server, &self.engine, job.id).await;
+        Ok(path(api::job_path(job.id)))
+    }
+
     #[zbus(property)]
     fn version(&self) -> String {
         env!("CARGO_PKG_VERSION").to_string()

@@ -5,6 +5,7 @@ mod auth;
 pub mod error;
 mod manager;
 mod objects;
+pub mod snapshots;
 
 pub use manager::Manager;
 pub use objects::{BaseObject, ContainerObject, JobObject};
@@ -113,6 +114,11 @@ async fn apply(
     engine: &Arc<Engine>,
     event: Event,
 ) -> zbus::Result<()> {
+    let event_kind = match &event {
+        Event::SnapshotCreated(..) => 0,
+        Event::SnapshotDeleted(..) => 1,
+        _ => 2,
+    };
     match event {
         Event::ContainerAdded(name) => register_container(server, engine, &name).await,
         Event::ContainerRemoved(name) => {
@@ -129,6 +135,22 @@ async fn apply(
             obj.state_changed(emitter).await?;
             obj.init_pid_changed(emitter).await?;
             obj.started_at_changed(emitter).await?;
+        }
+        Event::SnapshotCreated(name, num)
+        | Event::SnapshotDeleted(name, num)
+        | Event::Restored(name, num) => {
+            let iface = server
+                .interface::<_, ContainerObject>(api::container_path(&name))
+                .await?;
+            let emitter = iface.signal_emitter();
+            match event_kind {
+                0 => ContainerObject::snapshot_created(emitter, num).await?,
+                1 => ContainerObject::snapshot_deleted(emitter, num).await?,
+                _ => ContainerObject::restored(emitter, num).await?,
+            }
+            let obj = iface.get().await;
+            obj.snapshot_count_changed(emitter).await?;
+            obj.newest_snapshot_changed(emitter).await?;
         }
         Event::BaseAdded(name) => register_base(server, engine, &name).await,
         Event::BaseRemoved(name) => {

@@ -3,11 +3,14 @@
 
 use super::auth::require_admin;
 use super::error::{logged, Result};
-use super::timeout_arg;
+use super::snapshots::{request, to_wire, SnapshotWire};
+use super::{register_job, timeout_arg};
 use crate::engine::Engine;
+use std::collections::HashMap;
 use std::sync::Arc;
 use zbus::message::Header;
-use zbus::object_server::SignalEmitter;
+use zbus::object_server::{ObjectServer, SignalEmitter};
+use zbus::zvariant::OwnedObjectPath;
 use zbus::Connection;
 
 pub struct ContainerObject {
@@ -95,6 +98,84 @@ impl ContainerObject {
             .await
             .map_err(|e| super::error::Error::Failed(e.to_string()))?
             .map_err(Into::into)
+    }
+
+    /// Takes a read-only snapshot; returns its number. `cleanup` is "", "number" or
+    /// "timeline".
+    async fn create_snapshot(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        description: String,
+        cleanup: String,
+        userdata: HashMap<String, String>,
+    ) -> Result<u32> {
+        require_admin(conn, &hdr).await?;
+        let req = request(description, cleanup, userdata);
+        Ok(self.engine.create_snapshot(&self.name, req).await?)
+    }
+
+    async fn list_snapshots(&self) -> Result<Vec<SnapshotWire>> {
+        Ok(self
+            .engine
+            .list_snapshots(&self.name)?
+            .iter()
+            .map(to_wire)
+            .collect())
+    }
+
+    async fn delete_snapshot(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        num: u32,
+    ) -> Result<()> {
+        require_admin(conn, &hdr).await?;
+        Ok(self.engine.delete_snapshot(&self.name, num).await?)
+    }
+
+    /// Runs the number and timeline cleanups now; returns the deleted numbers.
+    async fn cleanup_snapshots(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<Vec<u32>> {
+        require_admin(conn, &hdr).await?;
+        Ok(self.engine.cleanup_snapshots(&self.name).await?)
+    }
+
+    /// Restores the container to snapshot `num`; returns the job.
+    async fn restore_snapshot(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        num: u32,
+    ) -> Result<OwnedObjectPath> {
+        require_admin(conn, &hdr).await?;
+        let job = self.engine.restore_snapshot(&self.name, num)?;
+        register_job(server, &self.engine, job.id).await;
+        Ok(OwnedObjectPath::try_from(crate::api::job_path(job.id)).expect("job paths are valid"))
+    }
+
+    #[zbus(signal)]
+    pub async fn snapshot_created(emitter: &SignalEmitter<'_>, num: u32) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    pub async fn snapshot_deleted(emitter: &SignalEmitter<'_>, num: u32) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    pub async fn restored(emitter: &SignalEmitter<'_>, num: u32) -> zbus::Result<()>;
+
+    #[zbus(property)]
+    fn snapshot_count(&self) -> u32 {
+        self.engine.snapshot_summary(&self.name).count
+    }
+
+    /// Date of the newest snapshot, µs since the epoch; 0 when there is none.
+    #[zbus(property)]
+    fn newest_snapshot(&self) -> u64 {
+        (self.engine.snapshot_summary(&self.name).newest.max(0) as u64) * 1_000_000
     }
 
     #[zbus(property)]

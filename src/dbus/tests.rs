@@ -220,3 +220,81 @@ async fn addresses_are_an_option_a_property_and_counted_in_network_info() {
     assert_eq!(u32::try_from(get("Free")).unwrap(), 251);
     assert_eq!(String::try_from(get("DnsmasqState")).unwrap(), "unmanaged");
 }
+
+#[tokio::test]
+async fn snapshots_are_methods_properties_and_signals() {
+    if !is_root() {
+        panic!("this unit test creates containers and must run as root (the daemon allows only root or osm-admin)");
+    }
+    let p = peer().await;
+    let mgr = ManagerProxy::builder(&p.client)
+        .destination(api::BUS_NAME)
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    let path = mgr
+        .create_container("web1", "bb", HashMap::new())
+        .await
+        .unwrap();
+    let ct = ContainerProxy::builder(&p.client)
+        .destination(api::BUS_NAME)
+        .unwrap()
+        .path(path)
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    let mut created = ct.receive_snapshot_created().await.unwrap();
+    let mut deleted = ct.receive_snapshot_deleted().await.unwrap();
+    let mut ud = HashMap::new();
+    ud.insert("important", "yes");
+    let num = mgr
+        .create_snapshot("web1", "first", "number", ud)
+        .await
+        .unwrap();
+    assert_eq!(num, 1);
+    let wait = std::time::Duration::from_secs(5);
+    let sig = tokio::time::timeout(wait, created.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(sig.args().unwrap().num, 1);
+    assert_eq!(ct.snapshot_count().await.unwrap(), 1);
+    assert!(ct.newest_snapshot().await.unwrap() > 0);
+    let list = ct.list_snapshots().await.unwrap();
+    assert_eq!(list.len(), 1);
+    let (n, kind, pre, _date, uid, desc, cleanup, userdata) = &list[0];
+    assert_eq!((*n, kind.as_str(), *pre, *uid), (1, "single", 0, 0));
+    assert_eq!((desc.as_str(), cleanup.as_str()), ("first", "number"));
+    assert_eq!(userdata["important"], "yes");
+
+    let err = ct
+        .create_snapshot("", "weekly", HashMap::new())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error_name(&err),
+        "uk.co.devtank.OsmHost1.Error.InvalidArgument"
+    );
+    let err = mgr.restore_snapshot("web1", 7).await.unwrap_err();
+    assert_eq!(error_name(&err), "uk.co.devtank.OsmHost1.Error.NotFound");
+
+    let mut restored = ct.receive_restored().await.unwrap();
+    let job = mgr.restore_snapshot("web1", 1).await.unwrap();
+    assert!(job.as_str().starts_with("/uk/co/devtank/OsmHost1/job/"));
+    let sig = tokio::time::timeout(wait, restored.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(sig.args().unwrap().num, 1);
+    assert_eq!(ct.snapshot_count().await.unwrap(), 2, "the safety snapshot");
+
+    ct.delete_snapshot(1).await.unwrap();
+    let sig = tokio::time::timeout(wait, deleted.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(sig.args().unwrap().num, 1);
+    assert_eq!(ct.snapshot_count().await.unwrap(), 1);
+}

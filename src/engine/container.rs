@@ -55,6 +55,18 @@ impl Drop for OpGuard<'_> {
     }
 }
 
+/// An [`OpGuard`] that owns its container, to move into a job's task.
+pub(super) struct OwnedOpGuard {
+    container: Arc<Container>,
+    _lock: OwnedMutexGuard<()>,
+}
+
+impl Drop for OwnedOpGuard {
+    fn drop(&mut self) {
+        *self.container.current_op.lock().expect("op lock") = None;
+    }
+}
+
 impl Container {
     pub fn new(spec: ContainerSpec) -> Container {
         Container {
@@ -92,6 +104,26 @@ impl Container {
                 )))
             }
         }
+    }
+
+    /// Like [`Container::begin`], for an operation that outlives the caller (a job).
+    pub fn begin_owned(self: &Arc<Self>, op: &'static str) -> EngineResult<OwnedOpGuard> {
+        let lock = self.op.clone().try_lock_owned().map_err(|_| {
+            let running = self
+                .current_op
+                .lock()
+                .expect("op lock")
+                .unwrap_or("another operation");
+            EngineError::Busy(format!(
+                "container {} is busy ({running} in progress); retry when it has finished",
+                self.name
+            ))
+        })?;
+        *self.current_op.lock().expect("op lock") = Some(op);
+        Ok(OwnedOpGuard {
+            container: self.clone(),
+            _lock: lock,
+        })
     }
 
     /// True while an operation holds the lock (the reconciler leaves such containers alone).

@@ -90,14 +90,17 @@ impl Engine {
             memory: req.memory,
             cpus: req.cpus,
             created: crate::fsutil::now_secs(),
+            snapshots: Default::default(),
         };
         let engine = self.clone();
         let spec2 = spec.clone();
         blocking(move || engine.write_new_container(&spec2)).await?;
+        let c = Arc::new(Container::new(spec.clone()));
         self.containers
             .write()
             .expect("containers lock")
-            .insert(spec.name.clone(), Arc::new(Container::new(spec.clone())));
+            .insert(spec.name.clone(), c.clone());
+        self.write_snapper_config(&c);
         tracing::info!(container = %spec.name, base = %spec.base, ipv4 = %ip, "container created");
         self.emit(Event::ContainerAdded(spec.name));
         Ok(CreateOutcome::Created)

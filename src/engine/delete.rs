@@ -41,6 +41,7 @@ impl Engine {
             .write()
             .expect("containers lock")
             .remove(name);
+        self.remove_snapper_config(name);
         self.emit(Event::ContainerRemoved(name.to_string()));
         let engine = self.clone();
         let result = blocking(move || engine.host.delete_subvolume(&doomed)).await;

@@ -55,7 +55,10 @@ impl Engine {
         self.start_locked(&c).await.map(|_| ())
     }
 
-    async fn start_locked(self: &Arc<Self>, c: &Arc<Container>) -> EngineResult<Outcome> {
+    pub(super) async fn start_locked(
+        self: &Arc<Self>,
+        c: &Arc<Container>,
+    ) -> EngineResult<Outcome> {
         // A container we saw stop is not asked about again (that costs an lxc-info on
         // every start); if it was started behind our back, lxc-start fails and the
         // state is re-read below.
@@ -114,7 +117,7 @@ impl Engine {
         }
     }
 
-    async fn stop_locked(
+    pub(super) async fn stop_locked(
         self: &Arc<Self>,
         c: &Arc<Container>,
         timeout: Duration,
@@ -198,7 +201,7 @@ impl Engine {
 
     /// Regenerates the LXC config (the bridge may have appeared or gone) and makes sure
     /// overlayfs has its upper and work dirs.
-    fn prepare_for_start(&self, dir: &Path, spec: &ContainerSpec) -> EngineResult<()> {
+    pub(super) fn prepare_for_start(&self, dir: &Path, spec: &ContainerSpec) -> EngineResult<()> {
         for sub in ["rootfs-layer", "work"] {
             let p = dir.join(sub);
             if !p.is_dir() {

@@ -13,12 +13,16 @@ mod delete;
 pub mod jobs;
 mod lifecycle;
 mod network;
+mod restore;
+mod snapshots;
 mod watch;
 
 pub use bases::{BaseInfo, BaseSource};
 pub use container::{ContainerInfo, RunState};
 pub use create::{CreateOutcome, CreateRequest};
 pub use network::NetworkInfo;
+pub use restore::CRASH_ENV as RESTORE_CRASH_ENV;
+pub use snapshots::{SnapshotRequest, SnapshotSummary};
 
 use crate::config::HostConfig;
 use crate::error::{EngineError, EngineResult};
@@ -48,6 +52,11 @@ pub enum Event {
     JobAdded(u64),
     JobChanged(u64),
     JobFinished(u64),
+    /// A snapshot (container, number) was taken or deleted; a container was restored
+    /// to a snapshot.
+    SnapshotCreated(String, u32),
+    SnapshotDeleted(String, u32),
+    Restored(String, u32),
 }
 
 pub struct Engine {
@@ -94,9 +103,15 @@ impl Engine {
         });
         engine.write_common_conf()?;
         engine.recover()?;
+        engine.recover_restores();
         engine.scan_bases()?;
         engine.scan_containers()?;
         engine.assign_missing_addresses();
+        for c in engine.all_containers() {
+            engine.recover_snapshots(&c.name);
+            engine.write_snapper_config(&c);
+        }
+        engine.prune_snapper_configs();
         Ok(engine)
     }
 

@@ -244,3 +244,138 @@ async fn a_create_failing_half_way_leaves_nothing_and_says_no_space() {
     *f.host.fail_subvolume.lock().unwrap() = None;
     f.engine.create_container(req("web1")).await.unwrap();
 }
+
+#[tokio::test]
+async fn snapshots_are_numbered_listed_deleted_and_configured_for_snapper() {
+    let f = fixture();
+    f.engine.create_container(req("web1")).await.unwrap();
+    let cfg = f.engine.config().snapper.configs_dir.join("web1");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(text.contains("TIMELINE_CREATE=\"no\""), "{text}");
+    let mut r = SnapshotRequest {
+        description: "first".into(),
+        cleanup: "number".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        f.engine.create_snapshot("web1", r.clone()).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        f.engine.create_snapshot("web1", r.clone()).await.unwrap(),
+        2
+    );
+    assert!(f
+        .host
+        .calls()
+        .contains(&"snapshot web1 -> snapshot ro=true".to_string()));
+    let list = f.engine.list_snapshots("web1").unwrap();
+    assert_eq!(list.iter().map(|s| s.num).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(list[0].userdata["created_by"], "osm-hostd");
+    assert_eq!(f.engine.snapshot_summary("web1").count, 2);
+
+    f.engine.delete_snapshot("web1", 2).await.unwrap();
+    assert_eq!(
+        f.engine
+            .delete_snapshot("web1", 2)
+            .await
+            .unwrap_err()
+            .kind(),
+        "NotFound"
+    );
+    assert_eq!(
+        f.engine.create_snapshot("web1", r.clone()).await.unwrap(),
+        3
+    );
+    r.cleanup = "weekly".into();
+    assert_eq!(
+        f.engine
+            .create_snapshot("web1", r)
+            .await
+            .unwrap_err()
+            .kind(),
+        "InvalidArgument"
+    );
+    assert_eq!(
+        f.engine
+            .create_snapshot("nope", SnapshotRequest::default())
+            .await
+            .unwrap_err()
+            .kind(),
+        "NotFound"
+    );
+
+    // A restore holds the container: other operations are Busy until it is done.
+    let c = f.engine.container("web1").unwrap();
+    let held = c.begin_owned("restore").unwrap();
+    let err = f.engine.restore_snapshot("web1", 1).unwrap_err();
+    assert_eq!(err.kind(), "Busy");
+    assert!(err.message().contains("restore"), "{err}");
+    drop(held);
+
+    f.engine.delete_container("web1", false).await.unwrap();
+    assert!(!cfg.exists(), "the snapper config goes with the container");
+}
+
+#[tokio::test]
+async fn restore_swaps_in_a_writable_snapshot_and_keeps_the_snapshots() {
+    let f = fixture();
+    f.engine.create_container(req("web1")).await.unwrap();
+    let num = f
+        .engine
+        .create_snapshot("web1", SnapshotRequest::default())
+        .await
+        .unwrap();
+    let mut events = f.engine.subscribe();
+    let job = f.engine.restore_snapshot("web1", num).unwrap();
+    while !matches!(events.recv().await.unwrap(), Event::JobFinished(id) if id == job.id) {}
+    let status = job.status();
+    assert_eq!(
+        status.state,
+        jobs::JobState::Completed,
+        "{}",
+        status.message
+    );
+    let calls = f.host.calls();
+    let safety = calls
+        .iter()
+        .rposition(|c| c == "snapshot web1 -> snapshot ro=true")
+        .unwrap();
+    let staged = calls
+        .iter()
+        .position(|c| c == "snapshot snapshot -> .restore-web1 ro=false")
+        .unwrap();
+    assert!(safety < staged, "{calls:?}");
+    assert_eq!(
+        calls.last().unwrap(),
+        "subvol-delete .restore-web1",
+        "{calls:?}"
+    );
+    let list = f.engine.list_snapshots("web1").unwrap();
+    assert_eq!(list.iter().map(|s| s.num).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(list[1].userdata["restore_of"], "1");
+    let containers: Vec<String> = std::fs::read_dir(f.engine.store().containers_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(containers, vec!["web1"], "no journal or staging left");
+}
+
+#[tokio::test]
+async fn restore_refuses_a_snapshot_whose_base_is_gone() {
+    let f = fixture();
+    f.engine.create_container(req("web1")).await.unwrap();
+    let num = f
+        .engine
+        .create_snapshot("web1", SnapshotRequest::default())
+        .await
+        .unwrap();
+    let dir = f.engine.store().container_dir("web1");
+    let mut spec = ContainerSpec::load(&dir).unwrap();
+    spec.base = "gone".into();
+    spec.save(&dir.join(format!(".snapshots/{num}/snapshot")))
+        .unwrap();
+    let err = f.engine.restore_snapshot("web1", num).unwrap_err();
+    assert_eq!(err.kind(), "InvalidState");
+    assert!(err.message().contains("\"gone\""), "{err}");
+}

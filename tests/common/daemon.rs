@@ -24,6 +24,7 @@ pub struct Daemon {
     config_path: PathBuf,
     log_path: PathBuf,
     child: Option<SandboxChild>,
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -40,6 +41,7 @@ impl Daemon {
             config_path: dir.join("hostd.toml"),
             log_path: dir.join("osm-hostd.log"),
             child: None,
+            env: Vec::new(),
         };
         daemon.write_config(config);
         daemon
@@ -48,6 +50,14 @@ impl Daemon {
     /// Rewrites the config file; takes effect at the next start.
     pub fn write_config(&self, config: &DaemonConfig) {
         fs::write(&self.config_path, config.render()).expect("write hostd.toml");
+    }
+
+    /// Sets (or with `None` removes) an environment variable for the next starts.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.env.push((key.to_string(), v.to_string()));
+        }
     }
 
     pub fn config_path(&self) -> &Path {
@@ -109,6 +119,7 @@ impl Daemon {
             .arg(&self.config_path)
             .env("DBUS_SYSTEM_BUS_ADDRESS", &self.bus_address)
             .env("OSM_HOSTD_LOG", filter)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup daemon log"))
             .stderr(log);

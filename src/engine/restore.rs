@@ -1,0 +1,392 @@
+//! Restoring a container to one of its snapshots by swapping subvolumes (spec §5.3), as
+//! a job. Nothing is copied, so the time does not grow with the container's size:
+//!
+//! 1. journal `containers/.restore-<name>.toml` (snapshot, whether it ran);
+//! 2. stop the container (the engine's own stop);
+//! 3. safety snapshot of the current state (kept: no cleanup value, `safety=yes`);
+//! 4. writable snapshot of `<N>/snapshot` as `containers/.restore-<name>`, its
+//!    `.snapshots` placeholder removed, `work/` emptied, a marker file added;
+//! 5. move `<name>/.snapshots` into the staging subvolume;
+//! 6. exchange `<name>` and the staging subvolume atomically (`RENAME_EXCHANGE`);
+//! 7. delete the old data, remove the marker, start the container again if it ran,
+//!    remove the journal.
+//!
+//! The container directory always exists, and `.snapshots` is always in exactly one of
+//! the two subvolumes, so a daemon killed at any step finds on its next start either the
+//! old data (roll back: drop the staging subvolume) or `.snapshots` in the staging
+//! subvolume (roll forward: exchange), and finishes from there ([`Engine::recover_restores`]).
+//!
+//! The safety snapshot follows the stop (the spec's order), so it holds everything the
+//! container wrote until it stopped.
+
+use super::container::{Container, RunState};
+use super::jobs::Job;
+use super::lifecycle::DEFAULT_STOP_TIMEOUT;
+use super::snapshots::SnapshotRequest;
+use super::{blocking, Engine, Event};
+use crate::error::{EngineError, EngineResult};
+use crate::snapper::layout::{self, SNAPSHOTS_DIR};
+use crate::spec::ContainerSpec;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub const RESTORE_PREFIX: &str = ".restore-";
+/// Present in the staging subvolume; after the exchange, in the container: tells
+/// recovery which side of the exchange it is on.
+const MARKER: &str = ".osm-restore-staging";
+/// Test hook: the daemon kills itself (SIGKILL) when a restore reaches this step.
+pub const CRASH_ENV: &str = "OSM_HOSTD_RESTORE_CRASH_AT";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Journal {
+    snapshot: u32,
+    was_running: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    safety: Option<u32>,
+}
+
+fn crash_point(step: &str) {
+    if std::env::var(CRASH_ENV).is_ok_and(|v| v == step) {
+        tracing::warn!(step, "{CRASH_ENV}: killing the daemon");
+        // SAFETY: kill(2) on our own pid has no memory-safety preconditions.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
+}
+
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> EngineError {
+    EngineError::io(format!("{what} {}", path.display()), &e)
+}
+
+fn exchange(a: &Path, b: &Path) -> EngineResult<()> {
+    nix::fcntl::renameat2(None, a, None, b, nix::fcntl::RenameFlags::RENAME_EXCHANGE)
+        .map_err(|e| io_err("exchanging with", b, e.into()))
+}
+
+impl Engine {
+    fn journal_path(&self, name: &str) -> PathBuf {
+        self.store
+            .containers_dir()
+            .join(format!("{RESTORE_PREFIX}{name}.toml"))
+    }
+
+    fn staging_path(&self, name: &str) -> PathBuf {
+        self.store
+            .containers_dir()
+            .join(format!("{RESTORE_PREFIX}{name}"))
+    }
+
+    fn write_journal(&self, name: &str, j: &Journal) -> EngineResult<()> {
+        let path = self.journal_path(name);
+        let text = toml::to_string(j).expect("a journal always serializes");
+        crate::fsutil::write_atomic(&path, text.as_bytes(), 0o600)
+            .map_err(|e| io_err("writing", &path, e))
+    }
+
+    /// Starts a job restoring container `name` to snapshot `num`. Refused at once when
+    /// the container or snapshot does not exist or another operation holds the container.
+    pub fn restore_snapshot(self: &Arc<Self>, name: &str, num: u32) -> EngineResult<Arc<Job>> {
+        let c = self.container(name)?;
+        self.require_snapshot(name, num)?;
+        // The snapshot's upper dir is a delta against the base its container.toml names.
+        let snap = layout::snapshot_subvol(&self.store.container_dir(name), num);
+        if let Ok(spec) = ContainerSpec::load(&snap) {
+            self.require_base(&spec.base).map_err(|e| {
+                EngineError::InvalidState(format!(
+                    "snapshot {num} of {name} was taken on base {:?}, which is not here any more: {}",
+                    spec.base,
+                    e.message()
+                ))
+            })?;
+        }
+        let guard = c.begin_owned("restore")?;
+        let job = self.jobs.create("restore", name);
+        let engine = self.clone();
+        let job2 = job.clone();
+        tokio::spawn(async move {
+            let result = engine.run_restore(&c, num, &job2).await;
+            drop(guard);
+            match result {
+                Ok(safety) => {
+                    engine.emit(Event::Restored(c.name.clone(), num));
+                    job2.finish(Ok(format!(
+                        "restored {} to snapshot {num}; the state before is snapshot {safety}",
+                        c.name
+                    )));
+                }
+                Err(e) => {
+                    tracing::error!(container = %c.name, num, error = %e, "restore failed");
+                    job2.finish(Err(e.to_string()));
+                }
+            }
+        });
+        Ok(job)
+    }
+
+    async fn run_restore(
+        self: &Arc<Self>,
+        c: &Arc<Container>,
+        num: u32,
+        job: &Job,
+    ) -> EngineResult<u32> {
+        self.refresh_state(c);
+        let mut journal = Journal {
+            snapshot: num,
+            was_running: c.info().state != RunState::Stopped,
+            safety: None,
+        };
+        self.write_journal(&c.name, &journal)?;
+        let was_running = journal.was_running;
+        crash_point("journal");
+        if journal.was_running {
+            job.set_progress(0.1, "stopping the container");
+            if let Err(e) = self.stop_locked(c, DEFAULT_STOP_TIMEOUT, false).await {
+                let _ = std::fs::remove_file(self.journal_path(&c.name));
+                return Err(e);
+            }
+        }
+        crash_point("stopped");
+        job.set_progress(0.3, "taking a safety snapshot");
+        let engine = self.clone();
+        let c2 = c.clone();
+        let prepared = blocking(move || {
+            let mut userdata = BTreeMap::new();
+            userdata.insert("restore_of".to_string(), num.to_string());
+            userdata.insert("safety".to_string(), "yes".to_string());
+            let req = SnapshotRequest {
+                description: format!("before restore to {num}"),
+                cleanup: String::new(),
+                userdata,
+            };
+            let safety = engine.snapshot_locked(&c2, &req)?;
+            engine.emit(Event::SnapshotCreated(c2.name.clone(), safety));
+            journal.safety = Some(safety);
+            engine.write_journal(&c2.name, &journal)?;
+            crash_point("safety");
+            engine.stage_restore(&c2.name, num)?;
+            crash_point("staged");
+            Ok(journal)
+        })
+        .await;
+        let journal = match prepared {
+            Ok(j) => j,
+            Err(e) => {
+                // Nothing of the container changed: drop the staging copy, restart.
+                let engine = self.clone();
+                let n = c.name.clone();
+                let _ = blocking(move || {
+                    engine.roll_back_restore(&n);
+                    Ok(())
+                })
+                .await;
+                if was_running {
+                    let _ = self.start_locked(c).await;
+                }
+                let _ = std::fs::remove_file(self.journal_path(&c.name));
+                return Err(e);
+            }
+        };
+        job.set_progress(0.6, "swapping in the snapshot");
+        let engine = self.clone();
+        let n = c.name.clone();
+        let j2 = journal.clone();
+        let swapped = blocking(move || match engine.swap_restore(&n) {
+            Ok(()) => {
+                engine.finish_restore_files(&n, true);
+                Ok(())
+            }
+            Err(e) => {
+                // Settle it now as the next start would: forward if .snapshots moved,
+                // back otherwise; the container runs again if it ran.
+                engine.recover_restore(&n, Some(&j2));
+                Err(e)
+            }
+        })
+        .await;
+        if let Err(e) = swapped {
+            self.reload_spec(c);
+            self.refresh_state(c);
+            let _ = std::fs::remove_file(self.journal_path(&c.name));
+            return Err(e);
+        }
+        crash_point("cleaned");
+        self.reload_spec(c);
+        let started = if journal.was_running {
+            job.set_progress(0.9, "starting the container");
+            self.start_locked(c).await.map(|_| ())
+        } else {
+            Ok(())
+        };
+        let _ = std::fs::remove_file(self.journal_path(&c.name));
+        started.map_err(|e| {
+            EngineError::Failed(format!(
+                "{} was restored to snapshot {num}, but did not start again: {}",
+                c.name,
+                e.message()
+            ))
+        })?;
+        tracing::info!(container = %c.name, num, safety = ?journal.safety, "container restored");
+        Ok(journal.safety.unwrap_or(0))
+    }
+
+    /// Step 4: a writable snapshot of snapshot `num`, ready to take `.snapshots`.
+    fn stage_restore(&self, name: &str, num: u32) -> EngineResult<()> {
+        let dir = self.store.container_dir(name);
+        let staging = self.staging_path(name);
+        if staging.exists() {
+            self.roll_back_restore(name);
+        }
+        self.host
+            .snapshot(&layout::snapshot_subvol(&dir, num), &staging, false)?;
+        let placeholder = staging.join(SNAPSHOTS_DIR);
+        if placeholder.exists() {
+            std::fs::remove_dir(&placeholder).map_err(|e| io_err("removing", &placeholder, e))?;
+        }
+        let work = staging.join("work");
+        if work.is_dir() {
+            crate::fsutil::empty_dir(&work).map_err(|e| io_err("emptying", &work, e))?;
+        }
+        let marker = staging.join(MARKER);
+        std::fs::write(&marker, format!("{num}\n")).map_err(|e| io_err("writing", &marker, e))
+    }
+
+    /// Steps 5 and 6: `.snapshots` into the staging subvolume, then the exchange.
+    fn swap_restore(&self, name: &str) -> EngineResult<()> {
+        let dir = self.store.container_dir(name);
+        let staging = self.staging_path(name);
+        let from = dir.join(SNAPSHOTS_DIR);
+        let to = staging.join(SNAPSHOTS_DIR);
+        std::fs::rename(&from, &to).map_err(|e| io_err("moving", &from, e))?;
+        crash_point("moved");
+        if let Err(e) = exchange(&staging, &dir) {
+            // Put .snapshots back where it was; recovery at the next start would too.
+            if let Err(back) = std::fs::rename(&to, &from) {
+                tracing::error!(container = %name, error = %back, "cannot move .snapshots back; the next daemon start finishes the restore");
+            }
+            return Err(e);
+        }
+        crash_point("exchanged");
+        Ok(())
+    }
+
+    /// Step 7's file work: the marker goes, `work/` is emptied (only ever while the
+    /// container is stopped: overlayfs owns it while mounted), the old data is deleted.
+    fn finish_restore_files(&self, name: &str, empty_work: bool) {
+        let dir = self.store.container_dir(name);
+        let _ = std::fs::remove_file(dir.join(MARKER));
+        let work = dir.join("work");
+        if empty_work && work.is_dir() {
+            if let Err(e) = crate::fsutil::empty_dir(&work) {
+                tracing::warn!(container = %name, error = %e, "cannot empty work/");
+            }
+        }
+        self.roll_back_restore(name);
+    }
+
+    /// Deletes the staging subvolume, unless `.snapshots` is in it (never lose those).
+    fn roll_back_restore(&self, name: &str) {
+        let staging = self.staging_path(name);
+        if !staging.exists() {
+            return;
+        }
+        if self.host.is_subvolume(&staging.join(SNAPSHOTS_DIR)) {
+            tracing::error!(path = %staging.display(), "staging subvolume holds .snapshots; not deleting it");
+            return;
+        }
+        if let Err(e) = self.host.delete_subvolume(&staging) {
+            tracing::error!(path = %staging.display(), error = %e, "cannot delete the restore's staging subvolume");
+        }
+    }
+
+    fn reload_spec(&self, c: &Container) {
+        match ContainerSpec::load(&self.store.container_dir(&c.name)) {
+            Ok(spec) if spec.name == c.name => {
+                c.update(|s| s.spec = spec);
+            }
+            Ok(_) => {
+                tracing::error!(container = %c.name, "restored container.toml names another container")
+            }
+            Err(e) => {
+                tracing::error!(container = %c.name, error = %e, "cannot read the restored container.toml")
+            }
+        }
+    }
+
+    /// Finishes or rolls back restores a killed daemon left (called by [`Engine::open`]
+    /// before the containers are scanned).
+    pub(super) fn recover_restores(&self) {
+        let dir = self.store.containers_dir();
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            let Some(name) = file
+                .strip_prefix(RESTORE_PREFIX)
+                .and_then(|f| f.strip_suffix(".toml"))
+            else {
+                continue;
+            };
+            let journal: Option<Journal> = std::fs::read_to_string(entry.path())
+                .ok()
+                .and_then(|t| toml::from_str(&t).ok());
+            self.recover_restore(name, journal.as_ref());
+            let _ = std::fs::remove_file(entry.path());
+        }
+        // A staging subvolume without a journal (killed while the journal was removed).
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                let file = entry.file_name().to_string_lossy().into_owned();
+                if let Some(name) = file.strip_prefix(RESTORE_PREFIX) {
+                    if !name.ends_with(".toml") && !file.contains(".tmp-") {
+                        self.recover_restore(name, None);
+                    }
+                }
+            }
+        }
+    }
+
+    fn recover_restore(&self, name: &str, journal: Option<&Journal>) {
+        let dir = self.store.container_dir(name);
+        let staging = self.staging_path(name);
+        // Killed before the stop, or started by hand since: its data was never touched.
+        let running = self.host.lxc_state(name).is_ok_and(|s| s.running);
+        let moved = staging.exists()
+            && self.host.is_subvolume(&staging.join(SNAPSHOTS_DIR))
+            && !dir.join(SNAPSHOTS_DIR).exists();
+        if moved && running {
+            // Someone started the old data by hand: keep what it runs, give it back its
+            // snapshots, and drop the restore.
+            tracing::warn!(container = %name, "the container was started during an interrupted restore; rolling the restore back");
+            let (from, to) = (staging.join(SNAPSHOTS_DIR), dir.join(SNAPSHOTS_DIR));
+            if let Err(e) = std::fs::rename(&from, &to) {
+                tracing::error!(container = %name, error = %e, "cannot move .snapshots back; it is in {}", staging.display());
+                return;
+            }
+        } else if moved {
+            tracing::info!(container = %name, "finishing an interrupted restore");
+            if let Err(e) = exchange(&staging, &dir) {
+                tracing::error!(container = %name, error = %e, "cannot finish the interrupted restore; .snapshots is in {}", staging.display());
+                return;
+            }
+        } else if staging.exists() && !dir.join(MARKER).exists() {
+            tracing::info!(container = %name, "rolling back an interrupted restore");
+        } else {
+            tracing::info!(container = %name, "finishing an interrupted restore");
+        }
+        self.finish_restore_files(name, !running);
+        if journal.is_some_and(|j| j.was_running) && !running {
+            let started = ContainerSpec::load(&dir)
+                .map_err(|e| EngineError::Failed(e.to_string()))
+                .and_then(|spec| {
+                    self.prepare_for_start(&dir, &spec)?;
+                    self.host.lxc_start(name)
+                });
+            if let Err(e) = started {
+                tracing::error!(container = %name, error = %e, "cannot start the container again after the interrupted restore");
+            }
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! Snapper compatibility: the on-disk snapshot format (`.snapshots/<N>/info.xml` plus
+//! `<N>/snapshot`), number allocation, the config files snapper reads, and snapper's
+//! number and timeline cleanup algorithms as pure functions.
+//!
+//! See SNAPSHOT-BACKUP-SPEC.md §1-§2. Everything here is plain data and files; the
+//! Btrfs effects stay behind [`crate::host::HostOps`].
+
+pub mod cleanup;
+pub mod config;
+pub mod info;
+pub mod layout;
+pub mod time;
+
+pub use cleanup::{number_cleanup, timeline_cleanup, NumberLimits, TimelineLimits};
+pub use info::{SnapshotInfo, SnapshotKind};
