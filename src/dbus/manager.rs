@@ -237,7 +237,11 @@ impl Manager {
     ) -> Result<u32> {
         require_admin(conn, &hdr).await?;
         let req = super::snapshots::request(description, cleanup, userdata);
-        Ok(self.engine.create_snapshot(&name, req).await?)
+        logged(
+            "create snapshot",
+            &name,
+            self.engine.create_snapshot(&name, req).await,
+        )
     }
 
     async fn list_snapshots(&self, name: String) -> Result<Vec<super::snapshots::SnapshotWire>> {
@@ -257,7 +261,11 @@ impl Manager {
         num: u32,
     ) -> Result<()> {
         require_admin(conn, &hdr).await?;
-        Ok(self.engine.delete_snapshot(&name, num).await?)
+        logged(
+            "delete snapshot",
+            &name,
+            self.engine.delete_snapshot(&name, num).await,
+        )
     }
 
     async fn cleanup_snapshots(
@@ -267,7 +275,11 @@ impl Manager {
         name: String,
     ) -> Result<Vec<u32>> {
         require_admin(conn, &hdr).await?;
-        Ok(self.engine.cleanup_snapshots(&name).await?)
+        logged(
+            "cleanup snapshots",
+            &name,
+            self.engine.cleanup_snapshots(&name).await,
+        )
     }
 
     async fn restore_snapshot(
@@ -279,7 +291,11 @@ impl Manager {
         num: u32,
     ) -> Result<OwnedObjectPath> {
         require_admin(conn, &hdr).await?;
-        let job = self.engine.restore_snapshot(&name, num)?;
+        let job = logged(
+            "restore snapshot",
+            &name,
+            self.engine.restore_snapshot(&name, num),
+        )?;
         register_job(server, &self.engine, job.id).await;
         Ok(path(api::job_path(job.id)))
     }

@@ -112,7 +112,11 @@ impl ContainerObject {
     ) -> Result<u32> {
         require_admin(conn, &hdr).await?;
         let req = request(description, cleanup, userdata);
-        Ok(self.engine.create_snapshot(&self.name, req).await?)
+        logged(
+            "create snapshot",
+            &self.name,
+            self.engine.create_snapshot(&self.name, req).await,
+        )
     }
 
     async fn list_snapshots(&self) -> Result<Vec<SnapshotWire>> {
@@ -131,7 +135,11 @@ impl ContainerObject {
         num: u32,
     ) -> Result<()> {
         require_admin(conn, &hdr).await?;
-        Ok(self.engine.delete_snapshot(&self.name, num).await?)
+        logged(
+            "delete snapshot",
+            &self.name,
+            self.engine.delete_snapshot(&self.name, num).await,
+        )
     }
 
     /// Runs the number and timeline cleanups now; returns the deleted numbers.
@@ -141,7 +149,11 @@ impl ContainerObject {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<Vec<u32>> {
         require_admin(conn, &hdr).await?;
-        Ok(self.engine.cleanup_snapshots(&self.name).await?)
+        logged(
+            "cleanup snapshots",
+            &self.name,
+            self.engine.cleanup_snapshots(&self.name).await,
+        )
     }
 
     /// Restores the container to snapshot `num`; returns the job.
@@ -153,7 +165,11 @@ impl ContainerObject {
         num: u32,
     ) -> Result<OwnedObjectPath> {
         require_admin(conn, &hdr).await?;
-        let job = self.engine.restore_snapshot(&self.name, num)?;
+        let job = logged(
+            "restore snapshot",
+            &self.name,
+            self.engine.restore_snapshot(&self.name, num),
+        )?;
         register_job(server, &self.engine, job.id).await;
         Ok(OwnedObjectPath::try_from(crate::api::job_path(job.id)).expect("job paths are valid"))
     }
