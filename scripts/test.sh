@@ -54,6 +54,18 @@ osm_step "cargo build --all-targets"
 cargo build "${lock_args[@]}" --all-targets
 
 osm_step "cargo test (unit + root integration tests)"
-cargo test "${lock_args[@]}" -- --test-threads=2
-
+log="$OSM_REPO_ROOT/target/test-output.log"
+set +e
+cargo test "${lock_args[@]}" --lib --bins --tests -- --test-threads=2 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One total over every test binary, as the last line.
+passed=$(awk '/^test result:/ {n += $4} END {print n + 0}' "$log")
+failed=$(awk '/^test result:/ {n += $6} END {print n + 0}' "$log")
+if [ "$status" -ne 0 ]; then
+    echo "cargo test failed (exit $status)"
+    echo "$passed passed, $failed failed"
+    exit "$status"
+fi
 osm_step "All checks and tests passed"
+echo "$passed passed, $failed failed"
