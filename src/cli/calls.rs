@@ -9,11 +9,12 @@ use zbus::proxy::CacheProperties;
 use zbus::zvariant::{ObjectPath, Value};
 use zbus::Connection;
 
-use super::args::CreateArgs;
+use super::args::{CreateArgs, SetArgs};
 use super::exit::{CliError, ExitCode};
 use super::model::{ContainerDetail, ContainerInfo, Properties};
 use crate::api::{BUS_NAME, CONTAINER_IFACE, MANAGER_PATH};
 use crate::client::{ContainerProxy, ManagerProxy};
+use crate::spec::Autostart;
 
 /// A connection to the system bus and a proxy for osm-hostd's manager object.
 pub struct Daemon {
@@ -109,8 +110,14 @@ impl Daemon {
 /// defaults apply to the rest.
 pub fn create_options(args: &CreateArgs) -> HashMap<&'static str, Value<'static>> {
     let mut options = HashMap::new();
-    if args.autostart {
-        options.insert("autostart", Value::from(true));
+    if let Some(a) = args.autostart {
+        options.insert("autostart", autostart_value(a));
+    }
+    if let Some(p) = args.boot_priority {
+        options.insert("boot_priority", Value::from(p));
+    }
+    if let Some(d) = args.boot_delay {
+        options.insert("boot_delay", Value::from(d));
     }
     if let Some(bytes) = args.memory {
         options.insert("memory", Value::from(bytes));
@@ -125,6 +132,36 @@ pub fn create_options(args: &CreateArgs) -> HashMap<&'static str, Value<'static>
         options.insert("ip", Value::from(ip.to_string()));
     }
     options
+}
+
+/// The policy as a boolean where one does (what older daemons understand).
+fn autostart_value(a: Autostart) -> Value<'static> {
+    match a {
+        Autostart::Always => Value::from(true),
+        Autostart::Never => Value::from(false),
+        Autostart::LastState => Value::from("last-state"),
+    }
+}
+
+/// `SetContainer`'s settings: only those given on the command line.
+pub fn set_settings(args: &SetArgs) -> HashMap<&'static str, Value<'static>> {
+    let mut s = HashMap::new();
+    if let Some(a) = args.autostart {
+        s.insert("autostart", autostart_value(a));
+    }
+    if let Some(p) = args.boot_priority {
+        s.insert("boot_priority", Value::from(p));
+    }
+    if let Some(d) = args.boot_delay {
+        s.insert("boot_delay", Value::from(d));
+    }
+    if let Some(m) = args.memory {
+        s.insert("memory", Value::from(m));
+    }
+    if let Some(c) = args.cpus {
+        s.insert("cpus", Value::from(c));
+    }
+    s
 }
 
 #[cfg(test)]

@@ -129,6 +129,13 @@ async fn apply(
             obj.state_changed(emitter).await?;
             obj.init_pid_changed(emitter).await?;
             obj.started_at_changed(emitter).await?;
+            obj.warning_changed(emitter).await?;
+            obj.autostart_changed(emitter).await?;
+            obj.autostart_policy_changed(emitter).await?;
+            obj.boot_priority_changed(emitter).await?;
+            obj.boot_delay_changed(emitter).await?;
+            obj.memory_limit_changed(emitter).await?;
+            obj.cpu_limit_changed(emitter).await?;
         }
         Event::BaseAdded(name) => register_base(server, engine, &name).await,
         Event::BaseRemoved(name) => {

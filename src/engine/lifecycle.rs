@@ -55,7 +55,10 @@ impl Engine {
         self.start_locked(&c).await.map(|_| ())
     }
 
-    async fn start_locked(self: &Arc<Self>, c: &Arc<Container>) -> EngineResult<Outcome> {
+    pub(super) async fn start_locked(
+        self: &Arc<Self>,
+        c: &Arc<Container>,
+    ) -> EngineResult<Outcome> {
         // A container we saw stop is not asked about again (that costs an lxc-info on
         // every start); if it was started behind our back, lxc-start fails and the
         // state is re-read below.
@@ -84,7 +87,10 @@ impl Engine {
         .await;
         match started {
             Ok(st) if st.running => {
-                c.update(|s| s.started_at = crate::fsutil::now_usecs());
+                c.update(|s| {
+                    s.started_at = crate::fsutil::now_usecs();
+                    s.warning.clear();
+                });
                 self.set_state(c, RunState::Running, st.init_pid);
                 if let Some(pid) = st.init_pid {
                     self.watch_init(c.name.clone(), pid);
@@ -114,7 +120,7 @@ impl Engine {
         }
     }
 
-    async fn stop_locked(
+    pub(super) async fn stop_locked(
         self: &Arc<Self>,
         c: &Arc<Container>,
         timeout: Duration,

@@ -7,18 +7,22 @@
 //! next start removes what is left of the staging entry ([`Engine::open`]).
 
 mod bases;
+mod boot;
 mod container;
 mod create;
 mod delete;
 pub mod jobs;
 mod lifecycle;
 mod network;
+mod set;
 mod watch;
 
 pub use bases::{BaseInfo, BaseSource};
+pub use boot::BOOT_MARKER;
 pub use container::{ContainerInfo, RunState};
 pub use create::{CreateOutcome, CreateRequest};
 pub use network::NetworkInfo;
+pub use set::SetRequest;
 
 use crate::config::HostConfig;
 use crate::error::{EngineError, EngineResult};
@@ -63,6 +67,8 @@ pub struct Engine {
     events: broadcast::Sender<Event>,
     /// dnsmasq's supervisor, when the daemon manages networking.
     dnsmasq: OnceLock<Arc<crate::net::supervisor::Supervisor>>,
+    /// Set once `host shutdown` has begun: autostart starts nothing more.
+    shutting_down: std::sync::atomic::AtomicBool,
 }
 
 impl Engine {
@@ -87,6 +93,7 @@ impl Engine {
             jobs: Jobs::new(events.clone()),
             events,
             dnsmasq: OnceLock::new(),
+            shutting_down: Default::default(),
         });
         engine.write_common_conf()?;
         engine.recover()?;
@@ -285,3 +292,6 @@ async fn blocking<T: Send + 'static>(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod boot_tests;
