@@ -29,6 +29,6 @@ rm -rf target/assets
 cargo run "${lock_args[@]}" --example gen-assets -- target/assets
 
 osm_step "cargo deb"
-deb=$(cargo deb --no-build --output target/debian/ | tail -n 1)
+deb=$(cargo deb --no-build --strip --output target/debian/ | tail -n 1)
 osm_info "built $deb"
 echo "$deb"
