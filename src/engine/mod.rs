@@ -47,6 +47,8 @@ pub enum Event {
     ContainerAdded(String),
     ContainerRemoved(String),
     ContainerChanged(String),
+    /// Its settings (`container.toml`) changed.
+    ContainerSpecChanged(String),
     BaseAdded(String),
     BaseRemoved(String),
     JobAdded(u64),
@@ -185,10 +187,28 @@ impl Engine {
             }
         }
         *self.containers.write().expect("containers lock") = found;
-        for c in self.all_containers() {
-            self.refresh_state(&c);
-        }
+        self.refresh_all_states();
         Ok(())
+    }
+
+    /// Asks LXC about every container (one `lxc-info` each) from a few threads, so a
+    /// host with dozens of containers is ready, and starts them at boot, sooner.
+    fn refresh_all_states(self: &Arc<Self>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let all = self.all_containers();
+        // The watchers of adopted containers are tasks on the daemon's runtime.
+        let handle = tokio::runtime::Handle::try_current().ok();
+        let next = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..all.len().clamp(1, 8) {
+                s.spawn(|| {
+                    let _runtime = handle.as_ref().map(|h| h.enter());
+                    while let Some(c) = all.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        self.refresh_state(c);
+                    }
+                });
+            }
+        });
     }
 
     fn all_containers(&self) -> Vec<Arc<Container>> {

@@ -82,7 +82,7 @@ impl Engine {
         .await?;
         c.update(|s| s.spec = spec);
         tracing::info!(container = %name, "container settings changed");
-        self.emit(Event::ContainerChanged(name.to_string()));
+        self.emit(Event::ContainerSpecChanged(name.to_string()));
         Ok(())
     }
 }
