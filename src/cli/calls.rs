@@ -178,6 +178,68 @@ mod tests {
         create_options(&args)
     }
 
+    fn set(argv: &[&str]) -> Result<HashMap<&'static str, Value<'static>>, clap::Error> {
+        let cli = Cli::try_parse_from(argv)?;
+        let Command::Set(args) = cli.command else {
+            panic!("not a set command")
+        };
+        Ok(set_settings(&args))
+    }
+
+    #[test]
+    fn set_sends_only_given_settings_with_the_api_types() {
+        let o = set(&[
+            "osm-hostctl",
+            "set",
+            "web1",
+            "--autostart",
+            "last-state",
+            "--boot-priority",
+            "-3",
+            "--memory",
+            "none",
+        ])
+        .unwrap();
+        assert_eq!(o.len(), 3, "{o:?}");
+        assert_eq!(o["autostart"], Value::from("last-state"));
+        assert_eq!(o["boot_priority"], Value::from(-3i32));
+        assert_eq!(o["memory"], Value::from(0u64));
+        let o = set(&["osm-hostctl", "set", "web1", "--autostart", "false"]).unwrap();
+        assert_eq!(o["autostart"], Value::from(false));
+        // Nothing to set, or a policy that does not exist, is a usage error.
+        assert!(set(&["osm-hostctl", "set", "web1"]).is_err());
+        assert!(set(&["osm-hostctl", "set", "web1", "--autostart", "maybe"]).is_err());
+    }
+
+    #[test]
+    fn create_takes_an_autostart_policy_and_boot_order() {
+        let o = create(&[
+            "osm-hostctl",
+            "create",
+            "web1",
+            "--base",
+            "b",
+            "--autostart",
+            "last-state",
+            "--boot-priority",
+            "5",
+            "--boot-delay",
+            "2",
+        ]);
+        assert_eq!(o["autostart"], Value::from("last-state"));
+        assert_eq!(o["boot_priority"], Value::from(5i32));
+        assert_eq!(o["boot_delay"], Value::from(2u32));
+        let o = create(&[
+            "osm-hostctl",
+            "create",
+            "web1",
+            "--autostart",
+            "--base",
+            "b",
+        ]);
+        assert_eq!(o["autostart"], Value::from(true));
+    }
+
     #[test]
     fn create_passes_only_given_options() {
         let o = create(&["osm-hostctl", "create", "web1", "--base", "debian12"]);
