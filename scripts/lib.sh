@@ -30,6 +30,9 @@ OSM_APT_PACKAGES=(
     gcc
     libc6-dev
     ca-certificates
+    # tests: systemd-analyze verify of the units. Installing the package on a host whose
+    # PID 1 is not systemd changes nothing there (systemd-sysv is what makes it init).
+    systemd
 )
 
 osm_info() { printf '%s\n' "$*"; }

@@ -147,6 +147,9 @@ step_install() {
     local release="$OSM_REPO_ROOT/target/release" f
     install_file 0755 "$release/osm-hostd" /usr/sbin/osm-hostd && daemon_changed=1
     install_file 0755 "$release/osm-hostctl" /usr/bin/osm-hostctl || true
+    # The unit's ExecStop: stops containers only when the host goes down.
+    install_file 0755 "$OSM_REPO_ROOT/packaging/libexec/osm-hostd-host-shutdown" \
+        /usr/lib/osm-host/osm-hostd-host-shutdown || true
 
     install_file 0644 "$OSM_REPO_ROOT/packaging/dbus/$BUS_NAME.conf" \
         "/usr/share/dbus-1/system.d/$BUS_NAME.conf" && policy_changed=1

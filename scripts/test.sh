@@ -2,7 +2,8 @@
 # Runs osm-host's whole test suite, as root, on Debian 12 or newer:
 #   Debian packages -> cargo fmt --check -> cargo clippy -D warnings -> cargo build
 #   -> cargo test (unit tests, D-Bus tests, and the root integration tests with real
-#   LXC containers on loop-mounted Btrfs).
+#   LXC containers on loop-mounted Btrfs) -> systemd-analyze verify of the units ->
+#   the Debian package built and listed (scripts/check-deb.sh; installs cargo-deb once).
 # Stops at the first failing step with a non-zero exit code. Needs no standard input;
 # CI runs it as `bash .ci/run`.
 #
@@ -67,5 +68,20 @@ if [ "$status" -ne 0 ]; then
     echo "$passed passed, $failed failed"
     exit "$status"
 fi
+
+osm_step "systemd-analyze verify (packaging/systemd)"
+command -v systemd-analyze >/dev/null 2>&1 ||
+    osm_die "systemd-analyze is missing; the systemd package should have been installed above"
+# The installed programs may be missing on a CI machine: tests/packaging.rs verifies the
+# units again in a staging root with every program they run.
+verify_out=$(systemd-analyze verify packaging/systemd/*.service packaging/systemd/*.timer 2>&1 || true)
+if grep -v 'is not executable: No such file or directory' <<<"$verify_out" | grep -q .; then
+    printf '%s\n' "$verify_out" >&2
+    osm_die "systemd-analyze verify reported problems"
+fi
+
+osm_step "Debian package (cargo-deb) and its contents"
+bash scripts/check-deb.sh
+
 osm_step "All checks and tests passed"
 echo "$passed passed, $failed failed"

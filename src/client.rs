@@ -3,7 +3,8 @@
 //! Interface summary (the daemon's `dbus` module implements it):
 //!
 //! Manager (`/uk/co/devtank/OsmHost1`):
-//! - `CreateContainer(name s, base s, options a{sv}) -> o`; options: `autostart` b,
+//! - `CreateContainer(name s, base s, options a{sv}) -> o`; options: `autostart` b (or s:
+//!   "true", "false", "last-state"), `boot_priority` i, `boot_delay` u (seconds),
 //!   `memory` t (bytes), `cpus` u, `layers` as, `ip` s (a fixed IPv4 address from the
 //!   range; default: the lowest free one).
 //! - `StartContainer(name s)`, `StopContainer(name s, force b, timeout u)` (timeout in
@@ -19,12 +20,18 @@
 //!   `ListSnapshots(name s) -> a(usutussa{ss})`, `DeleteSnapshot(name s, num u)`,
 //!   `CleanupSnapshots(name s) -> au` (runs number and timeline cleanup now),
 //!   `RestoreSnapshot(name s, num u) -> o` (a job).
+//! - `SetContainer(name s, settings a{sv})`: `autostart`, `boot_priority`, `boot_delay`,
+//!   `memory` t, `cpus` u (0 removes a limit); unknown keys are refused.
+//! - `Shutdown() -> as`: host shutdown; stops every running container in reverse boot
+//!   order, records their last state, returns them in the order they stopped.
 //! - properties `Version` s, `StoreRoot` s.
 //!
 //! Container (`.../container/<escaped>`): `Start()`, `Stop(force b, timeout u)`,
 //! `Restart(timeout u)`, `Delete(force b)`, `GetDiskUsage() -> t`; properties `Name`,
 //! `State` (stopped|starting|running|stopping), `InitPid` u, `Base`, `Layers` as,
-//! `Addresses` as (seen inside while running), `IPv4Address` s (fixed), `MacAddress`, `Autostart` b, `MemoryLimit` t, `CpuLimit` u (0 = none),
+//! `Addresses` as (seen inside while running), `IPv4Address` s (fixed), `MacAddress`, `Autostart` b (true unless the policy is false),
+//! `AutostartPolicy` s (true|false|last-state), `BootPriority` i, `BootDelay` u,
+//! `Warning` s ("" when none), `MemoryLimit` t, `CpuLimit` u (0 = none),
 //! `CreatedAt` t, `StartedAt` t (µs since the epoch, 0 when not running),
 //! `SnapshotCount` u, `NewestSnapshot` t (date of the newest, µs; 0 = none).
 //! Snapshot methods as on the Manager without the name; signals `SnapshotCreated(u)`,
@@ -85,6 +92,8 @@ pub trait Manager {
     fn delete_snapshot(&self, name: &str, num: u32) -> zbus::Result<()>;
     fn cleanup_snapshots(&self, name: &str) -> zbus::Result<Vec<u32>>;
     fn restore_snapshot(&self, name: &str, num: u32) -> zbus::Result<OwnedObjectPath>;
+    fn set_container(&self, name: &str, settings: HashMap<&str, Value<'_>>) -> zbus::Result<()>;
+    fn shutdown(&self) -> zbus::Result<Vec<String>>;
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
     #[zbus(property)]
@@ -139,6 +148,14 @@ pub trait Container {
     fn mac_address(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn autostart(&self) -> zbus::Result<bool>;
+    #[zbus(property)]
+    fn autostart_policy(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn boot_priority(&self) -> zbus::Result<i32>;
+    #[zbus(property)]
+    fn boot_delay(&self) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn warning(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn memory_limit(&self) -> zbus::Result<u64>;
     #[zbus(property)]

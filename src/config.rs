@@ -40,6 +40,35 @@ pub struct HostConfig {
     pub snapper: SnapperConfig,
     pub backup: BackupConfig,
     pub snapshots: SnapshotsConfig,
+    pub boot: BootConfig,
+}
+
+/// `[boot]`: how the daemon starts containers at host boot and stops them at shutdown.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BootConfig {
+    /// Containers of one priority group started at the same time.
+    pub parallel: u32,
+    /// Attempts after a failed start before the container is left with a warning.
+    pub retries: u32,
+    /// Seconds before the first retry; doubled for each further one.
+    pub retry_delay: f64,
+    /// Seconds to wait for the store and the bridge before starting anything.
+    pub wait_timeout: u32,
+    /// Seconds each container gets to shut down cleanly at host shutdown.
+    pub stop_timeout: u32,
+}
+
+impl Default for BootConfig {
+    fn default() -> Self {
+        BootConfig {
+            parallel: 4,
+            retries: 3,
+            retry_delay: 1.0,
+            wait_timeout: 60,
+            stop_timeout: 30,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -119,6 +148,7 @@ impl Default for HostConfig {
             snapper: SnapperConfig::default(),
             backup: BackupConfig::default(),
             snapshots: SnapshotsConfig::default(),
+            boot: BootConfig::default(),
         }
     }
 }
@@ -235,6 +265,18 @@ impl HostConfig {
                 self.backup.mode
             ));
         }
+        if self.boot.parallel == 0 || self.boot.parallel > 64 {
+            return Err(format!(
+                "boot.parallel = {} must be between 1 and 64",
+                self.boot.parallel
+            ));
+        }
+        if !(self.boot.retry_delay.is_finite() && (0.0..=600.0).contains(&self.boot.retry_delay)) {
+            return Err(format!(
+                "boot.retry_delay = {} must be between 0 and 600 seconds",
+                self.boot.retry_delay
+            ));
+        }
         Ok(())
     }
 
@@ -304,6 +346,8 @@ mod tests {
         assert_eq!(c.network.address, "10.0.3.1/24");
         assert!(c.network.nat);
         assert_eq!(c.backup.mode, "mirror");
+        assert_eq!(c.boot.parallel, 4);
+        assert_eq!(c.boot.retries, 3);
     }
 
     #[test]
@@ -368,6 +412,9 @@ mode = "history"
             "[network]\naddress = \"10.0.3.1\"",
             "[network]\ndhcp_range = \"10.0.4.2-10.0.4.9\"",
             "store_root = \"/srv/x\"\nloop_image = \"/srv/x/img\"",
+            "[boot]\nparallel = 0",
+            "[boot]\nretry_delay = -1.0",
+            "[boot]\nparalel = 2",
         ] {
             assert!(
                 HostConfig::parse(text, Path::new("h.toml")).is_err(),

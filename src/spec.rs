@@ -22,8 +22,15 @@ pub struct ContainerSpec {
     /// before networking; the daemon assigns one at its next start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv4: Option<String>,
+    /// Whether the daemon starts it at host boot (`true`, `false` or `"last-state"`).
     #[serde(default)]
-    pub autostart: bool,
+    pub autostart: Autostart,
+    /// Boot order: higher starts first; equal priorities start in parallel.
+    #[serde(default, skip_serializing_if = "is_zero_i32")]
+    pub boot_priority: i32,
+    /// Seconds to wait after starting it before the next priority group starts.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub boot_delay: u32,
     /// Memory limit in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<u64>,
@@ -52,6 +59,88 @@ pub struct SnapshotPolicy {
 impl SnapshotPolicy {
     pub fn is_default(&self) -> bool {
         *self == SnapshotPolicy::default()
+    }
+}
+
+fn is_zero_i32(v: &i32) -> bool {
+    *v == 0
+}
+
+fn is_zero_u32(v: &u32) -> bool {
+    *v == 0
+}
+
+/// The autostart policy. Old specs say `autostart = true/false`; `"last-state"` starts
+/// the container at boot only if it was running when the host last shut down.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Autostart {
+    #[default]
+    Never,
+    Always,
+    LastState,
+}
+
+impl Autostart {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Autostart::Never => "false",
+            Autostart::Always => "true",
+            Autostart::LastState => "last-state",
+        }
+    }
+
+    /// Whether the container may be started at boot at all (`true` or `last-state`).
+    pub fn enabled(self) -> bool {
+        self != Autostart::Never
+    }
+}
+
+impl std::str::FromStr for Autostart {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "true" | "yes" | "on" => Ok(Autostart::Always),
+            "false" | "no" | "off" => Ok(Autostart::Never),
+            "last-state" => Ok(Autostart::LastState),
+            other => Err(format!(
+                "autostart {other:?} must be true, false or last-state"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Autostart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Autostart {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Autostart::Never => s.serialize_bool(false),
+            Autostart::Always => s.serialize_bool(true),
+            Autostart::LastState => s.serialize_str("last-state"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Autostart {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bool(true) => Ok(Autostart::Always),
+            Raw::Bool(false) => Ok(Autostart::Never),
+            Raw::Text(t) if t == "last-state" => Ok(Autostart::LastState),
+            Raw::Text(t) => Err(serde::de::Error::custom(format!(
+                "autostart = {t:?} must be true, false or \"last-state\""
+            ))),
+        }
     }
 }
 
@@ -134,7 +223,9 @@ mod tests {
             layers: vec![],
             mac: "02:11:22:33:44:55".into(),
             ipv4: Some("10.0.3.2".into()),
-            autostart: true,
+            autostart: Autostart::Always,
+            boot_priority: 0,
+            boot_delay: 0,
             memory: Some(2 << 30),
             cpus: None,
             created: 1_790_000_000,
@@ -176,6 +267,30 @@ mod tests {
         let text = s.to_toml();
         assert!(!text.contains("ipv4"));
         assert_eq!(toml::from_str::<ContainerSpec>(&text).unwrap(), s);
+    }
+
+    #[test]
+    fn autostart_accepts_old_booleans_and_last_state() {
+        let base = sample().to_toml().replace("autostart = true\n", "");
+        for (line, want) in [
+            ("autostart = true", Autostart::Always),
+            ("autostart = false", Autostart::Never),
+            ("autostart = \"last-state\"", Autostart::LastState),
+            ("", Autostart::Never),
+        ] {
+            let s: ContainerSpec = toml::from_str(&format!("{base}{line}\n")).unwrap();
+            assert_eq!(s.autostart, want, "{line}");
+            assert_eq!(s.boot_priority, 0);
+        }
+        assert!(
+            toml::from_str::<ContainerSpec>(&format!("{base}autostart = \"sometimes\"\n")).is_err()
+        );
+        let mut s = sample();
+        s.autostart = Autostart::LastState;
+        s.boot_priority = -3;
+        s.boot_delay = 5;
+        let back: ContainerSpec = toml::from_str(&s.to_toml()).unwrap();
+        assert_eq!(back, s);
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub struct FakeHost {
     pub fail_start: Mutex<bool>,
     /// A subvolume name whose creation fails with ENOSPC.
     pub fail_subvolume: Mutex<Option<String>>,
+    /// Containers whose every start fails.
+    pub fail_names: Mutex<HashSet<String>>,
 }
 
 impl FakeHost {
@@ -80,7 +82,7 @@ impl HostOps for FakeHost {
     }
     fn lxc_start(&self, name: &str) -> HostResult<LxcState> {
         self.log(format!("lxc-start {name}"));
-        if *self.fail_start.lock().unwrap() {
+        if *self.fail_start.lock().unwrap() || self.fail_names.lock().unwrap().contains(name) {
             return Err(EngineError::Failed(format!(
                 "lxc-start failed for container {name}"
             )));
@@ -126,6 +128,13 @@ impl HostOps for FakeHost {
 
 /// An engine on a temp dir with one base, `bb`, and a fake host.
 pub fn fake_engine() -> (tempfile::TempDir, Arc<FakeHost>, Arc<Engine>) {
+    fake_engine_with(|_| {})
+}
+
+/// [`fake_engine`] with a config changed by `edit`.
+pub fn fake_engine_with(
+    edit: impl FnOnce(&mut HostConfig),
+) -> (tempfile::TempDir, Arc<FakeHost>, Arc<Engine>) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
     for d in ["os-bases/bb", "layers", "include", "containers"] {
@@ -142,6 +151,8 @@ pub fn fake_engine() -> (tempfile::TempDir, Arc<FakeHost>, Arc<Engine>) {
         },
         ..HostConfig::default()
     };
+    let mut cfg = cfg;
+    edit(&mut cfg);
     let facts = HostFacts {
         apparmor: false,
         v2_controllers: vec![],

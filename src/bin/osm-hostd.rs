@@ -118,6 +118,15 @@ async fn serve(cfg: HostConfig, store: Store, lxc: Lxc) -> anyhow::Result<()> {
     }
     engine.spawn_reconciler();
     engine.spawn_snapshot_scheduler();
+    // Only the first start after a host boot starts containers (see engine::boot); ready
+    // once that is dispatched, not finished, so systemd is not held up by slow containers.
+    let boot = engine.claim_boot().with_context(|| {
+        format!(
+            "creating the boot marker in {}",
+            engine.config().runtime_dir.display()
+        )
+    })?;
+    engine.spawn_autostart(boot);
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     tracing::info!(bus_name = api::BUS_NAME, "osm-hostd ready");
     wait_for_shutdown().await;

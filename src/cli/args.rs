@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::parse_size;
+use crate::spec::Autostart;
 
 const ABOUT: &str = "Control osm-hostd, the OSM host's container daemon, over D-Bus";
 
@@ -25,6 +26,7 @@ Examples:
   osm-hostctl start web1
   osm-hostctl list
   osm-hostctl info web1 --json
+  osm-hostctl set web1 --autostart last-state --boot-priority 10 --boot-delay 5
   osm-hostctl host info
   osm-hostctl snapshot create web1 --cleanup number --description 'before upgrade'
   osm-hostctl snapshot list web1
@@ -110,7 +112,9 @@ pub enum Command {
     /// Manage base images (the read-only root filesystems containers start from)
     #[command(subcommand)]
     Base(BaseCommand),
-    /// The host: its container network (bridge, addresses, dnsmasq)
+    /// Change a container's autostart policy, boot order or limits
+    Set(SetArgs),
+    /// The host: its container network (bridge, addresses, dnsmasq) and shutdown
     #[command(subcommand, alias = "network")]
     Host(HostCommand),
     /// Manage a container's snapshots (snapper-compatible) and restore from them
@@ -122,6 +126,45 @@ pub enum Command {
 pub enum HostCommand {
     /// Show the bridge, its subnet, used and free addresses, and dnsmasq's state
     Info(JsonArg),
+    /// Stop every container for a host shutdown, lowest boot priority first, recording
+    /// which ran (for autostart = last-state); run by osm-hostd.service when the host
+    /// goes down
+    Shutdown,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("settings").required(true).multiple(true)))]
+pub struct SetArgs {
+    /// Container name
+    pub name: String,
+    /// Start at host boot: true, false or last-state
+    #[arg(long, value_name = "POLICY", group = "settings")]
+    pub autostart: Option<Autostart>,
+    /// Boot order: higher starts first, equal priorities in parallel
+    #[arg(
+        long,
+        value_name = "N",
+        allow_negative_numbers = true,
+        group = "settings"
+    )]
+    pub boot_priority: Option<i32>,
+    /// Seconds to wait after starting it at boot before the next group
+    #[arg(long, value_name = "S", group = "settings")]
+    pub boot_delay: Option<u32>,
+    /// Memory limit, e.g. 512M or 2G, or "none"; applies at the next start
+    #[arg(long, value_name = "SIZE", value_parser = parse_limit_size, group = "settings")]
+    pub memory: Option<u64>,
+    /// CPU limit in CPUs, or 0 for none; applies at the next start
+    #[arg(long, value_name = "N", group = "settings")]
+    pub cpus: Option<u32>,
+}
+
+/// A size, or `none`/`0` for no limit (sent as 0).
+fn parse_limit_size(text: &str) -> Result<u64, String> {
+    match text {
+        "none" | "0" => Ok(0),
+        t => parse_size(t),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -131,9 +174,17 @@ pub struct CreateArgs {
     /// Base image to create it from (see `osm-hostctl base list`)
     #[arg(long)]
     pub base: String,
-    /// Start the container when the host boots
-    #[arg(long)]
-    pub autostart: bool,
+    /// Start the container when the host boots: true (the default when the flag has no
+    /// value), false, or last-state (only if it ran when the host shut down)
+    #[arg(long, value_name = "POLICY", num_args = 0..=1, require_equals = false,
+          default_missing_value = "true")]
+    pub autostart: Option<Autostart>,
+    /// Boot order: higher starts first, equal priorities in parallel [default: 0]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub boot_priority: Option<i32>,
+    /// Seconds to wait after starting it at boot before the next group [default: 0]
+    #[arg(long, value_name = "S")]
+    pub boot_delay: Option<u32>,
     /// Memory limit, e.g. 512M or 2G [default: no limit]
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub memory: Option<u64>,

@@ -9,11 +9,12 @@ use zbus::proxy::CacheProperties;
 use zbus::zvariant::{ObjectPath, Value};
 use zbus::Connection;
 
-use super::args::CreateArgs;
+use super::args::{CreateArgs, SetArgs};
 use super::exit::{CliError, ExitCode};
 use super::model::{ContainerDetail, ContainerInfo, Properties};
 use crate::api::{BUS_NAME, CONTAINER_IFACE, MANAGER_PATH};
 use crate::client::{ContainerProxy, ManagerProxy};
+use crate::spec::Autostart;
 
 /// A connection to the system bus and a proxy for osm-hostd's manager object.
 pub struct Daemon {
@@ -109,8 +110,14 @@ impl Daemon {
 /// defaults apply to the rest.
 pub fn create_options(args: &CreateArgs) -> HashMap<&'static str, Value<'static>> {
     let mut options = HashMap::new();
-    if args.autostart {
-        options.insert("autostart", Value::from(true));
+    if let Some(a) = args.autostart {
+        options.insert("autostart", autostart_value(a));
+    }
+    if let Some(p) = args.boot_priority {
+        options.insert("boot_priority", Value::from(p));
+    }
+    if let Some(d) = args.boot_delay {
+        options.insert("boot_delay", Value::from(d));
     }
     if let Some(bytes) = args.memory {
         options.insert("memory", Value::from(bytes));
@@ -127,6 +134,36 @@ pub fn create_options(args: &CreateArgs) -> HashMap<&'static str, Value<'static>
     options
 }
 
+/// The policy as a boolean where one does (what older daemons understand).
+fn autostart_value(a: Autostart) -> Value<'static> {
+    match a {
+        Autostart::Always => Value::from(true),
+        Autostart::Never => Value::from(false),
+        Autostart::LastState => Value::from("last-state"),
+    }
+}
+
+/// `SetContainer`'s settings: only those given on the command line.
+pub fn set_settings(args: &SetArgs) -> HashMap<&'static str, Value<'static>> {
+    let mut s = HashMap::new();
+    if let Some(a) = args.autostart {
+        s.insert("autostart", autostart_value(a));
+    }
+    if let Some(p) = args.boot_priority {
+        s.insert("boot_priority", Value::from(p));
+    }
+    if let Some(d) = args.boot_delay {
+        s.insert("boot_delay", Value::from(d));
+    }
+    if let Some(m) = args.memory {
+        s.insert("memory", Value::from(m));
+    }
+    if let Some(c) = args.cpus {
+        s.insert("cpus", Value::from(c));
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +176,68 @@ mod tests {
             panic!("not a create command")
         };
         create_options(&args)
+    }
+
+    fn set(argv: &[&str]) -> Result<HashMap<&'static str, Value<'static>>, clap::Error> {
+        let cli = Cli::try_parse_from(argv)?;
+        let Command::Set(args) = cli.command else {
+            panic!("not a set command")
+        };
+        Ok(set_settings(&args))
+    }
+
+    #[test]
+    fn set_sends_only_given_settings_with_the_api_types() {
+        let o = set(&[
+            "osm-hostctl",
+            "set",
+            "web1",
+            "--autostart",
+            "last-state",
+            "--boot-priority",
+            "-3",
+            "--memory",
+            "none",
+        ])
+        .unwrap();
+        assert_eq!(o.len(), 3, "{o:?}");
+        assert_eq!(o["autostart"], Value::from("last-state"));
+        assert_eq!(o["boot_priority"], Value::from(-3i32));
+        assert_eq!(o["memory"], Value::from(0u64));
+        let o = set(&["osm-hostctl", "set", "web1", "--autostart", "false"]).unwrap();
+        assert_eq!(o["autostart"], Value::from(false));
+        // Nothing to set, or a policy that does not exist, is a usage error.
+        assert!(set(&["osm-hostctl", "set", "web1"]).is_err());
+        assert!(set(&["osm-hostctl", "set", "web1", "--autostart", "maybe"]).is_err());
+    }
+
+    #[test]
+    fn create_takes_an_autostart_policy_and_boot_order() {
+        let o = create(&[
+            "osm-hostctl",
+            "create",
+            "web1",
+            "--base",
+            "b",
+            "--autostart",
+            "last-state",
+            "--boot-priority",
+            "5",
+            "--boot-delay",
+            "2",
+        ]);
+        assert_eq!(o["autostart"], Value::from("last-state"));
+        assert_eq!(o["boot_priority"], Value::from(5i32));
+        assert_eq!(o["boot_delay"], Value::from(2u32));
+        let o = create(&[
+            "osm-hostctl",
+            "create",
+            "web1",
+            "--autostart",
+            "--base",
+            "b",
+        ]);
+        assert_eq!(o["autostart"], Value::from(true));
     }
 
     #[test]

@@ -44,14 +44,42 @@ pub fn containers_table(list: &[ContainerInfo]) -> String {
         .map(|c| {
             vec![
                 c.name.clone(),
-                c.state.clone(),
+                if c.warning.is_empty() {
+                    c.state.clone()
+                } else {
+                    format!("{} {WARNING_MARK}", c.state)
+                },
                 c.base.clone(),
                 c.ipv4_address.clone(),
-                yes_no(c.autostart).to_string(),
+                autostart_text(c),
             ]
         })
         .collect();
-    table(&["NAME", "STATE", "BASE", "ADDRESS", "AUTOSTART"], &rows)
+    let mut out = table(&["NAME", "STATE", "BASE", "ADDRESS", "AUTOSTART"], &rows);
+    if list.iter().any(|c| !c.warning.is_empty()) {
+        out.push_str(&format!(
+            "{WARNING_MARK} has a warning: see `osm-hostctl info NAME`\n"
+        ));
+    }
+    out
+}
+
+/// Marks a container with a warning in `list`.
+pub const WARNING_MARK: &str = "(!)";
+
+/// `yes`/`no` as before, `last-state` for that policy; the boot priority when set.
+fn autostart_text(c: &ContainerInfo) -> String {
+    let policy = match c.autostart_policy.as_str() {
+        "" => yes_no(c.autostart).to_string(),
+        "true" => "yes".to_string(),
+        "false" => "no".to_string(),
+        other => other.to_string(),
+    };
+    if c.boot_priority != 0 && c.autostart {
+        format!("{policy} (priority {})", c.boot_priority)
+    } else {
+        policy
+    }
 }
 
 pub fn bases_table(list: &[BaseInfo]) -> String {
@@ -120,7 +148,7 @@ pub fn container_detail(d: &ContainerDetail, now_us: u64) -> String {
         ("ipv4 address", c.ipv4_address.clone()),
         ("addresses", list(&c.addresses)),
         ("mac address", c.mac_address.clone()),
-        ("autostart", yes_no(c.autostart).to_string()),
+        ("autostart", autostart_text(c)),
         (
             "memory limit",
             none_if_zero(c.memory_limit, format_size(c.memory_limit)),
@@ -148,6 +176,15 @@ pub fn container_detail(d: &ContainerDetail, now_us: u64) -> String {
             },
         ),
     ];
+    if c.boot_priority != 0 || c.boot_delay != 0 {
+        fields.push((
+            "boot order",
+            format!("priority {}, delay {}s", c.boot_priority, c.boot_delay),
+        ));
+    }
+    if !c.warning.is_empty() {
+        fields.push(("warning", c.warning.clone()));
+    }
     if c.state == STATE_RUNNING && c.started_at != 0 {
         let since = format_timestamp(c.started_at);
         fields.push((

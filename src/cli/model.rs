@@ -28,6 +28,12 @@ pub struct ContainerInfo {
     pub ipv4_address: String,
     pub mac_address: String,
     pub autostart: bool,
+    /// `true`, `false` or `last-state`.
+    pub autostart_policy: String,
+    pub boot_priority: i32,
+    pub boot_delay: u32,
+    /// "" when none.
+    pub warning: String,
     pub memory_limit: u64,
     pub cpu_limit: u32,
     pub created_at: u64,
@@ -134,6 +140,10 @@ impl ContainerInfo {
             ipv4_address: prop(p, "IPv4Address")?,
             mac_address: prop(p, "MacAddress")?,
             autostart: prop(p, "Autostart")?,
+            autostart_policy: prop(p, "AutostartPolicy")?,
+            boot_priority: prop(p, "BootPriority")?,
+            boot_delay: prop(p, "BootDelay")?,
+            warning: prop(p, "Warning")?,
             memory_limit: prop(p, "MemoryLimit")?,
             cpu_limit: prop(p, "CpuLimit")?,
             created_at: prop(p, "CreatedAt")?,
@@ -359,7 +369,10 @@ pub(crate) mod tests {
             [
                 "addresses",
                 "autostart",
+                "autostart_policy",
                 "base",
+                "boot_delay",
+                "boot_priority",
                 "cpu_limit",
                 "created_at",
                 "disk_usage",
@@ -372,7 +385,8 @@ pub(crate) mod tests {
                 "newest_snapshot",
                 "snapshot_count",
                 "started_at",
-                "state"
+                "state",
+                "warning"
             ]
         );
         assert_eq!(v["memory_limit"], 2u64 << 30);

@@ -8,7 +8,7 @@ use serde::Serialize;
 use zbus::zvariant::Fd;
 
 use super::args::{BaseCommand, Cli, Command, HostCommand};
-use super::calls::{create_options, Daemon};
+use super::calls::{create_options, set_settings, Daemon};
 use super::exit::{CliError, ExitCode};
 use super::format;
 use super::job::JobWatch;
@@ -23,6 +23,8 @@ fn call_timeout(command: &Command) -> Duration {
         Command::Stop { timeout, .. } | Command::Restart { timeout, .. } => {
             CALL_TIMEOUT + Duration::from_secs(timeout.unwrap_or(0).into())
         }
+        // Every container gets its stop timeout, a priority group at a time.
+        Command::Host(HostCommand::Shutdown) => Duration::from_secs(3600),
         _ => CALL_TIMEOUT,
     }
 }
@@ -71,6 +73,19 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             } else {
                 say(format::container_detail(&detail, now_us()).trim_end());
             }
+        }
+        Command::Set(args) => {
+            m.set_container(&args.name, set_settings(&args)).await?;
+            say(&format!("updated {}", args.name));
+        }
+        Command::Host(HostCommand::Shutdown) => {
+            let stopped = m.shutdown().await?;
+            say(&format!(
+                "stopped {} container(s){}{}",
+                stopped.len(),
+                if stopped.is_empty() { "" } else { ": " },
+                stopped.join(" ")
+            ));
         }
         Command::Base(cmd) => base(&daemon, cmd).await?,
         Command::Host(HostCommand::Info(out)) => {

@@ -4,7 +4,7 @@ use super::auth::require_admin;
 use super::error::{logged, Error, Result};
 use super::{register_base, register_container, register_job, timeout_arg};
 use crate::api;
-use crate::engine::{CreateRequest, Engine};
+use crate::engine::{CreateRequest, Engine, SetRequest};
 use std::collections::HashMap;
 use std::sync::Arc;
 use zbus::message::Header;
@@ -34,8 +34,12 @@ fn create_request(
     for (key, value) in options {
         let bad = |want: &str| Error::InvalidArgument(format!("option {key:?} must be {want}"));
         match key.as_str() {
-            "autostart" => {
-                req.autostart = bool::try_from(&value).map_err(|_| bad("a boolean (b)"))?
+            "autostart" => req.autostart = autostart_arg(&value).map_err(|_| bad(AUTOSTART_TYPE))?,
+            "boot_priority" => {
+                req.boot_priority = i32::try_from(&value).map_err(|_| bad("an integer (i)"))?
+            }
+            "boot_delay" => {
+                req.boot_delay = u32::try_from(&value).map_err(|_| bad("seconds (u)"))?
             }
             "memory" => {
                 req.memory = Some(u64::try_from(&value).map_err(|_| bad("a byte count (t)"))?)
@@ -48,7 +52,56 @@ fn create_request(
             }
             _ => {
                 return Err(Error::InvalidArgument(format!(
-                    "unknown option {key:?}; known options: autostart, memory, cpus, layers, ip"
+                    "unknown option {key:?}; known options: autostart, boot_priority, boot_delay, memory, cpus, layers, ip"
+                )))
+            }
+        }
+    }
+    Ok(req)
+}
+
+const AUTOSTART_TYPE: &str = "a boolean (b) or \"true\", \"false\" or \"last-state\" (s)";
+
+/// `autostart` as a boolean (the original form) or a policy string.
+fn autostart_arg(value: &OwnedValue) -> std::result::Result<crate::spec::Autostart, ()> {
+    if let Ok(b) = bool::try_from(value) {
+        return Ok(if b {
+            crate::spec::Autostart::Always
+        } else {
+            crate::spec::Autostart::Never
+        });
+    }
+    let text = <&str>::try_from(value).map_err(|_| ())?;
+    text.parse().map_err(|_| ())
+}
+
+/// Reads the `a{sv}` settings of SetContainer, refusing unknown keys and wrong types.
+fn set_request(settings: HashMap<String, OwnedValue>) -> Result<SetRequest> {
+    let mut req = SetRequest::default();
+    for (key, value) in settings {
+        let bad = |want: &str| Error::InvalidArgument(format!("setting {key:?} must be {want}"));
+        match key.as_str() {
+            "autostart" => {
+                req.autostart = Some(autostart_arg(&value).map_err(|_| bad(AUTOSTART_TYPE))?)
+            }
+            "boot_priority" => {
+                req.boot_priority = Some(i32::try_from(&value).map_err(|_| bad("an integer (i)"))?)
+            }
+            "boot_delay" => {
+                req.boot_delay = Some(u32::try_from(&value).map_err(|_| bad("seconds (u)"))?)
+            }
+            "memory" => {
+                req.memory = Some(
+                    u64::try_from(&value).map_err(|_| bad("a byte count (t), 0 for no limit"))?,
+                )
+            }
+            "cpus" => {
+                req.cpus =
+                    Some(u32::try_from(&value).map_err(|_| bad("a CPU count (u), 0 for no limit"))?)
+            }
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "unknown setting {key:?}; known settings: autostart, boot_priority, boot_delay, memory, cpus"
                 )))
             }
         }
@@ -300,6 +353,31 @@ impl Manager {
         Ok(path(api::job_path(job.id)))
     }
 
+    /// Changes a container's settings (`autostart` b or s, `boot_priority` i,
+    /// `boot_delay` u, `memory` t, `cpus` u; 0 removes a limit).
+    async fn set_container(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        name: String,
+        settings: HashMap<String, OwnedValue>,
+    ) -> Result<()> {
+        require_admin(conn, &hdr).await?;
+        let req = set_request(settings)?;
+        logged("set", &name, self.engine.set_container(&name, req).await)
+    }
+
+    /// Host shutdown: stops every running container in reverse boot order and records
+    /// which ran (for `autostart = "last-state"`). Returns them in the order they stopped.
+    async fn shutdown(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<Vec<String>> {
+        require_admin(conn, &hdr).await?;
+        logged("host shutdown", "host", self.engine.shutdown_host().await)
+    }
+
     #[zbus(property)]
     fn version(&self) -> String {
         env!("CARGO_PKG_VERSION").to_string()
@@ -324,6 +402,32 @@ mod tests {
     }
 
     #[test]
+    fn set_settings_are_typed_and_checked() {
+        let r = set_request(opts(vec![
+            ("autostart", Value::from("last-state")),
+            ("boot_priority", Value::from(-2i32)),
+            ("boot_delay", Value::from(5u32)),
+        ]))
+        .unwrap();
+        assert_eq!(r.autostart, Some(crate::spec::Autostart::LastState));
+        assert_eq!(r.boot_priority, Some(-2));
+        assert_eq!(r.boot_delay, Some(5));
+        assert_eq!(
+            set_request(opts(vec![("autostart", Value::from(true))]))
+                .unwrap()
+                .autostart,
+            Some(crate::spec::Autostart::Always)
+        );
+        for bad in [
+            opts(vec![("autostart", Value::from("sometimes"))]),
+            opts(vec![("boot_priority", Value::from("high"))]),
+            opts(vec![("colour", Value::from("red"))]),
+        ] {
+            assert!(set_request(bad).is_err());
+        }
+    }
+
+    #[test]
     fn create_options_are_typed_and_checked() {
         let r = create_request(
             "web1".into(),
@@ -336,7 +440,7 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert!(r.autostart);
+        assert!(r.autostart.enabled());
         assert_eq!((r.memory, r.cpus), (Some(1 << 30), Some(2)));
         assert_eq!(r.layers, vec!["stack"]);
         let err = create_request(

@@ -135,6 +135,20 @@ async fn apply(
             obj.state_changed(emitter).await?;
             obj.init_pid_changed(emitter).await?;
             obj.started_at_changed(emitter).await?;
+            obj.warning_changed(emitter).await?;
+        }
+        Event::ContainerSpecChanged(name) => {
+            let iface = server
+                .interface::<_, ContainerObject>(api::container_path(&name))
+                .await?;
+            let emitter = iface.signal_emitter();
+            let obj = iface.get().await;
+            obj.autostart_changed(emitter).await?;
+            obj.autostart_policy_changed(emitter).await?;
+            obj.boot_priority_changed(emitter).await?;
+            obj.boot_delay_changed(emitter).await?;
+            obj.memory_limit_changed(emitter).await?;
+            obj.cpu_limit_changed(emitter).await?;
         }
         Event::SnapshotCreated(name, num)
         | Event::SnapshotDeleted(name, num)

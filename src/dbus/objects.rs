@@ -241,7 +241,29 @@ impl ContainerObject {
 
     #[zbus(property)]
     fn autostart(&self) -> zbus::fdo::Result<bool> {
-        Ok(self.info()?.spec.autostart)
+        Ok(self.info()?.spec.autostart.enabled())
+    }
+
+    /// `true`, `false` or `last-state`.
+    #[zbus(property)]
+    fn autostart_policy(&self) -> zbus::fdo::Result<String> {
+        Ok(self.info()?.spec.autostart.as_str().to_string())
+    }
+
+    #[zbus(property)]
+    fn boot_priority(&self) -> zbus::fdo::Result<i32> {
+        Ok(self.info()?.spec.boot_priority)
+    }
+
+    #[zbus(property)]
+    fn boot_delay(&self) -> zbus::fdo::Result<u32> {
+        Ok(self.info()?.spec.boot_delay)
+    }
+
+    /// A problem that needs an operator ("" when none), e.g. autostart gave up.
+    #[zbus(property)]
+    fn warning(&self) -> zbus::fdo::Result<String> {
+        Ok(self.info()?.warning)
     }
 
     #[zbus(property)]

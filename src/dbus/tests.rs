@@ -298,3 +298,42 @@ async fn snapshots_are_methods_properties_and_signals() {
     assert_eq!(sig.args().unwrap().num, 1);
     assert_eq!(ct.snapshot_count().await.unwrap(), 1);
 }
+
+#[tokio::test]
+async fn set_container_changes_boot_properties_and_shutdown_lists_the_stopped() {
+    assert!(
+        is_root(),
+        "run the unit tests as root (scripts/test.sh does)"
+    );
+    let p = peer().await;
+    let mgr = proxy::<ManagerProxy>(&p.client, api::MANAGER_PATH).await;
+    let mut opts = HashMap::new();
+    opts.insert("autostart", Value::from("last-state"));
+    opts.insert("boot_priority", Value::from(5i32));
+    let path = mgr.create_container("web1", "bb", opts).await.unwrap();
+    let c = proxy::<ContainerProxy>(&p.client, path.as_str()).await;
+    assert_eq!(c.autostart_policy().await.unwrap(), "last-state");
+    assert!(c.autostart().await.unwrap());
+    assert_eq!(c.boot_priority().await.unwrap(), 5);
+    assert_eq!(c.warning().await.unwrap(), "");
+
+    let mut settings = HashMap::new();
+    settings.insert("autostart", Value::from(false));
+    settings.insert("boot_delay", Value::from(7u32));
+    mgr.set_container("web1", settings).await.unwrap();
+    assert_eq!(c.autostart_policy().await.unwrap(), "false");
+    assert!(!c.autostart().await.unwrap());
+    assert_eq!(c.boot_delay().await.unwrap(), 7);
+
+    let mut bad = HashMap::new();
+    bad.insert("colour", Value::from("red"));
+    let err = mgr.set_container("web1", bad).await.unwrap_err();
+    assert_eq!(
+        error_name(&err),
+        "uk.co.devtank.OsmHost1.Error.InvalidArgument"
+    );
+
+    mgr.start_container("web1").await.unwrap();
+    assert_eq!(mgr.shutdown().await.unwrap(), ["web1"]);
+    assert_eq!(c.state().await.unwrap(), "stopped");
+}

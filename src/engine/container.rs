@@ -33,6 +33,9 @@ pub struct ContainerInfo {
     pub init_pid: Option<u32>,
     /// µs since the epoch when it was seen starting; 0 when not running.
     pub started_at: u64,
+    /// A problem that needs an operator (e.g. autostart gave up); "" when none. Cleared
+    /// by a successful start.
+    pub warning: String,
 }
 
 #[derive(Debug)]
@@ -78,6 +81,7 @@ impl Container {
                 state: RunState::Stopped,
                 init_pid: None,
                 started_at: 0,
+                warning: String::new(),
             }),
         }
     }

@@ -20,7 +20,9 @@ pub struct CreateRequest {
     pub name: String,
     pub base: String,
     pub layers: Vec<String>,
-    pub autostart: bool,
+    pub autostart: crate::spec::Autostart,
+    pub boot_priority: i32,
+    pub boot_delay: u32,
     pub memory: Option<u64>,
     pub cpus: Option<u32>,
     /// A fixed IPv4 address asked for (`create --ip`); otherwise the lowest free one.
@@ -39,6 +41,8 @@ impl CreateRequest {
         spec.base == self.base
             && spec.layers == self.layers
             && spec.autostart == self.autostart
+            && spec.boot_priority == self.boot_priority
+            && spec.boot_delay == self.boot_delay
             && spec.memory == self.memory
             && spec.cpus == self.cpus
             && (self.ip.is_none() || self.ip.as_deref().map(str::trim) == spec.ipv4.as_deref())
@@ -87,6 +91,8 @@ impl Engine {
             mac: self.unused_mac(),
             ipv4: Some(ip.to_string()),
             autostart: req.autostart,
+            boot_priority: req.boot_priority,
+            boot_delay: req.boot_delay,
             memory: req.memory,
             cpus: req.cpus,
             created: crate::fsutil::now_secs(),
@@ -106,7 +112,7 @@ impl Engine {
         Ok(CreateOutcome::Created)
     }
 
-    fn validate_limits(&self, req: &CreateRequest) -> EngineResult<()> {
+    pub(super) fn validate_limits(&self, req: &CreateRequest) -> EngineResult<()> {
         if let Some(m) = req.memory {
             if m < MIN_MEMORY {
                 return Err(EngineError::InvalidArgument(format!(

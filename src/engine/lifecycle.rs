@@ -87,7 +87,10 @@ impl Engine {
         .await;
         match started {
             Ok(st) if st.running => {
-                c.update(|s| s.started_at = crate::fsutil::now_usecs());
+                c.update(|s| {
+                    s.started_at = crate::fsutil::now_usecs();
+                    s.warning.clear();
+                });
                 self.set_state(c, RunState::Running, st.init_pid);
                 if let Some(pid) = st.init_pid {
                     self.watch_init(c.name.clone(), pid);

@@ -7,6 +7,7 @@
 //! next start removes what is left of the staging entry ([`Engine::open`]).
 
 mod bases;
+mod boot;
 mod container;
 mod create;
 mod delete;
@@ -14,14 +15,17 @@ pub mod jobs;
 mod lifecycle;
 mod network;
 mod restore;
+mod set;
 mod snapshots;
 mod watch;
 
 pub use bases::{BaseInfo, BaseSource};
+pub use boot::BOOT_MARKER;
 pub use container::{ContainerInfo, RunState};
 pub use create::{CreateOutcome, CreateRequest};
 pub use network::NetworkInfo;
 pub use restore::CRASH_ENV as RESTORE_CRASH_ENV;
+pub use set::SetRequest;
 pub use snapshots::{SnapshotRequest, SnapshotSummary};
 
 use crate::config::HostConfig;
@@ -47,6 +51,8 @@ pub enum Event {
     ContainerAdded(String),
     ContainerRemoved(String),
     ContainerChanged(String),
+    /// Its settings (`container.toml`) changed.
+    ContainerSpecChanged(String),
     BaseAdded(String),
     BaseRemoved(String),
     JobAdded(u64),
@@ -75,6 +81,8 @@ pub struct Engine {
     events: broadcast::Sender<Event>,
     /// dnsmasq's supervisor, when the daemon manages networking.
     dnsmasq: OnceLock<Arc<crate::net::supervisor::Supervisor>>,
+    /// Set once `host shutdown` has begun: autostart starts nothing more.
+    shutting_down: std::sync::atomic::AtomicBool,
 }
 
 impl Engine {
@@ -100,6 +108,7 @@ impl Engine {
             jobs: Jobs::new(events.clone()),
             events,
             dnsmasq: OnceLock::new(),
+            shutting_down: Default::default(),
         });
         engine.write_common_conf()?;
         engine.recover()?;
@@ -197,10 +206,28 @@ impl Engine {
             }
         }
         *self.containers.write().expect("containers lock") = found;
-        for c in self.all_containers() {
-            self.refresh_state(&c);
-        }
+        self.refresh_all_states();
         Ok(())
+    }
+
+    /// Asks LXC about every container (one `lxc-info` each) from a few threads, so a
+    /// host with dozens of containers is ready, and starts them at boot, sooner.
+    fn refresh_all_states(self: &Arc<Self>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let all = self.all_containers();
+        // The watchers of adopted containers are tasks on the daemon's runtime.
+        let handle = tokio::runtime::Handle::try_current().ok();
+        let next = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..all.len().clamp(1, 8) {
+                s.spawn(|| {
+                    let _runtime = handle.as_ref().map(|h| h.enter());
+                    while let Some(c) = all.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        self.refresh_state(c);
+                    }
+                });
+            }
+        });
     }
 
     fn all_containers(&self) -> Vec<Arc<Container>> {
@@ -310,3 +337,6 @@ async fn blocking<T: Send + 'static>(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod boot_tests;

@@ -70,7 +70,7 @@ async fn create_is_idempotent_but_refuses_a_different_spec() {
         CreateOutcome::AlreadyExisted
     );
     let mut other = req("web1");
-    other.autostart = true;
+    other.autostart = crate::spec::Autostart::Always;
     assert_eq!(
         f.engine.create_container(other).await.unwrap_err().kind(),
         "AlreadyExists"

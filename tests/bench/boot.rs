@@ -1,0 +1,170 @@
+//! `cargo bench --bench boot`: time from a host boot until N busybox containers are
+//! RUNNING (N = 10 and 30), osm-hostd's autostart (daemon start included) against
+//! today's way, a sequential `lxc-start` loop over the same containers (what
+//! `/opt/devtank/start-containers.sh` does), and LXD where it is installed.
+//!
+//! A boot is simulated as in `tests/boot.rs`: no daemon, every container stopped, no
+//! boot marker in the runtime dir. Run without `--bench` (as `cargo test --all-targets`
+//! does) it does one round with N = 3, so the benchmark itself stays tested.
+//!
+//! `OSM_BENCH_PARALLEL=n` sets `[boot] parallel` (default 4, the shipped default);
+//! `OSM_BENCH_LOG=1` prints the daemon's log after each of its boots.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use common::{require_root, wait_until, Rig};
+use std::time::{Duration, Instant};
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn names(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("boot{i:02}")).collect()
+}
+
+fn lxc(rig: &Rig, tool: &str, name: &str, extra: &[&str]) {
+    let path = rig.lxc_path();
+    let out = rig
+        .in_sandbox(tool)
+        .args(["-P", path.to_str().unwrap(), "-n", name])
+        .args(extra)
+        .output()
+        .expect("spawn");
+    assert!(out.status.success(), "{tool} {name}: {out:?}");
+}
+
+/// No daemon, every container stopped, no boot marker.
+fn power_off(rig: &mut Rig, all: &[String]) {
+    rig.daemon_mut().kill9();
+    for n in all {
+        if rig.lxc_state(n) != "STOPPED" {
+            lxc(rig, "lxc-stop", n, &["-k"]);
+        }
+    }
+    let marker = rig.sandbox().host_path(rig.dir().join("run/booted"));
+    let _ = std::fs::remove_file(marker);
+}
+
+/// Whether LXC reports every container of `want` running: one `lxc-ls --running`, the
+/// same check for both ways, and cheap enough not to slow down what it watches.
+fn all_running(rig: &Rig, want: &[String]) -> bool {
+    let path = rig.lxc_path();
+    let out = rig
+        .in_sandbox("lxc-ls")
+        .args(["-P", path.to_str().unwrap(), "--running", "-1"])
+        .output()
+        .expect("spawn lxc-ls");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let running: Vec<&str> = text.split_whitespace().collect();
+    want.iter().all(|n| running.contains(&n.as_str()))
+}
+
+fn osm_boot(rig: &mut Rig, all: &[String], want: &[String]) -> Duration {
+    power_off(rig, all);
+    let t = Instant::now();
+    rig.daemon_mut().start();
+    assert!(
+        wait_until(Duration::from_secs(120), || all_running(rig, want)),
+        "{}",
+        rig.daemon().log_tail(40)
+    );
+    let elapsed = t.elapsed();
+    if std::env::var_os("OSM_BENCH_LOG").is_some() {
+        let log = rig.daemon().log();
+        let tail: Vec<_> = log
+            .lines()
+            .filter(|l| l.contains(" INFO ") || l.contains("=== rig"))
+            .collect();
+        eprintln!("{}", tail[tail.len().saturating_sub(60)..].join("\n"));
+    }
+    for n in want {
+        assert_eq!(rig.lxc_state(n), "RUNNING", "{n}");
+    }
+    elapsed
+}
+
+fn sequential_boot(rig: &mut Rig, all: &[String], want: &[String]) -> Duration {
+    power_off(rig, all);
+    let t = Instant::now();
+    for n in want {
+        lxc(rig, "lxc-start", n, &["-d"]);
+    }
+    assert!(wait_until(Duration::from_secs(120), || all_running(
+        rig, want
+    )));
+    let elapsed = t.elapsed();
+    // Leave the daemon running for the next round's setup.
+    rig.daemon_mut().start();
+    elapsed
+}
+
+fn main() {
+    require_root();
+    let bench = std::env::args().any(|a| a == "--bench");
+    let (sizes, rounds): (&[usize], usize) = if bench { (&[10, 30], 5) } else { (&[3], 1) };
+    let max = *sizes.iter().max().unwrap();
+    let parallel: u32 = std::env::var("OSM_BENCH_PARALLEL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let mut rig = Rig::builder()
+        .config(move |c| {
+            c.set("boot.parallel", &parallel.to_string());
+        })
+        .start();
+    rig.import_busybox_base("bb");
+    let all = names(max);
+    for n in &all {
+        rig.ctl_ok(&["create", n, "--base", "bb", "--autostart"]);
+    }
+    let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);
+    let lxd = std::process::Command::new("sh")
+        .args(["-c", "command -v lxd"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let mut results = Vec::new();
+    for &n in sizes {
+        // Only the first n autostart; the rest are switched off.
+        for (i, name) in all.iter().enumerate() {
+            let on = if i < n { "true" } else { "false" };
+            rig.ctl_ok(&["set", name, "--autostart", on]);
+        }
+        let want = &all[..n];
+        let mut osm = Vec::new();
+        let mut seq = Vec::new();
+        for r in 0..rounds {
+            // Alternate which goes first so caches favour neither.
+            if r % 2 == 0 {
+                osm.push(osm_boot(&mut rig, &all, want));
+                seq.push(sequential_boot(&mut rig, &all, want));
+            } else {
+                seq.push(sequential_boot(&mut rig, &all, want));
+                osm.push(osm_boot(&mut rig, &all, want));
+            }
+        }
+        results.push((n, median(osm), median(seq)));
+    }
+    println!(
+        "boot: time until N busybox containers are RUNNING, median of {rounds} round(s); \
+         osm-hostd includes its own start, [boot] parallel = {parallel}"
+    );
+    println!(
+        "{:>4} {:>12} {:>16} {:>8} {:>10}",
+        "N", "osm-hostd", "lxc-start loop", "ratio", "LXD"
+    );
+    for (n, a, b) in &results {
+        println!(
+            "{:>4} {:>12} {:>16} {:>7.2}x {:>10}",
+            n,
+            ms(*a),
+            ms(*b),
+            a.as_secs_f64() / b.as_secs_f64(),
+            if lxd { "not run" } else { "not installed" }
+        );
+    }
+    println!("target: at most 0.50x the sequential loop at N = 30");
+    power_off(&mut rig, &all);
+}
