@@ -241,9 +241,17 @@ fn every_packaged_source_file_exists_and_the_config_is_the_default() {
     assert!(parsed.is_ok(), "{parsed:?}");
 }
 
-/// `key = value` with a lower-case key: a commented-out setting, not prose.
+/// `key = value` with a lower-case key, or a `[table.name]` header: a commented-out
+/// setting, not prose.
 fn is_setting(line: &str) -> bool {
-    line.split_once(" = ").is_some_and(|(k, _)| {
-        !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
-    })
+    let lower = |k: &str| {
+        !k.is_empty()
+            && k.chars()
+                .all(|c| c.is_ascii_lowercase() || c == '_' || c == '.')
+    };
+    if let Some(table) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+        return lower(table);
+    }
+    line.split_once(" = ")
+        .is_some_and(|(k, _)| lower(k) && !k.contains('.'))
 }
