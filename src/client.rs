@@ -15,13 +15,19 @@
 //! - `GetNetworkInfo() -> a{sv}`: `Bridge` s, `Address` s (CIDR), `Subnet` s, `RangeFirst`
 //!   s, `RangeLast` s, `Used` u, `Free` u, `Nat` b, `Managed` b, `DnsmasqState` s
 //!   (running|starting|restarting|failed|unmanaged), `DnsmasqPid` u, `DnsmasqRestarts` u.
+//! - `RunBackup(names as, all b) -> o` (a job; `Busy` while another run is in progress),
+//!   `GetBackupStatus() -> a(stttsttt)` (name; last attempt time s, duration ms, bytes
+//!   sent, result (`ok` or why not); last success time s, duration ms, bytes sent),
+//!   `ListBackups(name s) -> as` (`mirror`, or the dated trees in history mode).
 //! - properties `Version` s, `StoreRoot` s.
 //!
 //! Container (`.../container/<escaped>`): `Start()`, `Stop(force b, timeout u)`,
 //! `Restart(timeout u)`, `Delete(force b)`, `GetDiskUsage() -> t`; properties `Name`,
 //! `State` (stopped|starting|running|stopping), `InitPid` u, `Base`, `Layers` as,
 //! `Addresses` as (seen inside while running), `IPv4Address` s (fixed), `MacAddress`, `Autostart` b, `MemoryLimit` t, `CpuLimit` u (0 = none),
-//! `CreatedAt` t, `StartedAt` t (µs since the epoch, 0 when not running).
+//! `CreatedAt` t, `StartedAt` t (µs since the epoch, 0 when not running),
+//! `LastBackupAttempt` t, `LastBackupSuccess` t (µs since the epoch, 0 = never),
+//! `LastBackupResult` s.
 //!
 //! Base (`.../base/<escaped>`): `Delete()`; properties `Name`, `CreatedAt` t, `Source` s,
 //! `UsedBy` as.
@@ -54,6 +60,12 @@ pub trait Manager {
     fn delete_base(&self, name: &str) -> zbus::Result<()>;
     fn get_base(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     fn get_network_info(&self) -> zbus::Result<HashMap<String, zbus::zvariant::OwnedValue>>;
+    fn run_backup(&self, names: &[&str], all: bool) -> zbus::Result<OwnedObjectPath>;
+    #[allow(clippy::type_complexity)]
+    fn get_backup_status(
+        &self,
+    ) -> zbus::Result<Vec<(String, u64, u64, u64, String, u64, u64, u64)>>;
+    fn list_backups(&self, name: &str) -> zbus::Result<Vec<String>>;
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
     #[zbus(property)]
@@ -96,6 +108,12 @@ pub trait Container {
     fn created_at(&self) -> zbus::Result<u64>;
     #[zbus(property)]
     fn started_at(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn last_backup_attempt(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn last_backup_success(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn last_backup_result(&self) -> zbus::Result<String>;
 }
 
 #[zbus::proxy(

@@ -66,6 +66,16 @@ pub struct SnapperConfig {
 pub struct BackupConfig {
     pub target: String,
     pub mode: String,
+    /// ssh targets: the private key (`ssh -i`); unset means ssh's own default.
+    pub ssh_key: Option<PathBuf>,
+    /// ssh targets: extra `-o` options, e.g. `"StrictHostKeyChecking=accept-new"`.
+    pub ssh_options: Vec<String>,
+    /// History mode: how many daily, weekly and monthly trees to keep.
+    pub keep_daily: u32,
+    pub keep_weekly: u32,
+    pub keep_monthly: u32,
+    /// Seconds of network silence before rsync and ssh give up (`--timeout`, ConnectTimeout).
+    pub timeout: u32,
 }
 
 impl Default for HostConfig {
@@ -110,6 +120,12 @@ impl Default for BackupConfig {
         BackupConfig {
             target: "/srv/backups/lxc".into(),
             mode: "mirror".into(),
+            ssh_key: None,
+            ssh_options: Vec::new(),
+            keep_daily: 7,
+            keep_weekly: 4,
+            keep_monthly: 6,
+            timeout: 300,
         }
     }
 }
@@ -189,6 +205,12 @@ impl HostConfig {
                 "backup.mode = {:?} must be \"mirror\" or \"history\"",
                 self.backup.mode
             ));
+        }
+        crate::backup::Target::parse(&self.backup.target)
+            .map_err(|e| format!("backup.target: {e}"))?;
+        crate::backup::ssh_command(&self.backup).map_err(|e| format!("backup: {e}"))?;
+        if self.backup.timeout == 0 {
+            return Err("backup.timeout must be at least 1 second".into());
         }
         Ok(())
     }

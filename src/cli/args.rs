@@ -107,9 +107,34 @@ pub enum Command {
     /// Manage base images (the read-only root filesystems containers start from)
     #[command(subcommand)]
     Base(BaseCommand),
+    /// Back containers up to the configured target, and show the results
+    #[command(subcommand)]
+    Backup(BackupCommand),
     /// The host: its container network (bridge, addresses, dnsmasq)
     #[command(subcommand, alias = "network")]
     Host(HostCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Back up containers now (snapshot, rsync, verify); waits for the job
+    Run {
+        /// Containers to back up
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        names: Vec<String>,
+        /// Back up every container
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show each container's last backup attempt and last success
+    Status(JsonArg),
+    /// List the backup trees of one container on the target
+    List {
+        /// Container name
+        name: String,
+        #[command(flatten)]
+        json: JsonArg,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -129,6 +129,9 @@ async fn apply(
             obj.state_changed(emitter).await?;
             obj.init_pid_changed(emitter).await?;
             obj.started_at_changed(emitter).await?;
+            obj.last_backup_attempt_changed(emitter).await?;
+            obj.last_backup_success_changed(emitter).await?;
+            obj.last_backup_result_changed(emitter).await?;
         }
         Event::BaseAdded(name) => register_base(server, engine, &name).await,
         Event::BaseRemoved(name) => {
