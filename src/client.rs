@@ -18,7 +18,10 @@
 //! - `RunBackup(names as, all b) -> o` (a job; `Busy` while another run is in progress),
 //!   `GetBackupStatus() -> a(stttsttt)` (name; last attempt time s, duration ms, bytes
 //!   sent, result (`ok` or why not); last success time s, duration ms, bytes sent),
-//!   `ListBackups(name s) -> as` (`mirror`, or the dated trees in history mode).
+//!   `ListBackups(name s) -> as` (`mirror`, or the dated trees in history mode),
+//!   `RestoreBackup(name s, from s, as_name s) -> o` (a job; `from` "" = newest, else a
+//!   tree name or its prefix; `as_name` "" = over `name` after a safety snapshot
+//!   `containers/.pre-restore-<name>-<time>`, else a new container).
 //! - properties `Version` s, `StoreRoot` s.
 //!
 //! Container (`.../container/<escaped>`): `Start()`, `Stop(force b, timeout u)`,
@@ -66,6 +69,12 @@ pub trait Manager {
         &self,
     ) -> zbus::Result<Vec<(String, u64, u64, u64, String, u64, u64, u64)>>;
     fn list_backups(&self, name: &str) -> zbus::Result<Vec<String>>;
+    fn restore_backup(
+        &self,
+        name: &str,
+        from: &str,
+        as_name: &str,
+    ) -> zbus::Result<OwnedObjectPath>;
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
     #[zbus(property)]

@@ -234,6 +234,28 @@ fn assert_copy_matches(rig: &Rig, name: &str, copy: &Path) {
     );
 }
 
+/// The restored container runs, its upper dir equals the backup's entry by entry, and
+/// inside it deleted files stay deleted (whiteouts) and a replaced dir hides the base's.
+fn assert_restored(rig: &Rig, name: &str, copy: &Path) {
+    let dir = container_dir(rig, name);
+    assert_eq!(
+        manifest(&dir.join("rootfs-layer")),
+        manifest(&copy.join("rootfs-layer"))
+    );
+    let info: serde_json::Value =
+        serde_json::from_str(&rig.ctl_ok(&["info", name, "--json"])).unwrap();
+    assert_eq!(info["state"], "running", "{info}");
+    let out = attach(
+        rig,
+        name,
+        "cat /root/note; ls /etc/init.d; [ -e /etc/udhcpc.script ] && echo resurrected; stat -c %u:%g /root/note",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello\nrcS\n1234:5678\n"
+    );
+}
+
 #[test]
 fn local_backup_is_verified_persisted_and_survives_a_failed_run() {
     require_root();
@@ -266,6 +288,30 @@ fn local_backup_is_verified_persisted_and_survives_a_failed_run() {
     assert_eq!(
         std::fs::read_to_string(copy.join("rootfs-layer/root/note")).unwrap(),
         "hello\n"
+    );
+
+    // Restore into a new container: it starts and has the backed-up data.
+    rig.ctl_ok(&["backup", "restore", "web1", "--as", "web2"]);
+    assert_restored(&rig, "web2", &copy);
+
+    // Restore over the container itself: the change is rolled back, and the state
+    // before the restore is kept in a safety snapshot.
+    rig.ctl_ok(&["backup", "restore", "web1"]);
+    assert_restored(&rig, "web1", &copy);
+    let safety: Vec<PathBuf> = std::fs::read_dir(container_dir(&rig, "web1").parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".pre-restore-web1-")
+        })
+        .collect();
+    assert_eq!(safety.len(), 1, "{safety:?}");
+    assert_eq!(
+        std::fs::read_to_string(safety[0].join("rootfs-layer/root/note")).unwrap(),
+        "changed\n"
     );
 
     // Status survives a restart; an unreachable target fails the run with a clear
@@ -484,4 +530,6 @@ fn ssh_backup_to_a_second_namespace_keeps_every_marker() {
     assert_copy_matches(&rig, "web1", &remote.join("web1"));
     assert_eq!(status_of(&rig, "web1")["last_result"], "ok");
     assert_eq!(rig.ctl_ok(&["backup", "list", "web1"]).trim(), "mirror");
+    rig.ctl_ok(&["backup", "restore", "web1", "--as", "web2"]);
+    assert_restored(&rig, "web2", &remote.join("web1"));
 }

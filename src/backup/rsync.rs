@@ -13,6 +13,9 @@ pub struct RsyncJob {
     pub link_dest: Option<String>,
     /// Only compare and list what differs (`-n -i`), the metadata check after a run.
     pub check_only: bool,
+    /// Leave out `.snapshots` and `work/*` (a whole container; not for a restore of
+    /// `rootfs-layer/`, where `work/` would be the customer's own directory).
+    pub excludes: bool,
 }
 
 /// Excludes the nested `.snapshots` subvolume (empty in a snapshot) and the overlay's
@@ -24,7 +27,9 @@ pub const EXCLUDES: [&str; 2] = ["--exclude=/.snapshots/", "--exclude=/work/*"];
 /// `--numeric-ids` is mandatory, `-x` stays inside the container's subvolume.
 pub fn rsync_args(cfg: &BackupConfig, job: &RsyncJob) -> Result<Vec<String>, String> {
     let mut a: Vec<String> = vec!["-aHAXS".into(), "--numeric-ids".into(), "-x".into()];
-    a.extend(EXCLUDES.iter().map(|s| s.to_string()));
+    if job.excludes {
+        a.extend(EXCLUDES.iter().map(|s| s.to_string()));
+    }
     a.push("--delete".into());
     a.push(format!("--timeout={}", cfg.timeout.max(1)));
     if job.check_only {
@@ -174,6 +179,7 @@ mod tests {
             dest: "/b/web1".into(),
             link_dest: None,
             check_only: false,
+            excludes: true,
         };
         let a = rsync_args(&cfg("/b"), &job).unwrap();
         for f in [
@@ -208,6 +214,7 @@ mod tests {
             dest: "root@198.51.100.2:/srv/b/web1".into(),
             link_dest: Some("../2026-01-01T000000Z".into()),
             check_only: true,
+            excludes: true,
         };
         let a = rsync_args(&c, &job).unwrap();
         let e = &a[a.iter().position(|x| x == "-e").unwrap() + 1];

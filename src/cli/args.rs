@@ -128,6 +128,18 @@ pub enum BackupCommand {
     },
     /// Show each container's last backup attempt and last success
     Status(JsonArg),
+    /// Restore a container from its backup (into a new container with --as, or over
+    /// itself after a safety snapshot); waits for the job
+    Restore {
+        /// The backed-up container's name
+        name: String,
+        /// History mode: the tree (or a prefix such as a date) [default: the newest]
+        #[arg(long, value_name = "DATE")]
+        from: Option<String>,
+        /// Restore into a new container of this name instead of over NAME
+        #[arg(long = "as", value_name = "NEWNAME")]
+        as_name: Option<String>,
+    },
     /// List the backup trees of one container on the target
     List {
         /// Container name

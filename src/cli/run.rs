@@ -200,6 +200,22 @@ async fn backup(daemon: &Daemon, cmd: BackupCommand) -> Result<(), CliError> {
                 say(format::table(&header, &table).trim_end());
             }
         }
+        BackupCommand::Restore {
+            name,
+            from,
+            as_name,
+        } => {
+            let watch = JobWatch::subscribe(daemon).await?;
+            let job = m
+                .restore_backup(
+                    &name,
+                    from.as_deref().unwrap_or(""),
+                    as_name.as_deref().unwrap_or(""),
+                )
+                .await?;
+            watch.follow(daemon, &job).await?;
+            say(&format!("restored {}", as_name.as_deref().unwrap_or(&name)));
+        }
         BackupCommand::List { name, json } => {
             let trees = m.list_backups(&name).await?;
             if json.json {

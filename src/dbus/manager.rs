@@ -270,6 +270,27 @@ impl Manager {
         Ok(path(api::job_path(job.id)))
     }
 
+    /// Starts a job restoring `name` from its backup tree `from` ("" = newest) into
+    /// `as_name` ("" = over `name` itself, after a safety snapshot).
+    async fn restore_backup(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        name: String,
+        from: String,
+        as_name: String,
+    ) -> Result<OwnedObjectPath> {
+        require_admin(conn, &hdr).await?;
+        let job = logged(
+            "restore",
+            &name,
+            self.engine.restore_backup(&name, &from, &as_name).await,
+        )?;
+        register_job(server, &self.engine, job.id).await;
+        Ok(path(api::job_path(job.id)))
+    }
+
     /// Per container: name, last attempt (time s, duration ms, bytes sent, result),
     /// last success (time s, duration ms, bytes sent); zeros when there is none.
     async fn get_backup_status(&self) -> Vec<BackupRow> {

@@ -50,9 +50,12 @@ impl Engine {
         tokio::task::spawn_blocking(move || {
             let mut failed = Vec::new();
             let total = names.len().max(1) as f64;
+            // One connection first: an unreachable host gets a clear reason, not
+            // rsync's "error in protocol data stream" once per container.
+            let reachable = engine.probe_target(&target);
             for (i, name) in names.iter().enumerate() {
                 job2.set_progress(i as f64 / total, &format!("backing up {name}"));
-                if let Err(why) = engine.backup_one(name, &target) {
+                if let Err(why) = engine.backup_one(name, &target, reachable.as_ref().err()) {
                     failed.push(format!("{name}: {why}"));
                 }
             }
@@ -96,10 +99,27 @@ impl Engine {
         }
     }
 
-    fn backup_one(&self, name: &str, target: &Target) -> Result<(), String> {
+    /// Whether an ssh target answers (`ssh host true`); local targets always do.
+    fn probe_target(&self, target: &Target) -> Result<(), String> {
+        match target {
+            Target::Local(_) => Ok(()),
+            Target::Ssh { host, .. } => check_ok(&self.ssh(target, &["true"])?)
+                .map_err(|e| format!("backup host {host}: {e}")),
+        }
+    }
+
+    fn backup_one(
+        &self,
+        name: &str,
+        target: &Target,
+        unreachable: Option<&String>,
+    ) -> Result<(), String> {
         let started = Instant::now();
         let time = crate::fsutil::now_secs();
-        let result = self.backup_transfer(name, target, time);
+        let result = match unreachable {
+            Some(why) => Err(why.clone()),
+            None => self.backup_transfer(name, target, time),
+        };
         let outcome = match &result {
             Ok((bytes, tree)) => Outcome {
                 time,
@@ -196,6 +216,7 @@ impl Engine {
             dest: dest.clone(),
             link_dest,
             check_only: false,
+            excludes: true,
         };
         let out = run(Command::new("rsync").args(rsync_args(cfg, &job)?))?;
         check_exit(&out)?;
@@ -317,7 +338,7 @@ impl Engine {
 
     /// Runs a command on an ssh target. ssh hands the remote shell one string, so every
     /// word is quoted here.
-    fn ssh(&self, target: &Target, words: &[&str]) -> Result<Output, String> {
+    pub(super) fn ssh(&self, target: &Target, words: &[&str]) -> Result<Output, String> {
         let Target::Ssh { host, .. } = target else {
             return Err("not an ssh target".into());
         };
@@ -333,7 +354,7 @@ impl Engine {
     }
 }
 
-fn run(cmd: &mut Command) -> Result<Output, String> {
+pub(super) fn run(cmd: &mut Command) -> Result<Output, String> {
     cmd.stdin(Stdio::null())
         .output()
         .map_err(|e| format!("cannot run {:?}: {e}", cmd.get_program()))
@@ -349,7 +370,7 @@ fn last_line(out: &Output) -> String {
         .to_string()
 }
 
-fn check_exit(out: &Output) -> Result<(), String> {
+pub(super) fn check_exit(out: &Output) -> Result<(), String> {
     match classify_exit(out.status.code()) {
         ExitClass::Ok => Ok(()),
         ExitClass::Retry(m) | ExitClass::Fail(m) => Err(format!("{m} ({})", last_line(out))),

@@ -55,7 +55,10 @@ impl Engine {
         self.start_locked(&c).await.map(|_| ())
     }
 
-    async fn start_locked(self: &Arc<Self>, c: &Arc<Container>) -> EngineResult<Outcome> {
+    pub(super) async fn start_locked(
+        self: &Arc<Self>,
+        c: &Arc<Container>,
+    ) -> EngineResult<Outcome> {
         // A container we saw stop is not asked about again (that costs an lxc-info on
         // every start); if it was started behind our back, lxc-start fails and the
         // state is re-read below.
@@ -114,7 +117,7 @@ impl Engine {
         }
     }
 
-    async fn stop_locked(
+    pub(super) async fn stop_locked(
         self: &Arc<Self>,
         c: &Arc<Container>,
         timeout: Duration,

@@ -15,6 +15,7 @@ mod delete;
 pub mod jobs;
 mod lifecycle;
 mod network;
+mod restore;
 mod watch;
 
 pub use bases::{BaseInfo, BaseSource};
