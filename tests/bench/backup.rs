@@ -156,7 +156,7 @@ fn main() {
         }
     }
 
-    let mb = size.containers * size.files * size.file_size >> 20;
+    let mb = (size.containers * size.files * size.file_size) >> 20;
     println!(
         "backup of {} containers ({} MB in {} files), local target; incremental: {} file(s) per container changed, median of {} round(s)",
         size.containers,
