@@ -338,6 +338,32 @@ mode = "history"
     }
 
     #[test]
+    fn backup_keys_parse_and_are_checked() {
+        let c = HostConfig::parse(
+            "[backup]\ntarget = \"root@198.51.100.2:/srv/b\"\nmode = \"history\"\n\
+             ssh_key = \"/etc/osm-host/k\"\nssh_options = [\"StrictHostKeyChecking=yes\"]\n\
+             keep_daily = 3\nkeep_weekly = 2\nkeep_monthly = 1\ntimeout = 10\n",
+            Path::new("h.toml"),
+        )
+        .unwrap();
+        assert_eq!((c.backup.keep_daily, c.backup.timeout), (3, 10));
+        assert_eq!(c.backup.ssh_key, Some(PathBuf::from("/etc/osm-host/k")));
+        for text in [
+            "[backup]\ntarget = \"relative/dir\"",
+            "[backup]\ntarget = \"-oProxyCommand=x:/p\"",
+            "[backup]\nssh_options = [\"-oProxyCommand=x\"]",
+            "[backup]\nssh_options = [\"ProxyCommand='x y'\"]",
+            "[backup]\ntimeout = 0",
+            "[backup]\nkeep_hourly = 3",
+        ] {
+            assert!(
+                HostConfig::parse(text, Path::new("h.toml")).is_err(),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
     fn sizes_parse_with_binary_units() {
         assert_eq!(parse_size("2G").unwrap(), 2 << 30);
         assert_eq!(parse_size("512M").unwrap(), 512 << 20);
