@@ -5,7 +5,9 @@
 use super::jobs::Job;
 use super::{Engine, BACKUP_PREFIX};
 use crate::backup::status::{Outcome, StatusFile};
-use crate::backup::verify::{count_markers, count_printed, differences, Markers};
+use crate::backup::verify::{
+    compare_trees, count_markers, count_printed, differences, markers_of, tree_entries, Markers,
+};
 use crate::backup::{self, classify_exit, rsync_args, ExitClass, RsyncJob, Target};
 use crate::error::{EngineError, EngineResult};
 use std::path::Path;
@@ -222,33 +224,40 @@ impl Engine {
         check_exit(&out)?;
         let bytes = backup::rsync::parse_bytes_sent(&String::from_utf8_lossy(&out.stdout));
 
-        // Verification: marker counts on both sides, then every entry's metadata.
-        let want =
-            count_markers(snap).map_err(|e| format!("counting markers in the snapshot: {e}"))?;
-        let got = self.count_target_markers(target, &dest_rel)?;
-        if got.whiteouts != want.whiteouts {
-            return Err(format!(
-                "verification failed: {} whiteouts in the container, {} in the backup (the receiver dropped device files)",
-                want.whiteouts, got.whiteouts
-            ));
-        }
-        if !target.is_remote() && got.opaque_dirs != want.opaque_dirs {
-            return Err(format!(
-                "verification failed: {} opaque directories in the container, {} in the backup (trusted.* xattrs lost)",
-                want.opaque_dirs, got.opaque_dirs
-            ));
-        }
-        job.check_only = true;
-        job.link_dest = None;
-        let out = run(Command::new("rsync").args(rsync_args(cfg, &job)?))?;
-        check_exit(&out)?;
-        let diffs = differences(&String::from_utf8_lossy(&out.stdout));
-        if !diffs.is_empty() {
-            return Err(format!(
-                "verification failed: {} entries differ from the snapshot, e.g. {}",
-                diffs.len(),
-                diffs.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
-            ));
+        // Verification. Local: every entry's metadata and the marker counts from one
+        // walk of each side. ssh: whiteouts counted remotely, then an itemized dry run.
+        if let Target::Local(_) = target {
+            let want = tree_entries(snap)
+                .map_err(|e| format!("reading the snapshot for verification: {e}"))?;
+            let copy = target.path_of(&dest_rel);
+            let got = tree_entries(Path::new(&copy))
+                .map_err(|e| format!("reading the copy for verification: {e}"))?;
+            let (mw, mg) = (markers_of(&want), markers_of(&got));
+            check_markers(mw, mg, true)?;
+            let diffs = compare_trees(&want, &got, 3);
+            if !diffs.is_empty() {
+                return Err(format!(
+                    "verification failed: the copy differs from the snapshot: {}",
+                    diffs.join("; ")
+                ));
+            }
+        } else {
+            let want = count_markers(snap)
+                .map_err(|e| format!("counting markers in the snapshot: {e}"))?;
+            let got = self.count_target_markers(target, &dest_rel)?;
+            check_markers(want, got, false)?;
+            job.check_only = true;
+            job.link_dest = None;
+            let out = run(Command::new("rsync").args(rsync_args(cfg, &job)?))?;
+            check_exit(&out)?;
+            let diffs = differences(&String::from_utf8_lossy(&out.stdout));
+            if !diffs.is_empty() {
+                return Err(format!(
+                    "verification failed: {} entries differ from the snapshot, e.g. {}",
+                    diffs.len(),
+                    diffs.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+                ));
+            }
         }
         if history {
             let from = target.path_of(&dest_rel);
@@ -352,6 +361,22 @@ impl Engine {
             .arg(host)
             .arg(remote.join(" ")))
     }
+}
+
+fn check_markers(want: Markers, got: Markers, opaque: bool) -> Result<(), String> {
+    if got.whiteouts != want.whiteouts {
+        return Err(format!(
+            "verification failed: {} whiteouts in the container, {} in the backup (the receiver dropped device files)",
+            want.whiteouts, got.whiteouts
+        ));
+    }
+    if opaque && got.opaque_dirs != want.opaque_dirs {
+        return Err(format!(
+            "verification failed: {} opaque directories in the container, {} in the backup (trusted.* xattrs lost)",
+            want.opaque_dirs, got.opaque_dirs
+        ));
+    }
+    Ok(())
 }
 
 pub(super) fn run(cmd: &mut Command) -> Result<Output, String> {
