@@ -76,6 +76,8 @@ pub struct BackupConfig {
     pub keep_monthly: u32,
     /// Seconds of network silence before rsync and ssh give up (`--timeout`, ConnectTimeout).
     pub timeout: u32,
+    /// Containers backed up at the same time.
+    pub parallel: u32,
 }
 
 impl Default for HostConfig {
@@ -126,6 +128,7 @@ impl Default for BackupConfig {
             keep_weekly: 4,
             keep_monthly: 6,
             timeout: 300,
+            parallel: 2,
         }
     }
 }
@@ -209,6 +212,9 @@ impl HostConfig {
         crate::backup::Target::parse(&self.backup.target)
             .map_err(|e| format!("backup.target: {e}"))?;
         crate::backup::ssh_command(&self.backup).map_err(|e| format!("backup: {e}"))?;
+        if self.backup.parallel == 0 || self.backup.parallel > 16 {
+            return Err("backup.parallel must be between 1 and 16".into());
+        }
         if self.backup.timeout == 0 {
             return Err("backup.timeout must be at least 1 second".into());
         }
@@ -354,6 +360,7 @@ mode = "history"
             "[backup]\nssh_options = [\"-oProxyCommand=x\"]",
             "[backup]\nssh_options = [\"ProxyCommand='x y'\"]",
             "[backup]\ntimeout = 0",
+            "[backup]\nparallel = 0",
             "[backup]\nkeep_hourly = 3",
         ] {
             assert!(

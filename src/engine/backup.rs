@@ -10,12 +10,16 @@ use crate::backup::verify::{
 };
 use crate::backup::{self, classify_exit, rsync_args, ExitClass, RsyncJob, Target};
 use crate::error::{EngineError, EngineResult};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 const RUN_KEY: &str = "backup:run";
+/// Workers record results one at a time (read, change, write the status file).
+static STATUS_LOCK: Mutex<()> = Mutex::new(());
 /// History trees are written under this prefix and renamed once verified.
 const INCOMPLETE_PREFIX: &str = ".incomplete-";
 
@@ -50,17 +54,41 @@ impl Engine {
         let engine = self.clone();
         let job2 = job.clone();
         tokio::task::spawn_blocking(move || {
-            let mut failed = Vec::new();
             let total = names.len().max(1) as f64;
             // One connection first: an unreachable host gets a clear reason, not
             // rsync's "error in protocol data stream" once per container.
             let reachable = engine.probe_target(&target);
-            for (i, name) in names.iter().enumerate() {
-                job2.set_progress(i as f64 / total, &format!("backing up {name}"));
-                if let Err(why) = engine.backup_one(name, &target, reachable.as_ref().err()) {
-                    failed.push(format!("{name}: {why}"));
+            // A few containers at a time: a small incremental run is bound by rsync's
+            // file-list walk and the snapshot commits, not by the disk.
+            let next = AtomicUsize::new(0);
+            let done = AtomicUsize::new(0);
+            let failures = Mutex::new(BTreeMap::new());
+            let workers = (engine.cfg.backup.parallel as usize).clamp(1, names.len().max(1));
+            std::thread::scope(|scope| {
+                for _ in 0..workers {
+                    scope.spawn(|| loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(name) = names.get(i) else { break };
+                        job2.set_progress(
+                            done.load(Ordering::Relaxed) as f64 / total,
+                            &format!("backing up {name}"),
+                        );
+                        if let Err(why) = engine.backup_one(name, &target, reachable.as_ref().err())
+                        {
+                            failures
+                                .lock()
+                                .expect("failures lock")
+                                .insert(i, format!("{name}: {why}"));
+                        }
+                        done.fetch_add(1, Ordering::Relaxed);
+                    });
                 }
-            }
+            });
+            let failed: Vec<String> = failures
+                .into_inner()
+                .expect("failures lock")
+                .into_values()
+                .collect();
             engine.release(RUN_KEY);
             if failed.is_empty() {
                 job2.finish(Ok(format!("backed up {} container(s)", names.len())));
@@ -145,6 +173,7 @@ impl Engine {
             Err(why) => tracing::warn!(container = %name, error = %why, "backup failed"),
         }
         let lxc_dir = self.store.lxc_dir();
+        let _serialised = STATUS_LOCK.lock().expect("status lock");
         let mut status = StatusFile::load(&lxc_dir);
         status.record(name, outcome);
         if let Err(e) = status.save(&lxc_dir) {
