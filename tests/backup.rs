@@ -282,6 +282,16 @@ fn local_backup_is_verified_persisted_and_survives_a_failed_run() {
         "{st}"
     );
     assert_eq!(rig.ctl_ok(&["backup", "list", "web1"]).trim(), "mirror");
+    // Anyone may read the status; only admins may run or restore.
+    let out = rig.ctl_as_nobody(&["backup", "status", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    for args in [
+        &["backup", "run", "web1"][..],
+        &["backup", "restore", "web1", "--as", "web9"][..],
+    ] {
+        let out = rig.ctl_as_nobody(args);
+        assert_eq!(out.status.code(), Some(7), "{args:?}: {out:?}");
+    }
 
     // A change made after the snapshot is not in that backup.
     attach(&rig, "web1", "echo changed > /root/note");
