@@ -282,6 +282,30 @@ fn local_backup_is_verified_persisted_and_survives_a_failed_run() {
         "{st}"
     );
     assert_eq!(rig.ctl_ok(&["backup", "list", "web1"]).trim(), "mirror");
+    // Monitoring reads the same from the container object's properties.
+    let prop = |p: &str| {
+        let out = rig.bus().dbus_send(&[
+            "--print-reply=literal",
+            "--dest=uk.co.devtank.OsmHost1",
+            "/uk/co/devtank/OsmHost1/container/web1",
+            "org.freedesktop.DBus.Properties.Get",
+            "string:uk.co.devtank.OsmHost1.Container",
+            &format!("string:{p}"),
+        ]);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let success_us = st["last_success"].as_u64().unwrap() * 1_000_000;
+    assert!(
+        prop("LastBackupSuccess").ends_with(&success_us.to_string()),
+        "{}",
+        prop("LastBackupSuccess")
+    );
+    assert!(
+        prop("LastBackupResult").contains("ok"),
+        "{}",
+        prop("LastBackupResult")
+    );
     // Anyone may read the status; only admins may run or restore.
     let out = rig.ctl_as_nobody(&["backup", "status", "--json"]);
     assert!(out.status.success(), "{out:?}");
