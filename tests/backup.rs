@@ -567,3 +567,53 @@ fn ssh_backup_to_a_second_namespace_keeps_every_marker() {
     rig.ctl_ok(&["backup", "restore", "web1", "--as", "web2"]);
     assert_restored(&rig, "web2", &remote.join("web1"));
 }
+
+#[test]
+fn a_file_changed_after_the_snapshot_is_not_in_that_backup() {
+    require_root();
+    let target_dir = test_tempdir("osm-backup-consistent-");
+    let target = target_dir.path().join("lxc");
+    let t = target.display().to_string();
+    let rig = Rig::builder()
+        .config(move |c| {
+            c.set_str("backup.target", &t);
+        })
+        .start();
+    rig.import_busybox_base("bb");
+    rig.ctl_ok(&["create", "web1", "--base", "bb"]);
+    let dir = container_dir(&rig, "web1");
+    let upper = dir.join("rootfs-layer");
+    std::fs::create_dir_all(upper.join("srv")).unwrap();
+    // Enough data that the copy takes a while after the snapshot is taken.
+    let mut big = vec![0u8; 96 << 20];
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    for chunk in big.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes());
+    }
+    std::fs::write(upper.join("srv/big"), &big).unwrap();
+    std::fs::write(upper.join("srv/note"), "before\n").unwrap();
+    let _ = Command::new("sync").status();
+
+    let mut run = rig.ctl_command(&["backup", "run", "web1"]);
+    let child = run
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let staging = dir.parent().unwrap().join(".backup-web1");
+    assert!(
+        wait_until(Duration::from_secs(30), || staging.exists()),
+        "the backup snapshot appears"
+    );
+    std::fs::write(upper.join("srv/note"), "after\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        std::fs::read_to_string(target.join("web1/rootfs-layer/srv/note")).unwrap(),
+        "before\n"
+    );
+    assert!(!staging.exists(), "the snapshot is dropped");
+}
