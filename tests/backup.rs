@@ -439,6 +439,18 @@ fn history_mode_links_to_the_previous_tree_and_prunes_by_policy() {
         b.ino(),
         "unchanged file linked to the previous tree"
     );
+    // Restore from a chosen night, by a prefix of its name (the date).
+    let from = name(1);
+    rig.ctl_ok(&[
+        "backup",
+        "restore",
+        "web1",
+        "--from",
+        &from[..10],
+        "--as",
+        "web3",
+    ]);
+    assert_restored(&rig, "web3", &dir.join(&from));
     assert!(!std::fs::read_dir(&dir).unwrap().any(|e| e
         .unwrap()
         .file_name()
