@@ -18,6 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 const RUN_KEY: &str = "backup:run";
+/// Pause before the one retry of a transfer that failed for network reasons.
+const RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(5);
 /// Workers record results one at a time (read, change, write the status file).
 static STATUS_LOCK: Mutex<()> = Mutex::new(());
 /// History trees are written under this prefix and renamed once verified.
@@ -249,7 +251,15 @@ impl Engine {
             check_only: false,
             excludes: true,
         };
-        let out = run(Command::new("rsync").args(rsync_args(cfg, &job)?))?;
+        let args = rsync_args(cfg, &job)?;
+        let mut out = run(Command::new("rsync").args(&args))?;
+        // Network trouble (socket, timeout, ssh: spec §4.3 "retry") gets one more try;
+        // the second run only sends what the first did not.
+        if let ExitClass::Retry(why) = classify_exit(out.status.code()) {
+            tracing::warn!(container = %name, error = %why, "rsync failed; retrying once");
+            std::thread::sleep(RETRY_DELAY);
+            out = run(Command::new("rsync").args(&args))?;
+        }
         check_exit(&out)?;
         let bytes = backup::rsync::parse_bytes_sent(&String::from_utf8_lossy(&out.stdout));
 
