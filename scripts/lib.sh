@@ -14,11 +14,14 @@ OSM_APT_PACKAGES=(
     btrfs-progs
     dnsmasq-base
     rsync
+    openssh-client
     dbus
     debootstrap
     debian-archive-keyring
     snapper
     busybox-static
+    # tests: sshd in a test namespace stands in for the backup host
+    openssh-server
     nftables
     iproute2
     zstd

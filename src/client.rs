@@ -24,6 +24,13 @@
 //!   `memory` t, `cpus` u (0 removes a limit); unknown keys are refused.
 //! - `Shutdown() -> as`: host shutdown; stops every running container in reverse boot
 //!   order, records their last state, returns them in the order they stopped.
+//! - `RunBackup(names as, all b) -> o` (a job; `Busy` while another run is in progress),
+//!   `GetBackupStatus() -> a(stttsttt)` (name; last attempt time s, duration ms, bytes
+//!   sent, result (`ok` or why not); last success time s, duration ms, bytes sent),
+//!   `ListBackups(name s) -> as` (`mirror`, or the dated trees in history mode),
+//!   `RestoreBackup(name s, from s, as_name s) -> o` (a job; `from` "" = newest, else a
+//!   tree name or its prefix; `as_name` "" = over `name` after a safety snapshot
+//!   `containers/.pre-restore-<name>-<time>`, else a new container).
 //! - properties `Version` s, `StoreRoot` s.
 //!
 //! Container (`.../container/<escaped>`): `Start()`, `Stop(force b, timeout u)`,
@@ -33,7 +40,9 @@
 //! `AutostartPolicy` s (true|false|last-state), `BootPriority` i, `BootDelay` u,
 //! `Warning` s ("" when none), `MemoryLimit` t, `CpuLimit` u (0 = none),
 //! `CreatedAt` t, `StartedAt` t (µs since the epoch, 0 when not running),
-//! `SnapshotCount` u, `NewestSnapshot` t (date of the newest, µs; 0 = none).
+//! `SnapshotCount` u, `NewestSnapshot` t (date of the newest, µs; 0 = none),
+//! `LastBackupAttempt` t, `LastBackupSuccess` t (µs since the epoch, 0 = never),
+//! `LastBackupResult` s.
 //! Snapshot methods as on the Manager without the name; signals `SnapshotCreated(u)`,
 //! `SnapshotDeleted(u)`, `Restored(u)`.
 //!
@@ -94,6 +103,18 @@ pub trait Manager {
     fn restore_snapshot(&self, name: &str, num: u32) -> zbus::Result<OwnedObjectPath>;
     fn set_container(&self, name: &str, settings: HashMap<&str, Value<'_>>) -> zbus::Result<()>;
     fn shutdown(&self) -> zbus::Result<Vec<String>>;
+    fn run_backup(&self, names: &[&str], all: bool) -> zbus::Result<OwnedObjectPath>;
+    #[allow(clippy::type_complexity)]
+    fn get_backup_status(
+        &self,
+    ) -> zbus::Result<Vec<(String, u64, u64, u64, String, u64, u64, u64)>>;
+    fn list_backups(&self, name: &str) -> zbus::Result<Vec<String>>;
+    fn restore_backup(
+        &self,
+        name: &str,
+        from: &str,
+        as_name: &str,
+    ) -> zbus::Result<OwnedObjectPath>;
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
     #[zbus(property)]
@@ -164,6 +185,12 @@ pub trait Container {
     fn created_at(&self) -> zbus::Result<u64>;
     #[zbus(property)]
     fn started_at(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn last_backup_attempt(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn last_backup_success(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn last_backup_result(&self) -> zbus::Result<String>;
 }
 
 #[zbus::proxy(

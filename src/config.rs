@@ -133,6 +133,18 @@ impl SnapshotsConfig {
 pub struct BackupConfig {
     pub target: String,
     pub mode: String,
+    /// ssh targets: the private key (`ssh -i`); unset means ssh's own default.
+    pub ssh_key: Option<PathBuf>,
+    /// ssh targets: extra `-o` options, e.g. `"StrictHostKeyChecking=accept-new"`.
+    pub ssh_options: Vec<String>,
+    /// History mode: how many daily, weekly and monthly trees to keep.
+    pub keep_daily: u32,
+    pub keep_weekly: u32,
+    pub keep_monthly: u32,
+    /// Seconds of network silence before rsync and ssh give up (`--timeout`, ConnectTimeout).
+    pub timeout: u32,
+    /// Containers backed up at the same time.
+    pub parallel: u32,
 }
 
 impl Default for HostConfig {
@@ -179,6 +191,13 @@ impl Default for BackupConfig {
         BackupConfig {
             target: "/srv/backups/lxc".into(),
             mode: "mirror".into(),
+            ssh_key: None,
+            ssh_options: Vec::new(),
+            keep_daily: 7,
+            keep_weekly: 4,
+            keep_monthly: 6,
+            timeout: 300,
+            parallel: 2,
         }
     }
 }
@@ -276,6 +295,15 @@ impl HostConfig {
                 "boot.retry_delay = {} must be between 0 and 600 seconds",
                 self.boot.retry_delay
             ));
+        }
+        crate::backup::Target::parse(&self.backup.target)
+            .map_err(|e| format!("backup.target: {e}"))?;
+        crate::backup::ssh_command(&self.backup).map_err(|e| format!("backup: {e}"))?;
+        if self.backup.parallel == 0 || self.backup.parallel > 16 {
+            return Err("backup.parallel must be between 1 and 16".into());
+        }
+        if self.backup.timeout == 0 {
+            return Err("backup.timeout must be at least 1 second".into());
         }
         Ok(())
     }
@@ -415,6 +443,33 @@ mode = "history"
             "[boot]\nparallel = 0",
             "[boot]\nretry_delay = -1.0",
             "[boot]\nparalel = 2",
+        ] {
+            assert!(
+                HostConfig::parse(text, Path::new("h.toml")).is_err(),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn backup_keys_parse_and_are_checked() {
+        let c = HostConfig::parse(
+            "[backup]\ntarget = \"root@198.51.100.2:/srv/b\"\nmode = \"history\"\n\
+             ssh_key = \"/etc/osm-host/k\"\nssh_options = [\"StrictHostKeyChecking=yes\"]\n\
+             keep_daily = 3\nkeep_weekly = 2\nkeep_monthly = 1\ntimeout = 10\n",
+            Path::new("h.toml"),
+        )
+        .unwrap();
+        assert_eq!((c.backup.keep_daily, c.backup.timeout), (3, 10));
+        assert_eq!(c.backup.ssh_key, Some(PathBuf::from("/etc/osm-host/k")));
+        for text in [
+            "[backup]\ntarget = \"relative/dir\"",
+            "[backup]\ntarget = \"-oProxyCommand=x:/p\"",
+            "[backup]\nssh_options = [\"-oProxyCommand=x\"]",
+            "[backup]\nssh_options = [\"ProxyCommand='x y'\"]",
+            "[backup]\ntimeout = 0",
+            "[backup]\nparallel = 0",
+            "[backup]\nkeep_hourly = 3",
         ] {
             assert!(
                 HostConfig::parse(text, Path::new("h.toml")).is_err(),

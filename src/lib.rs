@@ -6,6 +6,7 @@
 //! seam; the `dbus` module owns object paths, caller checks and error mapping.
 
 pub mod api;
+pub mod backup;
 pub mod base;
 pub mod btrfs;
 pub mod cli;

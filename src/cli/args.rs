@@ -114,12 +114,49 @@ pub enum Command {
     Base(BaseCommand),
     /// Change a container's autostart policy, boot order or limits
     Set(SetArgs),
+    /// Back containers up to the configured target, and show the results
+    #[command(subcommand)]
+    Backup(BackupCommand),
     /// The host: its container network (bridge, addresses, dnsmasq) and shutdown
     #[command(subcommand, alias = "network")]
     Host(HostCommand),
     /// Manage a container's snapshots (snapper-compatible) and restore from them
     #[command(subcommand)]
     Snapshot(super::snapshots::SnapshotCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Back up containers now (snapshot, rsync, verify); waits for the job
+    Run {
+        /// Containers to back up
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        names: Vec<String>,
+        /// Back up every container
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show each container's last backup attempt and last success
+    Status(JsonArg),
+    /// Restore a container from its backup (into a new container with --as, or over
+    /// itself after a safety snapshot); waits for the job
+    Restore {
+        /// The backed-up container's name
+        name: String,
+        /// History mode: the tree (or a prefix such as a date) [default: the newest]
+        #[arg(long, value_name = "DATE")]
+        from: Option<String>,
+        /// Restore into a new container of this name instead of over NAME
+        #[arg(long = "as", value_name = "NEWNAME")]
+        as_name: Option<String>,
+    },
+    /// List the backup trees of one container on the target
+    List {
+        /// Container name
+        name: String,
+        #[command(flatten)]
+        json: JsonArg,
+    },
 }
 
 #[derive(Debug, Subcommand)]

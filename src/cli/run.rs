@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 use zbus::zvariant::Fd;
 
-use super::args::{BaseCommand, Cli, Command, HostCommand};
+use super::args::{BackupCommand, BaseCommand, Cli, Command, HostCommand};
 use super::calls::{create_options, set_settings, Daemon};
 use super::exit::{CliError, ExitCode};
 use super::format;
@@ -88,6 +88,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             ));
         }
         Command::Base(cmd) => base(&daemon, cmd).await?,
+        Command::Backup(cmd) => backup(&daemon, cmd).await?,
         Command::Host(HostCommand::Info(out)) => {
             let info = NetworkInfo::from_properties(&m.get_network_info().await?)?;
             if out.json {
@@ -140,6 +141,106 @@ async fn base(daemon: &Daemon, cmd: BaseCommand) -> Result<(), CliError> {
         BaseCommand::Delete { name } => {
             m.delete_base(&name).await?;
             say(&format!("deleted base {name}"));
+        }
+    }
+    Ok(())
+}
+
+/// One row of `backup status`.
+#[derive(Debug, Serialize)]
+struct BackupStatusRow {
+    name: String,
+    last_attempt: u64,
+    last_attempt_duration_ms: u64,
+    last_attempt_bytes_sent: u64,
+    last_result: String,
+    last_success: u64,
+    last_success_duration_ms: u64,
+    last_success_bytes_sent: u64,
+}
+
+async fn backup(daemon: &Daemon, cmd: BackupCommand) -> Result<(), CliError> {
+    let m = &daemon.manager;
+    match cmd {
+        BackupCommand::Run { names, all } => {
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            let watch = JobWatch::subscribe(daemon).await?;
+            let job = m.run_backup(&refs, all).await?;
+            watch.follow(daemon, &job).await?;
+            say("backup verified");
+        }
+        BackupCommand::Status(out) => {
+            let rows: Vec<BackupStatusRow> = m
+                .get_backup_status()
+                .await?
+                .into_iter()
+                .map(|r| BackupStatusRow {
+                    name: r.0,
+                    last_attempt: r.1,
+                    last_attempt_duration_ms: r.2,
+                    last_attempt_bytes_sent: r.3,
+                    last_result: r.4,
+                    last_success: r.5,
+                    last_success_duration_ms: r.6,
+                    last_success_bytes_sent: r.7,
+                })
+                .collect();
+            if out.json {
+                print_json(&rows)?;
+            } else {
+                let table: Vec<Vec<String>> = rows
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            r.name.clone(),
+                            format::format_timestamp(r.last_attempt * 1_000_000),
+                            format!("{:.1}", r.last_attempt_duration_ms as f64 / 1000.0),
+                            r.last_attempt_bytes_sent.to_string(),
+                            format::format_timestamp(r.last_success * 1_000_000),
+                            if r.last_result.is_empty() {
+                                "never".to_string()
+                            } else {
+                                r.last_result.clone()
+                            },
+                        ]
+                    })
+                    .collect();
+                let header = [
+                    "NAME",
+                    "LAST ATTEMPT",
+                    "SECONDS",
+                    "BYTES SENT",
+                    "LAST SUCCESS",
+                    "RESULT",
+                ];
+                say(format::table(&header, &table).trim_end());
+            }
+        }
+        BackupCommand::Restore {
+            name,
+            from,
+            as_name,
+        } => {
+            let watch = JobWatch::subscribe(daemon).await?;
+            let job = m
+                .restore_backup(
+                    &name,
+                    from.as_deref().unwrap_or(""),
+                    as_name.as_deref().unwrap_or(""),
+                )
+                .await?;
+            watch.follow(daemon, &job).await?;
+            say(&format!("restored {}", as_name.as_deref().unwrap_or(&name)));
+        }
+        BackupCommand::List { name, json } => {
+            let trees = m.list_backups(&name).await?;
+            if json.json {
+                print_json(&trees)?;
+            } else if trees.is_empty() {
+                say(&format!("no backups of {name}"));
+            } else {
+                say(&trees.join("\n"));
+            }
         }
     }
     Ok(())

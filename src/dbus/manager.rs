@@ -136,6 +136,35 @@ fn network_info_map(info: &crate::engine::NetworkInfo) -> HashMap<String, OwnedV
     m
 }
 
+type BackupRow = (String, u64, u64, u64, String, u64, u64, u64);
+
+fn backup_rows(status: &crate::backup::status::StatusFile, names: &[String]) -> Vec<BackupRow> {
+    let mut all: Vec<String> = names.to_vec();
+    for n in status.containers.keys() {
+        if !all.contains(n) {
+            all.push(n.clone());
+        }
+    }
+    all.sort();
+    all.into_iter()
+        .map(|n| {
+            let e = status.containers.get(&n).cloned().unwrap_or_default();
+            let a = e.last_attempt.unwrap_or_default();
+            let s = e.last_success.unwrap_or_default();
+            (
+                n,
+                a.time,
+                a.duration_ms,
+                a.bytes_sent,
+                a.result,
+                s.time,
+                s.duration_ms,
+                s.bytes_sent,
+            )
+        })
+        .collect()
+}
+
 #[zbus::interface(name = "uk.co.devtank.OsmHost1.Manager")]
 impl Manager {
     async fn create_container(
@@ -272,6 +301,62 @@ impl Manager {
         self.engine.base_info(&name)?;
         register_base(server, &self.engine, &name).await;
         Ok(path(api::base_path(&name)))
+    }
+
+    /// Starts a backup job of `names`, or of every container with `all`.
+    async fn run_backup(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        names: Vec<String>,
+        all: bool,
+    ) -> Result<OwnedObjectPath> {
+        require_admin(conn, &hdr).await?;
+        let target = if all {
+            "all".to_string()
+        } else {
+            names.join(",")
+        };
+        let job = logged("backup", &target, self.engine.run_backup(names, all))?;
+        register_job(server, &self.engine, job.id).await;
+        Ok(path(api::job_path(job.id)))
+    }
+
+    /// Starts a job restoring `name` from its backup tree `from` ("" = newest) into
+    /// `as_name` ("" = over `name` itself, after a safety snapshot).
+    async fn restore_backup(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        name: String,
+        from: String,
+        as_name: String,
+    ) -> Result<OwnedObjectPath> {
+        require_admin(conn, &hdr).await?;
+        let job = logged(
+            "restore",
+            &name,
+            self.engine.restore_backup(&name, &from, &as_name).await,
+        )?;
+        register_job(server, &self.engine, job.id).await;
+        Ok(path(api::job_path(job.id)))
+    }
+
+    /// Per container: name, last attempt (time s, duration ms, bytes sent, result),
+    /// last success (time s, duration ms, bytes sent); zeros when there is none.
+    async fn get_backup_status(&self) -> Vec<BackupRow> {
+        backup_rows(&self.engine.backup_status(), &self.engine.container_names())
+    }
+
+    /// The backup trees of one container on the target (`mirror` or dated names).
+    async fn list_backups(&self, name: String) -> Result<Vec<String>> {
+        let engine = self.engine.clone();
+        let r = tokio::task::spawn_blocking(move || engine.list_backups(&name))
+            .await
+            .map_err(|e| Error::Failed(e.to_string()))?;
+        Ok(r?)
     }
 
     /// The bridge, its subnet, address usage and dnsmasq's state (see `client.rs`).

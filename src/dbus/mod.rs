@@ -136,6 +136,9 @@ async fn apply(
             obj.init_pid_changed(emitter).await?;
             obj.started_at_changed(emitter).await?;
             obj.warning_changed(emitter).await?;
+            obj.last_backup_attempt_changed(emitter).await?;
+            obj.last_backup_success_changed(emitter).await?;
+            obj.last_backup_result_changed(emitter).await?;
         }
         Event::ContainerSpecChanged(name) => {
             let iface = server

@@ -285,6 +285,37 @@ impl ContainerObject {
     fn started_at(&self) -> zbus::fdo::Result<u64> {
         Ok(self.info()?.started_at)
     }
+
+    /// µs since the epoch of the last backup attempt (0 = never).
+    #[zbus(property)]
+    fn last_backup_attempt(&self) -> u64 {
+        self.backup().last_attempt.map_or(0, |o| o.time * 1_000_000)
+    }
+
+    /// µs since the epoch of the last verified backup (0 = never): alert when stale.
+    #[zbus(property)]
+    fn last_backup_success(&self) -> u64 {
+        self.backup().last_success.map_or(0, |o| o.time * 1_000_000)
+    }
+
+    /// `ok`, why the last attempt failed, or "" when never attempted.
+    #[zbus(property)]
+    fn last_backup_result(&self) -> String {
+        self.backup()
+            .last_attempt
+            .map(|o| o.result)
+            .unwrap_or_default()
+    }
+}
+
+impl ContainerObject {
+    fn backup(&self) -> crate::backup::status::ContainerBackup {
+        self.engine
+            .backup_status()
+            .containers
+            .remove(&self.name)
+            .unwrap_or_default()
+    }
 }
 
 pub struct BaseObject {

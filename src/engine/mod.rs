@@ -2,10 +2,13 @@
 //! it reports changes as [`Event`]s and its errors are [`EngineError`]s.
 //!
 //! Every multi-step operation that changes the store works under a staging name
-//! (`.creating-<name>`, `.deleting-<name>`, `.building-<name>`) and publishes with one
+//! (`.creating-<name>`, `.deleting-<name>`, `.building-<name>`; backups read from a
+//! temporary `.backup-<name>` snapshot) and publishes with one
 //! rename, so a daemon killed half-way leaves either the old or the new state, and the
 //! next start removes what is left of the staging entry ([`Engine::open`]).
 
+mod backup;
+mod backup_restore;
 mod bases;
 mod boot;
 mod container;
@@ -44,6 +47,8 @@ use tokio::sync::broadcast;
 pub const CREATING_PREFIX: &str = ".creating-";
 pub const DELETING_PREFIX: &str = ".deleting-";
 pub const BUILDING_PREFIX: &str = ".building-";
+/// The temporary read-only snapshot a backup reads from (never kept across restarts).
+pub const BACKUP_PREFIX: &str = ".backup-";
 
 /// What changed, for the D-Bus layer to turn into objects and signals.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,9 +166,14 @@ impl Engine {
                 .map_err(|e| EngineError::io(format!("reading {}", dir.display()), &e))?;
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                let staged = [CREATING_PREFIX, DELETING_PREFIX, BUILDING_PREFIX]
-                    .iter()
-                    .any(|p| name.starts_with(p));
+                let staged = [
+                    CREATING_PREFIX,
+                    DELETING_PREFIX,
+                    BUILDING_PREFIX,
+                    BACKUP_PREFIX,
+                ]
+                .iter()
+                .any(|p| name.starts_with(p));
                 if !staged {
                     continue;
                 }

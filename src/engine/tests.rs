@@ -379,3 +379,41 @@ async fn restore_refuses_a_snapshot_whose_base_is_gone() {
     assert_eq!(err.kind(), "InvalidState");
     assert!(err.message().contains("\"gone\""), "{err}");
 }
+
+#[tokio::test]
+async fn recovery_drops_backup_snapshots_but_keeps_safety_snapshots() {
+    let f = fixture();
+    let containers = f.engine.store().containers_dir();
+    std::fs::create_dir(containers.join(".backup-web1")).unwrap();
+    std::fs::create_dir(containers.join(".pre-restore-web1-2026-01-01T000000Z")).unwrap();
+    let again = Engine::open(
+        f.engine.config().clone(),
+        f.engine.store().clone(),
+        f.engine.facts.clone(),
+        f.host.clone(),
+    )
+    .unwrap();
+    assert!(again.container_names().is_empty());
+    assert!(!containers.join(".backup-web1").exists());
+    assert!(containers
+        .join(".pre-restore-web1-2026-01-01T000000Z")
+        .exists());
+}
+
+#[tokio::test]
+async fn only_one_backup_run_at_a_time_and_names_are_checked() {
+    let f = fixture();
+    f.engine.create_container(req("web1")).await.unwrap();
+    let err = f.engine.run_backup(vec!["nope".into()], false).unwrap_err();
+    assert_eq!(err.kind(), "NotFound");
+    let err = f.engine.run_backup(vec![], false).unwrap_err();
+    assert_eq!(err.kind(), "InvalidArgument");
+    // A run in progress holds the run key.
+    f.engine
+        .reserved
+        .lock()
+        .unwrap()
+        .insert("backup:run".to_string());
+    let err = f.engine.run_backup(vec![], true).unwrap_err();
+    assert_eq!(err.kind(), "Busy", "{err}");
+}

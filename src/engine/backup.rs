@@ -1,0 +1,455 @@
+//! Backups (issue 5): for each container, a read-only snapshot under the staging name
+//! `.backup-<name>`, rsync of it to the target, verification, then the snapshot is
+//! dropped. One run at a time; one container's failure does not stop the others.
+
+use super::jobs::Job;
+use super::{Engine, BACKUP_PREFIX};
+use crate::backup::status::{Outcome, StatusFile};
+use crate::backup::verify::{
+    compare_trees, count_markers, count_printed, differences, markers_of, tree_entries, Markers,
+};
+use crate::backup::{self, classify_exit, rsync_args, ExitClass, RsyncJob, Target};
+use crate::error::{EngineError, EngineResult};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+const RUN_KEY: &str = "backup:run";
+/// Pause before the one retry of a transfer that failed for network reasons.
+const RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(5);
+/// Workers record results one at a time (read, change, write the status file).
+static STATUS_LOCK: Mutex<()> = Mutex::new(());
+/// History trees are written under this prefix and renamed once verified.
+const INCOMPLETE_PREFIX: &str = ".incomplete-";
+
+impl Engine {
+    /// Starts a backup job for `names` (or every container with `all`). `Busy` while
+    /// another run is in progress; `NotFound` for an unknown name.
+    pub fn run_backup(self: &Arc<Self>, names: Vec<String>, all: bool) -> EngineResult<Arc<Job>> {
+        let names = if all {
+            self.container_names()
+        } else {
+            if names.is_empty() {
+                return Err(EngineError::InvalidArgument(
+                    "name the containers to back up, or ask for all of them".into(),
+                ));
+            }
+            for n in &names {
+                self.container(n)?;
+            }
+            names
+        };
+        let target = Target::parse(&self.cfg.backup.target)
+            .map_err(|e| EngineError::InvalidArgument(format!("backup.target: {e}")))?;
+        {
+            let mut r = self.reserved.lock().expect("reserved lock");
+            if !r.insert(RUN_KEY.to_string()) {
+                return Err(EngineError::Busy(
+                    "a backup run is already in progress; wait for it to finish".into(),
+                ));
+            }
+        }
+        let job = self.jobs.create("backup", &names.join(","));
+        let engine = self.clone();
+        let job2 = job.clone();
+        tokio::task::spawn_blocking(move || {
+            let total = names.len().max(1) as f64;
+            // One connection first: an unreachable host gets a clear reason, not
+            // rsync's "error in protocol data stream" once per container.
+            let reachable = engine.probe_target(&target);
+            // A few containers at a time: a small incremental run is bound by rsync's
+            // file-list walk and the snapshot commits, not by the disk.
+            let next = AtomicUsize::new(0);
+            let done = AtomicUsize::new(0);
+            let failures = Mutex::new(BTreeMap::new());
+            let workers = (engine.cfg.backup.parallel as usize).clamp(1, names.len().max(1));
+            std::thread::scope(|scope| {
+                for _ in 0..workers {
+                    scope.spawn(|| loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(name) = names.get(i) else { break };
+                        job2.set_progress(
+                            done.load(Ordering::Relaxed) as f64 / total,
+                            &format!("backing up {name}"),
+                        );
+                        if let Err(why) = engine.backup_one(name, &target, reachable.as_ref().err())
+                        {
+                            failures
+                                .lock()
+                                .expect("failures lock")
+                                .insert(i, format!("{name}: {why}"));
+                        }
+                        done.fetch_add(1, Ordering::Relaxed);
+                    });
+                }
+            });
+            let failed: Vec<String> = failures
+                .into_inner()
+                .expect("failures lock")
+                .into_values()
+                .collect();
+            engine.release(RUN_KEY);
+            if failed.is_empty() {
+                job2.finish(Ok(format!("backed up {} container(s)", names.len())));
+            } else {
+                job2.finish(Err(format!(
+                    "backup failed for {} of {} container(s): {}",
+                    failed.len(),
+                    names.len(),
+                    failed.join("; ")
+                )));
+            }
+        });
+        Ok(job)
+    }
+
+    /// The persisted results of every container's last attempt and last success.
+    pub fn backup_status(&self) -> StatusFile {
+        StatusFile::load(&self.store.lxc_dir())
+    }
+
+    /// The trees on the target for one container: `mirror`, or history names.
+    pub fn list_backups(&self, name: &str) -> EngineResult<Vec<String>> {
+        crate::names::validate_container_name(name)?;
+        let target = Target::parse(&self.cfg.backup.target)
+            .map_err(|e| EngineError::InvalidArgument(format!("backup.target: {e}")))?;
+        let entries = self
+            .list_target(&target, name)
+            .map_err(EngineError::Failed)?;
+        if self.cfg.backup.mode == "history" {
+            Ok(entries
+                .into_iter()
+                .filter(|n| backup::parse_history_name(n).is_some())
+                .collect())
+        } else if entries.iter().any(|n| n == "container.toml") {
+            Ok(vec!["mirror".into()])
+        } else {
+            Ok(Vec::new())
+        }
+    }
+
+    /// Whether an ssh target answers (`ssh host true`); local targets always do.
+    fn probe_target(&self, target: &Target) -> Result<(), String> {
+        match target {
+            Target::Local(_) => Ok(()),
+            Target::Ssh { host, .. } => check_ok(&self.ssh(target, &["true"])?)
+                .map_err(|e| format!("backup host {host}: {e}")),
+        }
+    }
+
+    fn backup_one(
+        &self,
+        name: &str,
+        target: &Target,
+        unreachable: Option<&String>,
+    ) -> Result<(), String> {
+        let started = Instant::now();
+        let time = crate::fsutil::now_secs();
+        let result = match unreachable {
+            Some(why) => Err(why.clone()),
+            None => self.backup_transfer(name, target, time),
+        };
+        let outcome = match &result {
+            Ok((bytes, tree)) => Outcome {
+                time,
+                duration_ms: started.elapsed().as_millis() as u64,
+                bytes_sent: *bytes,
+                result: "ok".into(),
+                tree: tree.clone(),
+            },
+            Err(why) => Outcome {
+                time,
+                duration_ms: started.elapsed().as_millis() as u64,
+                bytes_sent: 0,
+                result: why.clone(),
+                tree: String::new(),
+            },
+        };
+        match &result {
+            Ok(_) => {
+                tracing::info!(container = %name, ms = outcome.duration_ms, bytes = outcome.bytes_sent, "backup verified")
+            }
+            Err(why) => tracing::warn!(container = %name, error = %why, "backup failed"),
+        }
+        let lxc_dir = self.store.lxc_dir();
+        let _serialised = STATUS_LOCK.lock().expect("status lock");
+        let mut status = StatusFile::load(&lxc_dir);
+        status.record(name, outcome);
+        if let Err(e) = status.save(&lxc_dir) {
+            tracing::error!(error = %e, "cannot write the backup status");
+        }
+        self.emit(super::Event::ContainerChanged(name.to_string()));
+        result.map(|_| ())
+    }
+
+    /// Snapshot, transfer, verify, drop the snapshot. Returns bytes sent and the tree.
+    fn backup_transfer(
+        &self,
+        name: &str,
+        target: &Target,
+        time: u64,
+    ) -> Result<(u64, String), String> {
+        let staging = self
+            .store
+            .containers_dir()
+            .join(format!("{BACKUP_PREFIX}{name}"));
+        {
+            // The lock only covers the snapshot: the copy reads the frozen snapshot, so
+            // the container can be used while it runs.
+            let c = self.container(name).map_err(|e| e.to_string())?;
+            let _op = c.begin("backup").map_err(|e| e.to_string())?;
+            if staging.exists() {
+                self.host
+                    .delete_subvolume(&staging)
+                    .map_err(|e| e.to_string())?;
+            }
+            self.host
+                .snapshot(&self.store.container_dir(name), &staging, true)
+                .map_err(|e| e.to_string())?;
+        }
+        let result = self.copy_and_verify(name, target, &staging, time);
+        if let Err(e) = self.host.delete_subvolume(&staging) {
+            tracing::error!(path = %staging.display(), error = %e, "cannot drop the backup snapshot; the next start removes it");
+        }
+        result
+    }
+
+    fn copy_and_verify(
+        &self,
+        name: &str,
+        target: &Target,
+        snap: &Path,
+        time: u64,
+    ) -> Result<(u64, String), String> {
+        let cfg = &self.cfg.backup;
+        let history = cfg.mode == "history";
+        let (tree, dest_rel, link_dest) = if history {
+            let existing = self.list_target(target, name)?;
+            let prev = existing
+                .iter()
+                .filter(|n| backup::parse_history_name(n).is_some())
+                .max()
+                .cloned();
+            let tree = backup::history_name(time);
+            (
+                tree.clone(),
+                format!("{name}/{INCOMPLETE_PREFIX}{tree}"),
+                prev.map(|p| format!("../{p}")),
+            )
+        } else {
+            ("mirror".to_string(), name.to_string(), None)
+        };
+        let dest = target.container_dir(&dest_rel);
+        let src = snap.display().to_string();
+        let mut job = RsyncJob {
+            src: src.clone(),
+            dest: dest.clone(),
+            link_dest,
+            check_only: false,
+            excludes: true,
+        };
+        let args = rsync_args(cfg, &job)?;
+        let mut out = run(Command::new("rsync").args(&args))?;
+        // Network trouble (socket, timeout, ssh: spec §4.3 "retry") gets one more try;
+        // the second run only sends what the first did not.
+        if let ExitClass::Retry(why) = classify_exit(out.status.code()) {
+            tracing::warn!(container = %name, error = %why, "rsync failed; retrying once");
+            std::thread::sleep(RETRY_DELAY);
+            out = run(Command::new("rsync").args(&args))?;
+        }
+        check_exit(&out)?;
+        let bytes = backup::rsync::parse_bytes_sent(&String::from_utf8_lossy(&out.stdout));
+
+        // Verification. Local: every entry's metadata and the marker counts from one
+        // walk of each side. ssh: whiteouts counted remotely, then an itemized dry run.
+        if let Target::Local(_) = target {
+            let want = tree_entries(snap)
+                .map_err(|e| format!("reading the snapshot for verification: {e}"))?;
+            let copy = target.path_of(&dest_rel);
+            let got = tree_entries(Path::new(&copy))
+                .map_err(|e| format!("reading the copy for verification: {e}"))?;
+            let (mw, mg) = (markers_of(&want), markers_of(&got));
+            check_markers(mw, mg, true)?;
+            let diffs = compare_trees(&want, &got, 3);
+            if !diffs.is_empty() {
+                return Err(format!(
+                    "verification failed: the copy differs from the snapshot: {}",
+                    diffs.join("; ")
+                ));
+            }
+        } else {
+            let want = count_markers(snap)
+                .map_err(|e| format!("counting markers in the snapshot: {e}"))?;
+            let got = self.count_target_markers(target, &dest_rel)?;
+            check_markers(want, got, false)?;
+            job.check_only = true;
+            job.link_dest = None;
+            let out = run(Command::new("rsync").args(rsync_args(cfg, &job)?))?;
+            check_exit(&out)?;
+            let diffs = differences(&String::from_utf8_lossy(&out.stdout));
+            if !diffs.is_empty() {
+                return Err(format!(
+                    "verification failed: {} entries differ from the snapshot, e.g. {}",
+                    diffs.len(),
+                    diffs.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+        if history {
+            let from = target.path_of(&dest_rel);
+            let to = target.path_of(&format!("{name}/{tree}"));
+            self.target_rename(target, &from, &to)?;
+            self.prune(target, name);
+        }
+        Ok((bytes, tree))
+    }
+
+    fn prune(&self, target: &Target, name: &str) {
+        let cfg = &self.cfg.backup;
+        let Ok(entries) = self.list_target(target, name) else {
+            return;
+        };
+        for doomed in
+            backup::prune_plan(&entries, cfg.keep_daily, cfg.keep_weekly, cfg.keep_monthly)
+        {
+            let path = target.path_of(&format!("{name}/{doomed}"));
+            tracing::info!(container = %name, tree = %doomed, "pruning backup tree");
+            let r = match target {
+                Target::Local(_) => std::fs::remove_dir_all(&path).map_err(|e| e.to_string()),
+                Target::Ssh { .. } => self
+                    .ssh(target, &["rm", "-rf", "--", &path])
+                    .and_then(|o| check_ok(&o)),
+            };
+            if let Err(e) = r {
+                tracing::warn!(container = %name, tree = %doomed, error = %e, "cannot prune backup tree");
+            }
+        }
+    }
+
+    /// Entries of `<target>/<name>/` (empty when it does not exist yet).
+    fn list_target(&self, target: &Target, name: &str) -> Result<Vec<String>, String> {
+        let dir = target.path_of(name);
+        let mut names = match target {
+            Target::Local(_) => match std::fs::read_dir(&dir) {
+                Ok(rd) => rd
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(format!("cannot list {dir}: {e}")),
+            },
+            Target::Ssh { .. } => {
+                let q = backup::rsync::shell_quote(&dir);
+                let cmd = format!("if [ -d {q} ]; then ls -1A {q}; fi");
+                let out = self.ssh(target, &["sh", "-c", &cmd])?;
+                check_ok(&out)?;
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .map(str::to_string)
+                    .collect()
+            }
+        };
+        names.sort();
+        Ok(names)
+    }
+
+    fn count_target_markers(&self, target: &Target, rel: &str) -> Result<Markers, String> {
+        let path = target.path_of(rel);
+        match target {
+            Target::Local(_) => count_markers(Path::new(&path))
+                .map_err(|e| format!("counting markers in {path}: {e}")),
+            Target::Ssh { .. } => {
+                let out = self.ssh(
+                    target,
+                    &["find", &path, "-xdev", "-type", "c", "-printf", "c"],
+                )?;
+                check_ok(&out)?;
+                Ok(Markers {
+                    whiteouts: count_printed(&out.stdout),
+                    opaque_dirs: 0,
+                })
+            }
+        }
+    }
+
+    fn target_rename(&self, target: &Target, from: &str, to: &str) -> Result<(), String> {
+        match target {
+            Target::Local(_) => {
+                std::fs::rename(from, to).map_err(|e| format!("renaming {from}: {e}"))
+            }
+            Target::Ssh { .. } => check_ok(&self.ssh(target, &["mv", "-T", "--", from, to])?),
+        }
+    }
+
+    /// Runs a command on an ssh target. ssh hands the remote shell one string, so every
+    /// word is quoted here.
+    pub(super) fn ssh(&self, target: &Target, words: &[&str]) -> Result<Output, String> {
+        let Target::Ssh { host, .. } = target else {
+            return Err("not an ssh target".into());
+        };
+        let remote: Vec<String> = words
+            .iter()
+            .map(|w| backup::rsync::shell_quote(w))
+            .collect();
+        run(Command::new("ssh")
+            .args(backup::rsync::ssh_options(&self.cfg.backup))
+            .arg("--")
+            .arg(host)
+            .arg(remote.join(" ")))
+    }
+}
+
+fn check_markers(want: Markers, got: Markers, opaque: bool) -> Result<(), String> {
+    if got.whiteouts != want.whiteouts {
+        return Err(format!(
+            "verification failed: {} whiteouts in the container, {} in the backup (the receiver dropped device files)",
+            want.whiteouts, got.whiteouts
+        ));
+    }
+    if opaque && got.opaque_dirs != want.opaque_dirs {
+        return Err(format!(
+            "verification failed: {} opaque directories in the container, {} in the backup (trusted.* xattrs lost)",
+            want.opaque_dirs, got.opaque_dirs
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn run(cmd: &mut Command) -> Result<Output, String> {
+    cmd.stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {:?}: {e}", cmd.get_program()))
+}
+
+fn last_line(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+pub(super) fn check_exit(out: &Output) -> Result<(), String> {
+    match classify_exit(out.status.code()) {
+        ExitClass::Ok => Ok(()),
+        ExitClass::Retry(m) | ExitClass::Fail(m) => Err(format!("{m} ({})", last_line(out))),
+    }
+}
+
+fn check_ok(out: &Output) -> Result<(), String> {
+    if out.status.success() {
+        Ok(())
+    } else if out.status.code() == Some(255) {
+        Err(format!(
+            "ssh failed: the target is unreachable or refused the key ({})",
+            last_line(out)
+        ))
+    } else {
+        Err(format!("remote command failed: {}", last_line(out)))
+    }
+}

@@ -1,0 +1,268 @@
+//! Restoring a container from a backup tree, as a job: into a new container (created
+//! from the backed-up spec's base, layers and limits; the new container gets its own MAC
+//! and address), or over the existing one after a read-only safety snapshot kept at
+//! `containers/.pre-restore-<name>-<YYYY-MM-DDTHHMMSSZ>` (recovery never deletes it).
+
+use super::jobs::Job;
+use super::{blocking, CreateRequest, Engine, RunState};
+use crate::backup::verify::{count_markers, count_printed, differences};
+use crate::backup::{self, rsync_args, RsyncJob, Target};
+use crate::error::{EngineError, EngineResult};
+use crate::spec::ContainerSpec;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+
+/// Safety snapshots taken before a restore over a container.
+pub const PRE_RESTORE_PREFIX: &str = ".pre-restore-";
+
+impl Engine {
+    /// Starts a job restoring `name`'s backup tree `from` (history mode: a tree name or a
+    /// prefix of one such as a date, default the newest; ignored in mirror mode) into
+    /// `as_name`, or over `name` itself when `as_name` is empty or equal to it.
+    pub async fn restore_backup(
+        self: &Arc<Self>,
+        name: &str,
+        from: &str,
+        as_name: &str,
+    ) -> EngineResult<Arc<Job>> {
+        crate::names::validate_container_name(name)?;
+        let into = if as_name.is_empty() { name } else { as_name }.to_string();
+        crate::names::validate_container_name(&into)?;
+        let target = Target::parse(&self.cfg.backup.target)
+            .map_err(|e| EngineError::InvalidArgument(format!("backup.target: {e}")))?;
+        let engine = self.clone();
+        let (n, f) = (name.to_string(), from.to_string());
+        let (tree, spec) = blocking(move || engine.find_tree(&n, &f)).await?;
+        self.require_base(&spec.base)?;
+        let over = into == name && self.container(name).is_ok();
+        if over {
+            let have = self.container(name)?.info().spec;
+            if have.base != spec.base || have.layers != spec.layers {
+                return Err(EngineError::InvalidState(format!(
+                    "the backup of {name} is a delta against base {} (layers {:?}) but the container now uses base {} (layers {:?}); restore it as a new container with --as",
+                    spec.base, spec.layers, have.base, have.layers
+                )));
+            }
+        } else if self.container(&into).is_ok() {
+            return Err(EngineError::AlreadyExists(format!(
+                "container {into} already exists; choose another name with --as"
+            )));
+        }
+        let job = self.jobs.create("restore", &into);
+        let engine = self.clone();
+        let job2 = job.clone();
+        let src = format!("{}/rootfs-layer", tree);
+        tokio::spawn(async move {
+            let result = if over {
+                engine.restore_over(&into, &target, src, &job2).await
+            } else {
+                engine.restore_new(&into, spec, &target, src, &job2).await
+            };
+            match result {
+                Ok(msg) => {
+                    tracing::info!(container = %into, "restored from backup");
+                    job2.finish(Ok(msg))
+                }
+                Err(e) => {
+                    tracing::warn!(container = %into, error = %e, "restore failed");
+                    job2.finish(Err(e.to_string()))
+                }
+            }
+        });
+        Ok(job)
+    }
+
+    /// The tree's path on the target (without `host:`) and its container.toml.
+    fn find_tree(&self, name: &str, from: &str) -> EngineResult<(String, ContainerSpec)> {
+        let target = Target::parse(&self.cfg.backup.target)
+            .map_err(|e| EngineError::InvalidArgument(format!("backup.target: {e}")))?;
+        let trees = self.list_backups(name)?;
+        let tree = if self.cfg.backup.mode == "history" {
+            trees
+                .iter()
+                .rev()
+                .find(|t| t.starts_with(from))
+                .cloned()
+                .ok_or_else(|| {
+                    EngineError::NotFound(format!(
+                        "no backup of {name} matches {from:?}; `osm-hostctl backup list {name}` shows them"
+                    ))
+                })?
+        } else if trees.is_empty() {
+            return Err(EngineError::NotFound(format!(
+                "no backup of {name} on the target"
+            )));
+        } else {
+            String::new()
+        };
+        let rel = if tree.is_empty() {
+            name.to_string()
+        } else {
+            format!("{name}/{tree}")
+        };
+        let path = target.path_of(&rel);
+        let toml_path = format!("{path}/{}", crate::spec::SPEC_FILE);
+        let text = match &target {
+            Target::Local(_) => std::fs::read_to_string(&toml_path)
+                .map_err(|e| EngineError::Failed(format!("cannot read {toml_path}: {e}")))?,
+            Target::Ssh { .. } => {
+                let out = self
+                    .ssh(&target, &["cat", "--", &toml_path])
+                    .map_err(EngineError::Failed)?;
+                if !out.status.success() {
+                    return Err(EngineError::Failed(format!(
+                        "cannot read {toml_path} on the backup host: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    )));
+                }
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            }
+        };
+        let spec: ContainerSpec = toml::from_str(&text).map_err(|e| {
+            EngineError::Failed(format!("{toml_path} is not a container spec: {e}"))
+        })?;
+        Ok((path, spec))
+    }
+
+    async fn restore_new(
+        self: &Arc<Self>,
+        into: &str,
+        spec: ContainerSpec,
+        target: &Target,
+        src: String,
+        job: &Job,
+    ) -> EngineResult<String> {
+        job.set_progress(0.05, "creating the container");
+        let req = CreateRequest {
+            name: into.to_string(),
+            base: spec.base,
+            layers: spec.layers,
+            autostart: spec.autostart,
+            boot_priority: spec.boot_priority,
+            boot_delay: spec.boot_delay,
+            memory: spec.memory,
+            cpus: spec.cpus,
+            ip: None,
+        };
+        self.create_container(req).await?;
+        let c = self.container(into)?;
+        let copied = {
+            let _op = c.begin("restore")?;
+            job.set_progress(0.2, "copying the backup");
+            let engine = self.clone();
+            let (t, n) = (target.clone(), into.to_string());
+            blocking(move || engine.copy_upper(&t, &src, &n)).await
+        };
+        if let Err(e) = copied {
+            // Nothing half-restored is left behind under the new name.
+            if let Err(d) = self.delete_container(into, true).await {
+                tracing::error!(container = %into, error = %d, "cannot remove a failed restore");
+            }
+            return Err(e);
+        }
+        job.set_progress(0.9, "starting");
+        self.start_container(into).await?;
+        Ok(format!("restored into new container {into}, running"))
+    }
+
+    async fn restore_over(
+        self: &Arc<Self>,
+        name: &str,
+        target: &Target,
+        src: String,
+        job: &Job,
+    ) -> EngineResult<String> {
+        let c = self.container(name)?;
+        let _op = c.begin("restore")?;
+        let was_running = c.info().state != RunState::Stopped;
+        job.set_progress(0.05, "stopping");
+        self.stop_locked(&c, super::lifecycle::DEFAULT_STOP_TIMEOUT, false)
+            .await?;
+        let safety = self.store.containers_dir().join(format!(
+            "{PRE_RESTORE_PREFIX}{name}-{}",
+            backup::history_name(crate::fsutil::now_secs())
+        ));
+        job.set_progress(0.1, "taking a safety snapshot");
+        let engine = self.clone();
+        let (dir, s2) = (self.store.container_dir(name), safety.clone());
+        blocking(move || engine.host.snapshot(&dir, &s2, true)).await?;
+        tracing::info!(container = %name, safety = %safety.display(), "safety snapshot before restore");
+        job.set_progress(0.2, "copying the backup");
+        let engine = self.clone();
+        let (t, n) = (target.clone(), name.to_string());
+        blocking(move || engine.copy_upper(&t, &src, &n)).await?;
+        if was_running {
+            job.set_progress(0.9, "starting");
+            self.start_locked(&c).await?;
+        }
+        Ok(format!(
+            "restored {name}; its previous state is kept in {}",
+            safety.display()
+        ))
+    }
+
+    /// rsync of a backup's `rootfs-layer/` into the stopped container's upper dir (with
+    /// `--delete`), `work/` emptied, then the same verification as a backup.
+    fn copy_upper(&self, target: &Target, src_path: &str, name: &str) -> EngineResult<()> {
+        let cfg = &self.cfg.backup;
+        let dir = self.store.container_dir(name);
+        let upper: PathBuf = dir.join("rootfs-layer");
+        let src = match target {
+            Target::Local(_) => src_path.to_string(),
+            Target::Ssh { host, .. } => format!("{host}:{src_path}"),
+        };
+        let mut job = RsyncJob {
+            src,
+            dest: upper.display().to_string(),
+            link_dest: None,
+            check_only: false,
+            excludes: false,
+        };
+        let fail = |m: String| EngineError::Failed(format!("restoring {name}: {m}"));
+        let out =
+            super::backup::run(Command::new("rsync").args(rsync_args(cfg, &job).map_err(fail)?))
+                .map_err(fail)?;
+        super::backup::check_exit(&out).map_err(fail)?;
+        let work = dir.join("work");
+        crate::fsutil::empty_dir(&work)
+            .map_err(|e| EngineError::io(format!("emptying {}", work.display()), &e))?;
+        let got = count_markers(&upper).map_err(|e| fail(format!("counting markers: {e}")))?;
+        let want = match target {
+            Target::Local(_) => {
+                count_markers(std::path::Path::new(src_path))
+                    .map_err(|e| fail(format!("counting markers: {e}")))?
+                    .whiteouts
+            }
+            Target::Ssh { .. } => {
+                let out = self
+                    .ssh(
+                        target,
+                        &["find", src_path, "-xdev", "-type", "c", "-printf", "c"],
+                    )
+                    .map_err(fail)?;
+                count_printed(&out.stdout)
+            }
+        };
+        if got.whiteouts != want {
+            return Err(fail(format!(
+                "verification failed: {want} whiteouts in the backup, {} restored",
+                got.whiteouts
+            )));
+        }
+        job.check_only = true;
+        let out =
+            super::backup::run(Command::new("rsync").args(rsync_args(cfg, &job).map_err(fail)?))
+                .map_err(fail)?;
+        super::backup::check_exit(&out).map_err(fail)?;
+        let diffs = differences(&String::from_utf8_lossy(&out.stdout));
+        if !diffs.is_empty() {
+            return Err(fail(format!(
+                "verification failed: {} entries differ from the backup, e.g. {}",
+                diffs.len(),
+                diffs.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        Ok(())
+    }
+}

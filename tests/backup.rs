@@ -1,0 +1,631 @@
+//! Root integration: backups of a real busybox container through the real daemon and CLI,
+//! to a local directory and to sshd in a second network namespace standing in for the
+//! backup host. The copies are compared entry by entry with the container's upper dir
+//! (contents, owners, modes, xattrs, whiteouts, hard links).
+
+mod common;
+
+use common::{require_root, test_tempdir, wait_until, DaemonConfig, Rig, Sandbox};
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+fn attach(rig: &Rig, name: &str, script: &str) -> Output {
+    let lxc_path = rig.lxc_path();
+    let out = rig
+        .in_sandbox("lxc-attach")
+        .args([
+            "-P",
+            lxc_path.to_str().unwrap(),
+            "-n",
+            name,
+            "--",
+            "/bin/sh",
+            "-c",
+            script,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "attach {script}: {out:?}");
+    out
+}
+
+fn container_dir(rig: &Rig, name: &str) -> PathBuf {
+    rig.sandbox()
+        .host_path(rig.store_root().join("lxc/containers").join(name))
+}
+
+/// A container whose upper dir holds every kind of marker: a whiteout (a deleted base
+/// file), an opaque directory (a base dir removed and made again), a file with odd
+/// owners and mode, a hard link, and a user xattr.
+fn busy_container(rig: &Rig, name: &str) {
+    rig.ctl_ok(&["create", name, "--base", "bb"]);
+    rig.ctl_ok(&["start", name]);
+    attach(
+        rig,
+        name,
+        "rm /etc/udhcpc.script && rm -rf /etc/init.d && mkdir /etc/init.d && \
+         echo new > /etc/init.d/rcS && mkdir -p /root && echo hello > /root/note && \
+         chown 1234:5678 /root/note && chmod 640 /root/note && ln /root/note /root/link && \
+         mkfifo /root/fifo && sync",
+    );
+    let upper = container_dir(rig, name).join("rootfs-layer");
+    let wo = std::fs::symlink_metadata(upper.join("etc/udhcpc.script")).unwrap();
+    assert!(
+        wo.file_type().is_char_device() && wo.rdev() == 0,
+        "whiteout made"
+    );
+    assert_eq!(
+        xattr(&upper.join("etc/init.d"), "trusted.overlay.opaque").as_deref(),
+        Some(&b"y"[..])
+    );
+    set_xattr(&upper.join("root/note"), "user.customer", b"kept");
+}
+
+fn xattr_names(p: &Path) -> Vec<String> {
+    let c = CString::new(p.as_os_str().as_bytes()).unwrap();
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: valid C string; buf is writable for its length.
+    let n = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n <= 0 {
+        return Vec::new();
+    }
+    let mut names: Vec<String> = buf[..n as usize]
+        .split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn xattr(p: &Path, name: &str) -> Option<Vec<u8>> {
+    let c = CString::new(p.as_os_str().as_bytes()).unwrap();
+    let n = CString::new(name).unwrap();
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: valid C strings; buf is writable for its length.
+    let len =
+        unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (len >= 0).then(|| buf[..len as usize].to_vec())
+}
+
+fn set_xattr(p: &Path, name: &str, value: &[u8]) {
+    let c = CString::new(p.as_os_str().as_bytes()).unwrap();
+    let n = CString::new(name).unwrap();
+    // SAFETY: valid C strings; value is readable for its length.
+    let r = unsafe {
+        libc::lsetxattr(
+            c.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(r, 0, "setxattr {}", p.display());
+}
+
+/// Everything a restore depends on, per relative path. Hard links appear as the first
+/// path of their inode group; `trusted.overlay.origin`/`uuid` name the store's file
+/// system and are left out (a copy legitimately carries them unchanged, but they are
+/// not compared by value here).
+fn manifest(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut inodes: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let mut entries: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        entries.sort();
+        for p in entries {
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let md = std::fs::symlink_metadata(&p).unwrap();
+            let ft = md.file_type();
+            let kind = if ft.is_dir() {
+                stack.push(p.clone());
+                "d".to_string()
+            } else if ft.is_symlink() {
+                format!("l->{}", std::fs::read_link(&p).unwrap().display())
+            } else if ft.is_char_device() {
+                format!("c{}", md.rdev())
+            } else if ft.is_fifo() {
+                "p".to_string()
+            } else {
+                format!("f:{}", String::from_utf8_lossy(&std::fs::read(&p).unwrap()))
+            };
+            if !ft.is_dir() {
+                inodes.entry(md.ino()).or_default().push(rel.clone());
+            }
+            let xattrs: Vec<String> = xattr_names(&p)
+                .into_iter()
+                .map(|n| match xattr(&p, &n) {
+                    Some(v) if !n.starts_with("trusted.overlay.origin") => format!("{n}={v:?}"),
+                    _ => n,
+                })
+                .collect();
+            out.insert(
+                rel,
+                format!(
+                    "{kind} {:o} {}:{} x={xattrs:?}",
+                    md.mode(),
+                    md.uid(),
+                    md.gid()
+                ),
+            );
+        }
+    }
+    // Hard links within the tree (a whiteout's link into work/ is outside it).
+    for group in inodes.values().filter(|g| g.len() > 1) {
+        let first = group.iter().min().unwrap();
+        for p in group {
+            out.get_mut(p).unwrap().push_str(&format!(" link={first}"));
+        }
+    }
+    out
+}
+
+fn status_of(rig: &Rig, name: &str) -> serde_json::Value {
+    let all: serde_json::Value =
+        serde_json::from_str(&rig.ctl_ok(&["backup", "status", "--json"])).unwrap();
+    all.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("{name} in {all}"))
+}
+
+fn assert_copy_matches(rig: &Rig, name: &str, copy: &Path) {
+    let src = container_dir(rig, name);
+    assert_eq!(
+        manifest(&copy.join("rootfs-layer")),
+        manifest(&src.join("rootfs-layer"))
+    );
+    let wo = std::fs::symlink_metadata(copy.join("rootfs-layer/etc/udhcpc.script")).unwrap();
+    assert!(
+        wo.file_type().is_char_device() && wo.rdev() == 0,
+        "whiteout kept"
+    );
+    assert_eq!(
+        xattr(
+            &copy.join("rootfs-layer/etc/init.d"),
+            "trusted.overlay.opaque"
+        )
+        .as_deref(),
+        Some(&b"y"[..])
+    );
+    let note = std::fs::symlink_metadata(copy.join("rootfs-layer/root/note")).unwrap();
+    assert_eq!(
+        (note.uid(), note.gid(), note.mode() & 0o7777),
+        (1234, 5678, 0o640)
+    );
+    // root/link and root/note are one inode (history trees add links to older trees).
+    let link = std::fs::symlink_metadata(copy.join("rootfs-layer/root/link")).unwrap();
+    assert_eq!(link.ino(), note.ino());
+    assert_eq!(
+        xattr(&copy.join("rootfs-layer/root/note"), "user.customer").as_deref(),
+        Some(&b"kept"[..])
+    );
+    assert!(copy.join("container.toml").is_file());
+    assert!(copy.join("work").is_dir(), "work/ itself is kept");
+    assert_eq!(
+        std::fs::read_dir(copy.join("work")).unwrap().count(),
+        0,
+        "work/ is not backed up"
+    );
+    assert!(
+        !copy.join(".snapshots").exists(),
+        ".snapshots is not backed up"
+    );
+    let staging: Vec<_> = std::fs::read_dir(src.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".backup-"))
+        .collect();
+    assert!(
+        staging.is_empty(),
+        "temporary snapshot dropped: {staging:?}"
+    );
+}
+
+/// The restored container runs, its upper dir equals the backup's entry by entry, and
+/// inside it deleted files stay deleted (whiteouts) and a replaced dir hides the base's.
+fn assert_restored(rig: &Rig, name: &str, copy: &Path) {
+    let dir = container_dir(rig, name);
+    assert_eq!(
+        manifest(&dir.join("rootfs-layer")),
+        manifest(&copy.join("rootfs-layer"))
+    );
+    let info: serde_json::Value =
+        serde_json::from_str(&rig.ctl_ok(&["info", name, "--json"])).unwrap();
+    assert_eq!(info["state"], "running", "{info}");
+    let out = attach(
+        rig,
+        name,
+        "cat /root/note; ls /etc/init.d; [ -e /etc/udhcpc.script ] && echo resurrected; stat -c %u:%g /root/note",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello\nrcS\n1234:5678\n"
+    );
+}
+
+#[test]
+fn local_backup_is_verified_persisted_and_survives_a_failed_run() {
+    require_root();
+    let target_dir = test_tempdir("osm-backup-target-");
+    let target = target_dir.path().join("lxc");
+    let t = target.display().to_string();
+    let mut rig = Rig::builder()
+        .config(move |c| {
+            c.set_str("backup.target", &t);
+        })
+        .start();
+    rig.import_busybox_base("bb");
+    busy_container(&rig, "web1");
+
+    let out = rig.ctl_ok(&["backup", "run", "web1"]);
+    assert!(out.contains("backup verified"), "{out}");
+    let copy = target.join("web1");
+    assert_copy_matches(&rig, "web1", &copy);
+    let st = status_of(&rig, "web1");
+    assert_eq!(st["last_result"], "ok", "{st}");
+    assert!(
+        st["last_success"].as_u64().unwrap() > 0
+            && st["last_attempt_bytes_sent"].as_u64().unwrap() > 0,
+        "{st}"
+    );
+    assert_eq!(rig.ctl_ok(&["backup", "list", "web1"]).trim(), "mirror");
+    // Monitoring reads the same from the container object's properties.
+    let prop = |p: &str| {
+        let out = rig.bus().dbus_send(&[
+            "--print-reply=literal",
+            "--dest=uk.co.devtank.OsmHost1",
+            "/uk/co/devtank/OsmHost1/container/web1",
+            "org.freedesktop.DBus.Properties.Get",
+            "string:uk.co.devtank.OsmHost1.Container",
+            &format!("string:{p}"),
+        ]);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let success_us = st["last_success"].as_u64().unwrap() * 1_000_000;
+    assert!(
+        prop("LastBackupSuccess").ends_with(&success_us.to_string()),
+        "{}",
+        prop("LastBackupSuccess")
+    );
+    assert!(
+        prop("LastBackupResult").contains("ok"),
+        "{}",
+        prop("LastBackupResult")
+    );
+    // Anyone may read the status; only admins may run or restore.
+    let out = rig.ctl_as_nobody(&["backup", "status", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    for args in [
+        &["backup", "run", "web1"][..],
+        &["backup", "restore", "web1", "--as", "web9"][..],
+    ] {
+        let out = rig.ctl_as_nobody(args);
+        assert_eq!(out.status.code(), Some(7), "{args:?}: {out:?}");
+    }
+
+    // A change made after the snapshot is not in that backup.
+    attach(&rig, "web1", "echo changed > /root/note");
+    assert_eq!(
+        std::fs::read_to_string(copy.join("rootfs-layer/root/note")).unwrap(),
+        "hello\n"
+    );
+
+    // Restore into a new container: it starts and has the backed-up data.
+    rig.ctl_ok(&["backup", "restore", "web1", "--as", "web2"]);
+    assert_restored(&rig, "web2", &copy);
+
+    // Restore over the container itself: the change is rolled back, and the state
+    // before the restore is kept in a safety snapshot.
+    rig.ctl_ok(&["backup", "restore", "web1"]);
+    assert_restored(&rig, "web1", &copy);
+    let safety: Vec<PathBuf> = std::fs::read_dir(container_dir(&rig, "web1").parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".pre-restore-web1-")
+        })
+        .collect();
+    assert_eq!(safety.len(), 1, "{safety:?}");
+    assert_eq!(
+        std::fs::read_to_string(safety[0].join("rootfs-layer/root/note")).unwrap(),
+        "changed\n"
+    );
+
+    // Status survives a restart; an unreachable target fails the run with a clear
+    // status and leaves the earlier backup as it was.
+    let before = status_of(&rig, "web1");
+    let mut cfg = DaemonConfig::for_test_dir(rig.dir());
+    cfg.set_str("backup.target", "root@198.51.100.9:/srv/backups/lxc")
+        .set("backup.timeout", "5");
+    rig.daemon().write_config(&cfg);
+    rig.daemon_mut().restart();
+    assert_eq!(
+        status_of(&rig, "web1"),
+        before,
+        "status persisted across restarts"
+    );
+    let err = rig.ctl_err(&["backup", "run", "--all"]);
+    assert!(err.contains("web1") && err.contains("ssh"), "{err}");
+    let st = status_of(&rig, "web1");
+    assert!(
+        st["last_result"].as_str().unwrap().contains("unreachable"),
+        "{st}"
+    );
+    assert_eq!(st["last_success"], before["last_success"], "{st}");
+    assert_eq!(
+        std::fs::read_to_string(copy.join("rootfs-layer/root/note")).unwrap(),
+        "hello\n"
+    );
+    assert!(std::fs::symlink_metadata(copy.join("rootfs-layer/etc/udhcpc.script")).is_ok());
+}
+
+#[test]
+fn history_mode_links_to_the_previous_tree_and_prunes_by_policy() {
+    require_root();
+    let target_dir = test_tempdir("osm-backup-history-");
+    let target = target_dir.path().join("lxc");
+    let t = target.display().to_string();
+    let rig = Rig::builder()
+        .config(move |c| {
+            c.set_str("backup.target", &t)
+                .set_str("backup.mode", "history")
+                .set("backup.keep_daily", "2")
+                .set("backup.keep_weekly", "0")
+                .set("backup.keep_monthly", "2");
+        })
+        .start();
+    rig.import_busybox_base("bb");
+    busy_container(&rig, "web1");
+    rig.ctl_ok(&["backup", "run", "web1"]);
+    let trees = rig.ctl_ok(&["backup", "list", "web1"]);
+    let first: Vec<&str> = trees.lines().collect();
+    assert_eq!(first.len(), 1, "{trees}");
+    let dir = target.join("web1");
+    assert_copy_matches(&rig, "web1", &dir.join(first[0]));
+
+    // Older trees as earlier nights would have left them.
+    let now = osm_host::fsutil::now_secs();
+    let day = 86_400;
+    let name = |days: u64| osm_host::backup::history_name(now - days * day);
+    std::fs::rename(dir.join(first[0]), dir.join(name(1))).unwrap();
+    for d in [2, 40, 80] {
+        let st = Command::new("cp")
+            .arg("-a")
+            .arg(dir.join(name(1)))
+            .arg(dir.join(name(d)))
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    rig.ctl_ok(&["backup", "run", "--all"]);
+    let trees = rig.ctl_ok(&["backup", "list", "web1"]);
+    let kept: Vec<&str> = trees.lines().collect();
+    let newest = *kept.last().unwrap();
+    assert!(newest > name(1).as_str(), "{trees}");
+    assert!(
+        kept.contains(&name(1).as_str()),
+        "keep_daily = 2 keeps yesterday: {trees}"
+    );
+    assert!(
+        !kept.contains(&name(80).as_str()),
+        "three months back is pruned: {trees}"
+    );
+    if kept.contains(&name(2).as_str()) {
+        panic!("the day before yesterday is neither daily nor monthly here: {trees}");
+    }
+    assert_copy_matches(&rig, "web1", &dir.join(newest));
+    // Unchanged files are hard links into the previous tree (--link-dest).
+    let a = std::fs::metadata(dir.join(newest).join("container.toml")).unwrap();
+    let b = std::fs::metadata(dir.join(name(1)).join("container.toml")).unwrap();
+    assert_eq!(
+        a.ino(),
+        b.ino(),
+        "unchanged file linked to the previous tree"
+    );
+    // Restore from a chosen night, by a prefix of its name (the date).
+    let from = name(1);
+    rig.ctl_ok(&[
+        "backup",
+        "restore",
+        "web1",
+        "--from",
+        &from[..10],
+        "--as",
+        "web3",
+    ]);
+    assert_restored(&rig, "web3", &dir.join(&from));
+    assert!(!std::fs::read_dir(&dir).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with(".incomplete-")));
+}
+
+/// sshd in its own network namespace on 198.51.100.2, joined to the rig's namespace by
+/// a veth pair: the backup host. Killed with its sandbox.
+struct BackupHost {
+    // Field order is drop order: sshd first, then its namespace.
+    _sshd: common::SandboxChild,
+    _sandbox: Sandbox,
+}
+
+const LOCAL_ADDR: &str = "198.51.100.1";
+const REMOTE_ADDR: &str = "198.51.100.2";
+
+impl BackupHost {
+    fn start(rig: &Rig, dir: &Path) -> BackupHost {
+        let sandbox = Sandbox::new();
+        let out = Command::new("nsenter")
+            .arg(format!("--target={}", rig.sandbox().holder_pid()))
+            .args([
+                "--net", "--", "ip", "link", "add", "osm-bk0", "type", "veth", "peer", "name",
+                "osm-bk1", "netns",
+            ])
+            .arg(sandbox.holder_pid().to_string())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "veth: {out:?}");
+        rig.sandbox().run_ok(
+            "ip",
+            &["addr", "add", &format!("{LOCAL_ADDR}/24"), "dev", "osm-bk0"],
+        );
+        rig.sandbox()
+            .run_ok("ip", &["link", "set", "osm-bk0", "up"]);
+        sandbox.run_ok(
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("{REMOTE_ADDR}/24"),
+                "dev",
+                "osm-bk1",
+            ],
+        );
+        sandbox.run_ok("ip", &["link", "set", "osm-bk1", "up"]);
+        sandbox.run_ok("ip", &["link", "set", "lo", "up"]);
+
+        let keygen = |path: &Path| {
+            let st = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(path)
+                .status()
+                .unwrap();
+            assert!(st.success());
+        };
+        keygen(&dir.join("host_key"));
+        keygen(&dir.join("id"));
+        std::fs::copy(dir.join("id.pub"), dir.join("authorized_keys")).unwrap();
+        let conf = dir.join("sshd_config");
+        std::fs::write(
+            &conf,
+            format!(
+                "ListenAddress {REMOTE_ADDR}:22\nHostKey {}\nAuthorizedKeysFile {}\n\
+                 PermitRootLogin prohibit-password\nPasswordAuthentication no\n\
+                 KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile none\n",
+                dir.join("host_key").display(),
+                dir.join("authorized_keys").display()
+            ),
+        )
+        .unwrap();
+        sandbox.run_ok("mkdir", &["-p", "/run/sshd"]);
+        let mut cmd = sandbox.command("/usr/sbin/sshd");
+        cmd.args(["-D", "-e", "-f"]).arg(&conf);
+        let sshd = sandbox.spawn(&mut cmd).unwrap();
+        let up = wait_until(Duration::from_secs(10), || {
+            rig.in_sandbox("/bin/busybox")
+                .args(["nc", "-w", "1", REMOTE_ADDR, "22"])
+                .stdin(std::process::Stdio::null())
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).starts_with("SSH-"))
+                .unwrap_or(false)
+        });
+        assert!(up, "sshd answers on {REMOTE_ADDR}:22");
+        BackupHost {
+            _sshd: sshd,
+            _sandbox: sandbox,
+        }
+    }
+}
+
+#[test]
+fn ssh_backup_to_a_second_namespace_keeps_every_marker() {
+    require_root();
+    let keys = test_tempdir("osm-backup-ssh-");
+    let kd = keys.path().to_path_buf();
+    let remote = kd.join("remote");
+    let (k2, r2) = (kd.clone(), remote.clone());
+    let rig = Rig::builder()
+        .config(move |c| {
+            c.set_str(
+                "backup.target",
+                &format!("root@{REMOTE_ADDR}:{}", r2.display()),
+            )
+            .set_str("backup.ssh_key", &k2.join("id").display().to_string())
+            .set(
+                "backup.ssh_options",
+                &format!(
+                    "[\"StrictHostKeyChecking=accept-new\", \"UserKnownHostsFile={}\"]",
+                    k2.join("known_hosts").display()
+                ),
+            )
+            .set("backup.timeout", "10");
+        })
+        .start();
+    let _host = BackupHost::start(&rig, &kd);
+    rig.import_busybox_base("bb");
+    busy_container(&rig, "web1");
+    let out = rig.ctl_ok(&["backup", "run", "web1"]);
+    assert!(out.contains("backup verified"), "{out}");
+    assert_copy_matches(&rig, "web1", &remote.join("web1"));
+    assert_eq!(status_of(&rig, "web1")["last_result"], "ok");
+    assert_eq!(rig.ctl_ok(&["backup", "list", "web1"]).trim(), "mirror");
+    rig.ctl_ok(&["backup", "restore", "web1", "--as", "web2"]);
+    assert_restored(&rig, "web2", &remote.join("web1"));
+}
+
+#[test]
+fn a_file_changed_after_the_snapshot_is_not_in_that_backup() {
+    require_root();
+    let target_dir = test_tempdir("osm-backup-consistent-");
+    let target = target_dir.path().join("lxc");
+    let t = target.display().to_string();
+    let rig = Rig::builder()
+        .config(move |c| {
+            c.set_str("backup.target", &t);
+        })
+        .start();
+    rig.import_busybox_base("bb");
+    rig.ctl_ok(&["create", "web1", "--base", "bb"]);
+    let dir = container_dir(&rig, "web1");
+    let upper = dir.join("rootfs-layer");
+    std::fs::create_dir_all(upper.join("srv")).unwrap();
+    // Enough data that the copy takes a while after the snapshot is taken.
+    let mut big = vec![0u8; 96 << 20];
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    for chunk in big.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes());
+    }
+    std::fs::write(upper.join("srv/big"), &big).unwrap();
+    std::fs::write(upper.join("srv/note"), "before\n").unwrap();
+    let _ = Command::new("sync").status();
+
+    let mut run = rig.ctl_command(&["backup", "run", "web1"]);
+    let child = run
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let staging = dir.parent().unwrap().join(".backup-web1");
+    assert!(
+        wait_until(Duration::from_secs(30), || staging.exists()),
+        "the backup snapshot appears"
+    );
+    std::fs::write(upper.join("srv/note"), "after\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        std::fs::read_to_string(target.join("web1/rootfs-layer/srv/note")).unwrap(),
+        "before\n"
+    );
+    assert!(!staging.exists(), "the snapshot is dropped");
+}
