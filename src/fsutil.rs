@@ -31,6 +31,30 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     result
 }
 
+/// Replaces `path` atomically (temp file + rename) without waiting for the disk: for
+/// files derived from the store and rewritten at every daemon start, where a crash may
+/// lose the new content but never leaves a torn file.
+pub fn replace_file(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(data))
+        .and_then(|()| fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
 /// Writes a new file (it must not exist), with an fsync of its data when `durable`.
 /// For files inside a directory that is published later by one rename: the rename
 /// gives atomicity, so no temp file is needed.

@@ -65,7 +65,8 @@ pub fn write_config(dir: &Path, name: &str, text: &str) -> io::Result<()> {
         return Ok(());
     }
     std::fs::create_dir_all(dir)?;
-    crate::fsutil::write_atomic(&path, text.as_bytes(), 0o644)
+    // Derived from the store and rewritten at every daemon start: no fsync needed.
+    crate::fsutil::replace_file(&path, text.as_bytes(), 0o644)
 }
 
 /// Removes `<dir>/<name>` if osm-hostd wrote it; a config someone else wrote is kept.
@@ -134,7 +135,7 @@ pub fn set_listed(defaults_file: &Path, name: &str, present: bool) -> io::Result
     if let Some(parent) = defaults_file.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    crate::fsutil::write_atomic(
+    crate::fsutil::replace_file(
         defaults_file,
         edit_configs_list(&text, name, present).as_bytes(),
         0o644,
