@@ -15,21 +15,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 fn attach(rig: &Rig, name: &str, script: &str) -> Output {
-    let lxc_path = rig.lxc_path();
-    let out = rig
-        .in_sandbox("lxc-attach")
-        .args([
-            "-P",
-            lxc_path.to_str().unwrap(),
-            "-n",
-            name,
-            "--",
-            "/bin/sh",
-            "-c",
-            script,
-        ])
-        .output()
-        .unwrap();
+    let out = rig.attach(name, script);
     assert!(out.status.success(), "attach {script}: {out:?}");
     out
 }

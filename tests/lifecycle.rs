@@ -14,7 +14,7 @@ fn container_dir(rig: &Rig, name: &str) -> PathBuf {
 }
 
 fn info_json(rig: &Rig, name: &str) -> serde_json::Value {
-    serde_json::from_str(&rig.ctl_ok(&["info", name, "--json"])).expect("info --json is JSON")
+    rig.info_json(name)
 }
 
 fn exit_code(out: &std::process::Output) -> i32 {

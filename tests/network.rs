@@ -12,7 +12,7 @@ use std::process::Output;
 use std::time::Duration;
 
 fn info_json(rig: &Rig, name: &str) -> serde_json::Value {
-    serde_json::from_str(&rig.ctl_ok(&["info", name, "--json"])).expect("info --json is JSON")
+    rig.info_json(name)
 }
 
 fn host_json(rig: &Rig) -> serde_json::Value {
@@ -20,20 +20,7 @@ fn host_json(rig: &Rig) -> serde_json::Value {
 }
 
 fn attach(rig: &Rig, name: &str, script: &str) -> Output {
-    let lxc_path = rig.lxc_path();
-    rig.in_sandbox("lxc-attach")
-        .args([
-            "-P",
-            lxc_path.to_str().unwrap(),
-            "-n",
-            name,
-            "--",
-            "/bin/sh",
-            "-c",
-            script,
-        ])
-        .output()
-        .unwrap()
+    rig.attach(name, script)
 }
 
 fn stdout(o: &Output) -> String {

@@ -73,21 +73,7 @@ fn numbers(list: &[serde_json::Value], key: &str) -> Vec<u64> {
 }
 
 fn in_container(rig: &Rig, name: &str, script: &str) -> String {
-    let lxc_path = rig.lxc_path();
-    let out = rig
-        .in_sandbox("lxc-attach")
-        .args([
-            "-P",
-            lxc_path.to_str().unwrap(),
-            "-n",
-            name,
-            "--",
-            "/bin/sh",
-            "-c",
-            script,
-        ])
-        .output()
-        .unwrap();
+    let out = rig.attach(name, script);
     assert!(out.status.success(), "{script}: {out:?}");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

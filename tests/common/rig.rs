@@ -170,6 +170,29 @@ impl Rig {
         self.sandbox.lxc_state(&self.lxc_path(), name)
     }
 
+    /// Runs `/bin/sh -c script` inside container `name` with lxc-attach.
+    pub fn attach(&self, name: &str, script: &str) -> Output {
+        let lxc_path = self.lxc_path();
+        self.in_sandbox("lxc-attach")
+            .args([
+                "-P",
+                &lxc_path.to_string_lossy(),
+                "-n",
+                name,
+                "--",
+                "/bin/sh",
+                "-c",
+                script,
+            ])
+            .output()
+            .expect("run lxc-attach")
+    }
+
+    /// `osm-hostctl info NAME --json`, parsed.
+    pub fn info_json(&self, name: &str) -> serde_json::Value {
+        serde_json::from_str(&self.ctl_ok(&["info", name, "--json"])).expect("info --json is JSON")
+    }
+
     /// Builds (once) the busybox image tarball in the rig's dir.
     pub fn busybox_tar(&self) -> PathBuf {
         let tar = self.dir().join("images/busybox-rootfs.tar");
