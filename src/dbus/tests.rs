@@ -184,12 +184,7 @@ async fn addresses_are_an_option_a_property_and_counted_in_network_info() {
         "this unit test creates containers and must run as root"
     );
     let p = peer().await;
-    let mgr = ManagerProxy::builder(&p.client)
-        .destination(api::BUS_NAME)
-        .unwrap()
-        .build()
-        .await
-        .unwrap();
+    let mgr = proxy::<ManagerProxy>(&p.client, api::MANAGER_PATH).await;
     let mut opts = HashMap::new();
     opts.insert("ip", Value::from("10.0.3.77"));
     let path = mgr.create_container("web1", "bb", opts).await.unwrap();
@@ -203,14 +198,7 @@ async fn addresses_are_an_option_a_property_and_counted_in_network_info() {
         error_name(&err),
         "uk.co.devtank.OsmHost1.Error.AlreadyExists"
     );
-    let ct = ContainerProxy::builder(&p.client)
-        .destination(api::BUS_NAME)
-        .unwrap()
-        .path(path)
-        .unwrap()
-        .build()
-        .await
-        .unwrap();
+    let ct = proxy::<ContainerProxy>(&p.client, path.as_str()).await;
     assert_eq!(ct.ipv4_address().await.unwrap(), "10.0.3.77");
     let info = mgr.get_network_info().await.unwrap();
     let get = |k: &str| info[k].try_clone().unwrap();
@@ -227,24 +215,12 @@ async fn snapshots_are_methods_properties_and_signals() {
         panic!("this unit test creates containers and must run as root (the daemon allows only root or osm-admin)");
     }
     let p = peer().await;
-    let mgr = ManagerProxy::builder(&p.client)
-        .destination(api::BUS_NAME)
-        .unwrap()
-        .build()
-        .await
-        .unwrap();
+    let mgr = proxy::<ManagerProxy>(&p.client, api::MANAGER_PATH).await;
     let path = mgr
         .create_container("web1", "bb", HashMap::new())
         .await
         .unwrap();
-    let ct = ContainerProxy::builder(&p.client)
-        .destination(api::BUS_NAME)
-        .unwrap()
-        .path(path)
-        .unwrap()
-        .build()
-        .await
-        .unwrap();
+    let ct = proxy::<ContainerProxy>(&p.client, path.as_str()).await;
     let mut created = ct.receive_snapshot_created().await.unwrap();
     let mut deleted = ct.receive_snapshot_deleted().await.unwrap();
     let mut ud = HashMap::new();
