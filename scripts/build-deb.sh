@@ -26,9 +26,9 @@ cargo build --release "${lock_args[@]}" --bins
 
 osm_step "Man pages and shell completions"
 rm -rf target/assets
-cargo run "${lock_args[@]}" --example gen-assets -- target/assets
+cargo run "${lock_args[@]}" -p osm-hostctl --example gen-assets -- target/assets
 
 osm_step "cargo deb"
-deb=$(cargo deb --no-build --strip --output target/debian/ | tail -n 1)
+deb=$(cargo deb -p osm-hostd --no-build --strip --output target/debian/ | tail -n 1)
 osm_info "built $deb"
 echo "$deb"

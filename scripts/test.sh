@@ -49,15 +49,15 @@ osm_step "cargo fmt --check"
 cargo fmt --all -- --check
 
 osm_step "cargo clippy (warnings are errors)"
-cargo clippy "${lock_args[@]}" --all-targets -- -D warnings
+cargo clippy "${lock_args[@]}" --workspace --all-targets -- -D warnings
 
-osm_step "cargo build --all-targets"
-cargo build "${lock_args[@]}" --all-targets
+osm_step "cargo build --workspace --all-targets"
+cargo build "${lock_args[@]}" --workspace --all-targets
 
 osm_step "cargo test (unit + root integration tests)"
 log="$OSM_REPO_ROOT/target/test-output.log"
 set +e
-cargo test "${lock_args[@]}" --lib --bins --tests -- --test-threads=2 2>&1 | tee "$log"
+cargo test "${lock_args[@]}" --workspace --lib --bins --tests -- --test-threads=2 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # One total over every test binary, as the last line.

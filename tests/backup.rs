@@ -3,9 +3,7 @@
 //! backup host. The copies are compared entry by entry with the container's upper dir
 //! (contents, owners, modes, xattrs, whiteouts, hard links).
 
-mod common;
-
-use common::{require_root, test_tempdir, wait_until, DaemonConfig, Rig, Sandbox};
+use rig::{require_root, test_tempdir, wait_until, DaemonConfig, Rig, Sandbox};
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -387,9 +385,9 @@ fn history_mode_links_to_the_previous_tree_and_prunes_by_policy() {
     assert_copy_matches(&rig, "web1", &dir.join(first[0]));
 
     // Older trees as earlier nights would have left them.
-    let now = osm_host::fsutil::now_secs();
+    let now = osm_hostd::fsutil::now_secs();
     let day = 86_400;
-    let name = |days: u64| osm_host::backup::history_name(now - days * day);
+    let name = |days: u64| osm_hostd::backup::history_name(now - days * day);
     std::fs::rename(dir.join(first[0]), dir.join(name(1))).unwrap();
     for d in [2, 40, 80] {
         let st = Command::new("cp")
@@ -448,7 +446,7 @@ fn history_mode_links_to_the_previous_tree_and_prunes_by_policy() {
 /// a veth pair: the backup host. Killed with its sandbox.
 struct BackupHost {
     // Field order is drop order: sshd first, then its namespace.
-    _sshd: common::SandboxChild,
+    _sshd: rig::SandboxChild,
     _sandbox: Sandbox,
 }
 

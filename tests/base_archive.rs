@@ -8,7 +8,7 @@
 //! 1-2 min): it fills the shared test cache `/var/cache/osm-host-tests/bases`, which
 //! later runs and the other suites reuse.
 
-use osm_host::base::{build_rootfs, extract_archive, validate_archive, BaseError, Recipe};
+use osm_hostd::base::{build_rootfs, extract_archive, validate_archive, BaseError, Recipe};
 use std::ffi::CString;
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
@@ -286,11 +286,8 @@ fn failed_debootstrap_leaves_no_cache_file() {
 #[test]
 fn bookworm_recipe_builds_a_systemd_tree() {
     require_root();
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/base-images/debian-bookworm.toml"
-    ))
-    .unwrap();
+    let text =
+        std::fs::read_to_string(rig::project_path("base-images/debian-bookworm.toml")).unwrap();
     let recipe = Recipe::parse(&text).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     for round in ["first", "second (cache)"] {

@@ -2,9 +2,7 @@
 //! A host boot is simulated by killing the daemon, stopping the containers and removing
 //! the boot marker from the runtime dir (what a reboot does to tmpfs `/run`).
 
-mod common;
-
-use common::{require_root, wait_until, Rig};
+use rig::{require_root, wait_until, Rig};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! Root integration tests of `osm_host::btrfs` and `osm_host::store` on real,
+//! Root integration tests of `osm_hostd::btrfs` and `osm_hostd::store` on real,
 //! loop-mounted Btrfs images.
 //!
 //! Each test unshares a private mount namespace on its own thread (mount namespaces are
@@ -10,9 +10,9 @@
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
-use osm_host::btrfs;
-use osm_host::config::HostConfig;
-use osm_host::store::{read_mountinfo, Store, StoreError};
+use osm_hostd::btrfs;
+use osm_hostd::config::HostConfig;
+use osm_hostd::store::{read_mountinfo, Store, StoreError};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -323,7 +323,7 @@ fn recursive_delete_refuses_plain_directories_symlinks_and_covered_trees() {
     assert!(!c.exists());
 }
 
-fn mounts_at(path: &Path) -> Vec<osm_host::store::MountEntry> {
+fn mounts_at(path: &Path) -> Vec<osm_hostd::store::MountEntry> {
     read_mountinfo()
         .unwrap()
         .into_iter()

@@ -1,17 +1,13 @@
 //! `osm-hostd` as an operator meets it: config checking, and refusing to run twice.
 
-mod common;
-
-use common::{require_root, Rig};
+use rig::{require_root, Rig};
 use std::process::Command;
-
-const HOSTD: &str = env!("CARGO_BIN_EXE_osm-hostd");
 
 fn check_config(text: &str) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("hostd.toml");
     std::fs::write(&path, text).unwrap();
-    Command::new(HOSTD)
+    Command::new(rig::daemon_bin())
         .arg("--config")
         .arg(&path)
         .arg("--check-config")
@@ -21,7 +17,7 @@ fn check_config(text: &str) -> std::process::Output {
 
 #[test]
 fn check_config_accepts_the_shipped_default_and_the_design_example() {
-    let shipped = std::fs::read_to_string(common::project_path("packaging/hostd.toml")).unwrap();
+    let shipped = std::fs::read_to_string(rig::project_path("packaging/hostd.toml")).unwrap();
     let out = check_config(&shipped);
     assert!(out.status.success(), "{out:?}");
     let out = check_config("store_root = \"/srv/osm-lxc\"\n[network]\nbridge = \"lxcbr0\"\n");
@@ -41,7 +37,7 @@ fn check_config_names_the_unknown_key_and_fails() {
 
 #[test]
 fn a_missing_config_file_is_an_error_unless_it_is_the_default_path() {
-    let out = Command::new(HOSTD)
+    let out = Command::new(rig::daemon_bin())
         .args(["--config", "/nonexistent/hostd.toml", "--check-config"])
         .output()
         .unwrap();
@@ -54,7 +50,7 @@ fn a_second_daemon_on_the_same_bus_refuses_to_start() {
     require_root();
     let rig = Rig::new();
     let out = rig
-        .in_sandbox(HOSTD)
+        .in_sandbox(rig::daemon_bin())
         .arg("--config")
         .arg(rig.daemon().config_path())
         .env("DBUS_SYSTEM_BUS_ADDRESS", rig.bus().address())

@@ -6,16 +6,14 @@
 //! then runs in a sandbox with its own network namespace, whose daemon builds the same
 //! recipe again from that cache.
 
-mod common;
-
-use common::{project_path, require_root, wait_until, Rig};
+use rig::{project_path, require_root, wait_until, Rig};
 use std::time::{Duration, Instant};
 
 const RECIPE: &str = "base-images/debian-bookworm.toml";
 
 fn cache_is_warm() -> bool {
     let text = std::fs::read_to_string(project_path(RECIPE)).unwrap();
-    let key = osm_host::base::Recipe::parse(&text).unwrap().cache_key();
+    let key = osm_hostd::base::Recipe::parse(&text).unwrap().cache_key();
     std::path::Path::new("/var/cache/osm-host-tests/bases")
         .join(format!("{key}.tar.zst"))
         .exists()

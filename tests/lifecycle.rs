@@ -1,9 +1,7 @@
 //! Root integration: the real daemon on a private bus in private namespaces, driving real
 //! busybox LXC containers on a loop-mounted Btrfs store, through the real CLI.
 
-mod common;
-
-use common::{require_root, wait_until, Rig};
+use rig::{require_root, wait_until, Rig};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::Duration;

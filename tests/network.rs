@@ -4,9 +4,7 @@
 //! repaired after kill -9, and adoption across daemon restarts. Traffic only between
 //! the test's own namespaces.
 
-mod common;
-
-use common::{require_root, wait_until, DaemonConfig, Rig, Sandbox};
+use rig::{require_root, wait_until, DaemonConfig, Rig, Sandbox};
 use std::path::PathBuf;
 use std::process::Output;
 use std::time::Duration;

@@ -4,9 +4,7 @@
 //! package ships from the source tree exists. `scripts/check-deb.sh` builds the package
 //! itself and lists it with `dpkg -c`.
 
-mod common;
-
-use common::project_path;
+use rig::project_path;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -43,7 +41,9 @@ fn exec_paths() -> Vec<String> {
 }
 
 fn deb_assets() -> Vec<(String, String)> {
-    let text = std::fs::read_to_string(project_path("Cargo.toml")).unwrap();
+    // The package is described by the daemon's crate; its asset paths are relative to
+    // that crate's directory, so project files start with `../`.
+    let text = std::fs::read_to_string(project_path("osm-hostd/Cargo.toml")).unwrap();
     let doc: toml::Table = toml::from_str(&text).unwrap();
     doc["package"]["metadata"]["deb"]["assets"]
         .as_array()
@@ -51,8 +51,9 @@ fn deb_assets() -> Vec<(String, String)> {
         .iter()
         .map(|a| {
             let a = a.as_array().unwrap();
+            let src = a[0].as_str().unwrap();
             (
-                a[0].as_str().unwrap().to_string(),
+                src.strip_prefix("../").unwrap_or(src).to_string(),
                 a[1].as_str().unwrap().to_string(),
             )
         })
@@ -143,7 +144,7 @@ fn the_unit_keeps_containers_and_stops_them_only_at_host_shutdown() {
     let unit = unit_text("osm-hostd.service");
     assert_eq!(values(&unit, "Type"), ["notify"]);
     assert_eq!(values(&unit, "KillMode"), ["process"]);
-    assert_eq!(values(&unit, "BusName"), [osm_host::api::BUS_NAME]);
+    assert_eq!(values(&unit, "BusName"), [osm_host_bus::BUS_NAME]);
     let stop = values(&unit, "ExecStop");
     assert_eq!(stop, ["/usr/lib/osm-host/osm-hostd-host-shutdown"]);
     let script =
@@ -172,7 +173,7 @@ fn the_bus_activation_file_starts_the_unit_that_owns_the_name() {
         "packaging/dbus/uk.co.devtank.OsmHost1.service",
     ))
     .unwrap();
-    assert_eq!(values(&text, "Name"), [osm_host::api::BUS_NAME]);
+    assert_eq!(values(&text, "Name"), [osm_host_bus::BUS_NAME]);
     assert_eq!(values(&text, "SystemdService"), ["osm-hostd.service"]);
     assert_eq!(values(&text, "User"), ["root"]);
     assert!(values(&text, "Exec")[0].starts_with("/usr/sbin/osm-hostd "));
@@ -229,15 +230,15 @@ fn every_packaged_source_file_exists_and_the_config_is_the_default() {
         .collect::<Vec<_>>()
         .join("\n");
     let parsed =
-        osm_host::config::HostConfig::parse(&uncommented, Path::new("hostd.toml")).unwrap();
-    assert_eq!(parsed, osm_host::config::HostConfig::default());
+        osm_hostd::config::HostConfig::parse(&uncommented, Path::new("hostd.toml")).unwrap();
+    assert_eq!(parsed, osm_hostd::config::HostConfig::default());
     // And uncommented, every key is a known one.
     let all: String = text
         .lines()
         .map(|l| l.strip_prefix("# ").filter(|r| is_setting(r)).unwrap_or(l))
         .collect::<Vec<_>>()
         .join("\n");
-    let parsed = osm_host::config::HostConfig::parse(&all, Path::new("hostd.toml"));
+    let parsed = osm_hostd::config::HostConfig::parse(&all, Path::new("hostd.toml"));
     assert!(parsed.is_ok(), "{parsed:?}");
 }
 

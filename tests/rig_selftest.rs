@@ -1,16 +1,14 @@
 //! Tests of the root test rig itself (`tests/common/`), without osm-hostd: namespaces,
 //! private bus and policy, a real busybox LXC container, and teardown on drop and panic.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::handmade_lxc::{self, lxc_cgroups_of};
-use common::{
+use rig::handmade_lxc::{self, lxc_cgroups_of};
+use rig::{
     assert_no_leftovers, busybox_rootfs_tar, leftovers_under, list_names, procs, require_root,
     test_tempdir, wait_until, BusPolicy, PrivateBus, Rig, Sandbox, StandInService, BUS_NAME,
 };
@@ -437,7 +435,7 @@ fn rig_without_daemon_writes_a_valid_config_and_tears_down() {
         .start();
     let path = rig.daemon().config_path().to_path_buf();
     let text = fs::read_to_string(&path).unwrap();
-    let cfg = osm_host::config::HostConfig::parse(&text, &path)
+    let cfg = osm_hostd::config::HostConfig::parse(&text, &path)
         .unwrap_or_else(|e| panic!("rig config rejected: {e}\n{text}"));
     assert_eq!(cfg.store_root, rig.store_root());
     assert_eq!(

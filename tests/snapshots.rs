@@ -2,12 +2,10 @@
 //! snapshots, cleanup agrees with `snapper cleanup`, and restores bring data back and
 //! survive a daemon killed at any step.
 
-mod common;
-
-use common::{require_root, wait_until, DaemonConfig, Rig};
-use osm_host::snapper::layout;
-use osm_host::snapper::time::{format_date, local_tm, utc_tm};
-use osm_host::snapper::{self, SnapshotInfo, SnapshotKind};
+use osm_hostd::snapper::layout;
+use osm_hostd::snapper::time::{format_date, local_tm, utc_tm};
+use osm_hostd::snapper::{self, SnapshotInfo, SnapshotKind};
+use rig::{require_root, wait_until, DaemonConfig, Rig};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -436,7 +434,7 @@ fn cleanup_agrees_with_snapper_cleanup() {
     rig.import_busybox_base("bb");
     rig.ctl_ok(&["create", "web1", "--base", "bb"]);
     rig.ctl_ok(&["create", "web2", "--base", "bb"]);
-    let now = osm_host::fsutil::now_secs() as i64;
+    let now = osm_hostd::fsutil::now_secs() as i64;
     let set1 = handmade_set(&rig, "web1", now);
     let set2 = handmade_set(&rig, "web2", now);
     let all: Vec<u32> = (1..=40).collect();
@@ -668,7 +666,7 @@ fn a_daemon_killed_at_any_restore_step_finishes_or_rolls_back() {
         let before = numbers(&daemon_list(&rig, "web1"), "num");
         rig.daemon_mut().stop();
         rig.daemon_mut()
-            .set_env(osm_host::engine::RESTORE_CRASH_ENV, Some(step));
+            .set_env(osm_hostd::engine::RESTORE_CRASH_ENV, Some(step));
         rig.daemon_mut().start();
         let out = rig.ctl(&["snapshot", "restore", "web1", &good.to_string()]);
         assert!(
@@ -680,7 +678,7 @@ fn a_daemon_killed_at_any_restore_step_finishes_or_rolls_back() {
             "{step}: daemon still running"
         );
         rig.daemon_mut()
-            .set_env(osm_host::engine::RESTORE_CRASH_ENV, None);
+            .set_env(osm_hostd::engine::RESTORE_CRASH_ENV, None);
         rig.daemon_mut().start();
 
         let after = numbers(&daemon_list(&rig, "web1"), "num");
@@ -742,7 +740,7 @@ fn a_stopped_container_stays_stopped_through_an_interrupted_restore() {
         std::fs::write(dir.join("rootfs-layer/v"), "2\n").unwrap();
         rig.daemon_mut().stop();
         rig.daemon_mut()
-            .set_env(osm_host::engine::RESTORE_CRASH_ENV, Some(step));
+            .set_env(osm_hostd::engine::RESTORE_CRASH_ENV, Some(step));
         rig.daemon_mut().start();
         let out = rig.ctl(&["snapshot", "restore", "web1", one.trim()]);
         assert!(!out.status.success(), "{step}: {out:?}");
@@ -750,7 +748,7 @@ fn a_stopped_container_stays_stopped_through_an_interrupted_restore() {
             .daemon_mut()
             .is_running()));
         rig.daemon_mut()
-            .set_env(osm_host::engine::RESTORE_CRASH_ENV, None);
+            .set_env(osm_hostd::engine::RESTORE_CRASH_ENV, None);
         rig.daemon_mut().start();
         let v = std::fs::read_to_string(dir.join("rootfs-layer/v")).unwrap();
         assert_eq!(v, if step == "safety" { "2\n" } else { "1\n" }, "{step}");

@@ -7,10 +7,7 @@
 //! Without `--bench` (as `cargo test --all-targets` runs it) it does one tiny round:
 //! 2 containers of 1 MB.
 
-#[path = "../common/mod.rs"]
-mod common;
-
-use common::{require_root, test_tempdir, Rig};
+use rig::{require_root, test_tempdir, Rig};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

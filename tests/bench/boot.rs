@@ -10,10 +10,7 @@
 //! `OSM_BENCH_PARALLEL=n` sets `[boot] parallel` (default 4, the shipped default);
 //! `OSM_BENCH_LOG=1` prints the daemon's log after each of its boots.
 
-#[path = "../common/mod.rs"]
-mod common;
-
-use common::{require_root, wait_until, Rig};
+use rig::{require_root, wait_until, Rig};
 use std::time::{Duration, Instant};
 
 fn median(mut v: Vec<Duration>) -> Duration {

@@ -6,10 +6,7 @@
 //! Run without `--bench` (as `cargo test --all-targets` does) it does one quick round, so
 //! the benchmark itself stays tested.
 
-#[path = "../common/mod.rs"]
-mod common;
-
-use common::{require_root, Rig};
+use rig::{require_root, Rig};
 use std::path::Path;
 use std::time::{Duration, Instant};
 

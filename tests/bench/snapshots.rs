@@ -7,10 +7,7 @@
 //! flushing freshly written data (TEST-RIG.md trap 7). Before each restore, 10 % of the
 //! files are rewritten so the rsync baseline has real work to undo.
 
-#[path = "../common/mod.rs"]
-mod common;
-
-use common::Rig;
+use rig::Rig;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -143,7 +140,7 @@ fn main() {
         println!("snapshots benchmark: run it with `cargo bench --bench snapshots`");
         return;
     }
-    common::require_root();
+    rig::require_root();
     let rig = Rig::builder()
         .config(|c| {
             c.set_str("loop_size", "8G")

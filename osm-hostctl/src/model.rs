@@ -1,0 +1,403 @@
+//! Plain structs for what the daemon reports, decoded from D-Bus property maps.
+//!
+//! Their serde form is the `--json` output: snake_case keys, times in microseconds since
+//! the epoch, sizes in bytes, 0 meaning "no limit" / "not running", exactly as the
+//! properties carry them.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use zbus::fdo::ManagedObjects;
+use zbus::zvariant::OwnedValue;
+
+use super::exit::CliError;
+use osm_host_bus::{BASE_IFACE, CONTAINER_IFACE};
+
+pub type Properties = HashMap<String, OwnedValue>;
+
+/// A container's properties (the `uk.co.devtank.OsmHost1.Container` interface).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ContainerInfo {
+    pub name: String,
+    pub state: String,
+    pub init_pid: u32,
+    pub base: String,
+    pub layers: Vec<String>,
+    pub addresses: Vec<String>,
+    /// The fixed address on the bridge (`IPv4Address`).
+    pub ipv4_address: String,
+    pub mac_address: String,
+    pub autostart: bool,
+    /// `true`, `false` or `last-state`.
+    pub autostart_policy: String,
+    pub boot_priority: i32,
+    pub boot_delay: u32,
+    /// "" when none.
+    pub warning: String,
+    pub memory_limit: u64,
+    pub cpu_limit: u32,
+    pub created_at: u64,
+    pub started_at: u64,
+    pub snapshot_count: u32,
+    /// Date of the newest snapshot (µs since the epoch), 0 when there is none.
+    pub newest_snapshot: u64,
+}
+
+/// `info`: the properties plus the disk usage (`null` in JSON when the daemon could not
+/// measure it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContainerDetail {
+    #[serde(flatten)]
+    pub info: ContainerInfo,
+    pub disk_usage: Option<u64>,
+}
+
+/// `host info`: the bridge, its subnet and dnsmasq (Manager `GetNetworkInfo`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct NetworkInfo {
+    pub bridge: String,
+    pub address: String,
+    pub subnet: String,
+    pub range_first: String,
+    pub range_last: String,
+    pub used: u32,
+    pub free: u32,
+    pub nat: bool,
+    pub managed: bool,
+    pub dnsmasq_state: String,
+    pub dnsmasq_pid: u32,
+    pub dnsmasq_restarts: u32,
+}
+
+impl NetworkInfo {
+    pub fn from_properties(p: &Properties) -> Result<Self, CliError> {
+        Ok(NetworkInfo {
+            bridge: prop(p, "Bridge")?,
+            address: prop(p, "Address")?,
+            subnet: prop(p, "Subnet")?,
+            range_first: prop(p, "RangeFirst")?,
+            range_last: prop(p, "RangeLast")?,
+            used: prop(p, "Used")?,
+            free: prop(p, "Free")?,
+            nat: prop(p, "Nat")?,
+            managed: prop(p, "Managed")?,
+            dnsmasq_state: prop(p, "DnsmasqState")?,
+            dnsmasq_pid: prop(p, "DnsmasqPid")?,
+            dnsmasq_restarts: prop(p, "DnsmasqRestarts")?,
+        })
+    }
+}
+
+/// A base image's properties (the `uk.co.devtank.OsmHost1.Base` interface).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct BaseInfo {
+    pub name: String,
+    pub created_at: u64,
+    pub source: String,
+    pub used_by: Vec<String>,
+}
+
+/// A job's properties (the `uk.co.devtank.OsmHost1.Job` interface), as far as we know them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobStatus {
+    pub kind: String,
+    pub target: String,
+    pub progress: f64,
+    pub state: String,
+    pub message: String,
+}
+
+/// Reads one property. A missing property takes its default, so a client keeps working
+/// against a daemon that predates it; a property of the wrong type is a daemon bug.
+fn prop<T>(props: &Properties, key: &str) -> Result<T, CliError>
+where
+    T: TryFrom<OwnedValue> + Default,
+{
+    let Some(value) = props.get(key) else {
+        return Ok(T::default());
+    };
+    let sig = value.value_signature().to_string();
+    value
+        .try_clone()
+        .ok()
+        .and_then(|v| T::try_from(v).ok())
+        .ok_or_else(|| {
+            CliError::failed(format!(
+                "osm-hostd sent property {key} with unexpected type {sig}"
+            ))
+        })
+}
+
+impl ContainerInfo {
+    pub fn from_properties(p: &Properties) -> Result<Self, CliError> {
+        Ok(ContainerInfo {
+            name: prop(p, "Name")?,
+            state: prop(p, "State")?,
+            init_pid: prop(p, "InitPid")?,
+            base: prop(p, "Base")?,
+            layers: prop(p, "Layers")?,
+            addresses: prop(p, "Addresses")?,
+            ipv4_address: prop(p, "IPv4Address")?,
+            mac_address: prop(p, "MacAddress")?,
+            autostart: prop(p, "Autostart")?,
+            autostart_policy: prop(p, "AutostartPolicy")?,
+            boot_priority: prop(p, "BootPriority")?,
+            boot_delay: prop(p, "BootDelay")?,
+            warning: prop(p, "Warning")?,
+            memory_limit: prop(p, "MemoryLimit")?,
+            cpu_limit: prop(p, "CpuLimit")?,
+            created_at: prop(p, "CreatedAt")?,
+            started_at: prop(p, "StartedAt")?,
+            snapshot_count: prop(p, "SnapshotCount")?,
+            newest_snapshot: prop(p, "NewestSnapshot")?,
+        })
+    }
+}
+
+impl BaseInfo {
+    pub fn from_properties(p: &Properties) -> Result<Self, CliError> {
+        Ok(BaseInfo {
+            name: prop(p, "Name")?,
+            created_at: prop(p, "CreatedAt")?,
+            source: prop(p, "Source")?,
+            used_by: prop(p, "UsedBy")?,
+        })
+    }
+}
+
+impl JobStatus {
+    pub fn from_properties(p: &Properties) -> Result<Self, CliError> {
+        Ok(JobStatus {
+            kind: prop(p, "Kind")?,
+            target: prop(p, "Target")?,
+            progress: prop(p, "Progress")?,
+            state: prop(p, "State")?,
+            message: prop(p, "Message")?,
+        })
+    }
+
+    /// Applies a `PropertiesChanged` update.
+    pub fn update(&mut self, changed: &Properties) -> Result<(), CliError> {
+        let mut merged = Properties::new();
+        for key in ["Kind", "Target", "Progress", "State", "Message"] {
+            if let Some(v) = changed.get(key) {
+                merged.insert(
+                    key.to_string(),
+                    v.try_clone().map_err(|e| CliError::failed(e.to_string()))?,
+                );
+            }
+        }
+        let new = JobStatus::from_properties(&merged)?;
+        let has = |k: &str| merged.contains_key(k);
+        if has("Kind") {
+            self.kind = new.kind;
+        }
+        if has("Target") {
+            self.target = new.target;
+        }
+        if has("Progress") {
+            self.progress = new.progress;
+        }
+        if has("State") {
+            self.state = new.state;
+        }
+        if has("Message") {
+            self.message = new.message;
+        }
+        Ok(())
+    }
+}
+
+/// Every object in a `GetManagedObjects` answer that has `interface`, as its properties.
+fn objects_with<'a>(
+    objects: &'a ManagedObjects,
+    interface: &'a str,
+) -> impl Iterator<Item = &'a Properties> + 'a {
+    objects.values().filter_map(move |ifaces| {
+        ifaces
+            .iter()
+            .find(|(name, _)| name.as_str() == interface)
+            .map(|(_, props)| props)
+    })
+}
+
+/// The containers in a `GetManagedObjects` answer, sorted by name.
+pub fn containers_from(objects: &ManagedObjects) -> Result<Vec<ContainerInfo>, CliError> {
+    let mut list = objects_with(objects, CONTAINER_IFACE)
+        .map(ContainerInfo::from_properties)
+        .collect::<Result<Vec<_>, _>>()?;
+    list.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(list)
+}
+
+/// The base images in a `GetManagedObjects` answer, sorted by name.
+pub fn bases_from(objects: &ManagedObjects) -> Result<Vec<BaseInfo>, CliError> {
+    let mut list = objects_with(objects, BASE_IFACE)
+        .map(BaseInfo::from_properties)
+        .collect::<Result<Vec<_>, _>>()?;
+    list.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(list)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use zbus::names::OwnedInterfaceName;
+    use zbus::zvariant::{OwnedObjectPath, Value};
+
+    pub(crate) fn props(pairs: Vec<(&str, Value<'static>)>) -> Properties {
+        pairs
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), OwnedValue::try_from(v).unwrap()))
+            .collect()
+    }
+
+    fn container_props(name: &str) -> Properties {
+        props(vec![
+            ("Name", Value::from(name.to_string())),
+            ("State", Value::from("running")),
+            ("InitPid", Value::from(4242u32)),
+            ("Base", Value::from("debian12")),
+            ("Layers", Value::from(vec!["osm-stack".to_string()])),
+            ("Addresses", Value::from(vec!["10.0.3.12".to_string()])),
+            ("MacAddress", Value::from("00:16:3e:00:00:01")),
+            ("Autostart", Value::from(true)),
+            ("MemoryLimit", Value::from(2u64 << 30)),
+            ("CpuLimit", Value::from(2u32)),
+            ("CreatedAt", Value::from(1_700_000_000_000_000u64)),
+            ("StartedAt", Value::from(1_700_000_100_000_000u64)),
+        ])
+    }
+
+    #[test]
+    fn decodes_container_properties() {
+        let c = ContainerInfo::from_properties(&container_props("web1")).unwrap();
+        assert_eq!(c.name, "web1");
+        assert_eq!(c.init_pid, 4242);
+        assert_eq!(c.layers, vec!["osm-stack"]);
+        assert_eq!(c.memory_limit, 2 << 30);
+        assert!(c.autostart);
+    }
+
+    #[test]
+    fn missing_property_defaults_wrong_type_fails() {
+        let c = ContainerInfo::from_properties(&props(vec![("Name", Value::from("a"))])).unwrap();
+        assert_eq!(c.layers, Vec::<String>::new());
+        assert_eq!(c.cpu_limit, 0);
+        let bad = props(vec![("CpuLimit", Value::from("two"))]);
+        let err = ContainerInfo::from_properties(&bad).unwrap_err();
+        assert!(err.message.contains("CpuLimit"), "{}", err.message);
+    }
+
+    #[test]
+    fn managed_objects_are_split_by_interface_and_sorted() {
+        let mut objects = ManagedObjects::new();
+        let mut add = |path: &str, iface: &str, p: Properties| {
+            let mut m = HashMap::new();
+            m.insert(OwnedInterfaceName::try_from(iface).unwrap(), p);
+            objects.insert(OwnedObjectPath::try_from(path).unwrap(), m);
+        };
+        add(
+            "/uk/co/devtank/OsmHost1/container/web2",
+            CONTAINER_IFACE,
+            container_props("web2"),
+        );
+        add(
+            "/uk/co/devtank/OsmHost1/container/web1",
+            CONTAINER_IFACE,
+            container_props("web1"),
+        );
+        add(
+            "/uk/co/devtank/OsmHost1/base/debian12",
+            BASE_IFACE,
+            props(vec![
+                ("Name", Value::from("debian12")),
+                ("Source", Value::from("recipe")),
+                (
+                    "UsedBy",
+                    Value::from(vec!["web1".to_string(), "web2".to_string()]),
+                ),
+            ]),
+        );
+        add(
+            "/uk/co/devtank/OsmHost1/job/7",
+            osm_host_bus::JOB_IFACE,
+            Properties::new(),
+        );
+        let names: Vec<_> = containers_from(&objects)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(names, ["web1", "web2"]);
+        let bases = bases_from(&objects).unwrap();
+        assert_eq!(bases.len(), 1);
+        assert_eq!(bases[0].used_by, ["web1", "web2"]);
+    }
+
+    #[test]
+    fn job_status_takes_partial_updates() {
+        let mut job = JobStatus::from_properties(&props(vec![
+            ("Kind", Value::from("build-base")),
+            ("Target", Value::from("debian12")),
+            ("State", Value::from("running")),
+        ]))
+        .unwrap();
+        job.update(&props(vec![
+            ("Progress", Value::from(0.5f64)),
+            ("Message", Value::from("unpacking")),
+        ]))
+        .unwrap();
+        assert_eq!(job.kind, "build-base");
+        assert_eq!(job.state, "running");
+        assert_eq!(job.progress, 0.5);
+        assert_eq!(job.message, "unpacking");
+    }
+
+    #[test]
+    fn json_shapes() {
+        let c = ContainerInfo::from_properties(&container_props("web1")).unwrap();
+        let detail = ContainerDetail {
+            info: c,
+            disk_usage: Some(1024),
+        };
+        let v = serde_json::to_value(&detail).unwrap();
+        let mut keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "addresses",
+                "autostart",
+                "autostart_policy",
+                "base",
+                "boot_delay",
+                "boot_priority",
+                "cpu_limit",
+                "created_at",
+                "disk_usage",
+                "init_pid",
+                "ipv4_address",
+                "layers",
+                "mac_address",
+                "memory_limit",
+                "name",
+                "newest_snapshot",
+                "snapshot_count",
+                "started_at",
+                "state",
+                "warning"
+            ]
+        );
+        assert_eq!(v["memory_limit"], 2u64 << 30);
+        assert_eq!(v["layers"], serde_json::json!(["osm-stack"]));
+        let b = BaseInfo {
+            name: "debian12".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_value(&b).unwrap(),
+            serde_json::json!({"name": "debian12", "created_at": 0, "source": "", "used_by": []})
+        );
+    }
+}

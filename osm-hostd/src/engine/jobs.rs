@@ -1,0 +1,139 @@
+//! Long-running work (base builds and imports) as jobs with progress (DESIGN.md §4).
+
+use super::Event;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::broadcast;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Running,
+    Completed,
+    Failed,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Running => osm_host_bus::JOB_RUNNING,
+            JobState::Completed => osm_host_bus::JOB_COMPLETED,
+            JobState::Failed => osm_host_bus::JOB_FAILED,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct JobStatus {
+    pub progress: f64,
+    pub state: JobState,
+    pub message: String,
+}
+
+#[derive(Debug)]
+pub struct Job {
+    pub id: u64,
+    pub kind: &'static str,
+    pub target: String,
+    status: Mutex<JobStatus>,
+    last_signal: Mutex<Option<(Instant, f64)>>,
+    events: broadcast::Sender<Event>,
+}
+
+impl Job {
+    pub fn status(&self) -> JobStatus {
+        self.status.lock().expect("job lock").clone()
+    }
+
+    /// Records progress; signals at most every 100 ms or 1 % so a fast job does not
+    /// flood the bus.
+    pub fn set_progress(&self, fraction: f64, message: &str) {
+        let fraction = fraction.clamp(0.0, 1.0);
+        {
+            let mut s = self.status.lock().expect("job lock");
+            if s.state != JobState::Running {
+                return;
+            }
+            s.progress = s.progress.max(fraction);
+            if !message.is_empty() {
+                s.message = message.to_string();
+            }
+        }
+        let mut last = self.last_signal.lock().expect("job lock");
+        let due = match *last {
+            None => true,
+            Some((t, p)) => t.elapsed().as_millis() >= 100 || fraction - p >= 0.01,
+        };
+        if due {
+            *last = Some((Instant::now(), fraction));
+            let _ = self.events.send(Event::JobChanged(self.id));
+        }
+    }
+
+    pub fn finish(&self, result: Result<String, String>) {
+        {
+            let mut s = self.status.lock().expect("job lock");
+            match result {
+                Ok(msg) => {
+                    s.state = JobState::Completed;
+                    s.progress = 1.0;
+                    s.message = msg;
+                }
+                Err(msg) => {
+                    s.state = JobState::Failed;
+                    s.message = msg;
+                }
+            }
+        }
+        let _ = self.events.send(Event::JobFinished(self.id));
+    }
+}
+
+#[derive(Debug)]
+pub struct Jobs {
+    next: AtomicU64,
+    live: Mutex<Vec<Arc<Job>>>,
+    events: broadcast::Sender<Event>,
+}
+
+impl Jobs {
+    pub fn new(events: broadcast::Sender<Event>) -> Jobs {
+        Jobs {
+            next: AtomicU64::new(1),
+            live: Mutex::new(Vec::new()),
+            events,
+        }
+    }
+
+    pub fn create(&self, kind: &'static str, target: &str) -> Arc<Job> {
+        let job = Arc::new(Job {
+            id: self.next.fetch_add(1, Ordering::Relaxed),
+            kind,
+            target: target.to_string(),
+            status: Mutex::new(JobStatus {
+                progress: 0.0,
+                state: JobState::Running,
+                message: String::new(),
+            }),
+            last_signal: Mutex::new(None),
+            events: self.events.clone(),
+        });
+        self.live.lock().expect("jobs lock").push(job.clone());
+        let _ = self.events.send(Event::JobAdded(job.id));
+        job
+    }
+
+    pub fn get(&self, id: u64) -> Option<Arc<Job>> {
+        self.live
+            .lock()
+            .expect("jobs lock")
+            .iter()
+            .find(|j| j.id == id)
+            .cloned()
+    }
+
+    /// Forgets a finished job (the D-Bus layer calls this a while after `Finished`).
+    pub fn forget(&self, id: u64) {
+        self.live.lock().expect("jobs lock").retain(|j| j.id != id);
+    }
+}

@@ -1,0 +1,26 @@
+//! osm-host: runs one LXC system container per customer on a Btrfs store, controlled
+//! over D-Bus. `osm-hostd` is the root daemon, `osm-hostctl` its thin client.
+//!
+//! Layering (see `docs/architecture.md`): the engine owns the store, containers, bases
+//! and jobs and knows nothing of D-Bus; privileged effects go through the [`host::HostOps`]
+//! seam; the `dbus` module owns object paths, caller checks and error mapping.
+
+pub mod backup;
+pub mod base;
+pub mod btrfs;
+pub mod config;
+pub mod dbus;
+pub mod engine;
+pub mod error;
+pub mod fsutil;
+pub mod host;
+pub mod lxc;
+pub mod lxcconf;
+pub mod names;
+pub mod net;
+pub mod privs;
+pub mod snapper;
+pub mod spec;
+pub mod store;
+#[cfg(test)]
+pub(crate) mod testing;

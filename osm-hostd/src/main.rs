@@ -1,0 +1,168 @@
+//! osm-hostd: the root daemon. Owns the Btrfs store, base images and containers, and
+//! serves `uk.co.devtank.OsmHost1` on the system bus.
+
+use anyhow::Context;
+use clap::Parser;
+use osm_host_bus as api;
+use osm_hostd::config::{HostConfig, DEFAULT_CONFIG_PATH};
+use osm_hostd::engine::Engine;
+use osm_hostd::host::RealHost;
+use osm_hostd::lxc::Lxc;
+use osm_hostd::lxcconf::HostFacts;
+use osm_hostd::store::Store;
+use osm_hostd::{dbus, privs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use zbus::fdo::{RequestNameFlags, RequestNameReply};
+
+#[derive(Parser)]
+#[command(
+    name = "osm-hostd",
+    version,
+    about = "The osm-host daemon: LXC containers on a Btrfs store, over D-Bus"
+)]
+struct Args {
+    /// Configuration file (every key optional; unknown keys are an error).
+    #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    /// Validate the configuration file and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("OSM_HOSTD_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_ansi(false)
+        .init();
+    match run(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("osm-hostd: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let cfg = HostConfig::load(&args.config)?;
+    if args.check_config {
+        println!("{}: ok", args.config.display());
+        return Ok(());
+    }
+    // Before the runtime exists, so no thread keeps the capabilities.
+    privs::drop_unneeded().context("dropping capabilities")?;
+    // Before touching the store: a second daemon would roll back the first one's
+    // operations in progress, taking them for leftovers of a crash.
+    let _instance = single_instance(&cfg.runtime_dir)?;
+    let store = Store::open_or_create(&cfg)?;
+    tracing::info!(store = %cfg.store_root.display(), "store ready");
+    let lxc = Lxc::new(&store.containers_dir(), &cfg.runtime_dir.join("lxc"));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(64)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(cfg, store, lxc))
+}
+
+async fn serve(cfg: HostConfig, store: Store, lxc: Lxc) -> anyhow::Result<()> {
+    let engine = Engine::open(
+        cfg,
+        store,
+        HostFacts::detect(),
+        Arc::new(RealHost::new(lxc)),
+    )?;
+    tracing::info!(
+        containers = engine.container_names().len(),
+        bases = engine.base_names().len(),
+        "engine ready"
+    );
+    // The bridge must exist before any container starts; a restarted daemon adopts the
+    // bridge, NAT table and dnsmasq it finds.
+    if let Some(dnsmasq) = osm_hostd::net::start(&engine)
+        .await
+        .map_err(anyhow::Error::msg)
+        .context("setting up the container network")?
+    {
+        engine.set_dnsmasq(dnsmasq);
+    }
+    let conn = zbus::connection::Builder::system()
+        .context("finding the system bus (is dbus-daemon running?)")?
+        .build()
+        .await
+        .context("connecting to the system bus (is dbus-daemon running?)")?;
+    dbus::serve(&conn, engine.clone())
+        .await
+        .context("exporting objects")?;
+    let reply = conn
+        .request_name_with_flags(api::BUS_NAME, RequestNameFlags::DoNotQueue.into())
+        .await
+        .with_context(|| {
+            format!(
+                "requesting the bus name {} (is osm-hostd already running on this bus?)",
+                api::BUS_NAME
+            )
+        })?;
+    if reply != RequestNameReply::PrimaryOwner {
+        anyhow::bail!(
+            "another process owns {} on the system bus; is osm-hostd already running?",
+            api::BUS_NAME
+        );
+    }
+    engine.spawn_reconciler();
+    engine.spawn_snapshot_scheduler();
+    // Only the first start after a host boot starts containers (see engine::boot); ready
+    // once that is dispatched, not finished, so systemd is not held up by slow containers.
+    let boot = engine.claim_boot().with_context(|| {
+        format!(
+            "creating the boot marker in {}",
+            engine.config().runtime_dir.display()
+        )
+    })?;
+    engine.spawn_autostart(boot);
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    tracing::info!(bus_name = api::BUS_NAME, "osm-hostd ready");
+    wait_for_shutdown().await;
+    // Containers are not our children: they keep running, and the next start adopts them.
+    // So do the bridge, the NAT table and dnsmasq, which the next start adopts too.
+    tracing::info!("shutting down; containers, bridge, NAT and dnsmasq keep running");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    Ok(())
+}
+
+/// Holds an exclusive lock on `<runtime_dir>/osm-hostd.lock` for the daemon's life.
+fn single_instance(
+    runtime_dir: &std::path::Path,
+) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    std::fs::create_dir_all(runtime_dir)
+        .with_context(|| format!("creating the runtime directory {}", runtime_dir.display()))?;
+    let path = runtime_dir.join("osm-hostd.lock");
+    let file =
+        std::fs::File::create(&path).with_context(|| format!("opening {}", path.display()))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
+        |(_, errno)| {
+            anyhow::anyhow!(
+                "another osm-hostd is already running (it holds {}: {errno}); stop it first",
+                path.display()
+            )
+        },
+    )
+}
+
+async fn wait_for_shutdown() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
