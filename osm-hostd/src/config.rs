@@ -82,6 +82,9 @@ pub struct NetworkConfig {
     pub nat: bool,
     /// Whether the daemon sets up the bridge, forwarding, NAT and dnsmasq.
     pub manage: bool,
+    /// Customers cannot see each other: isolated bridge ports, per-veth anti-spoofing,
+    /// nothing forwarded into a container (false: the old flat bridge).
+    pub isolate: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -173,6 +176,7 @@ impl Default for NetworkConfig {
             dhcp_range: None,
             nat: true,
             manage: true,
+            isolate: true,
         }
     }
 }

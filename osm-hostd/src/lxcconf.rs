@@ -138,6 +138,9 @@ pub fn render_container(spec: &ContainerSpec, paths: &ConfPaths<'_>, facts: &Hos
         Some(bridge) => {
             let _ = writeln!(s, "lxc.net.0.type = veth");
             let _ = writeln!(s, "lxc.net.0.link = {bridge}");
+            // A name the daemon can derive, for port isolation and anti-spoofing rules.
+            let veth = crate::net::isolation::veth_name(&spec.name);
+            let _ = writeln!(s, "lxc.net.0.veth.pair = {veth}");
             let _ = writeln!(s, "lxc.net.0.flags = up");
             let _ = writeln!(s, "lxc.net.0.name = eth0");
             let _ = writeln!(s, "lxc.net.0.hwaddr = {}", spec.mac);
@@ -228,6 +231,8 @@ mod tests {
         let conf = render(&facts(false), Some("lxcbr0"));
         assert!(conf.contains("lxc.net.0.link = lxcbr0\n"));
         assert!(conf.contains("lxc.net.0.hwaddr = 02:00:00:00:00:01\n"));
+        let veth = crate::net::isolation::veth_name("web1");
+        assert!(conf.contains(&format!("lxc.net.0.veth.pair = {veth}\n")));
         let conf = render(&facts(false), None);
         assert!(conf.contains("lxc.net.0.type = empty\n"));
         assert!(!conf.contains("veth"));

@@ -95,8 +95,14 @@ impl Store {
     /// if needed) and that the layout directories exist. Idempotent: safe on every start.
     pub fn open_or_create(cfg: &HostConfig) -> Result<Store, StoreError> {
         prepare_root(cfg)?;
+        crate::hardening::ensure_nosuid_nodev(&cfg.store_root).map_err(|e| StoreError::Io {
+            action: "mount nosuid,nodev",
+            path: cfg.store_root.clone(),
+            source: e,
+        })?;
         let store = Store::at(&cfg.store_root);
         store.create_layout()?;
+        crate::hardening::secure_store(&store)?;
         Ok(store)
     }
     /// A store at an existing directory, without any checks (for tests with fakes).
@@ -274,7 +280,7 @@ fn mount_loop_image(
     // mount(8) sets LO_FLAGS_AUTOCLEAR on the loop device it allocates, so unmounting
     // the store also detaches the device.
     run(Command::new(tool("mount"))
-        .args(["-t", "btrfs", "-o", "loop"])
+        .args(["-t", "btrfs", "-o", "loop,nosuid,nodev"])
         .arg(image)
         .arg(root))?;
     if !btrfs::is_btrfs(root)? {
@@ -413,6 +419,8 @@ const MOUNTINFO: &str = "/proc/thread-self/mountinfo";
 #[derive(Debug, Clone, PartialEq)]
 pub struct MountEntry {
     pub mount_point: PathBuf,
+    /// Per-mount options (`rw,nosuid,nodev,relatime`).
+    pub options: String,
     pub fstype: String,
     pub source: String,
 }
@@ -436,6 +444,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
         }
         entries.push(MountEntry {
             mount_point: PathBuf::from(OsStr::from_bytes(&unescape(fields[4]))),
+            options: fields.get(5).copied().unwrap_or_default().to_string(),
             fstype: fields[dash + 1].to_string(),
             source: String::from_utf8_lossy(&unescape(fields[dash + 2])).into_owned(),
         });

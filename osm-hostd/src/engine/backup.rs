@@ -131,10 +131,28 @@ impl Engine {
         }
     }
 
+    /// Closes an existing local backup target to other users (run at daemon start; a
+    /// missing one is made private when the first backup creates it).
+    pub(super) fn secure_backup_target(&self) {
+        if let Ok(Target::Local(dir)) = Target::parse(&self.cfg.backup.target) {
+            if dir.is_dir() {
+                if let Err(e) = crate::hardening::private_dir(&dir) {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot close the backup target to other users");
+                }
+            }
+        }
+    }
+
     /// Whether an ssh target answers (`ssh host true`); local targets always do.
     fn probe_target(&self, target: &Target) -> Result<(), String> {
         match target {
-            Target::Local(_) => Ok(()),
+            Target::Local(dir) => {
+                // The tree holds every customer's files: closed to other users (issue 9).
+                std::fs::create_dir_all(dir)
+                    .and_then(|()| crate::hardening::private_dir(dir))
+                    .map(|_| ())
+                    .map_err(|e| format!("preparing the backup target {}: {e}", dir.display()))
+            }
             Target::Ssh { host, .. } => check_ok(&self.ssh(target, &["true"])?)
                 .map_err(|e| format!("backup host {host}: {e}")),
         }

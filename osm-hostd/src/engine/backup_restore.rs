@@ -48,6 +48,8 @@ impl Engine {
             return Err(EngineError::AlreadyExists(format!(
                 "container {into} already exists; choose another name with --as"
             )));
+        } else {
+            self.check_host_name_collision(&into)?;
         }
         let job = self.jobs.create("restore", &into);
         let engine = self.clone();

@@ -72,6 +72,7 @@ impl Engine {
                 req.name, spec.base
             )));
         }
+        self.check_host_name_collision(&req.name)?;
         let _base_in_use = self.base_use.read().await;
         self.require_base(&req.base)?;
         for layer in &req.layers {
@@ -110,6 +111,20 @@ impl Engine {
         tracing::info!(container = %spec.name, base = %spec.base, ipv4 = %ip, "container created");
         self.emit(Event::ContainerAdded(spec.name));
         Ok(CreateOutcome::Created)
+    }
+
+    /// Refuses a new container's name that something on the host the daemon does not
+    /// own already uses (see [`crate::host_names`]).
+    pub(super) fn check_host_name_collision(&self, name: &str) -> EngineResult<()> {
+        let src = crate::host_names::HostNameSources {
+            hosts_file: &self.cfg.hosts_file,
+            snapper_configs_dir: &self.cfg.snapper.configs_dir,
+            hostname: crate::host_names::hostname(),
+        };
+        crate::host_names::check(name, &src).map_err(|c| match c {
+            crate::host_names::Collision::Reserved(m) => EngineError::InvalidArgument(m),
+            crate::host_names::Collision::Taken(m) => EngineError::AlreadyExists(m),
+        })
     }
 
     pub(super) fn validate_limits(&self, req: &CreateRequest) -> EngineResult<()> {
@@ -188,7 +203,8 @@ impl Engine {
         let io = |what: &str, e: std::io::Error| {
             EngineError::io(format!("{what} in {}", dir.display()), &e)
         };
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
+        // Others may not read or traverse a container's files (issue 9).
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
             .map_err(|e| io("setting mode", e))?;
         let mut builder = fs::DirBuilder::new();
         builder

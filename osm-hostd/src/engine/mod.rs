@@ -126,6 +126,7 @@ impl Engine {
             engine.write_snapper_config(&c);
         }
         engine.prune_snapper_configs();
+        engine.secure_backup_target();
         Ok(engine)
     }
 

@@ -121,8 +121,14 @@ impl Engine {
     }
 
     pub(super) fn remove_snapper_config(&self, name: &str) {
-        let result = sconf::remove_config(&self.cfg.snapper.configs_dir, name)
-            .and_then(|()| sconf::set_listed(&self.cfg.snapper.defaults_file, name, false));
+        let result = sconf::remove_config(&self.cfg.snapper.configs_dir, name).and_then(|ours| {
+            if ours {
+                sconf::set_listed(&self.cfg.snapper.defaults_file, name, false)
+            } else {
+                tracing::warn!(container = %name, "keeping a snapper config osm-hostd did not write");
+                Ok(())
+            }
+        });
         if let Err(e) = result {
             tracing::warn!(container = %name, error = %e, "cannot remove the snapper config");
         }

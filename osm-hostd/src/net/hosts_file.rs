@@ -40,6 +40,24 @@ pub fn with_block(text: &str, entries: &[(String, Ipv4Addr)]) -> String {
     format!("{before}{block}{after}")
 }
 
+/// The host names the file gives outside the managed block (comments dropped), as
+/// written: what the host owns and a container must not shadow.
+pub fn names_outside_block(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut inside = false;
+    for line in text.lines() {
+        if line.starts_with("# BEGIN osm-host managed block") {
+            inside = true;
+        } else if line.starts_with(END) {
+            inside = false;
+        } else if !inside {
+            let content = line.split('#').next().unwrap_or_default();
+            names.extend(content.split_whitespace().skip(1).map(String::from));
+        }
+    }
+    names
+}
+
 /// Rewrites the block in the file at `path`; returns whether the file changed. A
 /// missing file is created (mode 0644).
 pub fn sync(path: &Path, entries: &[(String, Ipv4Addr)]) -> std::io::Result<bool> {

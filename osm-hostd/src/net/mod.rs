@@ -11,6 +11,7 @@ pub mod bridge;
 pub mod dnsmasq;
 pub mod hosts_file;
 pub mod ipam;
+pub mod isolation;
 pub mod nat;
 pub mod supervisor;
 
@@ -34,8 +35,18 @@ pub async fn start(engine: &Arc<Engine>) -> Result<Option<Arc<Supervisor>>, Stri
             created = report.created, address_added = report.address_added, set_up = report.set_up,
             "bridge ready");
         bridge::enable_forwarding()?;
-        nat::apply(&nat::ruleset(&net.bridge, &subnet, net.nat))?;
-        tracing::info!(nat = net.nat, table = nat::TABLE, "nftables table applied");
+        nat::apply(&firewall(engine, &subnet).ruleset())?;
+        tracing::info!(
+            nat = net.nat,
+            isolate = net.isolate,
+            table = nat::TABLE,
+            "nftables tables applied"
+        );
+        if net.isolate {
+            // Containers that kept running while the daemon was away.
+            let ports = isolation::isolate_bridge_ports(&net.bridge).await?;
+            tracing::info!(ports = ports.len(), "bridge ports isolated");
+        }
         let paths = DnsmasqPaths::under(&cfg.runtime_dir);
         let rs = engine.reservations();
         dnsmasq::sync_files(&paths, &rs)
@@ -50,6 +61,61 @@ pub async fn start(engine: &Arc<Engine>) -> Result<Option<Arc<Supervisor>>, Stri
     let events = engine.subscribe();
     tokio::spawn(follow(engine.clone(), supervisor.clone(), events));
     Ok(supervisor)
+}
+
+/// The containers' firewall as the engine's containers stand now.
+fn firewall(engine: &Engine, subnet: &Subnet) -> nat::Firewall {
+    let net = &engine.config().network;
+    nat::Firewall {
+        bridge: net.bridge.clone(),
+        cidr: subnet.cidr(),
+        nat: net.nat,
+        isolate: net.isolate,
+        ports: engine
+            .reservations()
+            .into_iter()
+            .map(|r| isolation::Port {
+                veth: isolation::veth_name(&r.name),
+                mac: r.mac,
+                ip: r.ip,
+            })
+            .collect(),
+        published: Vec::new(),
+    }
+}
+
+/// Re-applies the nftables tables after containers came or went (their ports' rules).
+fn resync_firewall(engine: &Engine) {
+    let net = &engine.config().network;
+    if !net.manage || !net.isolate {
+        return;
+    }
+    let Ok(subnet) = subnet_of(engine.config()) else {
+        return;
+    };
+    if let Err(e) = nat::apply(&firewall(engine, &subnet).ruleset()) {
+        tracing::error!(error = %e, "cannot update the containers' firewall");
+    }
+}
+
+/// Isolates the bridge port of a container that just started.
+async fn isolate_ports(engine: &Engine, name: &str) {
+    let net = &engine.config().network;
+    if !net.manage || !net.isolate {
+        return;
+    }
+    let running = engine
+        .container_info(name)
+        .is_ok_and(|i| i.state == crate::engine::RunState::Running);
+    if !running {
+        return;
+    }
+    match isolation::isolate_bridge_ports(&net.bridge).await {
+        Ok(ports) => {
+            tracing::debug!(container = %name, ports = ports.len(), "bridge ports isolated")
+        }
+        Err(e) => tracing::error!(container = %name, error = %e, "cannot isolate the bridge ports"),
+    }
 }
 
 pub fn subnet_of(cfg: &HostConfig) -> Result<Subnet, String> {
@@ -99,10 +165,15 @@ async fn follow(
 ) {
     loop {
         match events.recv().await {
-            Ok(Event::ContainerAdded(_)) => resync(&engine, supervisor.as_ref(), false),
+            Ok(Event::ContainerAdded(_)) | Ok(Event::ContainerSpecChanged(_)) => {
+                resync_firewall(&engine);
+                resync(&engine, supervisor.as_ref(), false)
+            }
             Ok(Event::ContainerRemoved(_)) | Err(RecvError::Lagged(_)) => {
+                resync_firewall(&engine);
                 resync(&engine, supervisor.as_ref(), true)
             }
+            Ok(Event::ContainerChanged(name)) => isolate_ports(&engine, &name).await,
             Ok(_) => {}
             Err(RecvError::Closed) => return,
         }

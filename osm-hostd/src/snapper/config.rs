@@ -58,11 +58,19 @@ pub fn render_config(
     )
 }
 
-/// Writes `<dir>/<name>` if its content differs.
+/// Writes `<dir>/<name>` if its content differs. A config osm-hostd did not write is
+/// never overwritten: that is an error.
 pub fn write_config(dir: &Path, name: &str, text: &str) -> io::Result<()> {
     let path = dir.join(name);
-    if std::fs::read_to_string(&path).ok().as_deref() == Some(text) {
-        return Ok(());
+    match std::fs::read_to_string(&path) {
+        Ok(old) if old == text => return Ok(()),
+        Ok(old) if !old.starts_with(MARKER) => {
+            return Err(io::Error::other(format!(
+                "{} exists and osm-hostd did not write it; left as it is",
+                path.display()
+            )))
+        }
+        _ => {}
     }
     std::fs::create_dir_all(dir)?;
     // Derived from the store and rewritten at every daemon start: no fsync needed.
@@ -70,12 +78,13 @@ pub fn write_config(dir: &Path, name: &str, text: &str) -> io::Result<()> {
 }
 
 /// Removes `<dir>/<name>` if osm-hostd wrote it; a config someone else wrote is kept.
-pub fn remove_config(dir: &Path, name: &str) -> io::Result<()> {
+/// Returns false for such a foreign config (the name is then not ours to unlist).
+pub fn remove_config(dir: &Path, name: &str) -> io::Result<bool> {
     let path = dir.join(name);
     match std::fs::read_to_string(&path) {
-        Ok(text) if text.starts_with(MARKER) => std::fs::remove_file(&path),
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Ok(text) if text.starts_with(MARKER) => std::fs::remove_file(&path).map(|()| true),
+        Ok(_) => Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
         Err(e) => Err(e),
     }
 }
