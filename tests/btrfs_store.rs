@@ -345,23 +345,41 @@ fn loop_devices_of(image: &Path) -> Vec<PathBuf> {
     found
 }
 
+/// The layout, closed to other users where customers' files are (issue 9), on a mount
+/// that is nosuid,nodev.
 fn assert_layout(store: &Store) {
-    for d in [
-        store.lxc_dir(),
-        store.bases_dir(),
-        store.layers_dir(),
-        store.include_dir(),
-        store.containers_dir(),
+    for (d, mode) in [
+        (store.root().to_path_buf(), 0o700),
+        (store.lxc_dir(), 0o700),
+        (store.bases_dir(), 0o755),
+        (store.layers_dir(), 0o755),
+        (store.include_dir(), 0o755),
+        (store.containers_dir(), 0o700),
     ] {
         let meta = std::fs::metadata(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display()));
         assert!(meta.is_dir(), "{}", d.display());
-        assert_eq!(meta.permissions().mode() & 0o7777, 0o755, "{}", d.display());
+        assert_eq!(meta.permissions().mode() & 0o7777, mode, "{}", d.display());
+        if d == store.root() {
+            continue;
+        }
         assert!(
             !btrfs::is_subvolume(&d).unwrap(),
             "{} is a plain directory",
             d.display()
         );
     }
+    // The mount holding the store (its own, or one around it) is nosuid,nodev.
+    let mounts = read_mountinfo().unwrap();
+    let holder = mounts
+        .iter()
+        .filter(|m| store.root().starts_with(&m.mount_point))
+        .max_by_key(|m| m.mount_point.components().count())
+        .unwrap();
+    let opts = &holder.options;
+    assert!(
+        opts.split(',').any(|o| o == "nosuid") && opts.split(',').any(|o| o == "nodev"),
+        "{opts}"
+    );
 }
 
 #[test]
@@ -434,14 +452,24 @@ fn store_uses_an_existing_btrfs_root_and_creates_a_missing_one_as_subvolume() {
     Store::open_or_create(&cfg).unwrap();
     assert_eq!(mounts_at(&mnt).len(), 1);
 
+    // A store inside a larger mount (here a second filesystem, the first one is
+    // nosuid,nodev now) is bind-mounted onto itself, nosuid,nodev; the mount around it
+    // is left as it was.
+    let mnt2 = rig.mount_btrfs("fs2");
     let nested = HostConfig {
-        store_root: mnt.join("srv/osm-lxc"),
+        store_root: mnt2.join("srv/osm-lxc"),
         ..HostConfig::default()
     };
+    rig.track_mount(&nested.store_root);
     let store = Store::open_or_create(&nested).unwrap();
     assert!(btrfs::is_subvolume(store.root()).unwrap());
     assert_layout(&store);
     Store::open_or_create(&nested).unwrap();
+    assert_eq!(
+        mounts_at(&nested.store_root).len(),
+        1,
+        "no second bind mount"
+    );
 
     // An existing image holds the store: it is mounted even where store_root is an empty
     // directory on Btrfs (a mount point on a Btrfs root filesystem after a reboot).

@@ -345,7 +345,9 @@ fn containers_reach_the_outside_through_nat_only() {
     assert!(get(&rig).contains("hello from outside"));
     let tables = rig.sandbox().run_ok("nft", &["list", "tables"]);
     assert!(
-        tables.contains("someone_else") && tables.matches("osm_host").count() == 1,
+        tables.contains("someone_else")
+            && tables.matches("table ip osm_host").count() == 1
+            && tables.matches("table bridge osm_host").count() == 1,
         "{tables}"
     );
     rig.ctl_ok(&["stop", "web1", "--force"]);
