@@ -389,8 +389,8 @@ fn mode_and_owner(rig: &Rig, path: &Path) -> (u32, u32, u32) {
 fn mount_options(rig: &Rig, point: &Path) -> Option<String> {
     let info = rig.sandbox().run_ok("cat", &["/proc/self/mountinfo"]);
     info.lines()
-        .filter(|l| l.split(' ').nth(4) == Some(point.to_str().unwrap()))
-        .last()
+        .rev()
+        .find(|l| l.split(' ').nth(4) == Some(point.to_str().unwrap()))
         .map(|l| l.split(' ').nth(5).unwrap().to_string())
 }
 
