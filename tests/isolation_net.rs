@@ -240,6 +240,40 @@ fn ping_from_foreign_source(rig: &Rig) -> bool {
     out.status.success()
 }
 
+/// a1 sends to a2's address through the host (the bridge's MAC as next hop); the body,
+/// or "" when the host did not forward it.
+fn wget_a2_through_the_gateway(rig: &Rig) -> String {
+    let gw_mac = rig
+        .sandbox()
+        .run_ok("cat", &["/sys/class/net/lxcbr0/address"])
+        .trim()
+        .to_string();
+    rig.attach(
+        "a1",
+        &format!("ip neigh replace 10.0.3.3 lladdr {gw_mac} dev eth0 nud permanent"),
+    );
+    let body = wget_in(rig, "a1", "http://10.0.3.3:8080/index.html");
+    rig.attach("a1", "ip neigh del 10.0.3.3 dev eth0");
+    body
+}
+
+/// a1 sends a few frames from a MAC that is not its own; true if the bridge let them in
+/// (it learns a source address only from frames it accepted).
+fn foreign_mac_enters_the_bridge(rig: &Rig) -> bool {
+    const FOREIGN: &str = "02:de:ad:be:ef:01";
+    let mac = mac_of(rig, "a1");
+    rig.attach(
+        "a1",
+        &format!(
+            "ip link set dev eth0 address {FOREIGN}; ping -c 2 -W 1 10.0.3.1; \
+             ip link set dev eth0 address {mac}"
+        ),
+    );
+    rig.sandbox()
+        .run_ok("bridge", &["fdb", "show", "br", "lxcbr0"])
+        .contains(FOREIGN)
+}
+
 #[test]
 fn containers_cannot_reach_or_impersonate_each_other_but_reach_host_and_outside() {
     require_root();
@@ -264,6 +298,7 @@ fn containers_cannot_reach_or_impersonate_each_other_but_reach_host_and_outside(
     assert_eq!(wget_in(&rig, "a2", "http://10.0.3.2:8080/index.html"), "");
     let nc = rig.attach("a1", "echo x | timeout 4 nc -w 2 10.0.3.3 8080");
     assert!(!nc.status.success(), "nc reached a2: {nc:?}");
+    assert_eq!(wget_a2_through_the_gateway(&rig), "", "routed via the host");
 
     // The host's bridge address (DNS of dnsmasq) and the outside through NAT still work.
     let out = rig.attach("a1", "nslookup a2 10.0.3.1");
@@ -293,6 +328,10 @@ fn containers_cannot_reach_or_impersonate_each_other_but_reach_host_and_outside(
         host_wget(rig.sandbox(), "http://10.0.3.3:8080/index.html").contains("inside-a2"),
         "a2 is still reached at its address ({m2})"
     );
+
+    // Frames from a foreign MAC never enter the bridge.
+    assert!(!foreign_mac_enters_the_bridge(&rig));
+    assert!(rig.attach("a1", "ping -c 1 -W 2 10.0.3.1").status.success());
 
     // A foreign source address gets nowhere; the own one does.
     assert!(
@@ -369,6 +408,11 @@ fn isolate_false_keeps_the_flat_bridge() {
         "the outside routes into a container when forwarding is open"
     );
     assert!(ping_from_foreign_source(&rig), "a foreign source passes");
+    assert!(
+        wget_a2_through_the_gateway(&rig).contains("inside-a2"),
+        "the host routes between containers when forwarding is open"
+    );
+    assert!(foreign_mac_enters_the_bridge(&rig), "a foreign MAC passes");
     assert_eq!(udp_ports_received(&rig, "a1", &[67, 6767]), vec![67, 6767]);
     let neigh = arp_spoof_a2(&rig);
     assert!(
