@@ -121,6 +121,57 @@ fn udp_ports_received(rig: &Rig, name: &str, ports: &[u16]) -> Vec<u16> {
     got
 }
 
+/// Sends ICMPv6 router advertisements (type 134) and echo requests (type 128) to all
+/// nodes out of container `name`'s eth0, and returns the ICMPv6 types the host heard on
+/// the bridge.
+fn icmpv6_types_heard(rig: &Rig, name: &str) -> Vec<u8> {
+    const LISTEN: &str = "import socket\n\
+        s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)\n\
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b'lxcbr0')\n\
+        print('ready', flush=True)\n\
+        s.settimeout(3)\n\
+        try:\n\
+        \x20   while True:\n\
+        \x20       d, a = s.recvfrom(1500)\n\
+        \x20       print(d[0], flush=True)\n\
+        except socket.timeout:\n\
+        \x20   pass\n";
+    const SEND: &str = "import socket, struct\n\
+        s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)\n\
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)\n\
+        idx = socket.if_nametoindex('eth0')\n\
+        ra = struct.pack('!BBHBBHII', 134, 0, 0, 64, 0, 1800, 0, 0)\n\
+        echo = struct.pack('!BBHHH', 128, 0, 0, 1, 1)\n\
+        for _ in range(3):\n\
+        \x20   s.sendto(ra, ('ff02::1', 0, 0, idx))\n\
+        \x20   s.sendto(echo, ('ff02::1', 0, 0, idx))\n";
+    let listener = rig
+        .in_sandbox("/usr/bin/python3")
+        .args(["-c", LISTEN])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = rig.info_json(name)["init_pid"]
+        .as_u64()
+        .unwrap()
+        .to_string();
+    let out = rig
+        .in_sandbox("nsenter")
+        .args(["-t", &pid, "-n", "/usr/bin/python3", "-c", SEND])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "sender: {out:?}");
+    let out = listener.wait_with_output().unwrap();
+    let text = stdout(&out);
+    assert!(text.starts_with("ready"), "listener: {out:?}");
+    let mut got: Vec<u8> = text.lines().filter_map(|l| l.parse().ok()).collect();
+    got.retain(|t| *t == 128 || *t == 134);
+    got.sort();
+    got.dedup();
+    got
+}
+
 /// A second namespace standing in for the internet, joined to the rig's by a veth pair
 /// on a documentation prefix, with a route to the containers' subnet through the rig
 /// (as a router on the host's LAN could have).
@@ -344,7 +395,9 @@ fn containers_cannot_reach_or_impersonate_each_other_but_reach_host_and_outside(
         .success());
 
     // Nothing from a DHCP server port leaves a container; other ports do.
-    assert_eq!(udp_ports_received(&rig, "a1", &[67, 6767]), vec![6767]);
+    assert_eq!(udp_ports_received(&rig, "a1", &[67, 547, 6767]), vec![6767]);
+    // Nor an IPv6 router advertisement; other ICMPv6 does.
+    assert_eq!(icmpv6_types_heard(&rig, "a1"), vec![128]);
 
     // A restarted daemon finds the ports again and keeps them isolated.
     let mut rig = rig;
@@ -413,7 +466,11 @@ fn isolate_false_keeps_the_flat_bridge() {
         "the host routes between containers when forwarding is open"
     );
     assert!(foreign_mac_enters_the_bridge(&rig), "a foreign MAC passes");
-    assert_eq!(udp_ports_received(&rig, "a1", &[67, 6767]), vec![67, 6767]);
+    assert_eq!(
+        udp_ports_received(&rig, "a1", &[67, 547, 6767]),
+        vec![67, 547, 6767]
+    );
+    assert_eq!(icmpv6_types_heard(&rig, "a1"), vec![128, 134]);
     let neigh = arp_spoof_a2(&rig);
     assert!(
         neigh.contains(&mac_of(&rig, "a1")),

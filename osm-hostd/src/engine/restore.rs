@@ -248,6 +248,8 @@ impl Engine {
         if work.is_dir() {
             crate::fsutil::empty_dir(&work).map_err(|e| io_err("emptying", &work, e))?;
         }
+        // A snapshot taken before the store was made private keeps its old mode.
+        crate::hardening::private_dir(&staging).map_err(|e| io_err("closing", &staging, e))?;
         let marker = staging.join(MARKER);
         std::fs::write(&marker, format!("{num}\n")).map_err(|e| io_err("writing", &marker, e))
     }
