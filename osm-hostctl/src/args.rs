@@ -123,6 +123,10 @@ pub enum Command {
     /// Manage a container's snapshots (snapper-compatible) and restore from them
     #[command(subcommand)]
     Snapshot(super::snapshots::SnapshotCommand),
+    /// Publish a container's HTTPS vhosts and TLS streams through the host's NGINX
+    Publish(super::publish::PublishArgs),
+    /// Stop publishing some (or all) of a container's vhosts and TLS streams
+    Unpublish(super::publish::UnpublishArgs),
 }
 
 #[derive(Debug, Subcommand)]

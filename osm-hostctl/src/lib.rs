@@ -48,6 +48,7 @@ mod exit;
 mod format;
 mod job;
 pub mod model;
+mod publish;
 mod run;
 pub mod snapshots;
 

@@ -198,6 +198,7 @@ mod tests {
             cpus: Some(2),
             created: 0,
             snapshots: Default::default(),
+            publish: Default::default(),
         }
     }
 

@@ -31,6 +31,13 @@
 //!   `RestoreBackup(name s, from s, as_name s) -> o` (a job; `from` "" = newest, else a
 //!   tree name or its prefix; `as_name` "" = over `name` after a safety snapshot
 //!   `containers/.pre-restore-<name>-<time>`, else a new container).
+//! - `Publish(name s, http a(sq), tls_streams a(qq)) -> b`: HTTPS vhosts (host name,
+//!   container port) on 443 with a redirect on 80, and TLS streams (public port,
+//!   container port) terminated by the host's NGINX; an entry for a host or public port
+//!   the container has replaces it; returns whether anything changed. `AlreadyExists`
+//!   when another container or program holds a host name or port, `InvalidState` when
+//!   `[publish]` is not configured, `InvalidArgument` when NGINX refuses the result.
+//! - `Unpublish(name s, hosts as, tls_streams aq, all b) -> b`.
 //! - properties `Version` s, `StoreRoot` s.
 //!
 //! Container (`.../container/<escaped>`): `Start()`, `Stop(force b, timeout u)`,
@@ -42,7 +49,8 @@
 //! `CreatedAt` t, `StartedAt` t (µs since the epoch, 0 when not running),
 //! `SnapshotCount` u, `NewestSnapshot` t (date of the newest, µs; 0 = none),
 //! `LastBackupAttempt` t, `LastBackupSuccess` t (µs since the epoch, 0 = never),
-//! `LastBackupResult` s.
+//! `LastBackupResult` s, `PublishedHttp` a(sq), `PublishedStreams` a(qq), `Preset` s
+//! (`customer` for containers made by `customer add`, else "").
 //! Snapshot methods as on the Manager without the name; signals `SnapshotCreated(u)`,
 //! `SnapshotDeleted(u)`, `Restored(u)`.
 //!
@@ -115,6 +123,19 @@ pub trait Manager {
         from: &str,
         as_name: &str,
     ) -> zbus::Result<OwnedObjectPath>;
+    fn publish(
+        &self,
+        name: &str,
+        http: &[(&str, u16)],
+        tls_streams: &[(u16, u16)],
+    ) -> zbus::Result<bool>;
+    fn unpublish(
+        &self,
+        name: &str,
+        hosts: &[&str],
+        tls_streams: &[u16],
+        all: bool,
+    ) -> zbus::Result<bool>;
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
     #[zbus(property)]
@@ -191,6 +212,12 @@ pub trait Container {
     fn last_backup_success(&self) -> zbus::Result<u64>;
     #[zbus(property)]
     fn last_backup_result(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn published_http(&self) -> zbus::Result<Vec<(String, u16)>>;
+    #[zbus(property)]
+    fn published_streams(&self) -> zbus::Result<Vec<(u16, u16)>>;
+    #[zbus(property)]
+    fn preset(&self) -> zbus::Result<String>;
 }
 
 #[zbus::proxy(

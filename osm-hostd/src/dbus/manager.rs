@@ -463,6 +463,48 @@ impl Manager {
         logged("host shutdown", "host", self.engine.shutdown_host().await)
     }
 
+    /// Publishes HTTPS vhosts `a(sq)` (host, container port) and TLS streams `a(qq)`
+    /// (public port, container port) of a container through the host's NGINX.
+    /// Returns whether anything changed.
+    async fn publish(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        name: String,
+        http: super::publish::HttpWire,
+        tls_streams: super::publish::StreamWire,
+    ) -> Result<bool> {
+        require_admin(conn, &hdr).await?;
+        let (http, streams) = (
+            super::publish::routes(http),
+            super::publish::streams(tls_streams),
+        );
+        logged(
+            "publish",
+            &name,
+            self.engine.publish(&name, http, streams).await,
+        )
+    }
+
+    /// Removes vhosts by host name and TLS streams by public port, or everything with
+    /// `all`. Returns whether anything changed.
+    async fn unpublish(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        name: String,
+        hosts: Vec<String>,
+        tls_streams: Vec<u16>,
+        all: bool,
+    ) -> Result<bool> {
+        require_admin(conn, &hdr).await?;
+        logged(
+            "unpublish",
+            &name,
+            self.engine.unpublish(&name, hosts, tls_streams, all).await,
+        )
+    }
+
     #[zbus(property)]
     fn version(&self) -> String {
         env!("CARGO_PKG_VERSION").to_string()

@@ -17,6 +17,7 @@ mod delete;
 pub mod jobs;
 mod lifecycle;
 mod network;
+mod publish;
 mod restore;
 mod set;
 mod snapshots;
@@ -88,6 +89,8 @@ pub struct Engine {
     dnsmasq: OnceLock<Arc<crate::net::supervisor::Supervisor>>,
     /// Set once `host shutdown` has begun: autostart starts nothing more.
     shutting_down: std::sync::atomic::AtomicBool,
+    /// One publish change at a time on the host (host names and ports are host-wide).
+    publish_lock: tokio::sync::Mutex<()>,
 }
 
 impl Engine {
@@ -114,6 +117,7 @@ impl Engine {
             events,
             dnsmasq: OnceLock::new(),
             shutting_down: Default::default(),
+            publish_lock: Default::default(),
         });
         engine.write_common_conf()?;
         engine.recover()?;

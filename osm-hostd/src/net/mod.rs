@@ -12,6 +12,7 @@ pub mod dnsmasq;
 pub mod hosts_file;
 pub mod ipam;
 pub mod nat;
+pub mod publish_fw;
 pub mod supervisor;
 
 use crate::config::HostConfig;
@@ -34,7 +35,7 @@ pub async fn start(engine: &Arc<Engine>) -> Result<Option<Arc<Supervisor>>, Stri
             created = report.created, address_added = report.address_added, set_up = report.set_up,
             "bridge ready");
         bridge::enable_forwarding()?;
-        nat::apply(&nat::ruleset(&net.bridge, &subnet, net.nat))?;
+        apply_ruleset(engine)?;
         tracing::info!(nat = net.nat, table = nat::TABLE, "nftables table applied");
         let paths = DnsmasqPaths::under(&cfg.runtime_dir);
         let rs = engine.reservations();
@@ -50,6 +51,15 @@ pub async fn start(engine: &Arc<Engine>) -> Result<Option<Arc<Supervisor>>, Stri
     let events = engine.subscribe();
     tokio::spawn(follow(engine.clone(), supervisor.clone(), events));
     Ok(supervisor)
+}
+
+/// Replaces the daemon's nftables table: NAT and forwarding, plus the published ports.
+pub fn apply_ruleset(engine: &Engine) -> Result<(), String> {
+    let cfg = engine.config();
+    let subnet = subnet_of(cfg)?;
+    let mut batch = nat::ruleset(&cfg.network.bridge, &subnet, cfg.network.nat);
+    batch.push_str(&publish_fw::rules(&engine.published_ports()));
+    nat::apply(&batch)
 }
 
 pub fn subnet_of(cfg: &HostConfig) -> Result<Subnet, String> {
