@@ -1,0 +1,377 @@
+//! Root integration: containers published through a real NGINX (Debian's, with the
+//! stream module) running in the test's sandbox, with a self-signed certificate made
+//! here. A busybox container serves HTTP on 3000 and echoes TCP on 1883; NGINX answers
+//! on the sandbox's side of the bridge. Traffic only inside the test's namespaces.
+
+use rig::{require_root, wait_until, DaemonConfig, Rig};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+const DOMAIN: &str = "example.test";
+/// The host's address on the bridge: where NGINX answers from the container's side.
+const HOST: &str = "10.0.3.1";
+const NGINX_MODULES: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+struct Paths {
+    conf: PathBuf,
+    dir: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    error_log: PathBuf,
+}
+
+/// A self-signed wildcard certificate for the domain and an nginx.conf that includes
+/// the daemon's fragment directories, as setup.sh makes the host's.
+fn prepare_nginx(root: &Path) -> Paths {
+    let n = root.join("nginx");
+    for d in ["tmp", "osm-host"] {
+        std::fs::create_dir_all(n.join(d)).unwrap();
+    }
+    let p = Paths {
+        conf: n.join("nginx.conf"),
+        dir: n.join("osm-host"),
+        cert: n.join("cert.pem"),
+        key: n.join("key.pem"),
+        error_log: n.join("error.log"),
+    };
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .arg("-keyout")
+        .arg(&p.key)
+        .arg("-out")
+        .arg(&p.cert)
+        .args([
+            "-subj",
+            &format!("/CN=*.{DOMAIN}"),
+            "-addext",
+            &format!("subjectAltName=DNS:*.{DOMAIN}"),
+        ])
+        .output()
+        .expect("run openssl");
+    assert!(out.status.success(), "openssl req: {}", stderr(&out));
+    let d = n.display();
+    let conf = format!(
+        "load_module {NGINX_MODULES};\n\
+         user nobody nogroup;\n\
+         worker_processes 1;\n\
+         pid {d}/nginx.pid;\n\
+         error_log {log};\n\
+         events {{ worker_connections 64; }}\n\
+         http {{\n\
+         \x20   access_log off;\n\
+         \x20   client_body_temp_path {d}/tmp/body;\n\
+         \x20   proxy_temp_path {d}/tmp/proxy;\n\
+         \x20   fastcgi_temp_path {d}/tmp/fastcgi;\n\
+         \x20   uwsgi_temp_path {d}/tmp/uwsgi;\n\
+         \x20   scgi_temp_path {d}/tmp/scgi;\n\
+         \x20   include {frag}/http/*.conf;\n\
+         }}\n\
+         stream {{\n\
+         \x20   include {frag}/stream/*.conf;\n\
+         }}\n",
+        log = p.error_log.display(),
+        frag = p.dir.display(),
+    );
+    std::fs::write(&p.conf, conf).unwrap();
+    p
+}
+
+/// A rig whose daemon publishes through the test's NGINX; a per-host certificate
+/// override for `broken.example.test` names a missing file, so NGINX refuses it.
+fn publish_rig() -> (Rig, Paths) {
+    require_root();
+    let mut rig = Rig::builder().no_daemon_start().start();
+    let p = prepare_nginx(rig.dir());
+    let mut cfg = DaemonConfig::for_test_dir(rig.dir());
+    cfg.set_str("publish.domain", DOMAIN)
+        .set_str("publish.tls_cert", &p.cert.to_string_lossy())
+        .set_str("publish.tls_key", &p.key.to_string_lossy())
+        .set_str("publish.nginx_conf", &p.conf.to_string_lossy())
+        .set_str("publish.nginx_dir", &p.dir.to_string_lossy())
+        .append(&format!(
+            "[publish.certs.\"broken.{DOMAIN}\"]\ntls_cert = \"{0}/missing.pem\"\ntls_key = \"{0}/missing.key\"",
+            rig.dir().display()
+        ));
+    rig.daemon().write_config(&cfg);
+    rig.sandbox()
+        .run_ok("nginx", &["-c", &p.conf.to_string_lossy()]);
+    rig.daemon_mut().start();
+    (rig, p)
+}
+
+/// `curl` inside the sandbox, `host` resolved to the bridge address.
+fn curl(rig: &Rig, scheme: &str, host: &str, path: &str, extra: &[&str]) -> Output {
+    let port = if scheme == "https" { 443 } else { 80 };
+    rig.in_sandbox("curl")
+        .args(["-sk", "--max-time", "5", "--resolve"])
+        .arg(format!("{host}:{port}:{HOST}"))
+        .args(extra)
+        .arg(format!("{scheme}://{host}{path}"))
+        .output()
+        .unwrap()
+}
+
+fn https_body(rig: &Rig, host: &str) -> String {
+    stdout(&curl(rig, "https", host, "/", &[]))
+}
+
+/// Sends a line over TLS to `port` and returns what came back (the container echoes).
+fn tls_echo(rig: &Rig, port: u16, line: &str) -> String {
+    let script = format!(
+        "(echo {line}; sleep 1) | timeout 10 openssl s_client -connect {HOST}:{port} -quiet -no_ign_eof 2>/dev/null"
+    );
+    stdout(&rig.in_sandbox("sh").args(["-c", &script]).output().unwrap())
+}
+
+fn nft_table(rig: &Rig) -> String {
+    stdout(
+        &rig.sandbox()
+            .run("nft", &["list", "table", "ip", "osm_host"]),
+    )
+}
+
+fn listening(rig: &Rig, port: u16) -> bool {
+    let hex = format!(":{port:04X} ");
+    let text = rig.sandbox().run_ok("cat", &["/proc/net/tcp"]);
+    text.lines()
+        .skip(1)
+        .any(|l| l.contains(&hex) && l.split_whitespace().nth(3) == Some("0A"))
+}
+
+fn exit_code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+/// A busybox container with an HTTP page on 3000 and a TCP echo on 1883.
+fn serving_container(rig: &Rig, name: &str) {
+    rig.ctl_ok(&["create", name, "--base", "bb"]);
+    rig.ctl_ok(&["start", name]);
+    let ip = rig.info_json(name)["ipv4_address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        wait_until(Duration::from_secs(15), || stdout(
+            &rig.attach(name, "ip -4 addr show dev eth0")
+        )
+        .contains(&format!("inet {ip}/"))),
+        "{name} got no address"
+    );
+    let script = format!(
+        "mkdir -p /tmp/www && echo page-of-{name} > /tmp/www/index.html && httpd -p 3000 -h /tmp/www && \
+         setsid nc -ll -p 1883 -e /bin/cat </dev/null >/dev/null 2>&1 &"
+    );
+    let out = rig.attach(name, &script);
+    assert!(out.status.success(), "{out:?}");
+}
+
+fn fragment(p: &Paths, kind: &str, name: &str) -> PathBuf {
+    p.dir.join(kind).join(format!("{name}.conf"))
+}
+
+#[test]
+fn published_vhosts_and_streams_reach_the_container_and_follow_every_change() {
+    let (mut rig, p) = publish_rig();
+    rig.import_busybox_base("bb");
+    serving_container(&rig, "acme");
+
+    // Publish: an HTTPS vhost and a TLS stream.
+    let out = rig.ctl_ok(&[
+        "publish",
+        "acme",
+        "--http",
+        &format!("acme.{DOMAIN}:3000"),
+        "--tls-stream",
+        "8883:1883",
+    ]);
+    assert!(out.contains("published acme"), "{out}");
+    let acme = format!("acme.{DOMAIN}");
+    assert!(
+        wait_until(Duration::from_secs(5), || https_body(&rig, &acme)
+            .contains("page-of-acme")),
+        "HTTPS through NGINX: {:?}\n{}",
+        curl(&rig, "https", &acme, "/", &["-v"]),
+        rig::file_tail(&p.error_log, 20)
+    );
+    // Plain HTTP is redirected to HTTPS, path kept.
+    let redirect = stdout(&curl(
+        &rig,
+        "http",
+        &acme,
+        "/d/x?y=1",
+        &["-o", "/dev/null", "-w", "%{http_code} %{redirect_url}"],
+    ));
+    assert_eq!(redirect, format!("308 https://{acme}/d/x?y=1"));
+    // The TLS stream reaches the container's port 1883.
+    assert!(
+        wait_until(Duration::from_secs(15), || tls_echo(
+            &rig,
+            8883,
+            "ping-1883"
+        )
+        .contains("ping-1883")),
+        "TLS stream to 1883"
+    );
+
+    // info shows what is published; the spec records it; the firewall accepts exactly it.
+    let info = rig.info_json("acme");
+    assert_eq!(
+        info["published"],
+        serde_json::json!({"http": [{"host": acme, "port": 3000}],
+                           "tls_streams": [{"public": 8883, "port": 1883}]})
+    );
+    let table = rig.ctl_ok(&["info", "acme"]);
+    assert!(
+        table.contains(&format!("https://{acme} -> port 3000"))
+            && table.contains("tls :8883 -> port 1883"),
+        "{table}"
+    );
+    let spec = std::fs::read_to_string(
+        rig.sandbox()
+            .host_path(rig.lxc_path().join("acme/container.toml")),
+    )
+    .unwrap();
+    assert!(
+        spec.contains("[[publish.tls_streams]]") && spec.contains("public = 8883"),
+        "{spec}"
+    );
+    let nft = nft_table(&rig);
+    assert!(nft.contains("tcp dport { 80, 443, 8883 }"), "{nft}");
+
+    // A second container cannot take the same host name or port; nor a port another
+    // program listens on (dnsmasq's DNS on 53). Refusals change nothing.
+    rig.ctl_ok(&["create", "beta", "--base", "bb"]);
+    let out = rig.ctl(&["publish", "beta", "--tls-stream", "8883:1883"]);
+    assert_eq!(exit_code(&out), 4, "{out:?}");
+    assert!(
+        stderr(&out).contains("already published by container acme"),
+        "{out:?}"
+    );
+    let out = rig.ctl(&["publish", "beta", "--http", &format!("ACME.{DOMAIN}:80")]);
+    assert_eq!(exit_code(&out), 4, "{out:?}");
+    assert!(listening(&rig, 53), "dnsmasq listens on 53");
+    let out = rig.ctl(&["publish", "beta", "--tls-stream", "53:1883"]);
+    assert_eq!(exit_code(&out), 4, "{out:?}");
+    assert!(stderr(&out).contains("in use on this host"), "{out:?}");
+    for bad in [
+        vec!["--http", "not a host:80"],
+        vec!["--tls-stream", "443:1883"],
+    ] {
+        let mut args = vec!["publish", "beta"];
+        args.extend(bad);
+        let out = rig.ctl(&args);
+        assert!(matches!(exit_code(&out), 2 | 5), "{args:?}: {out:?}");
+    }
+
+    // A fragment NGINX rejects is put back; NGINX keeps serving the previous config.
+    let out = rig.ctl(&[
+        "publish",
+        "beta",
+        "--http",
+        &format!("broken.{DOMAIN}:3000"),
+    ]);
+    assert_eq!(exit_code(&out), 5, "{out:?}");
+    assert!(
+        stderr(&out).contains("NGINX refused") && stderr(&out).contains("missing.pem"),
+        "NGINX's own message: {out:?}"
+    );
+    assert!(!fragment(&p, "http", "beta").exists());
+    assert_eq!(
+        rig.info_json("beta")["published"]["http"],
+        serde_json::json!([])
+    );
+    assert!(https_body(&rig, &acme).contains("page-of-acme"));
+
+    // A reload (another container published) does not cut a streaming connection.
+    let mut stream = rig
+        .in_sandbox("openssl")
+        .args(["s_client", "-connect", &format!("{HOST}:8883"), "-quiet"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut sin = stream.stdin.take().unwrap();
+    let sout = stream.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(sout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    use std::io::Write;
+    writeln!(sin, "before-reload").unwrap();
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+        "before-reload"
+    );
+    rig.ctl_ok(&["publish", "beta", "--http", &format!("beta.{DOMAIN}:3000")]);
+    std::thread::sleep(Duration::from_millis(300));
+    writeln!(sin, "after-reload").unwrap();
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+        "after-reload",
+        "the connection survived NGINX's reload"
+    );
+    drop(sin);
+    let _ = stream.kill();
+    let _ = stream.wait();
+
+    // A daemon restart rewrites lost fragments from container.toml and keeps the ports.
+    std::fs::remove_file(fragment(&p, "http", "acme")).unwrap();
+    std::fs::write(
+        fragment(&p, "http", "gone"),
+        "# left by a deleted container\n",
+    )
+    .unwrap();
+    rig.daemon_mut().restart();
+    assert!(fragment(&p, "http", "acme").exists(), "rewritten at start");
+    assert!(
+        !fragment(&p, "http", "gone").exists(),
+        "stale fragment removed"
+    );
+    assert!(https_body(&rig, &acme).contains("page-of-acme"));
+    assert!(nft_table(&rig).contains("tcp dport { 80, 443, 8883 }"));
+
+    // Unpublish the stream: its fragment goes, NGINX stops listening, the port closes.
+    rig.ctl_ok(&["unpublish", "acme", "--tls-stream", "8883"]);
+    assert!(!fragment(&p, "stream", "acme").exists());
+    assert!(
+        wait_until(Duration::from_secs(5), || !listening(&rig, 8883)),
+        "NGINX still listens on 8883"
+    );
+    assert!(!nft_table(&rig).contains("8883"), "{}", nft_table(&rig));
+    assert!(https_body(&rig, &acme).contains("page-of-acme"));
+    let out = rig.ctl(&["unpublish", "acme", "--tls-stream", "8883"]);
+    assert_eq!(exit_code(&out), 3, "{out:?}");
+
+    // Delete removes a container's vhosts.
+    rig.ctl_ok(&["delete", "beta"]);
+    assert!(!fragment(&p, "http", "beta").exists());
+
+    // Unpublish everything: the vhost is gone and so are 80/443 from the firewall.
+    rig.ctl_ok(&["unpublish", "acme", "--all"]);
+    assert!(!fragment(&p, "http", "acme").exists());
+    assert!(
+        wait_until(Duration::from_secs(5), || !https_body(&rig, &acme)
+            .contains("page-of-acme")),
+        "the vhost still answers"
+    );
+    assert!(!nft_table(&rig).contains("dport"), "{}", nft_table(&rig));
+    assert_eq!(
+        rig.info_json("acme")["published"]["http"],
+        serde_json::json!([])
+    );
+}
