@@ -375,3 +375,95 @@ fn published_vhosts_and_streams_reach_the_container_and_follow_every_change() {
         serde_json::json!([])
     );
 }
+
+#[test]
+fn a_customer_is_added_served_and_deleted_in_one_command() {
+    let (mut rig, p) = publish_rig();
+    rig.import_busybox_base("bb");
+
+    // Names follow the seed: a dash where a space would be.
+    let err = rig.ctl_err(&["customer", "add", "Acme Corp", "--mqtt-port", "8883"]);
+    assert!(err.contains("\"acme-corp\""), "{err}");
+
+    // No osm-stack layer here: the newest base alone.
+    rig.ctl_ok(&["customer", "add", "acme", "--mqtt-port", "8883"]);
+    let info = rig.info_json("acme");
+    assert_eq!(info["state"], "running");
+    assert_eq!(info["base"], "bb");
+    assert_eq!(info["preset"], "customer");
+    assert_eq!(info["autostart"], true);
+    let ip = info["ipv4_address"].as_str().unwrap().to_string();
+    assert!(
+        wait_until(Duration::from_secs(15), || stdout(
+            &rig.attach("acme", "ip -4 addr show dev eth0")
+        )
+        .contains(&format!("inet {ip}/"))),
+        "acme got no address"
+    );
+    let out = rig.attach(
+        "acme",
+        "mkdir -p /tmp/www && echo page-of-acme > /tmp/www/index.html && \
+         for p in 3000 8086 8080; do httpd -p $p -h /tmp/www; done && \
+         setsid nc -ll -p 1883 -e /bin/cat </dev/null >/dev/null 2>&1 &",
+    );
+    assert!(out.status.success(), "{out:?}");
+    for host in ["acme", "acme-influx", "acme-chirpstack"] {
+        let h = format!("{host}.{DOMAIN}");
+        assert!(
+            wait_until(Duration::from_secs(5), || https_body(&rig, &h)
+                .contains("page-of-acme")),
+            "{h}: {:?}",
+            curl(&rig, "https", &h, "/", &["-v"])
+        );
+    }
+    assert!(
+        wait_until(Duration::from_secs(15), || tls_echo(
+            &rig,
+            8883,
+            "mqtt-ping"
+        )
+        .contains("mqtt-ping")),
+        "MQTT port over TLS"
+    );
+
+    // A second customer cannot take the same MQTT port, and leaves nothing behind.
+    let out = rig.ctl(&["customer", "add", "beta", "--mqtt-port", "8883"]);
+    assert_eq!(exit_code(&out), 4, "{out:?}");
+    assert!(stderr(&out).contains("container acme"), "{out:?}");
+    assert_eq!(exit_code(&rig.ctl(&["info", "beta"])), 3);
+    // The same customer again changes nothing.
+    rig.ctl_ok(&["customer", "add", "acme", "--mqtt-port", "8883"]);
+
+    let list = rig.ctl_ok(&["customer", "list"]);
+    assert!(
+        list.contains("acme") && list.contains("8883") && list.contains("running"),
+        "{list}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&rig.ctl_ok(&["customer", "list", "--json"])).unwrap();
+    assert_eq!(json[0]["name"], "acme");
+    assert_eq!(json[0]["mqtt_ports"], serde_json::json!([8883]));
+    assert_eq!(json[0]["hosts"].as_array().unwrap().len(), 3);
+
+    // A daemon restart keeps the customer published.
+    rig.daemon_mut().restart();
+    assert!(https_body(&rig, &format!("acme-influx.{DOMAIN}")).contains("page-of-acme"));
+
+    // Only customers are deleted as customers.
+    rig.ctl_ok(&["create", "plain", "--base", "bb"]);
+    let out = rig.ctl(&["customer", "delete", "plain"]);
+    assert_eq!(exit_code(&out), 5, "{out:?}");
+
+    // customer delete: stopped, unpublished, deleted; the port closes.
+    rig.ctl_ok(&["customer", "delete", "acme"]);
+    assert_eq!(exit_code(&rig.ctl(&["info", "acme"])), 3);
+    assert!(!fragment(&p, "http", "acme").exists());
+    assert!(!fragment(&p, "stream", "acme").exists());
+    assert!(
+        wait_until(Duration::from_secs(5), || !listening(&rig, 8883)),
+        "NGINX still listens on 8883"
+    );
+    assert!(!nft_table(&rig).contains("8883"), "{}", nft_table(&rig));
+    assert!(!https_body(&rig, &format!("acme.{DOMAIN}")).contains("page-of-acme"));
+    assert!(rig.ctl_ok(&["customer", "list"]).lines().count() <= 1);
+}

@@ -127,6 +127,10 @@ pub enum Command {
     Publish(super::publish::PublishArgs),
     /// Stop publishing some (or all) of a container's vhosts and TLS streams
     Unpublish(super::publish::UnpublishArgs),
+    /// Customers: a container with its Grafana, InfluxDB and ChirpStack vhosts and its
+    /// MQTT port, added and deleted in one command
+    #[command(subcommand)]
+    Customer(super::customer::CustomerCommand),
 }
 
 #[derive(Debug, Subcommand)]

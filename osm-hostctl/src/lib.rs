@@ -44,6 +44,7 @@
 
 pub mod args;
 mod calls;
+mod customer;
 mod exit;
 mod format;
 mod job;

@@ -38,6 +38,13 @@
 //!   when another container or program holds a host name or port, `InvalidState` when
 //!   `[publish]` is not configured, `InvalidArgument` when NGINX refuses the result.
 //! - `Unpublish(name s, hosts as, tls_streams aq, all b) -> b`.
+//! - `AddCustomer(name s, mqtt_port q, options a{sv}) -> o`: the OSM preset: creates the
+//!   container (CreateContainer's options plus `base` s; default the newest base, the
+//!   `osm-stack` layer when it exists, autostart on), publishes `<name>.<domain>` -> 3000,
+//!   `<name>-influx.<domain>` -> 8086, `<name>-chirpstack.<domain>` -> 8080 and TLS
+//!   `mqtt_port` -> 1883, and starts it; undone on failure. `DeleteCustomer(name s)`
+//!   (stops, unpublishes, deletes; `Busy` while a backup runs), `ListCustomers() ->
+//!   a(sasaqs)` (name, host names, MQTT ports, state).
 //! - properties `Version` s, `StoreRoot` s.
 //!
 //! Container (`.../container/<escaped>`): `Start()`, `Stop(force b, timeout u)`,
@@ -136,6 +143,15 @@ pub trait Manager {
         tls_streams: &[u16],
         all: bool,
     ) -> zbus::Result<bool>;
+    fn add_customer(
+        &self,
+        name: &str,
+        mqtt_port: u16,
+        options: HashMap<&str, Value<'_>>,
+    ) -> zbus::Result<OwnedObjectPath>;
+    fn delete_customer(&self, name: &str) -> zbus::Result<()>;
+    #[allow(clippy::type_complexity)]
+    fn list_customers(&self) -> zbus::Result<Vec<(String, Vec<String>, Vec<u16>, String)>>;
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
     #[zbus(property)]

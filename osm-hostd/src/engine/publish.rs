@@ -73,6 +73,17 @@ impl Engine {
         http: Vec<HttpRoute>,
         streams: Vec<TlsStream>,
     ) -> EngineResult<bool> {
+        self.publish_as(name, http, streams, None).await
+    }
+
+    /// [`Engine::publish`], also marking the container with a preset (`customer`).
+    pub(super) async fn publish_as(
+        self: &Arc<Self>,
+        name: &str,
+        http: Vec<HttpRoute>,
+        streams: Vec<TlsStream>,
+        preset: Option<&str>,
+    ) -> EngineResult<bool> {
         let (http, streams) =
             publish::validate_request(&http, &streams).map_err(EngineError::InvalidArgument)?;
         let c = self.container(name)?;
@@ -82,6 +93,9 @@ impl Engine {
         let spec = c.info().spec;
         let mut next = spec.publish.clone();
         next.merge(&http, &streams);
+        if let Some(p) = preset {
+            next.preset = Some(p.to_string());
+        }
         if next == spec.publish {
             return Ok(false);
         }
@@ -126,7 +140,7 @@ impl Engine {
 
     /// Host names and public ports new to this container must be free: not another
     /// container's, and (ports) not listened on by anything on the host.
-    fn check_publish_conflicts(
+    pub(super) fn check_publish_conflicts(
         &self,
         name: &str,
         old: &PublishSpec,
