@@ -139,3 +139,66 @@ impl Engine {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::CreateRequest;
+    use crate::error::EngineError;
+
+    fn req(name: &str) -> CreateRequest {
+        CreateRequest {
+            name: name.into(),
+            base: "bb".into(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn publishing_is_refused_until_configured_and_names_get_a_hint() {
+        let (_d, _h, e) = crate::testing::fake_engine();
+        e.create_container(req("acme")).await.unwrap();
+        let route = crate::publish::HttpRoute {
+            host: "acme.example.test".into(),
+            port: 3000,
+        };
+        let err = e.publish("acme", vec![route], vec![]).await.unwrap_err();
+        assert!(
+            matches!(&err, EngineError::InvalidState(m) if m.contains("[publish] domain")),
+            "{err:?}"
+        );
+        let err = e.add_customer(req("Acme Corp"), 8883).await.unwrap_err();
+        assert!(
+            matches!(&err, EngineError::InvalidArgument(m) if m.contains("\"acme-corp\"")),
+            "{err:?}"
+        );
+        let err = e.add_customer(req("beta"), 8883).await.unwrap_err();
+        assert!(matches!(err, EngineError::InvalidState(_)), "{err:?}");
+        assert!(
+            e.container_info("beta").is_err(),
+            "a refused add creates nothing"
+        );
+    }
+
+    #[tokio::test]
+    async fn customer_delete_waits_for_backups_and_deletes_only_customers() {
+        let (_d, _h, e) = crate::testing::fake_engine();
+        e.create_container(req("plain")).await.unwrap();
+        e.create_container(req("acme")).await.unwrap();
+        e.container("acme")
+            .unwrap()
+            .update(|s| s.spec.publish.preset = Some(crate::publish::CUSTOMER_PRESET.into()));
+        let err = e.delete_customer("plain").await.unwrap_err();
+        assert!(matches!(err, EngineError::InvalidArgument(_)), "{err:?}");
+        assert_eq!(e.customers().len(), 1);
+        assert_eq!(e.customers()[0].name, "acme");
+        e.reserved.lock().unwrap().insert("backup:run".into());
+        assert!(e.backup_running());
+        let err = e.delete_customer("acme").await.unwrap_err();
+        assert!(matches!(err, EngineError::Busy(_)), "{err:?}");
+        assert!(e.container_info("acme").is_ok());
+        e.release("backup:run");
+        e.delete_customer("acme").await.unwrap();
+        assert!(e.container_info("acme").is_err());
+        assert!(e.customers().is_empty());
+    }
+}
