@@ -3,15 +3,15 @@
 //! here. A busybox container serves HTTP on 3000 and echoes TCP on 1883; NGINX answers
 //! on the sandbox's side of the bridge. Traffic only inside the test's namespaces.
 
-use rig::{require_root, wait_until, DaemonConfig, Rig};
-use std::path::{Path, PathBuf};
+use rig::nginx::{publish_rig as rig_with_nginx, NginxPaths};
+use rig::{wait_until, Rig};
+use std::path::PathBuf;
 use std::process::Output;
 use std::time::Duration;
 
 const DOMAIN: &str = "example.test";
 /// The host's address on the bridge: where NGINX answers from the container's side.
 const HOST: &str = "10.0.3.1";
-const NGINX_MODULES: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -19,95 +19,6 @@ fn stdout(o: &Output) -> String {
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-struct Paths {
-    conf: PathBuf,
-    dir: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-    error_log: PathBuf,
-}
-
-/// A self-signed wildcard certificate for the domain and an nginx.conf that includes
-/// the daemon's fragment directories, as setup.sh makes the host's.
-fn prepare_nginx(root: &Path) -> Paths {
-    let n = root.join("nginx");
-    for d in ["tmp", "osm-host"] {
-        std::fs::create_dir_all(n.join(d)).unwrap();
-    }
-    let p = Paths {
-        conf: n.join("nginx.conf"),
-        dir: n.join("osm-host"),
-        cert: n.join("cert.pem"),
-        key: n.join("key.pem"),
-        error_log: n.join("error.log"),
-    };
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        ])
-        .arg("-keyout")
-        .arg(&p.key)
-        .arg("-out")
-        .arg(&p.cert)
-        .args([
-            "-subj",
-            &format!("/CN=*.{DOMAIN}"),
-            "-addext",
-            &format!("subjectAltName=DNS:*.{DOMAIN}"),
-        ])
-        .output()
-        .expect("run openssl");
-    assert!(out.status.success(), "openssl req: {}", stderr(&out));
-    let d = n.display();
-    let conf = format!(
-        "load_module {NGINX_MODULES};\n\
-         user nobody nogroup;\n\
-         worker_processes 1;\n\
-         pid {d}/nginx.pid;\n\
-         error_log {log};\n\
-         events {{ worker_connections 64; }}\n\
-         http {{\n\
-         \x20   access_log off;\n\
-         \x20   client_body_temp_path {d}/tmp/body;\n\
-         \x20   proxy_temp_path {d}/tmp/proxy;\n\
-         \x20   fastcgi_temp_path {d}/tmp/fastcgi;\n\
-         \x20   uwsgi_temp_path {d}/tmp/uwsgi;\n\
-         \x20   scgi_temp_path {d}/tmp/scgi;\n\
-         \x20   include {frag}/http/*.conf;\n\
-         }}\n\
-         stream {{\n\
-         \x20   include {frag}/stream/*.conf;\n\
-         }}\n",
-        log = p.error_log.display(),
-        frag = p.dir.display(),
-    );
-    std::fs::write(&p.conf, conf).unwrap();
-    p
-}
-
-/// A rig whose daemon publishes through the test's NGINX; a per-host certificate
-/// override for `broken.example.test` names a missing file, so NGINX refuses it.
-fn publish_rig() -> (Rig, Paths) {
-    require_root();
-    let mut rig = Rig::builder().no_daemon_start().start();
-    let p = prepare_nginx(rig.dir());
-    let mut cfg = DaemonConfig::for_test_dir(rig.dir());
-    cfg.set_str("publish.domain", DOMAIN)
-        .set_str("publish.tls_cert", &p.cert.to_string_lossy())
-        .set_str("publish.tls_key", &p.key.to_string_lossy())
-        .set_str("publish.nginx_conf", &p.conf.to_string_lossy())
-        .set_str("publish.nginx_dir", &p.dir.to_string_lossy())
-        .append(&format!(
-            "[publish.certs.\"broken.{DOMAIN}\"]\ntls_cert = \"{0}/missing.pem\"\ntls_key = \"{0}/missing.key\"",
-            rig.dir().display()
-        ));
-    rig.daemon().write_config(&cfg);
-    rig.sandbox()
-        .run_ok("nginx", &["-c", &p.conf.to_string_lossy()]);
-    rig.daemon_mut().start();
-    (rig, p)
 }
 
 /// `curl` inside the sandbox, `host` resolved to the bridge address.
@@ -176,8 +87,12 @@ fn serving_container(rig: &Rig, name: &str) {
     assert!(out.status.success(), "{out:?}");
 }
 
-fn fragment(p: &Paths, kind: &str, name: &str) -> PathBuf {
-    p.dir.join(kind).join(format!("{name}.conf"))
+fn fragment(p: &NginxPaths, kind: &str, name: &str) -> PathBuf {
+    p.fragment(kind, name)
+}
+
+fn publish_rig() -> (Rig, NginxPaths) {
+    rig_with_nginx(DOMAIN)
 }
 
 #[test]
