@@ -354,6 +354,14 @@ fn a_customer_is_added_served_and_deleted_in_one_command() {
         list.contains("acme") && list.contains("8883") && list.contains("running"),
         "{list}"
     );
+    // Anyone may list customers; only admins may change them.
+    let out = rig.ctl_as_nobody(&["customer", "list"]);
+    assert!(
+        out.status.success() && stdout(&out).contains("acme"),
+        "{out:?}"
+    );
+    let out = rig.ctl_as_nobody(&["unpublish", "acme", "--all"]);
+    assert_eq!(exit_code(&out), 7, "{out:?}");
     let json: serde_json::Value =
         serde_json::from_str(&rig.ctl_ok(&["customer", "list", "--json"])).unwrap();
     assert_eq!(json[0]["name"], "acme");
