@@ -111,6 +111,10 @@ fn published_vhosts_and_streams_reach_the_container_and_follow_every_change() {
         "8883:1883",
     ]);
     assert!(out.contains("published acme"), "{out}");
+    // Publish returns once NGINX listens on the new ports (its reload is asynchronous).
+    for port in [80, 443, 8883] {
+        assert!(listening(&rig, port), "port {port} right after publish");
+    }
     let acme = format!("acme.{DOMAIN}");
     assert!(
         wait_until(Duration::from_secs(5), || https_body(&rig, &acme)

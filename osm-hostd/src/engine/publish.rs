@@ -15,6 +15,10 @@ use crate::publish::{self, HttpRoute, PublishSpec, TlsStream};
 use crate::spec::ContainerSpec;
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How long NGINX gets after a reload to listen on newly published ports.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl From<NginxError> for EngineError {
     fn from(e: NginxError) -> Self {
@@ -204,11 +208,23 @@ impl Engine {
         let saved = new_spec.clone();
         let nginx2 = nginx.clone();
         let old2 = old_frags.clone();
+        let opened: Vec<u16> = publish_fw::published_ports([&saved.publish])
+            .difference(&publish_fw::published_ports([&spec.publish]))
+            .copied()
+            .collect();
         blocking(move || {
             nginx2.apply(
                 &nginx2.changes_for(&saved.name, &new_frags),
                 Reload::Required,
             )?;
+            // A reload is asynchronous, and NGINX keeps its old configuration when it
+            // cannot bind a port: only a port it listens on is published.
+            if let Some(port) = publish::ports::wait_listening(&opened, LISTEN_TIMEOUT) {
+                engine.put_back_fragments(&nginx2, &saved.name, &old2);
+                return Err(EngineError::Failed(format!(
+                    "NGINX reloaded but does not listen on port {port} (is another program holding it? see NGINX's error log); nothing was changed"
+                )));
+            }
             if let Err(e) = saved.save(&engine.store.container_dir(&saved.name)) {
                 engine.put_back_fragments(&nginx2, &saved.name, &old2);
                 return Err(EngineError::Failed(e.to_string()));

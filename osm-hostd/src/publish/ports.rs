@@ -32,6 +32,21 @@ pub fn listening_ports() -> BTreeSet<u16> {
         .collect()
 }
 
+/// Waits until every port in `ports` has a listener; returns the first one that has
+/// none after `timeout`.
+pub fn wait_listening(ports: &[u16], timeout: std::time::Duration) -> Option<u16> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let now = listening_ports();
+        let missing = ports.iter().copied().find(|p| !now.contains(p));
+        match missing {
+            None => return None,
+            Some(p) if std::time::Instant::now() >= deadline => return Some(p),
+            Some(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
