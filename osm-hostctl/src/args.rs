@@ -31,6 +31,8 @@ Examples:
   osm-hostctl snapshot create web1 --cleanup number --description 'before upgrade'
   osm-hostctl snapshot list web1
   osm-hostctl snapshot restore web1 3
+  osm-hostctl publish web1 --http web1.example.com:3000 --tls-stream 8883:1883
+  osm-hostctl customer add acme --mqtt-port 8883
 
 Exit status:
   0    success

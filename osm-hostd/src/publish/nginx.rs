@@ -40,6 +40,7 @@ pub fn render_http(cfg: &PublishConfig, name: &str, ip: &str, routes: &[HttpRout
              \x20   server_name {host};\n\
              \x20   ssl_certificate {cert};\n\
              \x20   ssl_certificate_key {key};\n\
+             \x20   client_max_body_size 64m;\n\
              \x20   location / {{\n\
              \x20       proxy_pass http://{ip}:{port};\n\
              \x20       proxy_http_version 1.1;\n\
@@ -340,6 +341,10 @@ mod tests {
         assert!(t.contains("proxy_http_version 1.1;"));
         assert!(t.contains("proxy_set_header Upgrade $http_upgrade;"));
         assert!(t.contains("X-Forwarded-Proto $scheme"));
+        assert!(
+            t.contains("client_max_body_size 64m;"),
+            "InfluxDB batches: {t}"
+        );
         assert!(t.contains("ssl_certificate \"/etc/tls/wild.pem\";"));
         assert!(
             t.contains("ssl_certificate_key \"/etc/tls/special.key\";"),
