@@ -168,6 +168,45 @@ fn published_vhosts_and_streams_reach_the_container_and_follow_every_change() {
     let nft = nft_table(&rig);
     assert!(nft.contains("tcp dport { 80, 443, 8883 }"), "{nft}");
 
+    // Websockets (Grafana Live) go through: the upgrade reaches the container, which
+    // answers 101 and then echoes over the upgraded connection.
+    let ws = r#"#!/bin/sh
+while read -r l; do l=$(printf %s "$l" | tr -d '\r'); [ -z "$l" ] && break; echo "$l" >> /tmp/ws-headers; done
+printf 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n'
+exec cat
+"#;
+    let script = format!(
+        "cat > /tmp/ws.sh <<'EOF'\n{ws}EOF\nchmod +x /tmp/ws.sh && setsid nc -ll -p 3001 -e /tmp/ws.sh </dev/null >/dev/null 2>&1 &"
+    );
+    let out = rig.attach("acme", &script);
+    assert!(out.status.success(), "{out:?}");
+    let live = format!("live.{DOMAIN}");
+    rig.ctl_ok(&["publish", "acme", "--http", &format!("{live}:3001")]);
+    let request = format!(
+        "(printf 'GET /api/live/ws HTTP/1.1\\r\\nHost: {live}\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n\\r\\n'; sleep 1; echo hello-ws; sleep 1) | \
+         timeout 10 openssl s_client -connect {HOST}:443 -servername {live} -quiet -no_ign_eof 2>/dev/null"
+    );
+    let mut answer = String::new();
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            answer = stdout(
+                &rig.in_sandbox("sh")
+                    .args(["-c", &request])
+                    .output()
+                    .unwrap(),
+            );
+            answer.contains("hello-ws")
+        }),
+        "websocket through NGINX: {answer:?}"
+    );
+    assert!(answer.contains("101 Switching Protocols"), "{answer}");
+    let seen = stdout(&rig.attach("acme", "cat /tmp/ws-headers")).to_ascii_lowercase();
+    assert!(
+        seen.contains("upgrade: websocket") && seen.contains("x-forwarded-proto: https"),
+        "{seen}"
+    );
+    rig.ctl_ok(&["unpublish", "acme", "--http", &live]);
+
     // A second container cannot take the same host name or port; nor a port another
     // program listens on (dnsmasq's DNS on 53). Refusals change nothing.
     rig.ctl_ok(&["create", "beta", "--base", "bb"]);
