@@ -20,6 +20,9 @@ OSM_APT_PACKAGES=(
     debian-archive-keyring
     snapper
     busybox-static
+    # run time: published vhosts and TLS streams (osm-hostctl publish, customer add)
+    nginx
+    libnginx-mod-stream
     # tests: sshd in a test namespace stands in for the backup host
     openssh-server
     nftables

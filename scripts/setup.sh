@@ -197,6 +197,13 @@ step_install() {
     /usr/sbin/osm-hostd --config "$CONFIG" --check-config ||
         osm_die "$CONFIG is not valid (see above); fix it and run this script again"
 
+    # NGINX includes the fragments osm-hostd writes for published containers.
+    install_file 0755 "$OSM_REPO_ROOT/packaging/libexec/osm-host-nginx-setup" \
+        /usr/lib/osm-host/osm-host-nginx-setup || true
+    /usr/lib/osm-host/osm-host-nginx-setup "$(config_value nginx_conf /etc/nginx/nginx.conf)" \
+        "$(config_value nginx_dir /etc/nginx/osm-host)" ||
+        osm_warn "NGINX is not wired for published containers (see above); publishing will fail until it is"
+
     if osm_have_systemd; then
         install_file 0644 "$OSM_REPO_ROOT/packaging/systemd/$UNIT" "$UNIT_PATH" && daemon_changed=1
         systemctl daemon-reload

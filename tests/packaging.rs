@@ -256,3 +256,45 @@ fn is_setting(line: &str) -> bool {
     line.split_once(" = ")
         .is_some_and(|(k, _)| lower(k) && !k.contains('.'))
 }
+
+#[test]
+fn the_nginx_setup_adds_both_includes_once_and_nginx_accepts_them() {
+    let nginx_conf = Path::new("/etc/nginx/nginx.conf");
+    assert!(
+        nginx_conf.is_file(),
+        "install nginx and libnginx-mod-stream (scripts/lib.sh lists them)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("nginx.conf");
+    let frags = dir.path().join("osm-host");
+    std::fs::copy(nginx_conf, &conf).unwrap();
+    let script = project_path("packaging/libexec/osm-host-nginx-setup");
+    for _ in 0..2 {
+        let out = Command::new("sh")
+            .arg(&script)
+            .arg(&conf)
+            .arg(&frags)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    let text = std::fs::read_to_string(&conf).unwrap();
+    let http = format!("include {}/http/*.conf;", frags.display());
+    let stream = format!("include {}/stream/*.conf;", frags.display());
+    assert_eq!(text.matches(&http).count(), 1, "{text}");
+    assert_eq!(text.matches(&stream).count(), 1, "{text}");
+    let http_block = text.find("http {").unwrap();
+    assert!(text.find(&http).unwrap() > http_block);
+    // A stream server in the included directory parses: the stream module is loaded.
+    std::fs::write(
+        frags.join("stream/t.conf"),
+        "server { listen 18883; proxy_pass 127.0.0.1:1883; }\n",
+    )
+    .unwrap();
+    let out = Command::new("nginx")
+        .args(["-t", "-q", "-c"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}

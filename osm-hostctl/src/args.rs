@@ -31,6 +31,8 @@ Examples:
   osm-hostctl snapshot create web1 --cleanup number --description 'before upgrade'
   osm-hostctl snapshot list web1
   osm-hostctl snapshot restore web1 3
+  osm-hostctl publish web1 --http web1.example.com:3000 --tls-stream 8883:1883
+  osm-hostctl customer add acme --mqtt-port 8883
 
 Exit status:
   0    success
@@ -123,6 +125,14 @@ pub enum Command {
     /// Manage a container's snapshots (snapper-compatible) and restore from them
     #[command(subcommand)]
     Snapshot(super::snapshots::SnapshotCommand),
+    /// Publish a container's HTTPS vhosts and TLS streams through the host's NGINX
+    Publish(super::publish::PublishArgs),
+    /// Stop publishing some (or all) of a container's vhosts and TLS streams
+    Unpublish(super::publish::UnpublishArgs),
+    /// Customers: a container with its Grafana, InfluxDB and ChirpStack vhosts and its
+    /// MQTT port, added and deleted in one command
+    #[command(subcommand)]
+    Customer(super::customer::CustomerCommand),
 }
 
 #[derive(Debug, Subcommand)]

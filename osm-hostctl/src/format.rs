@@ -185,6 +185,15 @@ pub fn container_detail(d: &ContainerDetail, now_us: u64) -> String {
     if !c.warning.is_empty() {
         fields.push(("warning", c.warning.clone()));
     }
+    for r in &c.published.http {
+        fields.push((
+            "published",
+            format!("https://{} -> port {}", r.host, r.port),
+        ));
+    }
+    for t in &c.published.tls_streams {
+        fields.push(("published", format!("tls :{} -> port {}", t.public, t.port)));
+    }
     if c.state == STATE_RUNNING && c.started_at != 0 {
         let since = format_timestamp(c.started_at);
         fields.push((

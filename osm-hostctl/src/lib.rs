@@ -44,10 +44,12 @@
 
 pub mod args;
 mod calls;
+mod customer;
 mod exit;
 mod format;
 mod job;
 pub mod model;
+mod publish;
 mod run;
 pub mod snapshots;
 

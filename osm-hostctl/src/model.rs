@@ -41,6 +41,50 @@ pub struct ContainerInfo {
     pub snapshot_count: u32,
     /// Date of the newest snapshot (µs since the epoch), 0 when there is none.
     pub newest_snapshot: u64,
+    /// What it publishes through the host's NGINX.
+    pub published: Published,
+    /// `customer` for containers made by `customer add`, else "".
+    pub preset: String,
+}
+
+/// A container's vhosts and TLS streams (`PublishedHttp`, `PublishedStreams`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Published {
+    pub http: Vec<PublishedHttp>,
+    pub tls_streams: Vec<PublishedStream>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PublishedHttp {
+    pub host: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PublishedStream {
+    pub public: u16,
+    pub port: u16,
+}
+
+impl Published {
+    fn from_properties(p: &Properties) -> Result<Self, CliError> {
+        let http: Vec<(String, u16)> = prop(p, "PublishedHttp")?;
+        let streams: Vec<(u16, u16)> = prop(p, "PublishedStreams")?;
+        Ok(Published {
+            http: http
+                .into_iter()
+                .map(|(host, port)| PublishedHttp { host, port })
+                .collect(),
+            tls_streams: streams
+                .into_iter()
+                .map(|(public, port)| PublishedStream { public, port })
+                .collect(),
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.http.is_empty() && self.tls_streams.is_empty()
+    }
 }
 
 /// `info`: the properties plus the disk usage (`null` in JSON when the daemon could not
@@ -150,6 +194,8 @@ impl ContainerInfo {
             started_at: prop(p, "StartedAt")?,
             snapshot_count: prop(p, "SnapshotCount")?,
             newest_snapshot: prop(p, "NewestSnapshot")?,
+            published: Published::from_properties(p)?,
+            preset: prop(p, "Preset")?,
         })
     }
 }
@@ -266,6 +312,11 @@ pub(crate) mod tests {
             ("CpuLimit", Value::from(2u32)),
             ("CreatedAt", Value::from(1_700_000_000_000_000u64)),
             ("StartedAt", Value::from(1_700_000_100_000_000u64)),
+            (
+                "PublishedHttp",
+                Value::from(vec![("acme.example.test".to_string(), 3000u16)]),
+            ),
+            ("PublishedStreams", Value::from(vec![(8883u16, 1883u16)])),
         ])
     }
 
@@ -383,6 +434,8 @@ pub(crate) mod tests {
                 "memory_limit",
                 "name",
                 "newest_snapshot",
+                "preset",
+                "published",
                 "snapshot_count",
                 "started_at",
                 "state",
@@ -391,6 +444,11 @@ pub(crate) mod tests {
         );
         assert_eq!(v["memory_limit"], 2u64 << 30);
         assert_eq!(v["layers"], serde_json::json!(["osm-stack"]));
+        assert_eq!(
+            v["published"],
+            serde_json::json!({"http": [{"host": "acme.example.test", "port": 3000}],
+                               "tls_streams": [{"public": 8883, "port": 1883}]})
+        );
         let b = BaseInfo {
             name: "debian12".into(),
             ..Default::default()

@@ -98,6 +98,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Snapshot(cmd) => super::snapshots::run(&daemon, cmd).await?,
+        Command::Publish(args) => super::publish::publish(&daemon, args).await?,
+        Command::Unpublish(args) => super::publish::unpublish(&daemon, args).await?,
+        Command::Customer(cmd) => super::customer::run(&daemon, cmd).await?,
     }
     Ok(())
 }

@@ -41,6 +41,80 @@ pub struct HostConfig {
     pub backup: BackupConfig,
     pub snapshots: SnapshotsConfig,
     pub boot: BootConfig,
+    pub publish: PublishConfig,
+}
+
+/// `[publish]`: customers' HTTP vhosts and TLS streams through the host's NGINX.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PublishConfig {
+    /// The domain customers' vhosts live under; "" (unset) refuses every publish.
+    pub domain: String,
+    /// The certificate (a wildcard for `domain`) and its key, for every vhost and stream.
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    /// What `nginx -t -c` checks and `nginx -s reload -c` reloads.
+    pub nginx_conf: PathBuf,
+    /// Fragments: `<nginx_dir>/http/<name>.conf`, `<nginx_dir>/stream/<name>.conf`.
+    pub nginx_dir: PathBuf,
+    /// Per-host certificates overriding `tls_cert`/`tls_key`, by host name.
+    pub certs: std::collections::BTreeMap<String, CertPair>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CertPair {
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+}
+
+impl Default for PublishConfig {
+    fn default() -> Self {
+        PublishConfig {
+            domain: String::new(),
+            tls_cert: PathBuf::from("/etc/osm-host/tls/fullchain.pem"),
+            tls_key: PathBuf::from("/etc/osm-host/tls/privkey.pem"),
+            nginx_conf: PathBuf::from("/etc/nginx/nginx.conf"),
+            nginx_dir: PathBuf::from("/etc/nginx/osm-host"),
+            certs: Default::default(),
+        }
+    }
+}
+
+impl PublishConfig {
+    /// The certificate and key for `host`: its override, else the domain's.
+    pub fn cert_for(&self, host: &str) -> (&Path, &Path) {
+        match self.certs.get(host) {
+            Some(c) => (&c.tls_cert, &c.tls_key),
+            None => (&self.tls_cert, &self.tls_key),
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if !self.domain.is_empty() {
+            crate::publish::validate_host(&self.domain)
+                .map_err(|e| format!("publish.domain: {e}"))?;
+        }
+        let mut paths = vec![
+            ("publish.tls_cert", &self.tls_cert),
+            ("publish.tls_key", &self.tls_key),
+            ("publish.nginx_conf", &self.nginx_conf),
+            ("publish.nginx_dir", &self.nginx_dir),
+        ];
+        for c in self.certs.values() {
+            paths.push(("publish.certs.*.tls_cert", &c.tls_cert));
+            paths.push(("publish.certs.*.tls_key", &c.tls_key));
+        }
+        for (key, p) in paths {
+            if !p.is_absolute() {
+                return Err(format!("{key} = {p:?} must be an absolute path"));
+            }
+        }
+        for host in self.certs.keys() {
+            crate::publish::validate_host(host).map_err(|e| format!("publish.certs: {e}"))?;
+        }
+        Ok(())
+    }
 }
 
 /// `[boot]`: how the daemon starts containers at host boot and stops them at shutdown.
@@ -164,6 +238,7 @@ impl Default for HostConfig {
             backup: BackupConfig::default(),
             snapshots: SnapshotsConfig::default(),
             boot: BootConfig::default(),
+            publish: PublishConfig::default(),
         }
     }
 }
@@ -309,6 +384,7 @@ impl HostConfig {
         if self.backup.timeout == 0 {
             return Err("backup.timeout must be at least 1 second".into());
         }
+        self.publish.validate()?;
         Ok(())
     }
 
@@ -334,6 +410,35 @@ mod tests {
         assert_eq!(c.backup.mode, "mirror");
         assert_eq!(c.boot.parallel, 4);
         assert_eq!(c.boot.retries, 3);
+    }
+
+    #[test]
+    fn publish_keys_default_validate_and_override_per_host() {
+        let c = HostConfig::parse("", Path::new("h.toml")).unwrap();
+        assert_eq!(c.publish.nginx_conf, PathBuf::from("/etc/nginx/nginx.conf"));
+        assert_eq!(c.publish.nginx_dir, PathBuf::from("/etc/nginx/osm-host"));
+        assert!(c.publish.domain.is_empty());
+        let text = "[publish]\ndomain = \"example.test\"\ntls_cert = \"/t/c.pem\"\n\
+                    [publish.certs.\"a.example.test\"]\ntls_cert = \"/t/a.pem\"\ntls_key = \"/t/a.key\"\n";
+        let c = HostConfig::parse(text, Path::new("h.toml")).unwrap();
+        assert_eq!(
+            c.publish.cert_for("a.example.test").0,
+            Path::new("/t/a.pem")
+        );
+        assert_eq!(
+            c.publish.cert_for("b.example.test").0,
+            Path::new("/t/c.pem")
+        );
+        for bad in [
+            "[publish]\ndomain = \"not a domain\"",
+            "[publish]\nnginx_dir = \"rel\"",
+            "[publish]\nnginx = \"x\"",
+        ] {
+            assert!(
+                HostConfig::parse(bad, Path::new("h.toml")).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod lxcconf;
 pub mod names;
 pub mod net;
 pub mod privs;
+pub mod publish;
 pub mod snapper;
 pub mod spec;
 pub mod store;

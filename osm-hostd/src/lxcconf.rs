@@ -201,6 +201,7 @@ mod tests {
             cpus: Some(2),
             created: 0,
             snapshots: Default::default(),
+            publish: Default::default(),
         }
     }
 

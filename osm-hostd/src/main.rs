@@ -94,6 +94,7 @@ async fn serve(cfg: HostConfig, store: Store, lxc: Lxc) -> anyhow::Result<()> {
     {
         engine.set_dnsmasq(dnsmasq);
     }
+    engine.sync_published();
     let conn = zbus::connection::Builder::system()
         .context("finding the system bus (is dbus-daemon running?)")?
         .build()

@@ -42,6 +42,12 @@ pub struct ContainerSpec {
     /// Snapshot schedule and retention overriding hostd.toml's `[snapshots]`.
     #[serde(default, skip_serializing_if = "SnapshotPolicy::is_default")]
     pub snapshots: SnapshotPolicy,
+    /// HTTP vhosts and TLS streams published through the host's NGINX.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::publish::PublishSpec::is_default"
+    )]
+    pub publish: crate::publish::PublishSpec,
 }
 
 /// A container's own snapshot settings; every field falls back to the host default.
@@ -158,6 +164,7 @@ mod tests {
             cpus: None,
             created: 1_790_000_000,
             snapshots: SnapshotPolicy::default(),
+            publish: Default::default(),
         }
     }
 

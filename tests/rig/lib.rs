@@ -22,6 +22,7 @@ mod daemon;
 mod daemon_config;
 pub mod handmade_lxc;
 pub mod leftovers;
+pub mod nginx;
 mod pidfd;
 pub mod procs;
 mod rig;

@@ -31,6 +31,20 @@
 //!   `RestoreBackup(name s, from s, as_name s) -> o` (a job; `from` "" = newest, else a
 //!   tree name or its prefix; `as_name` "" = over `name` after a safety snapshot
 //!   `containers/.pre-restore-<name>-<time>`, else a new container).
+//! - `Publish(name s, http a(sq), tls_streams a(qq)) -> b`: HTTPS vhosts (host name,
+//!   container port) on 443 with a redirect on 80, and TLS streams (public port,
+//!   container port) terminated by the host's NGINX; an entry for a host or public port
+//!   the container has replaces it; returns whether anything changed. `AlreadyExists`
+//!   when another container or program holds a host name or port, `InvalidState` when
+//!   `[publish]` is not configured, `InvalidArgument` when NGINX refuses the result.
+//! - `Unpublish(name s, hosts as, tls_streams aq, all b) -> b`.
+//! - `AddCustomer(name s, mqtt_port q, options a{sv}) -> o`: the OSM preset: creates the
+//!   container (CreateContainer's options plus `base` s; default the newest base, the
+//!   `osm-stack` layer when it exists, autostart on), publishes `<name>.<domain>` -> 3000,
+//!   `<name>-influx.<domain>` -> 8086, `<name>-chirpstack.<domain>` -> 8080 and TLS
+//!   `mqtt_port` -> 1883, and starts it; undone on failure. `DeleteCustomer(name s)`
+//!   (stops, unpublishes, deletes; `Busy` while a backup runs), `ListCustomers() ->
+//!   a(sasaqs)` (name, host names, MQTT ports, state).
 //! - properties `Version` s, `StoreRoot` s.
 //!
 //! Container (`.../container/<escaped>`): `Start()`, `Stop(force b, timeout u)`,
@@ -42,7 +56,8 @@
 //! `CreatedAt` t, `StartedAt` t (µs since the epoch, 0 when not running),
 //! `SnapshotCount` u, `NewestSnapshot` t (date of the newest, µs; 0 = none),
 //! `LastBackupAttempt` t, `LastBackupSuccess` t (µs since the epoch, 0 = never),
-//! `LastBackupResult` s.
+//! `LastBackupResult` s, `PublishedHttp` a(sq), `PublishedStreams` a(qq), `Preset` s
+//! (`customer` for containers made by `customer add`, else "").
 //! Snapshot methods as on the Manager without the name; signals `SnapshotCreated(u)`,
 //! `SnapshotDeleted(u)`, `Restored(u)`.
 //!
@@ -115,6 +130,28 @@ pub trait Manager {
         from: &str,
         as_name: &str,
     ) -> zbus::Result<OwnedObjectPath>;
+    fn publish(
+        &self,
+        name: &str,
+        http: &[(&str, u16)],
+        tls_streams: &[(u16, u16)],
+    ) -> zbus::Result<bool>;
+    fn unpublish(
+        &self,
+        name: &str,
+        hosts: &[&str],
+        tls_streams: &[u16],
+        all: bool,
+    ) -> zbus::Result<bool>;
+    fn add_customer(
+        &self,
+        name: &str,
+        mqtt_port: u16,
+        options: HashMap<&str, Value<'_>>,
+    ) -> zbus::Result<OwnedObjectPath>;
+    fn delete_customer(&self, name: &str) -> zbus::Result<()>;
+    #[allow(clippy::type_complexity)]
+    fn list_customers(&self) -> zbus::Result<Vec<(String, Vec<String>, Vec<u16>, String)>>;
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
     #[zbus(property)]
@@ -191,6 +228,12 @@ pub trait Container {
     fn last_backup_success(&self) -> zbus::Result<u64>;
     #[zbus(property)]
     fn last_backup_result(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn published_http(&self) -> zbus::Result<Vec<(String, u16)>>;
+    #[zbus(property)]
+    fn published_streams(&self) -> zbus::Result<Vec<(u16, u16)>>;
+    #[zbus(property)]
+    fn preset(&self) -> zbus::Result<String>;
 }
 
 #[zbus::proxy(

@@ -463,6 +463,105 @@ impl Manager {
         logged("host shutdown", "host", self.engine.shutdown_host().await)
     }
 
+    /// Publishes HTTPS vhosts `a(sq)` (host, container port) and TLS streams `a(qq)`
+    /// (public port, container port) of a container through the host's NGINX.
+    /// Returns whether anything changed.
+    async fn publish(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        name: String,
+        http: super::publish::HttpWire,
+        tls_streams: super::publish::StreamWire,
+    ) -> Result<bool> {
+        require_admin(conn, &hdr).await?;
+        let (http, streams) = (
+            super::publish::routes(http),
+            super::publish::streams(tls_streams),
+        );
+        logged(
+            "publish",
+            &name,
+            self.engine.publish(&name, http, streams).await,
+        )
+    }
+
+    /// Removes vhosts by host name and TLS streams by public port, or everything with
+    /// `all`. Returns whether anything changed.
+    async fn unpublish(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        name: String,
+        hosts: Vec<String>,
+        tls_streams: Vec<u16>,
+        all: bool,
+    ) -> Result<bool> {
+        require_admin(conn, &hdr).await?;
+        logged(
+            "unpublish",
+            &name,
+            self.engine.unpublish(&name, hosts, tls_streams, all).await,
+        )
+    }
+
+    /// Adds a customer: creates the container (options as CreateContainer's, plus
+    /// `base` s; default the newest base and the `osm-stack` layer if there is one,
+    /// autostart on), publishes its three vhosts and the MQTT TLS stream on `mqtt_port`,
+    /// and starts it. Returns the container's path.
+    async fn add_customer(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        name: String,
+        mqtt_port: u16,
+        mut options: HashMap<String, OwnedValue>,
+    ) -> Result<OwnedObjectPath> {
+        require_admin(conn, &hdr).await?;
+        let base = match options.remove("base") {
+            Some(v) => String::try_from(v).map_err(|_| {
+                Error::InvalidArgument("option \"base\" must be a base name (s)".into())
+            })?,
+            None => String::new(),
+        };
+        if !options.contains_key("autostart") {
+            options.insert("autostart".into(), OwnedValue::from(true));
+        }
+        let req = create_request(name.clone(), base, options)?;
+        logged(
+            "customer add",
+            &name,
+            self.engine.add_customer(req, mqtt_port).await,
+        )?;
+        register_container(server, &self.engine, &name).await;
+        Ok(path(api::container_path(&name)))
+    }
+
+    /// Stops a customer's container, removes its vhosts and port, and deletes it.
+    async fn delete_customer(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        name: String,
+    ) -> Result<()> {
+        require_admin(conn, &hdr).await?;
+        logged(
+            "customer delete",
+            &name,
+            self.engine.delete_customer(&name).await,
+        )
+    }
+
+    /// The customers: (name, host names, MQTT ports, state).
+    async fn list_customers(&self) -> Vec<(String, Vec<String>, Vec<u16>, String)> {
+        self.engine
+            .customers()
+            .into_iter()
+            .map(|c| (c.name, c.hosts, c.mqtt_ports, c.state))
+            .collect()
+    }
+
     #[zbus(property)]
     fn version(&self) -> String {
         env!("CARGO_PKG_VERSION").to_string()

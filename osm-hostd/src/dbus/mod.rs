@@ -5,6 +5,7 @@ mod auth;
 pub mod error;
 mod manager;
 mod objects;
+mod publish;
 pub mod snapshots;
 
 pub use manager::Manager;
@@ -152,6 +153,9 @@ async fn apply(
             obj.boot_delay_changed(emitter).await?;
             obj.memory_limit_changed(emitter).await?;
             obj.cpu_limit_changed(emitter).await?;
+            obj.published_http_changed(emitter).await?;
+            obj.published_streams_changed(emitter).await?;
+            obj.preset_changed(emitter).await?;
         }
         Event::SnapshotCreated(name, num)
         | Event::SnapshotDeleted(name, num)

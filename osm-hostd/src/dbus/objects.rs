@@ -286,6 +286,24 @@ impl ContainerObject {
         Ok(self.info()?.started_at)
     }
 
+    /// HTTPS vhosts through the host's NGINX: (host, container port).
+    #[zbus(property)]
+    fn published_http(&self) -> zbus::fdo::Result<super::publish::HttpWire> {
+        Ok(super::publish::http_wire(&self.info()?.spec.publish))
+    }
+
+    /// TLS streams through the host's NGINX: (public port, container port).
+    #[zbus(property)]
+    fn published_streams(&self) -> zbus::fdo::Result<super::publish::StreamWire> {
+        Ok(super::publish::stream_wire(&self.info()?.spec.publish))
+    }
+
+    /// `customer` for containers made by `customer add`, else "".
+    #[zbus(property)]
+    fn preset(&self) -> zbus::fdo::Result<String> {
+        Ok(self.info()?.spec.publish.preset.unwrap_or_default())
+    }
+
     /// µs since the epoch of the last backup attempt (0 = never).
     #[zbus(property)]
     fn last_backup_attempt(&self) -> u64 {

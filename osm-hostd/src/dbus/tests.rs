@@ -313,3 +313,59 @@ async fn set_container_changes_boot_properties_and_shutdown_lists_the_stopped() 
     assert_eq!(mgr.shutdown().await.unwrap(), ["web1"]);
     assert_eq!(c.state().await.unwrap(), "stopped");
 }
+
+#[tokio::test]
+async fn publish_and_customers_are_typed_methods_and_properties() {
+    assert!(
+        is_root(),
+        "this unit test creates containers and must run as root"
+    );
+    let p = peer().await;
+    let mgr = proxy::<ManagerProxy>(&p.client, api::MANAGER_PATH).await;
+    let path = mgr
+        .create_container("web1", "bb", HashMap::new())
+        .await
+        .unwrap();
+    let err = mgr
+        .publish("web1", &[("not a host", 3000)], &[])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error_name(&err),
+        "uk.co.devtank.OsmHost1.Error.InvalidArgument"
+    );
+    // The fake engine's config has no [publish] domain.
+    let err = mgr
+        .publish("web1", &[("web1.example.test", 3000)], &[(8883, 1883)])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error_name(&err),
+        "uk.co.devtank.OsmHost1.Error.InvalidState"
+    );
+    assert!(err.to_string().contains("[publish] domain"), "{err}");
+    let err = mgr
+        .unpublish("web1", &["web1.example.test"], &[], false)
+        .await
+        .unwrap_err();
+    assert_eq!(error_name(&err), "uk.co.devtank.OsmHost1.Error.NotFound");
+    let err = mgr
+        .add_customer("Acme Corp", 8883, HashMap::new())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error_name(&err),
+        "uk.co.devtank.OsmHost1.Error.InvalidArgument"
+    );
+    assert!(err.to_string().contains("acme-corp"), "{err}");
+    assert!(mgr.list_customers().await.unwrap().is_empty());
+    let err = mgr.delete_customer("web1").await.unwrap_err();
+    assert_eq!(
+        error_name(&err),
+        "uk.co.devtank.OsmHost1.Error.InvalidArgument"
+    );
+    let ct = proxy::<ContainerProxy>(&p.client, path.as_str()).await;
+    assert!(ct.published_http().await.unwrap().is_empty());
+    assert!(ct.published_streams().await.unwrap().is_empty());
+    assert_eq!(ct.preset().await.unwrap(), "");
+}

@@ -107,6 +107,14 @@ impl Engine {
     }
 
     /// The persisted results of every container's last attempt and last success.
+    /// Whether a backup run is in progress.
+    pub fn backup_running(&self) -> bool {
+        self.reserved
+            .lock()
+            .expect("reserved lock")
+            .contains(RUN_KEY)
+    }
+
     pub fn backup_status(&self) -> StatusFile {
         StatusFile::load(&self.store.lxc_dir())
     }

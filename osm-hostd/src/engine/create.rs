@@ -98,6 +98,7 @@ impl Engine {
             cpus: req.cpus,
             created: crate::fsutil::now_secs(),
             snapshots: Default::default(),
+            publish: Default::default(),
         };
         let engine = self.clone();
         let spec2 = spec.clone();

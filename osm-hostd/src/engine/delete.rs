@@ -30,6 +30,7 @@ impl Engine {
                 )));
             }
         }
+        let published = c.info().spec.publish;
         let dir = self.store.container_dir(name);
         let doomed = self
             .store
@@ -42,6 +43,7 @@ impl Engine {
             .expect("containers lock")
             .remove(name);
         self.remove_snapper_config(name);
+        self.drop_published(name, &published).await;
         self.emit(Event::ContainerRemoved(name.to_string()));
         let engine = self.clone();
         let result = blocking(move || engine.host.delete_subvolume(&doomed)).await;

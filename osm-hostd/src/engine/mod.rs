@@ -13,10 +13,12 @@ mod bases;
 mod boot;
 mod container;
 mod create;
+mod customer;
 mod delete;
 pub mod jobs;
 mod lifecycle;
 mod network;
+mod publish;
 mod restore;
 mod set;
 mod snapshots;
@@ -26,6 +28,7 @@ pub use bases::{BaseInfo, BaseSource};
 pub use boot::BOOT_MARKER;
 pub use container::{ContainerInfo, RunState};
 pub use create::{CreateOutcome, CreateRequest};
+pub use customer::CustomerInfo;
 pub use network::NetworkInfo;
 pub use restore::CRASH_ENV as RESTORE_CRASH_ENV;
 pub use set::SetRequest;
@@ -88,6 +91,8 @@ pub struct Engine {
     dnsmasq: OnceLock<Arc<crate::net::supervisor::Supervisor>>,
     /// Set once `host shutdown` has begun: autostart starts nothing more.
     shutting_down: std::sync::atomic::AtomicBool,
+    /// One publish change at a time on the host (host names and ports are host-wide).
+    publish_lock: tokio::sync::Mutex<()>,
 }
 
 impl Engine {
@@ -114,6 +119,7 @@ impl Engine {
             events,
             dnsmasq: OnceLock::new(),
             shutting_down: Default::default(),
+            publish_lock: Default::default(),
         });
         engine.write_common_conf()?;
         engine.recover()?;

@@ -303,8 +303,18 @@ impl Engine {
     }
 
     fn reload_spec(&self, c: &Container) {
-        match ContainerSpec::load(&self.store.container_dir(&c.name)) {
-            Ok(spec) if spec.name == c.name => {
+        let dir = self.store.container_dir(&c.name);
+        match ContainerSpec::load(&dir) {
+            Ok(mut spec) if spec.name == c.name => {
+                // What a container publishes is the host's routing, not its content:
+                // a restore keeps the current entries (an old one could clash).
+                let published = c.info().spec.publish;
+                if spec.publish != published {
+                    spec.publish = published;
+                    if let Err(e) = spec.save(&dir) {
+                        tracing::error!(container = %c.name, error = %e, "cannot keep the published entries in the restored container.toml");
+                    }
+                }
                 c.update(|s| s.spec = spec);
             }
             Ok(_) => {

@@ -13,6 +13,7 @@ pub mod hosts_file;
 pub mod ipam;
 pub mod isolation;
 pub mod nat;
+pub mod publish_fw;
 pub mod supervisor;
 
 use crate::config::HostConfig;
@@ -35,7 +36,7 @@ pub async fn start(engine: &Arc<Engine>) -> Result<Option<Arc<Supervisor>>, Stri
             created = report.created, address_added = report.address_added, set_up = report.set_up,
             "bridge ready");
         bridge::enable_forwarding()?;
-        nat::apply(&firewall(engine, &subnet).ruleset())?;
+        apply_ruleset(engine)?;
         tracing::info!(
             nat = net.nat,
             isolate = net.isolate,
@@ -90,10 +91,7 @@ fn resync_firewall(engine: &Engine) {
     if !net.manage || !net.isolate {
         return;
     }
-    let Ok(subnet) = subnet_of(engine.config()) else {
-        return;
-    };
-    if let Err(e) = nat::apply(&firewall(engine, &subnet).ruleset()) {
+    if let Err(e) = apply_ruleset(engine) {
         tracing::error!(error = %e, "cannot update the containers' firewall");
     }
 }
@@ -116,6 +114,15 @@ async fn isolate_ports(engine: &Engine, name: &str) {
         }
         Err(e) => tracing::error!(container = %name, error = %e, "cannot isolate the bridge ports"),
     }
+}
+
+/// Replaces the daemon's nftables tables in one batch: NAT, forwarding and the bridge
+/// isolation for the containers as they stand now, plus the published ports' accepts.
+pub fn apply_ruleset(engine: &Engine) -> Result<(), String> {
+    let subnet = subnet_of(engine.config())?;
+    let mut batch = firewall(engine, &subnet).ruleset();
+    batch.push_str(&publish_fw::rules(&engine.published_ports()));
+    nat::apply(&batch)
 }
 
 pub fn subnet_of(cfg: &HostConfig) -> Result<Subnet, String> {
