@@ -1,6 +1,6 @@
 //! `uk.co.devtank.OsmHost1.Manager`: containers and bases by name, and job creation.
 
-use super::auth::require_admin;
+use super::auth::Auth;
 use super::error::{logged, Error, Result};
 use super::{register_base, register_container, register_job, timeout_arg};
 use crate::engine::{CreateRequest, Engine, SetRequest};
@@ -14,6 +14,7 @@ use zbus::Connection;
 
 pub struct Manager {
     pub engine: Arc<Engine>,
+    pub auth: Auth,
 }
 
 fn path(p: String) -> OwnedObjectPath {
@@ -176,10 +177,10 @@ impl Manager {
         base: String,
         options: HashMap<String, OwnedValue>,
     ) -> Result<OwnedObjectPath> {
-        require_admin(conn, &hdr).await?;
+        self.auth.require_admin(conn, &hdr).await?;
         let req = create_request(name.clone(), base, options)?;
         logged("create", &name, self.engine.create_container(req).await)?;
-        register_container(server, &self.engine, &name).await;
+        register_container(server, &self.engine, &self.auth, &name).await;
         Ok(path(api::container_path(&name)))
     }
 
@@ -189,7 +190,7 @@ impl Manager {
         #[zbus(connection)] conn: &Connection,
         name: String,
     ) -> Result<()> {
-        require_admin(conn, &hdr).await?;
+        self.auth.require_admin(conn, &hdr).await?;
         logged("start", &name, self.engine.start_container(&name).await)?;
         Ok(())
     }
@@ -202,7 +203,7 @@ impl Manager {
         force: bool,
         timeout: u32,
     ) -> Result<()> {
-        require_admin(conn, &hdr).await?;
+        self.auth.require_admin(conn, &hdr).await?;
         logged(
             "stop",
             &name,
@@ -220,7 +221,7 @@ impl Manager {
         name: String,
         timeout: u32,
     ) -> Result<()> {
-        require_admin(conn, &hdr).await?;
+        self.auth.require_admin(conn, &hdr).await?;
         logged(
             "restart",
             &name,
@@ -237,7 +238,7 @@ impl Manager {
         name: String,
         force: bool,
     ) -> Result<()> {
-        require_admin(conn, &hdr).await?;
+        self.auth.require_admin(conn, &hdr).await?;
         logged(
             "delete",
             &name,
@@ -258,7 +259,7 @@ impl Manager {
         name: String,
         recipe: String,
     ) -> Result<OwnedObjectPath> {
-        require_admin(conn, &hdr).await?;
+        self.auth.require_admin(conn, &hdr).await?;
         let job = logged("build base", &name, self.engine.build_base(&name, &recipe))?;
         register_job(server, &self.engine, job.id).await;
         Ok(path(api::job_path(job.id)))
@@ -272,7 +273,7 @@ impl Manager {
         name: String,
         archive: OwnedFd,
     ) -> Result<OwnedObjectPath> {
-        require_admin(conn, &hdr).await?;
+        self.auth.require_admin(conn, &hdr).await?;
         let fd: std::os::fd::OwnedFd = archive.into();
         let job = logged(
             "import base",
@@ -289,7 +290,7 @@ impl Manager {
         #[zbus(connection)] conn: &Connection,
         name: String,
     ) -> Result<()> {
-        require_admin(conn, &hdr).await?;
+        self.auth.require_admin(conn, &hdr).await?;
         logged("delete base", &name, self.engine.delete_base(&name).await)
     }
 
@@ -299,7 +300,7 @@ impl Manager {
         name: String,
     ) -> Result<OwnedObjectPath> {
         self.engine.base_info(&name)?;
-        register_base(server, &self.engine, &name).await;
+        register_base(server, &self.engine, &self.auth, &name).await;
         Ok(path(api::base_path(&name)))
     }
 
@@ -312,7 +313,7 @@ impl Manager {
         names: Vec<String>,
         all: bool,
     ) -> Result<OwnedObjectPath> {
-        require_admin(conn, &hdr).await?;
+        self.auth.require_admin(conn, &hdr).await?;
         let target = if all {
             "all".to_string()
         } else {
@@ -334,7 +335,7 @@ impl Manager {
         from: String,
         as_name: String,
     ) -> Result<OwnedObjectPath> {
-        require_admin(conn, &hdr).await?;
+        self.auth.require_admin(conn, &hdr).await?;
         let job = logged(
             "restore",
             &name,
@@ -373,7 +374,7 @@ impl Manager {
         cleanup: String,
         userdata: HashMap<String, String>,
     ) -> Result<u32> {
-        require_admin(conn, &hdr).await?;
+        self.auth.require_admin(conn, &hdr).await?;
         let req = super::snapshots::request(description, cleanup, userdata);
         logged(
             "create snapshot",
@@ -398,7 +399,7 @@ impl Manager {
         name: String,
         num: u32,
     ) -> Result<()> {
-        require_admin(conn, &hdr).await?;
+        self.auth.require_admin(conn, &hdr).await?;
         logged(
             "delete snapshot",
             &name,
@@ -412,7 +413,7 @@ impl Manager {
         #[zbus(connection)] conn: &Connection,
         name: String,
     ) -> Result<Vec<u32>> {
-        require_admin(conn, &hdr).await?;
+        self.auth.require_admin(conn, &hdr).await?;
         logged(
             "cleanup snapshots",
             &name,
@@ -428,7 +429,7 @@ impl Manager {
         name: String,
         num: u32,
     ) -> Result<OwnedObjectPath> {
-        require_admin(conn, &hdr).await?;
+        self.auth.require_admin(conn, &hdr).await?;
         let job = logged(
             "restore snapshot",
             &name,
@@ -447,7 +448,7 @@ impl Manager {
         name: String,
         settings: HashMap<String, OwnedValue>,
     ) -> Result<()> {
-        require_admin(conn, &hdr).await?;
+        self.auth.require_admin(conn, &hdr).await?;
         let req = set_request(settings)?;
         logged("set", &name, self.engine.set_container(&name, req).await)
     }
@@ -459,7 +460,7 @@ impl Manager {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<Vec<String>> {
-        require_admin(conn, &hdr).await?;
+        self.auth.require_admin(conn, &hdr).await?;
         logged("host shutdown", "host", self.engine.shutdown_host().await)
     }
 

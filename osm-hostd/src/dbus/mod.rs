@@ -1,12 +1,13 @@
 //! The D-Bus layer: owns object paths, checks callers, maps errors, and turns engine
 //! events into objects and signals. The engine never sees a zbus type.
 
-mod auth;
+pub mod auth;
 pub mod error;
 mod manager;
 mod objects;
 pub mod snapshots;
 
+pub use auth::{Admins, Auth, Policy};
 pub use manager::Manager;
 pub use objects::{BaseObject, ContainerObject, JobObject};
 
@@ -26,9 +27,10 @@ pub(crate) fn timeout_arg(seconds: u32) -> Option<Duration> {
     (seconds > 0).then(|| Duration::from_secs(u64::from(seconds)))
 }
 
-async fn register_container(server: &ObjectServer, engine: &Arc<Engine>, name: &str) {
+async fn register_container(server: &ObjectServer, engine: &Arc<Engine>, auth: &Auth, name: &str) {
     let obj = ContainerObject {
         engine: engine.clone(),
+        auth: auth.clone(),
         name: name.to_string(),
     };
     if let Err(e) = server.at(api::container_path(name), obj).await {
@@ -36,9 +38,10 @@ async fn register_container(server: &ObjectServer, engine: &Arc<Engine>, name: &
     }
 }
 
-async fn register_base(server: &ObjectServer, engine: &Arc<Engine>, name: &str) {
+async fn register_base(server: &ObjectServer, engine: &Arc<Engine>, auth: &Auth, name: &str) {
     let obj = BaseObject {
         engine: engine.clone(),
+        auth: auth.clone(),
         name: name.to_string(),
     };
     if let Err(e) = server.at(api::base_path(name), obj).await {
@@ -57,8 +60,9 @@ async fn register_job(server: &ObjectServer, engine: &Arc<Engine>, id: u64) {
 }
 
 /// Exports the manager, the object manager and every container and base, then keeps
-/// the bus in step with the engine until the connection closes.
-pub async fn serve(conn: &Connection, engine: Arc<Engine>) -> zbus::Result<()> {
+/// the bus in step with the engine until the connection closes. `auth` decides who may
+/// change state (the daemon passes [`Auth::system`]).
+pub async fn serve(conn: &Connection, engine: Arc<Engine>, auth: Auth) -> zbus::Result<()> {
     let server = conn.object_server();
     server
         .at(api::MANAGER_PATH, zbus::fdo::ObjectManager)
@@ -68,24 +72,26 @@ pub async fn serve(conn: &Connection, engine: Arc<Engine>) -> zbus::Result<()> {
             api::MANAGER_PATH,
             Manager {
                 engine: engine.clone(),
+                auth: auth.clone(),
             },
         )
         .await?;
     let events = engine.subscribe();
     for name in engine.container_names() {
-        register_container(server, &engine, &name).await;
+        register_container(server, &engine, &auth, &name).await;
     }
     for name in engine.base_names() {
-        register_base(server, &engine, &name).await;
+        register_base(server, &engine, &auth, &name).await;
     }
     let conn = conn.clone();
-    tokio::spawn(async move { forward_events(conn, engine, events).await });
+    tokio::spawn(async move { forward_events(conn, engine, auth, events).await });
     Ok(())
 }
 
 async fn forward_events(
     conn: Connection,
     engine: Arc<Engine>,
+    auth: Auth,
     mut events: tokio::sync::broadcast::Receiver<Event>,
 ) {
     let server = conn.object_server();
@@ -97,12 +103,12 @@ async fn forward_events(
                     missed = n,
                     "event queue overflowed; resynchronising objects"
                 );
-                resync(server, &engine).await;
+                resync(server, &engine, &auth).await;
                 continue;
             }
             Err(RecvError::Closed) => return,
         };
-        if let Err(e) = apply(&conn, server, &engine, event).await {
+        if let Err(e) = apply(&conn, server, &engine, &auth, event).await {
             tracing::warn!(error = %e, "cannot signal a change on the bus");
         }
     }
@@ -112,6 +118,7 @@ async fn apply(
     conn: &Connection,
     server: &ObjectServer,
     engine: &Arc<Engine>,
+    auth: &Auth,
     event: Event,
 ) -> zbus::Result<()> {
     let event_kind = match &event {
@@ -120,7 +127,7 @@ async fn apply(
         _ => 2,
     };
     match event {
-        Event::ContainerAdded(name) => register_container(server, engine, &name).await,
+        Event::ContainerAdded(name) => register_container(server, engine, auth, &name).await,
         Event::ContainerRemoved(name) => {
             server
                 .remove::<ContainerObject, _>(api::container_path(&name))
@@ -169,7 +176,7 @@ async fn apply(
             obj.snapshot_count_changed(emitter).await?;
             obj.newest_snapshot_changed(emitter).await?;
         }
-        Event::BaseAdded(name) => register_base(server, engine, &name).await,
+        Event::BaseAdded(name) => register_base(server, engine, auth, &name).await,
         Event::BaseRemoved(name) => {
             server
                 .remove::<BaseObject, _>(api::base_path(&name))
@@ -217,12 +224,12 @@ async fn apply(
 }
 
 /// Brings the exported containers and bases in line with the engine after lost events.
-async fn resync(server: &ObjectServer, engine: &Arc<Engine>) {
+async fn resync(server: &ObjectServer, engine: &Arc<Engine>, auth: &Auth) {
     for name in engine.container_names() {
-        register_container(server, engine, &name).await;
+        register_container(server, engine, auth, &name).await;
     }
     for name in engine.base_names() {
-        register_base(server, engine, &name).await;
+        register_base(server, engine, auth, &name).await;
     }
 }
 

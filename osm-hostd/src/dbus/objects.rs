@@ -1,7 +1,7 @@
 //! The per-object interfaces: Container, Base and Job. Each reads the engine when asked,
 //! so properties are never stale copies.
 
-use super::auth::require_admin;
+use super::auth::Auth;
 use super::error::{logged, Result};
 use super::snapshots::{request, to_wire, SnapshotWire};
 use super::{register_job, timeout_arg};
@@ -15,6 +15,7 @@ use zbus::Connection;
 
 pub struct ContainerObject {
     pub engine: Arc<Engine>,
+    pub auth: Auth,
     pub name: String,
 }
 
@@ -33,7 +34,7 @@ impl ContainerObject {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<()> {
-        require_admin(conn, &hdr).await?;
+        self.auth.require_admin(conn, &hdr).await?;
         logged(
             "start",
             &self.name,
@@ -49,7 +50,7 @@ impl ContainerObject {
         force: bool,
         timeout: u32,
     ) -> Result<()> {
-        require_admin(conn, &hdr).await?;
+        self.auth.require_admin(conn, &hdr).await?;
         logged(
             "stop",
             &self.name,
@@ -66,7 +67,7 @@ impl ContainerObject {
         #[zbus(connection)] conn: &Connection,
         timeout: u32,
     ) -> Result<()> {
-        require_admin(conn, &hdr).await?;
+        self.auth.require_admin(conn, &hdr).await?;
         logged(
             "restart",
             &self.name,
@@ -82,7 +83,7 @@ impl ContainerObject {
         #[zbus(connection)] conn: &Connection,
         force: bool,
     ) -> Result<()> {
-        require_admin(conn, &hdr).await?;
+        self.auth.require_admin(conn, &hdr).await?;
         logged(
             "delete",
             &self.name,
@@ -110,7 +111,7 @@ impl ContainerObject {
         cleanup: String,
         userdata: HashMap<String, String>,
     ) -> Result<u32> {
-        require_admin(conn, &hdr).await?;
+        self.auth.require_admin(conn, &hdr).await?;
         let req = request(description, cleanup, userdata);
         logged(
             "create snapshot",
@@ -134,7 +135,7 @@ impl ContainerObject {
         #[zbus(connection)] conn: &Connection,
         num: u32,
     ) -> Result<()> {
-        require_admin(conn, &hdr).await?;
+        self.auth.require_admin(conn, &hdr).await?;
         logged(
             "delete snapshot",
             &self.name,
@@ -148,7 +149,7 @@ impl ContainerObject {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<Vec<u32>> {
-        require_admin(conn, &hdr).await?;
+        self.auth.require_admin(conn, &hdr).await?;
         logged(
             "cleanup snapshots",
             &self.name,
@@ -164,7 +165,7 @@ impl ContainerObject {
         #[zbus(object_server)] server: &ObjectServer,
         num: u32,
     ) -> Result<OwnedObjectPath> {
-        require_admin(conn, &hdr).await?;
+        self.auth.require_admin(conn, &hdr).await?;
         let job = logged(
             "restore snapshot",
             &self.name,
@@ -320,6 +321,7 @@ impl ContainerObject {
 
 pub struct BaseObject {
     pub engine: Arc<Engine>,
+    pub auth: Auth,
     pub name: String,
 }
 
@@ -330,7 +332,7 @@ impl BaseObject {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<()> {
-        require_admin(conn, &hdr).await?;
+        self.auth.require_admin(conn, &hdr).await?;
         logged(
             "delete base",
             &self.name,
