@@ -41,6 +41,12 @@ pub struct ContainerInfo {
     pub snapshot_count: u32,
     /// Date of the newest snapshot (µs since the epoch), 0 when there is none.
     pub newest_snapshot: u64,
+    /// µs since the epoch of the last backup attempt, 0 = never.
+    pub last_backup_attempt: u64,
+    /// µs since the epoch of the last verified backup, 0 = never.
+    pub last_backup_success: u64,
+    /// `ok`, why the last attempt failed, or "" when never attempted.
+    pub last_backup_result: String,
 }
 
 /// `info`: the properties plus the disk usage (`null` in JSON when the daemon could not
@@ -150,6 +156,9 @@ impl ContainerInfo {
             started_at: prop(p, "StartedAt")?,
             snapshot_count: prop(p, "SnapshotCount")?,
             newest_snapshot: prop(p, "NewestSnapshot")?,
+            last_backup_attempt: prop(p, "LastBackupAttempt")?,
+            last_backup_success: prop(p, "LastBackupSuccess")?,
+            last_backup_result: prop(p, "LastBackupResult")?,
         })
     }
 }
@@ -266,6 +275,9 @@ pub(crate) mod tests {
             ("CpuLimit", Value::from(2u32)),
             ("CreatedAt", Value::from(1_700_000_000_000_000u64)),
             ("StartedAt", Value::from(1_700_000_100_000_000u64)),
+            ("LastBackupAttempt", Value::from(1_700_000_200_000_000u64)),
+            ("LastBackupSuccess", Value::from(1_700_000_000_000_000u64)),
+            ("LastBackupResult", Value::from("rsync exited 23")),
         ])
     }
 
@@ -277,6 +289,9 @@ pub(crate) mod tests {
         assert_eq!(c.layers, vec!["osm-stack"]);
         assert_eq!(c.memory_limit, 2 << 30);
         assert!(c.autostart);
+        assert_eq!(c.last_backup_attempt, 1_700_000_200_000_000);
+        assert_eq!(c.last_backup_success, 1_700_000_000_000_000);
+        assert_eq!(c.last_backup_result, "rsync exited 23");
     }
 
     #[test]
@@ -378,6 +393,9 @@ pub(crate) mod tests {
                 "disk_usage",
                 "init_pid",
                 "ipv4_address",
+                "last_backup_attempt",
+                "last_backup_result",
+                "last_backup_success",
                 "layers",
                 "mac_address",
                 "memory_limit",

@@ -387,3 +387,33 @@ async fn set_container_changes_boot_properties_and_shutdown_lists_the_stopped() 
     assert_eq!(mgr.shutdown().await.unwrap(), ["web1"]);
     assert_eq!(c.state().await.unwrap(), "stopped");
 }
+
+/// The bus policy file lets anyone call exactly the contract's read-only methods (the
+/// test above checks the daemon answers each of them to a non-admin).
+#[test]
+fn the_bus_policy_lets_everyone_call_exactly_the_read_only_methods() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../packaging/dbus/uk.co.devtank.OsmHost1.conf"
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    let start = text.find("<policy context=\"default\">").unwrap();
+    let default = &text[start..start + text[start..].find("</policy>").unwrap()];
+    let attr = |rule: &str, key: &str| -> Option<String> {
+        let at = rule.find(&format!("{key}=\""))? + key.len() + 2;
+        Some(rule[at..at + rule[at..].find('"')?].to_string())
+    };
+    let mut allowed: Vec<(String, String)> = default
+        .split("<allow")
+        .skip(1)
+        .filter_map(|rule| Some((attr(rule, "send_interface")?, attr(rule, "send_member")?)))
+        .filter(|(iface, _)| iface.starts_with(api::BUS_NAME))
+        .collect();
+    allowed.sort();
+    let mut want: Vec<(String, String)> = api::access::READ_ONLY_METHODS
+        .iter()
+        .map(|(i, m)| (i.to_string(), m.to_string()))
+        .collect();
+    want.sort();
+    assert_eq!(allowed, want);
+}
