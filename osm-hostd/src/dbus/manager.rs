@@ -2,7 +2,8 @@
 
 use super::auth::Auth;
 use super::error::{logged, Error, Result};
-use super::{register_base, register_container, register_job, timeout_arg};
+use super::methods::{self, admit, path};
+use super::Exports;
 use crate::engine::{CreateRequest, Engine, SetRequest};
 use osm_host_bus as api;
 use std::collections::HashMap;
@@ -15,10 +16,7 @@ use zbus::Connection;
 pub struct Manager {
     pub engine: Arc<Engine>,
     pub auth: Auth,
-}
-
-fn path(p: String) -> OwnedObjectPath {
-    OwnedObjectPath::try_from(p).expect("paths built from validated names are valid")
+    pub exports: Exports,
 }
 
 /// Reads the `a{sv}` options of CreateContainer, refusing unknown keys and wrong types.
@@ -180,8 +178,7 @@ impl Manager {
         self.auth.require_admin(conn, &hdr).await?;
         let req = create_request(name.clone(), base, options)?;
         logged("create", &name, self.engine.create_container(req).await)?;
-        register_container(server, &self.engine, &self.auth, &name).await;
-        Ok(path(api::container_path(&name)))
+        Ok(self.exports.container(server, &name).await)
     }
 
     async fn start_container(
@@ -190,9 +187,8 @@ impl Manager {
         #[zbus(connection)] conn: &Connection,
         name: String,
     ) -> Result<()> {
-        self.auth.require_admin(conn, &hdr).await?;
-        logged("start", &name, self.engine.start_container(&name).await)?;
-        Ok(())
+        let admitted = admit(&self.engine, &self.auth, conn, &hdr).await?;
+        admitted.start(&name).await
     }
 
     async fn stop_container(
@@ -203,15 +199,8 @@ impl Manager {
         force: bool,
         timeout: u32,
     ) -> Result<()> {
-        self.auth.require_admin(conn, &hdr).await?;
-        logged(
-            "stop",
-            &name,
-            self.engine
-                .stop_container(&name, timeout_arg(timeout), force)
-                .await,
-        )?;
-        Ok(())
+        let admitted = admit(&self.engine, &self.auth, conn, &hdr).await?;
+        admitted.stop(&name, force, timeout).await
     }
 
     async fn restart_container(
@@ -221,14 +210,8 @@ impl Manager {
         name: String,
         timeout: u32,
     ) -> Result<()> {
-        self.auth.require_admin(conn, &hdr).await?;
-        logged(
-            "restart",
-            &name,
-            self.engine
-                .restart_container(&name, timeout_arg(timeout))
-                .await,
-        )
+        let admitted = admit(&self.engine, &self.auth, conn, &hdr).await?;
+        admitted.restart(&name, timeout).await
     }
 
     async fn delete_container(
@@ -238,12 +221,8 @@ impl Manager {
         name: String,
         force: bool,
     ) -> Result<()> {
-        self.auth.require_admin(conn, &hdr).await?;
-        logged(
-            "delete",
-            &name,
-            self.engine.delete_container(&name, force).await,
-        )
+        let admitted = admit(&self.engine, &self.auth, conn, &hdr).await?;
+        admitted.delete(&name, force).await
     }
 
     async fn get_container(&self, name: String) -> Result<OwnedObjectPath> {
@@ -261,8 +240,7 @@ impl Manager {
     ) -> Result<OwnedObjectPath> {
         self.auth.require_admin(conn, &hdr).await?;
         let job = logged("build base", &name, self.engine.build_base(&name, &recipe))?;
-        register_job(server, &self.engine, job.id).await;
-        Ok(path(api::job_path(job.id)))
+        Ok(self.exports.job(server, job.id).await)
     }
 
     async fn import_base(
@@ -280,8 +258,7 @@ impl Manager {
             &name,
             self.engine.import_base(&name, std::fs::File::from(fd)),
         )?;
-        register_job(server, &self.engine, job.id).await;
-        Ok(path(api::job_path(job.id)))
+        Ok(self.exports.job(server, job.id).await)
     }
 
     async fn delete_base(
@@ -290,8 +267,8 @@ impl Manager {
         #[zbus(connection)] conn: &Connection,
         name: String,
     ) -> Result<()> {
-        self.auth.require_admin(conn, &hdr).await?;
-        logged("delete base", &name, self.engine.delete_base(&name).await)
+        let admitted = admit(&self.engine, &self.auth, conn, &hdr).await?;
+        admitted.delete_base(&name).await
     }
 
     async fn get_base(
@@ -300,8 +277,7 @@ impl Manager {
         name: String,
     ) -> Result<OwnedObjectPath> {
         self.engine.base_info(&name)?;
-        register_base(server, &self.engine, &self.auth, &name).await;
-        Ok(path(api::base_path(&name)))
+        Ok(self.exports.base(server, &name).await)
     }
 
     /// Starts a backup job of `names`, or of every container with `all`.
@@ -320,8 +296,7 @@ impl Manager {
             names.join(",")
         };
         let job = logged("backup", &target, self.engine.run_backup(names, all))?;
-        register_job(server, &self.engine, job.id).await;
-        Ok(path(api::job_path(job.id)))
+        Ok(self.exports.job(server, job.id).await)
     }
 
     /// Starts a job restoring `name` from its backup tree `from` ("" = newest) into
@@ -341,8 +316,7 @@ impl Manager {
             &name,
             self.engine.restore_backup(&name, &from, &as_name).await,
         )?;
-        register_job(server, &self.engine, job.id).await;
-        Ok(path(api::job_path(job.id)))
+        Ok(self.exports.job(server, job.id).await)
     }
 
     /// Per container: name, last attempt (time s, duration ms, bytes sent, result),
@@ -374,22 +348,14 @@ impl Manager {
         cleanup: String,
         userdata: HashMap<String, String>,
     ) -> Result<u32> {
-        self.auth.require_admin(conn, &hdr).await?;
-        let req = super::snapshots::request(description, cleanup, userdata);
-        logged(
-            "create snapshot",
-            &name,
-            self.engine.create_snapshot(&name, req).await,
-        )
+        let admitted = admit(&self.engine, &self.auth, conn, &hdr).await?;
+        admitted
+            .create_snapshot(&name, description, cleanup, userdata)
+            .await
     }
 
     async fn list_snapshots(&self, name: String) -> Result<Vec<super::snapshots::SnapshotWire>> {
-        Ok(self
-            .engine
-            .list_snapshots(&name)?
-            .iter()
-            .map(super::snapshots::to_wire)
-            .collect())
+        methods::list_snapshots(&self.engine, &name)
     }
 
     async fn delete_snapshot(
@@ -399,12 +365,8 @@ impl Manager {
         name: String,
         num: u32,
     ) -> Result<()> {
-        self.auth.require_admin(conn, &hdr).await?;
-        logged(
-            "delete snapshot",
-            &name,
-            self.engine.delete_snapshot(&name, num).await,
-        )
+        let admitted = admit(&self.engine, &self.auth, conn, &hdr).await?;
+        admitted.delete_snapshot(&name, num).await
     }
 
     async fn cleanup_snapshots(
@@ -413,12 +375,8 @@ impl Manager {
         #[zbus(connection)] conn: &Connection,
         name: String,
     ) -> Result<Vec<u32>> {
-        self.auth.require_admin(conn, &hdr).await?;
-        logged(
-            "cleanup snapshots",
-            &name,
-            self.engine.cleanup_snapshots(&name).await,
-        )
+        let admitted = admit(&self.engine, &self.auth, conn, &hdr).await?;
+        admitted.cleanup_snapshots(&name).await
     }
 
     async fn restore_snapshot(
@@ -429,14 +387,10 @@ impl Manager {
         name: String,
         num: u32,
     ) -> Result<OwnedObjectPath> {
-        self.auth.require_admin(conn, &hdr).await?;
-        let job = logged(
-            "restore snapshot",
-            &name,
-            self.engine.restore_snapshot(&name, num),
-        )?;
-        register_job(server, &self.engine, job.id).await;
-        Ok(path(api::job_path(job.id)))
+        let admitted = admit(&self.engine, &self.auth, conn, &hdr).await?;
+        admitted
+            .restore_snapshot(server, &self.exports, &name, num)
+            .await
     }
 
     /// Changes a container's settings (`autostart` b or s, `boot_priority` i,

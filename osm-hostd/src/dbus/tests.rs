@@ -15,7 +15,7 @@ use zbus::Connection;
 
 struct Peer {
     _dir: tempfile::TempDir,
-    _server: Connection,
+    server: Connection,
     client: Connection,
 }
 
@@ -42,7 +42,7 @@ async fn peer_with(auth: Auth) -> Peer {
     serve(&server, engine, auth).await.unwrap();
     Peer {
         _dir: dir,
-        _server: server,
+        server,
         client,
     }
 }
@@ -416,4 +416,42 @@ fn the_bus_policy_lets_everyone_call_exactly_the_read_only_methods() {
         .collect();
     want.sort();
     assert_eq!(allowed, want);
+}
+
+#[tokio::test]
+async fn one_read_of_every_property_reads_the_container_once() {
+    let p = peer().await;
+    let mgr = proxy::<ManagerProxy>(&p.client, api::MANAGER_PATH).await;
+    let path = mgr
+        .create_container("web1", "bb", HashMap::new())
+        .await
+        .unwrap();
+    let obj = p
+        .server
+        .object_server()
+        .interface::<_, super::ContainerObject>(path.as_str())
+        .await
+        .unwrap();
+    let props = proxy::<zbus::fdo::PropertiesProxy>(&p.client, path.as_str()).await;
+    let iface = zbus::names::InterfaceName::try_from(api::CONTAINER_IFACE).unwrap();
+    let reads = || async { obj.get().await.views_read() };
+    for _ in 0..2 {
+        let before = reads().await;
+        let all = props.get_all(iface.clone()).await.unwrap();
+        assert!(all.len() >= 20, "{all:?}");
+        assert_eq!(reads().await, before + 1, "one GetAll, one read");
+    }
+    let om = proxy::<zbus::fdo::ObjectManagerProxy>(&p.client, api::MANAGER_PATH).await;
+    let before = reads().await;
+    om.get_managed_objects().await.unwrap();
+    // One read, unless the machine stalls past VIEW_MAX_AGE mid-list; never one per
+    // property.
+    assert!(reads().await <= before + 2, "one list, one read");
+
+    // An event makes the next read fresh.
+    mgr.create_snapshot("web1", "", "", HashMap::new())
+        .await
+        .unwrap();
+    let all = props.get_all(iface).await.unwrap();
+    assert_eq!(u32::try_from(&all["SnapshotCount"]).unwrap(), 1);
 }

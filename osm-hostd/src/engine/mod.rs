@@ -20,6 +20,7 @@ mod network;
 mod restore;
 mod set;
 mod snapshots;
+mod view;
 mod watch;
 
 pub use bases::{BaseInfo, BaseSource};
@@ -30,6 +31,7 @@ pub use network::NetworkInfo;
 pub use restore::CRASH_ENV as RESTORE_CRASH_ENV;
 pub use set::SetRequest;
 pub use snapshots::{SnapshotRequest, SnapshotSummary};
+pub use view::ContainerView;
 
 use crate::config::HostConfig;
 use crate::error::{EngineError, EngineResult};
@@ -63,6 +65,8 @@ pub enum Event {
     JobAdded(u64),
     JobChanged(u64),
     JobFinished(u64),
+    /// A finished job was forgotten, [`jobs::JOB_LINGER`] after it finished.
+    JobRemoved(u64),
     /// A snapshot (container, number) was taken or deleted; a container was restored
     /// to a snapshot.
     SnapshotCreated(String, u32),
@@ -84,6 +88,8 @@ pub struct Engine {
     base_use: tokio::sync::RwLock<()>,
     pub jobs: Jobs,
     events: broadcast::Sender<Event>,
+    /// Bumped before every event is sent (see `view`).
+    generation: std::sync::atomic::AtomicU64,
     /// dnsmasq's supervisor, when the daemon manages networking.
     dnsmasq: OnceLock<Arc<crate::net::supervisor::Supervisor>>,
     /// Set once `host shutdown` has begun: autostart starts nothing more.
@@ -112,6 +118,7 @@ impl Engine {
             base_use: tokio::sync::RwLock::new(()),
             jobs: Jobs::new(events.clone()),
             events,
+            generation: Default::default(),
             dnsmasq: OnceLock::new(),
             shutting_down: Default::default(),
         });
@@ -142,6 +149,8 @@ impl Engine {
     }
 
     fn emit(&self, event: Event) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let _ = self.events.send(event);
     }
 
