@@ -58,7 +58,8 @@ pub struct ContainerDetail {
     pub disk_usage: Option<u64>,
 }
 
-/// `host info`: the bridge, its subnet and dnsmasq (Manager `GetNetworkInfo`).
+/// `host info --json`: the bridge, its subnet and dnsmasq (Manager `GetNetworkInfo`,
+/// whose wire form is `osm_host_bus::wire::NetworkInfo`), with snake_case names.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct NetworkInfo {
     pub bridge: String,
@@ -75,22 +76,22 @@ pub struct NetworkInfo {
     pub dnsmasq_restarts: u32,
 }
 
-impl NetworkInfo {
-    pub fn from_properties(p: &Properties) -> Result<Self, CliError> {
-        Ok(NetworkInfo {
-            bridge: prop(p, "Bridge")?,
-            address: prop(p, "Address")?,
-            subnet: prop(p, "Subnet")?,
-            range_first: prop(p, "RangeFirst")?,
-            range_last: prop(p, "RangeLast")?,
-            used: prop(p, "Used")?,
-            free: prop(p, "Free")?,
-            nat: prop(p, "Nat")?,
-            managed: prop(p, "Managed")?,
-            dnsmasq_state: prop(p, "DnsmasqState")?,
-            dnsmasq_pid: prop(p, "DnsmasqPid")?,
-            dnsmasq_restarts: prop(p, "DnsmasqRestarts")?,
-        })
+impl From<osm_host_bus::wire::NetworkInfo> for NetworkInfo {
+    fn from(w: osm_host_bus::wire::NetworkInfo) -> Self {
+        NetworkInfo {
+            bridge: w.bridge,
+            address: w.address,
+            subnet: w.subnet,
+            range_first: w.range_first,
+            range_last: w.range_last,
+            used: w.used,
+            free: w.free,
+            nat: w.nat,
+            managed: w.managed,
+            dnsmasq_state: w.dnsmasq_state,
+            dnsmasq_pid: w.dnsmasq_pid,
+            dnsmasq_restarts: w.dnsmasq_restarts,
+        }
     }
 }
 

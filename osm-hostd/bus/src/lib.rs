@@ -9,6 +9,7 @@ pub mod escape;
 mod names;
 pub mod proxies;
 pub mod size;
+pub mod wire;
 
 pub use access::ADMIN_GROUP;
 pub use autostart::Autostart;

@@ -6,6 +6,7 @@ use super::methods::{self, admit, path};
 use super::Exports;
 use crate::engine::{CreateRequest, Engine, SetRequest};
 use osm_host_bus as api;
+use osm_host_bus::wire::option;
 use std::collections::HashMap;
 use std::sync::Arc;
 use zbus::message::Header;
@@ -33,25 +34,32 @@ fn create_request(
     for (key, value) in options {
         let bad = |want: &str| Error::InvalidArgument(format!("option {key:?} must be {want}"));
         match key.as_str() {
-            "autostart" => req.autostart = autostart_arg(&value).map_err(|_| bad(AUTOSTART_TYPE))?,
-            "boot_priority" => {
+            option::AUTOSTART => {
+                req.autostart = autostart_arg(&value).map_err(|_| bad(AUTOSTART_TYPE))?
+            }
+            option::BOOT_PRIORITY => {
                 req.boot_priority = i32::try_from(&value).map_err(|_| bad("an integer (i)"))?
             }
-            "boot_delay" => {
+            option::BOOT_DELAY => {
                 req.boot_delay = u32::try_from(&value).map_err(|_| bad("seconds (u)"))?
             }
-            "memory" => {
+            option::MEMORY => {
                 req.memory = Some(u64::try_from(&value).map_err(|_| bad("a byte count (t)"))?)
             }
-            "cpus" => req.cpus = Some(u32::try_from(&value).map_err(|_| bad("a CPU count (u)"))?),
-            "ip" => req.ip = Some(String::try_from(value).map_err(|_| bad("an IPv4 address (s)"))?),
-            "layers" => {
+            option::CPUS => {
+                req.cpus = Some(u32::try_from(&value).map_err(|_| bad("a CPU count (u)"))?)
+            }
+            option::IP => {
+                req.ip = Some(String::try_from(value).map_err(|_| bad("an IPv4 address (s)"))?)
+            }
+            option::LAYERS => {
                 req.layers =
                     <Vec<String>>::try_from(value).map_err(|_| bad("a list of layer names (as)"))?
             }
             _ => {
                 return Err(Error::InvalidArgument(format!(
-                    "unknown option {key:?}; known options: autostart, boot_priority, boot_delay, memory, cpus, layers, ip"
+                    "unknown option {key:?}; known options: {}",
+                    option::CREATE.join(", ")
                 )))
             }
         }
@@ -80,27 +88,29 @@ fn set_request(settings: HashMap<String, OwnedValue>) -> Result<SetRequest> {
     for (key, value) in settings {
         let bad = |want: &str| Error::InvalidArgument(format!("setting {key:?} must be {want}"));
         match key.as_str() {
-            "autostart" => {
+            option::AUTOSTART => {
                 req.autostart = Some(autostart_arg(&value).map_err(|_| bad(AUTOSTART_TYPE))?)
             }
-            "boot_priority" => {
+            option::BOOT_PRIORITY => {
                 req.boot_priority = Some(i32::try_from(&value).map_err(|_| bad("an integer (i)"))?)
             }
-            "boot_delay" => {
+            option::BOOT_DELAY => {
                 req.boot_delay = Some(u32::try_from(&value).map_err(|_| bad("seconds (u)"))?)
             }
-            "memory" => {
+            option::MEMORY => {
                 req.memory = Some(
                     u64::try_from(&value).map_err(|_| bad("a byte count (t), 0 for no limit"))?,
                 )
             }
-            "cpus" => {
-                req.cpus =
-                    Some(u32::try_from(&value).map_err(|_| bad("a CPU count (u), 0 for no limit"))?)
+            option::CPUS => {
+                req.cpus = Some(
+                    u32::try_from(&value).map_err(|_| bad("a CPU count (u), 0 for no limit"))?,
+                )
             }
             _ => {
                 return Err(Error::InvalidArgument(format!(
-                    "unknown setting {key:?}; known settings: autostart, boot_priority, boot_delay, memory, cpus"
+                    "unknown setting {key:?}; known settings: {}",
+                    option::SET.join(", ")
                 )))
             }
         }
@@ -108,36 +118,33 @@ fn set_request(settings: HashMap<String, OwnedValue>) -> Result<SetRequest> {
     Ok(req)
 }
 
-fn network_info_map(info: &crate::engine::NetworkInfo) -> HashMap<String, OwnedValue> {
-    use zbus::zvariant::Value;
-    let mut m: HashMap<String, OwnedValue> = HashMap::new();
-    let mut put = |k: &str, v: Value<'_>| {
-        if let Ok(v) = v.try_to_owned() {
-            m.insert(k.to_string(), v);
-        }
-    };
-    put("Bridge", Value::from(info.bridge.as_str()));
-    put("Address", Value::from(info.address.as_str()));
-    put("Subnet", Value::from(info.subnet.as_str()));
-    put("RangeFirst", Value::from(info.range_first.as_str()));
-    put("RangeLast", Value::from(info.range_last.as_str()));
-    put("Used", Value::from(info.used));
-    put("Free", Value::from(info.free));
-    put("Nat", Value::from(info.nat));
-    put("Managed", Value::from(info.managed));
+fn network_info(info: &crate::engine::NetworkInfo) -> api::wire::NetworkInfo {
     let (state, pid, restarts) = match &info.dnsmasq {
         Some(d) => (d.state.as_str(), d.pid.unwrap_or(0), d.restarts),
         None => ("unmanaged", 0, 0),
     };
-    put("DnsmasqState", Value::from(state));
-    put("DnsmasqPid", Value::from(pid));
-    put("DnsmasqRestarts", Value::from(restarts));
-    m
+    api::wire::NetworkInfo {
+        bridge: info.bridge.clone(),
+        address: info.address.clone(),
+        subnet: info.subnet.clone(),
+        range_first: info.range_first.clone(),
+        range_last: info.range_last.clone(),
+        used: info.used,
+        free: info.free,
+        nat: info.nat,
+        managed: info.managed,
+        dnsmasq_state: state.to_string(),
+        dnsmasq_pid: pid,
+        dnsmasq_restarts: restarts,
+    }
 }
 
-type BackupRow = (String, u64, u64, u64, String, u64, u64, u64);
-
-fn backup_rows(status: &crate::backup::status::StatusFile, names: &[String]) -> Vec<BackupRow> {
+/// Every container's backup status, and the status of backups of containers since
+/// deleted; sorted by name.
+fn backup_rows(
+    status: &crate::backup::status::StatusFile,
+    names: &[String],
+) -> Vec<api::wire::BackupStatus> {
     let mut all: Vec<String> = names.to_vec();
     for n in status.containers.keys() {
         if !all.contains(n) {
@@ -146,20 +153,20 @@ fn backup_rows(status: &crate::backup::status::StatusFile, names: &[String]) -> 
     }
     all.sort();
     all.into_iter()
-        .map(|n| {
-            let e = status.containers.get(&n).cloned().unwrap_or_default();
+        .map(|name| {
+            let e = status.containers.get(&name).cloned().unwrap_or_default();
             let a = e.last_attempt.unwrap_or_default();
             let s = e.last_success.unwrap_or_default();
-            (
-                n,
-                a.time,
-                a.duration_ms,
-                a.bytes_sent,
-                a.result,
-                s.time,
-                s.duration_ms,
-                s.bytes_sent,
-            )
+            api::wire::BackupStatus {
+                name,
+                last_attempt: a.time * 1_000_000,
+                last_attempt_duration_ms: a.duration_ms,
+                last_attempt_bytes_sent: a.bytes_sent,
+                last_result: a.result,
+                last_success: s.time * 1_000_000,
+                last_success_duration_ms: s.duration_ms,
+                last_success_bytes_sent: s.bytes_sent,
+            }
         })
         .collect()
 }
@@ -319,9 +326,9 @@ impl Manager {
         Ok(self.exports.job(server, job.id).await)
     }
 
-    /// Per container: name, last attempt (time s, duration ms, bytes sent, result),
-    /// last success (time s, duration ms, bytes sent); zeros when there is none.
-    async fn get_backup_status(&self) -> Vec<BackupRow> {
+    /// Per container: name, last attempt (time µs, duration ms, bytes sent, result),
+    /// last success (time µs, duration ms, bytes sent); zeros when there is none.
+    async fn get_backup_status(&self) -> Vec<api::wire::BackupStatus> {
         backup_rows(&self.engine.backup_status(), &self.engine.container_names())
     }
 
@@ -335,8 +342,8 @@ impl Manager {
     }
 
     /// The bridge, its subnet, address usage and dnsmasq's state (see `client.rs`).
-    async fn get_network_info(&self) -> HashMap<String, OwnedValue> {
-        network_info_map(&self.engine.network_info())
+    async fn get_network_info(&self) -> api::wire::NetworkInfo {
+        network_info(&self.engine.network_info())
     }
 
     async fn create_snapshot(

@@ -282,12 +282,10 @@ async fn addresses_are_an_option_a_property_and_counted_in_network_info() {
     let ct = proxy::<ContainerProxy>(&p.client, path.as_str()).await;
     assert_eq!(ct.ipv4_address().await.unwrap(), "10.0.3.77");
     let info = mgr.get_network_info().await.unwrap();
-    let get = |k: &str| info[k].try_clone().unwrap();
-    assert_eq!(String::try_from(get("Bridge")).unwrap(), "lxcbr0");
-    assert_eq!(String::try_from(get("Subnet")).unwrap(), "10.0.3.0/24");
-    assert_eq!(u32::try_from(get("Used")).unwrap(), 2);
-    assert_eq!(u32::try_from(get("Free")).unwrap(), 251);
-    assert_eq!(String::try_from(get("DnsmasqState")).unwrap(), "unmanaged");
+    assert_eq!(info.bridge, "lxcbr0");
+    assert_eq!(info.subnet, "10.0.3.0/24");
+    assert_eq!((info.used, info.free), (2, 251));
+    assert_eq!(info.dnsmasq_state, "unmanaged");
 }
 
 #[tokio::test]
@@ -318,10 +316,21 @@ async fn snapshots_are_methods_properties_and_signals() {
     assert!(ct.newest_snapshot().await.unwrap() > 0);
     let list = ct.list_snapshots().await.unwrap();
     assert_eq!(list.len(), 1);
-    let (n, kind, pre, _date, uid, desc, cleanup, userdata) = &list[0];
-    assert_eq!((*n, kind.as_str(), *pre, *uid), (1, "single", 0, 0));
-    assert_eq!((desc.as_str(), cleanup.as_str()), ("first", "number"));
-    assert_eq!(userdata["important"], "yes");
+    let s = &list[0];
+    assert_eq!(
+        (s.num, s.kind.as_str(), s.pre_num, s.uid),
+        (1, "single", 0, 0)
+    );
+    assert_eq!(
+        (s.description.as_str(), s.cleanup.as_str()),
+        ("first", "number")
+    );
+    assert_eq!(s.userdata["important"], "yes");
+    assert!(
+        s.date > 1_600_000_000_000_000,
+        "µs since the epoch: {}",
+        s.date
+    );
 
     let err = ct
         .create_snapshot("", "weekly", HashMap::new())
