@@ -25,8 +25,18 @@ pub fn is_read_only(interface: &str, member: &str) -> bool {
 
 /// What a refused caller needs, in one line.
 pub fn permission_needed(action: &str) -> String {
+    permission_needed_by(action, "")
+}
+
+/// [`permission_needed`], saying who was refused (e.g. "the caller is uid 1000").
+pub fn permission_needed_by(action: &str, who: &str) -> String {
+    let who = if who.is_empty() {
+        String::new()
+    } else {
+        format!("; {who}")
+    };
     format!(
-        "{action} needs root or membership of group {ADMIN_GROUP} \
+        "{action} needs root or membership of group {ADMIN_GROUP}{who} \
          (add a user with `sudo usermod -aG {ADMIN_GROUP} USER`, then log in again)"
     )
 }

@@ -79,10 +79,9 @@ impl Policy for Admins {
                 return Ok(());
             }
         }
-        Err(format!(
-            "{} (the caller is uid {})",
-            osm_host_bus::access::permission_needed("changing osm-host"),
-            caller.uid
+        Err(osm_host_bus::access::permission_needed_by(
+            "changing osm-host",
+            &format!("the caller is uid {}", caller.uid),
         ))
     }
 }
