@@ -464,3 +464,41 @@ async fn one_read_of_every_property_reads_the_container_once() {
     let all = props.get_all(iface).await.unwrap();
     assert_eq!(u32::try_from(&all["SnapshotCount"]).unwrap(), 1);
 }
+
+/// `osm-hostctl info --json` and `list --json` carry every Container property the daemon
+/// serves, under its snake_case name (`info` once lost the LastBackup* properties).
+#[tokio::test]
+async fn the_cli_decodes_every_container_property() {
+    let p = peer().await;
+    let mgr = proxy::<ManagerProxy>(&p.client, api::MANAGER_PATH).await;
+    let path = mgr
+        .create_container("web1", "bb", HashMap::new())
+        .await
+        .unwrap();
+    let props = proxy::<zbus::fdo::PropertiesProxy>(&p.client, path.as_str()).await;
+    let iface = zbus::names::InterfaceName::try_from(api::CONTAINER_IFACE).unwrap();
+    let all = props.get_all(iface).await.unwrap();
+    let info = osm_hostctl::model::ContainerInfo::from_properties(&all).unwrap();
+    let json = serde_json::to_value(&info).unwrap();
+    let snake = |name: &str| {
+        let mut out = String::new();
+        let mut prev_lower = false;
+        for c in name.chars() {
+            if c.is_ascii_uppercase() && prev_lower {
+                out.push('_');
+            }
+            prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+            out.push(c.to_ascii_lowercase());
+        }
+        out
+    };
+    let mut missing: Vec<String> = all
+        .keys()
+        .map(|k| snake(k))
+        .filter(|k| json.get(k).is_none())
+        .collect();
+    missing.sort();
+    assert!(missing.is_empty(), "the CLI drops {missing:?}");
+    assert_eq!(json["name"], "web1");
+    assert_eq!(json["last_backup_result"], "");
+}
