@@ -4,7 +4,7 @@ use std::fmt;
 
 use zbus::DBusError;
 
-use osm_host_bus::{access, ADMIN_GROUP, BUS_NAME, ERROR_PREFIX};
+use osm_host_bus::{access, error_kind, ADMIN_GROUP, BUS_NAME, ERROR_PREFIX};
 
 /// Exit codes scripts can rely on; the values are part of the CLI's interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,12 +127,12 @@ pub fn exit_code_for_error_name(name: &str) -> ExitCode {
         .and_then(|rest| rest.strip_prefix('.'))
     {
         return match kind {
-            "NotFound" => ExitCode::NotFound,
-            "AlreadyExists" => ExitCode::AlreadyExists,
-            "InvalidArgument" => ExitCode::InvalidArgument,
-            "InvalidState" | "Busy" => ExitCode::InvalidState,
-            "AccessDenied" => ExitCode::AccessDenied,
-            "NoSpace" => ExitCode::NoSpace,
+            error_kind::NOT_FOUND => ExitCode::NotFound,
+            error_kind::ALREADY_EXISTS => ExitCode::AlreadyExists,
+            error_kind::INVALID_ARGUMENT => ExitCode::InvalidArgument,
+            error_kind::INVALID_STATE | error_kind::BUSY => ExitCode::InvalidState,
+            error_kind::ACCESS_DENIED => ExitCode::AccessDenied,
+            error_kind::NO_SPACE => ExitCode::NoSpace,
             _ => ExitCode::Failed,
         };
     }
