@@ -279,7 +279,9 @@ fn local_backup_is_verified_persisted_and_survives_a_failed_run() {
         assert!(out.status.success(), "{out:?}");
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
-    let success_us = st["last_success"].as_u64().unwrap() * 1_000_000;
+    // Times are µs since the epoch, in `backup status --json` as in the properties.
+    let success_us = st["last_success"].as_u64().unwrap();
+    assert!(success_us > 1_600_000_000_000_000, "{st}");
     assert!(
         prop("LastBackupSuccess").ends_with(&success_us.to_string()),
         "{}",
@@ -290,6 +292,25 @@ fn local_backup_is_verified_persisted_and_survives_a_failed_run() {
         "{}",
         prop("LastBackupResult")
     );
+    // And `info` shows them, as the properties carry them, to anyone.
+    let out = rig.ctl_as_nobody(&["info", "web1", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["last_backup_success"], success_us, "{info}");
+    assert_eq!(info["last_backup_result"], "ok", "{info}");
+    assert!(
+        info["last_backup_attempt"].as_u64().unwrap() >= success_us,
+        "{info}"
+    );
+    let page = rig.ctl_ok(&["info", "web1"]);
+    let line = |label: &str| {
+        page.lines()
+            .find(|l| l.starts_with(label))
+            .unwrap_or_else(|| panic!("no {label} in {page}"))
+            .to_string()
+    };
+    assert!(line("last backup:").ends_with(", ok"), "{page}");
+    assert!(!line("last success:").ends_with("never"), "{page}");
     // Anyone may read the status; only admins may run or restore.
     let out = rig.ctl_as_nobody(&["backup", "status", "--json"]);
     assert!(out.status.success(), "{out:?}");
@@ -299,6 +320,9 @@ fn local_backup_is_verified_persisted_and_survives_a_failed_run() {
     ] {
         let out = rig.ctl_as_nobody(args);
         assert_eq!(out.status.code(), Some(7), "{args:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("usermod -aG osm-admin"), "{err}");
     }
 
     // A change made after the snapshot is not in that backup.

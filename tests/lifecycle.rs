@@ -174,12 +174,28 @@ fn refusals_are_clear_and_change_nothing() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
     assert_eq!(rig.lxc_state("web1"), "RUNNING");
 
-    // An unprivileged caller is turned away by the bus policy; reading is allowed.
+    // An unprivileged caller is turned away by the bus policy, with one line saying
+    // which permission is needed; reading is allowed.
     let out = rig.ctl_as_nobody(&["stop", "web1", "--force"]);
     assert_eq!(exit_code(&out), 7, "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "osm-hostctl: StopContainer needs root or membership of group osm-admin \
+         (add a user with `sudo usermod -aG osm-admin USER`, then log in again)\n"
+    );
     assert_eq!(rig.lxc_state("web1"), "RUNNING");
-    let out = rig.ctl_as_nobody(&["list", "--json"]);
-    assert!(out.status.success(), "{out:?}");
+    for read in [
+        &["list", "--json"][..],
+        &["info", "web1"],
+        &["host", "info"],
+        &["host", "info", "--json"],
+        &["snapshot", "list", "web1"],
+        &["backup", "status"],
+        &["base", "list"],
+    ] {
+        let out = rig.ctl_as_nobody(read);
+        assert!(out.status.success(), "{read:?}: {out:?}");
+    }
 
     rig.ctl_ok(&["delete", "web1", "--force"]);
     assert_ne!(rig.lxc_state("web1"), "RUNNING");
@@ -195,9 +211,14 @@ fn the_daemon_itself_refuses_unprivileged_callers() {
     rig.import_busybox_base("bb");
     let out = rig.ctl_as_nobody(&["create", "web1", "--base", "bb"]);
     assert_eq!(exit_code(&out), 7, "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("osm-admin"),
-        "{out:?}"
+        err.starts_with(
+            "osm-hostctl: changing osm-host needs root or membership of group osm-admin"
+        ) && err.contains("usermod -aG osm-admin")
+            && err.contains("uid 65534"),
+        "{err}"
     );
     assert_eq!(exit_code(&rig.ctl(&["info", "web1"])), 3);
 }

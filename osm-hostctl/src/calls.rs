@@ -1,5 +1,6 @@
 //! The D-Bus calls the commands make, through the typed proxies in [`osm_host_bus::proxies`].
 
+use osm_host_bus::wire::option;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -111,25 +112,25 @@ impl Daemon {
 pub fn create_options(args: &CreateArgs) -> HashMap<&'static str, Value<'static>> {
     let mut options = HashMap::new();
     if let Some(a) = args.autostart {
-        options.insert("autostart", autostart_value(a));
+        options.insert(option::AUTOSTART, autostart_value(a));
     }
     if let Some(p) = args.boot_priority {
-        options.insert("boot_priority", Value::from(p));
+        options.insert(option::BOOT_PRIORITY, Value::from(p));
     }
     if let Some(d) = args.boot_delay {
-        options.insert("boot_delay", Value::from(d));
+        options.insert(option::BOOT_DELAY, Value::from(d));
     }
     if let Some(bytes) = args.memory {
-        options.insert("memory", Value::from(bytes));
+        options.insert(option::MEMORY, Value::from(bytes));
     }
     if let Some(n) = args.cpus {
-        options.insert("cpus", Value::from(n));
+        options.insert(option::CPUS, Value::from(n));
     }
     if !args.layers.is_empty() {
-        options.insert("layers", Value::from(args.layers.clone()));
+        options.insert(option::LAYERS, Value::from(args.layers.clone()));
     }
     if let Some(ip) = args.ip {
-        options.insert("ip", Value::from(ip.to_string()));
+        options.insert(option::IP, Value::from(ip.to_string()));
     }
     options
 }
@@ -147,19 +148,19 @@ fn autostart_value(a: Autostart) -> Value<'static> {
 pub fn set_settings(args: &SetArgs) -> HashMap<&'static str, Value<'static>> {
     let mut s = HashMap::new();
     if let Some(a) = args.autostart {
-        s.insert("autostart", autostart_value(a));
+        s.insert(option::AUTOSTART, autostart_value(a));
     }
     if let Some(p) = args.boot_priority {
-        s.insert("boot_priority", Value::from(p));
+        s.insert(option::BOOT_PRIORITY, Value::from(p));
     }
     if let Some(d) = args.boot_delay {
-        s.insert("boot_delay", Value::from(d));
+        s.insert(option::BOOT_DELAY, Value::from(d));
     }
     if let Some(m) = args.memory {
-        s.insert("memory", Value::from(m));
+        s.insert(option::MEMORY, Value::from(m));
     }
     if let Some(c) = args.cpus {
-        s.insert("cpus", Value::from(c));
+        s.insert(option::CPUS, Value::from(c));
     }
     s
 }

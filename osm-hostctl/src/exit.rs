@@ -4,7 +4,7 @@ use std::fmt;
 
 use zbus::DBusError;
 
-use osm_host_bus::{BUS_NAME, ERROR_PREFIX};
+use osm_host_bus::{access, error_kind, ADMIN_GROUP, BUS_NAME, ERROR_PREFIX};
 
 /// Exit codes scripts can rely on; the values are part of the CLI's interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,17 +80,37 @@ impl CliError {
         if code == ExitCode::Unreachable {
             return CliError::not_running();
         }
+        if name == BUS_ACCESS_DENIED {
+            return CliError::new(code, bus_refusal(description.unwrap_or_default()));
+        }
         let text = match description {
             Some(d) if !d.trim().is_empty() => d.trim().to_string(),
             _ => name.to_string(),
         };
-        let message = if name == "org.freedesktop.DBus.Error.AccessDenied" {
-            // The bus policy's text names match rules, not people; say who may do this.
-            format!("{text} (changing state needs root or membership of the osm-admin group)")
-        } else {
-            text
-        };
-        CliError::new(code, message)
+        CliError::new(code, text)
+    }
+}
+
+const BUS_ACCESS_DENIED: &str = "org.freedesktop.DBus.Error.AccessDenied";
+
+/// One line for a call the bus policy refused. Its text ("Rejected send message, 2
+/// matched rules; type=...") names match rules, not people: say which permission is
+/// needed, for the method it names.
+fn bus_refusal(text: &str) -> String {
+    let field = |key: &str| {
+        let start = text.find(&format!("{key}=\""))? + key.len() + 2;
+        let len = text[start..].find('"')?;
+        Some(&text[start..start + len])
+    };
+    let interface = field("interface").unwrap_or_default();
+    match field("member") {
+        Some(member) if access::is_read_only(interface, member) => format!(
+            "the system bus refused {member}, which anyone may call: the installed bus \
+             policy (uk.co.devtank.OsmHost1.conf) is older than osm-hostctl; meanwhile it \
+             needs root or membership of group {ADMIN_GROUP}"
+        ),
+        Some(member) => access::permission_needed(member),
+        None => access::permission_needed("this"),
     }
 }
 
@@ -107,12 +127,12 @@ pub fn exit_code_for_error_name(name: &str) -> ExitCode {
         .and_then(|rest| rest.strip_prefix('.'))
     {
         return match kind {
-            "NotFound" => ExitCode::NotFound,
-            "AlreadyExists" => ExitCode::AlreadyExists,
-            "InvalidArgument" => ExitCode::InvalidArgument,
-            "InvalidState" | "Busy" => ExitCode::InvalidState,
-            "AccessDenied" => ExitCode::AccessDenied,
-            "NoSpace" => ExitCode::NoSpace,
+            error_kind::NOT_FOUND => ExitCode::NotFound,
+            error_kind::ALREADY_EXISTS => ExitCode::AlreadyExists,
+            error_kind::INVALID_ARGUMENT => ExitCode::InvalidArgument,
+            error_kind::INVALID_STATE | error_kind::BUSY => ExitCode::InvalidState,
+            error_kind::ACCESS_DENIED => ExitCode::AccessDenied,
+            error_kind::NO_SPACE => ExitCode::NoSpace,
             _ => ExitCode::Failed,
         };
     }
@@ -242,13 +262,33 @@ mod tests {
     }
 
     #[test]
-    fn bus_policy_refusal_says_who_may() {
-        let e = CliError::from(zbus::fdo::Error::AccessDenied(
-            "Rejected send message".into(),
-        ));
+    fn bus_policy_refusal_is_one_line_saying_who_may() {
+        let rejected = "Rejected send message, 2 matched rules; type=\"method_call\", \
+            sender=\":1.7\" (uid=1000 pid=42 comm=\"osm-hostctl stop web1\") \
+            interface=\"uk.co.devtank.OsmHost1.Manager\" member=\"StopContainer\" \
+            error name=\"(unset)\" requested_reply=\"0\" \
+            destination=\"uk.co.devtank.OsmHost1\" (uid=0 pid=7 comm=\"osm-hostd\")";
+        let e = CliError::from(zbus::fdo::Error::AccessDenied(rejected.into()));
         assert_eq!(e.code, ExitCode::AccessDenied);
-        assert!(e.message.starts_with("Rejected send message"));
-        assert!(e.message.contains("osm-admin"));
+        assert_eq!(
+            e.message,
+            "StopContainer needs root or membership of group osm-admin \
+             (add a user with `sudo usermod -aG osm-admin USER`, then log in again)"
+        );
+        // A read refused by an outdated policy file is not blamed on the caller.
+        let read = rejected.replace("StopContainer", "GetNetworkInfo");
+        let e = CliError::from(zbus::fdo::Error::AccessDenied(read));
+        assert!(e.message.contains("anyone may call"), "{}", e.message);
+        assert!(!e.message.contains("Rejected"), "{}", e.message);
+        let bare = CliError::from(zbus::fdo::Error::AccessDenied("Rejected".into()));
+        assert!(
+            bare.message.starts_with("this needs root"),
+            "{}",
+            bare.message
+        );
+        for e in [&e, &bare] {
+            assert!(!e.message.contains('\n'));
+        }
     }
 
     #[test]

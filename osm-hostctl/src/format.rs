@@ -175,6 +175,26 @@ pub fn container_detail(d: &ContainerDetail, now_us: u64) -> String {
                 )
             },
         ),
+        (
+            "last backup",
+            if c.last_backup_attempt == 0 {
+                "never".to_string()
+            } else {
+                format!(
+                    "{}, {}",
+                    format_timestamp(c.last_backup_attempt),
+                    c.last_backup_result
+                )
+            },
+        ),
+        (
+            "last success",
+            if c.last_backup_success == 0 {
+                "never".to_string()
+            } else {
+                format_timestamp(c.last_backup_success)
+            },
+        ),
     ];
     if c.boot_priority != 0 || c.boot_delay != 0 {
         fields.push((
@@ -386,6 +406,8 @@ mod tests {
              disk used:    1.5G\n\
              created:      2024-05-01T12:34:56Z\n\
              snapshots:    none\n\
+             last backup:  never\n\
+             last success: never\n\
              uptime:       2h 5m (since 2024-05-01T12:35:00Z)\n"
         );
     }
@@ -440,6 +462,9 @@ mod tests {
         let mut c = web("web1", "stopped");
         c.snapshot_count = 3;
         c.newest_snapshot = 1_714_566_896_000_000;
+        c.last_backup_attempt = 1_714_566_900_000_000;
+        c.last_backup_success = 1_714_566_896_000_000;
+        c.last_backup_result = "target unreachable".into();
         let d = ContainerDetail {
             info: c,
             disk_usage: None,
@@ -447,6 +472,14 @@ mod tests {
         let out = container_detail(&d, 0);
         assert!(
             out.contains("snapshots:    3, newest 2024-05-01T12:34:56Z\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("last backup:  2024-05-01T12:35:00Z, target unreachable\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("last success: 2024-05-01T12:34:56Z\n"),
             "{out}"
         );
     }

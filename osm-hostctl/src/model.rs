@@ -45,6 +45,12 @@ pub struct ContainerInfo {
     pub published: Published,
     /// `customer` for containers made by `customer add`, else "".
     pub preset: String,
+    /// µs since the epoch of the last backup attempt, 0 = never.
+    pub last_backup_attempt: u64,
+    /// µs since the epoch of the last verified backup, 0 = never.
+    pub last_backup_success: u64,
+    /// `ok`, why the last attempt failed, or "" when never attempted.
+    pub last_backup_result: String,
 }
 
 /// A container's vhosts and TLS streams (`PublishedHttp`, `PublishedStreams`).
@@ -96,7 +102,8 @@ pub struct ContainerDetail {
     pub disk_usage: Option<u64>,
 }
 
-/// `host info`: the bridge, its subnet and dnsmasq (Manager `GetNetworkInfo`).
+/// `host info --json`: the bridge, its subnet and dnsmasq (Manager `GetNetworkInfo`,
+/// whose wire form is `osm_host_bus::wire::NetworkInfo`), with snake_case names.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct NetworkInfo {
     pub bridge: String,
@@ -113,22 +120,22 @@ pub struct NetworkInfo {
     pub dnsmasq_restarts: u32,
 }
 
-impl NetworkInfo {
-    pub fn from_properties(p: &Properties) -> Result<Self, CliError> {
-        Ok(NetworkInfo {
-            bridge: prop(p, "Bridge")?,
-            address: prop(p, "Address")?,
-            subnet: prop(p, "Subnet")?,
-            range_first: prop(p, "RangeFirst")?,
-            range_last: prop(p, "RangeLast")?,
-            used: prop(p, "Used")?,
-            free: prop(p, "Free")?,
-            nat: prop(p, "Nat")?,
-            managed: prop(p, "Managed")?,
-            dnsmasq_state: prop(p, "DnsmasqState")?,
-            dnsmasq_pid: prop(p, "DnsmasqPid")?,
-            dnsmasq_restarts: prop(p, "DnsmasqRestarts")?,
-        })
+impl From<osm_host_bus::wire::NetworkInfo> for NetworkInfo {
+    fn from(w: osm_host_bus::wire::NetworkInfo) -> Self {
+        NetworkInfo {
+            bridge: w.bridge,
+            address: w.address,
+            subnet: w.subnet,
+            range_first: w.range_first,
+            range_last: w.range_last,
+            used: w.used,
+            free: w.free,
+            nat: w.nat,
+            managed: w.managed,
+            dnsmasq_state: w.dnsmasq_state,
+            dnsmasq_pid: w.dnsmasq_pid,
+            dnsmasq_restarts: w.dnsmasq_restarts,
+        }
     }
 }
 
@@ -196,6 +203,9 @@ impl ContainerInfo {
             newest_snapshot: prop(p, "NewestSnapshot")?,
             published: Published::from_properties(p)?,
             preset: prop(p, "Preset")?,
+            last_backup_attempt: prop(p, "LastBackupAttempt")?,
+            last_backup_success: prop(p, "LastBackupSuccess")?,
+            last_backup_result: prop(p, "LastBackupResult")?,
         })
     }
 }
@@ -317,6 +327,9 @@ pub(crate) mod tests {
                 Value::from(vec![("acme.example.test".to_string(), 3000u16)]),
             ),
             ("PublishedStreams", Value::from(vec![(8883u16, 1883u16)])),
+            ("LastBackupAttempt", Value::from(1_700_000_200_000_000u64)),
+            ("LastBackupSuccess", Value::from(1_700_000_000_000_000u64)),
+            ("LastBackupResult", Value::from("rsync exited 23")),
         ])
     }
 
@@ -328,6 +341,9 @@ pub(crate) mod tests {
         assert_eq!(c.layers, vec!["osm-stack"]);
         assert_eq!(c.memory_limit, 2 << 30);
         assert!(c.autostart);
+        assert_eq!(c.last_backup_attempt, 1_700_000_200_000_000);
+        assert_eq!(c.last_backup_success, 1_700_000_000_000_000);
+        assert_eq!(c.last_backup_result, "rsync exited 23");
     }
 
     #[test]
@@ -429,6 +445,9 @@ pub(crate) mod tests {
                 "disk_usage",
                 "init_pid",
                 "ipv4_address",
+                "last_backup_attempt",
+                "last_backup_result",
+                "last_backup_success",
                 "layers",
                 "mac_address",
                 "memory_limit",

@@ -90,7 +90,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Base(cmd) => base(&daemon, cmd).await?,
         Command::Backup(cmd) => backup(&daemon, cmd).await?,
         Command::Host(HostCommand::Info(out)) => {
-            let info = NetworkInfo::from_properties(&m.get_network_info().await?)?;
+            let info = NetworkInfo::from(m.get_network_info().await?);
             if out.json {
                 print_json(&info)?;
             } else {
@@ -149,19 +149,6 @@ async fn base(daemon: &Daemon, cmd: BaseCommand) -> Result<(), CliError> {
     Ok(())
 }
 
-/// One row of `backup status`.
-#[derive(Debug, Serialize)]
-struct BackupStatusRow {
-    name: String,
-    last_attempt: u64,
-    last_attempt_duration_ms: u64,
-    last_attempt_bytes_sent: u64,
-    last_result: String,
-    last_success: u64,
-    last_success_duration_ms: u64,
-    last_success_bytes_sent: u64,
-}
-
 async fn backup(daemon: &Daemon, cmd: BackupCommand) -> Result<(), CliError> {
     let m = &daemon.manager;
     match cmd {
@@ -173,21 +160,7 @@ async fn backup(daemon: &Daemon, cmd: BackupCommand) -> Result<(), CliError> {
             say("backup verified");
         }
         BackupCommand::Status(out) => {
-            let rows: Vec<BackupStatusRow> = m
-                .get_backup_status()
-                .await?
-                .into_iter()
-                .map(|r| BackupStatusRow {
-                    name: r.0,
-                    last_attempt: r.1,
-                    last_attempt_duration_ms: r.2,
-                    last_attempt_bytes_sent: r.3,
-                    last_result: r.4,
-                    last_success: r.5,
-                    last_success_duration_ms: r.6,
-                    last_success_bytes_sent: r.7,
-                })
-                .collect();
+            let rows = m.get_backup_status().await?;
             if out.json {
                 print_json(&rows)?;
             } else {
@@ -196,10 +169,10 @@ async fn backup(daemon: &Daemon, cmd: BackupCommand) -> Result<(), CliError> {
                     .map(|r| {
                         vec![
                             r.name.clone(),
-                            format::format_timestamp(r.last_attempt * 1_000_000),
+                            format::format_timestamp(r.last_attempt),
                             format!("{:.1}", r.last_attempt_duration_ms as f64 / 1000.0),
                             r.last_attempt_bytes_sent.to_string(),
-                            format::format_timestamp(r.last_success * 1_000_000),
+                            format::format_timestamp(r.last_success),
                             if r.last_result.is_empty() {
                                 "never".to_string()
                             } else {

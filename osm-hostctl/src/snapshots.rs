@@ -9,6 +9,7 @@ use super::calls::Daemon;
 use super::exit::CliError;
 use super::format::{format_timestamp, table};
 use super::job::JobWatch;
+use osm_host_bus::wire::Snapshot;
 
 #[derive(Debug, Subcommand)]
 pub enum SnapshotCommand {
@@ -83,28 +84,17 @@ pub struct SnapshotEntry {
     pub userdata: BTreeMap<String, String>,
 }
 
-type Wire = (
-    u32,
-    String,
-    u32,
-    u64,
-    u32,
-    String,
-    String,
-    HashMap<String, String>,
-);
-
 impl SnapshotEntry {
-    fn from_wire(w: Wire) -> SnapshotEntry {
+    fn from_wire(w: Snapshot) -> SnapshotEntry {
         SnapshotEntry {
-            num: w.0,
-            kind: w.1,
-            pre_num: (w.2 != 0).then_some(w.2),
-            date: w.3,
-            uid: w.4,
-            description: w.5,
-            cleanup: w.6,
-            userdata: w.7.into_iter().collect(),
+            num: w.num,
+            kind: w.kind,
+            pre_num: (w.pre_num != 0).then_some(w.pre_num),
+            date: w.date,
+            uid: w.uid,
+            description: w.description,
+            cleanup: w.cleanup,
+            userdata: w.userdata.into_iter().collect(),
         }
     }
 }
@@ -250,16 +240,16 @@ mod tests {
     fn list_table_and_json() {
         let mut ud = HashMap::new();
         ud.insert("created_by".to_string(), "osm-hostd".to_string());
-        let e = SnapshotEntry::from_wire((
-            3,
-            "single".into(),
-            0,
-            1_714_566_896_000_000,
-            0,
-            "d".into(),
-            "number".into(),
-            ud,
-        ));
+        let e = SnapshotEntry::from_wire(Snapshot {
+            num: 3,
+            kind: "single".into(),
+            pre_num: 0,
+            date: 1_714_566_896_000_000,
+            uid: 0,
+            description: "d".into(),
+            cleanup: "number".into(),
+            userdata: ud,
+        });
         let t = snapshots_table(std::slice::from_ref(&e));
         assert!(
             t.contains("2024-05-01T12:34:56Z") && t.contains("created_by=osm-hostd"),

@@ -100,7 +100,7 @@ async fn serve(cfg: HostConfig, store: Store, lxc: Lxc) -> anyhow::Result<()> {
         .build()
         .await
         .context("connecting to the system bus (is dbus-daemon running?)")?;
-    dbus::serve(&conn, engine.clone())
+    dbus::serve(&conn, engine.clone(), dbus::Auth::system())
         .await
         .context("exporting objects")?;
     let reply = conn

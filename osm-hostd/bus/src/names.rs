@@ -13,6 +13,29 @@ pub const CONTAINER_PATH_PREFIX: &str = "/uk/co/devtank/OsmHost1/container";
 pub const BASE_PATH_PREFIX: &str = "/uk/co/devtank/OsmHost1/base";
 pub const JOB_PATH_PREFIX: &str = "/uk/co/devtank/OsmHost1/job";
 
+/// The daemon's error kinds; a reply's error name is `{ERROR_PREFIX}.{kind}`.
+pub mod error_kind {
+    pub const NOT_FOUND: &str = "NotFound";
+    pub const ALREADY_EXISTS: &str = "AlreadyExists";
+    pub const INVALID_ARGUMENT: &str = "InvalidArgument";
+    pub const INVALID_STATE: &str = "InvalidState";
+    pub const BUSY: &str = "Busy";
+    pub const ACCESS_DENIED: &str = "AccessDenied";
+    pub const NO_SPACE: &str = "NoSpace";
+    pub const FAILED: &str = "Failed";
+
+    pub const ALL: &[&str] = &[
+        NOT_FOUND,
+        ALREADY_EXISTS,
+        INVALID_ARGUMENT,
+        INVALID_STATE,
+        BUSY,
+        ACCESS_DENIED,
+        NO_SPACE,
+        FAILED,
+    ];
+}
+
 /// Container states as the `State` property spells them.
 pub const STATE_STOPPED: &str = "stopped";
 pub const STATE_STARTING: &str = "starting";

@@ -25,8 +25,8 @@
 //! - `Shutdown() -> as`: host shutdown; stops every running container in reverse boot
 //!   order, records their last state, returns them in the order they stopped.
 //! - `RunBackup(names as, all b) -> o` (a job; `Busy` while another run is in progress),
-//!   `GetBackupStatus() -> a(stttsttt)` (name; last attempt time s, duration ms, bytes
-//!   sent, result (`ok` or why not); last success time s, duration ms, bytes sent),
+//!   `GetBackupStatus() -> a(stttsttt)` (name; last attempt time µs, duration ms, bytes
+//!   sent, result (`ok` or why not); last success time µs, duration ms, bytes sent),
 //!   `ListBackups(name s) -> as` (`mirror`, or the dated trees in history mode),
 //!   `RestoreBackup(name s, from s, as_name s) -> o` (a job; `from` "" = newest, else a
 //!   tree name or its prefix; `as_name` "" = over `name` after a safety snapshot
@@ -70,18 +70,10 @@
 use std::collections::HashMap;
 use zbus::zvariant::{Fd, OwnedObjectPath, Value};
 
-/// A snapshot on the bus: `(num, type, pre_num (0 = none), date (µs since the epoch),
-/// uid, description, cleanup, userdata)`.
-pub type SnapshotWire = (
-    u32,
-    String,
-    u32,
-    u64,
-    u32,
-    String,
-    String,
-    HashMap<String, String>,
-);
+use crate::wire::{BackupStatus, NetworkInfo, Snapshot};
+
+/// A snapshot on the bus (the older name of [`Snapshot`]).
+pub type SnapshotWire = Snapshot;
 
 #[zbus::proxy(
     interface = "uk.co.devtank.OsmHost1.Manager",
@@ -104,7 +96,7 @@ pub trait Manager {
     fn import_base(&self, name: &str, archive: Fd<'_>) -> zbus::Result<OwnedObjectPath>;
     fn delete_base(&self, name: &str) -> zbus::Result<()>;
     fn get_base(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
-    fn get_network_info(&self) -> zbus::Result<HashMap<String, zbus::zvariant::OwnedValue>>;
+    fn get_network_info(&self) -> zbus::Result<NetworkInfo>;
     fn create_snapshot(
         &self,
         name: &str,
@@ -119,10 +111,7 @@ pub trait Manager {
     fn set_container(&self, name: &str, settings: HashMap<&str, Value<'_>>) -> zbus::Result<()>;
     fn shutdown(&self) -> zbus::Result<Vec<String>>;
     fn run_backup(&self, names: &[&str], all: bool) -> zbus::Result<OwnedObjectPath>;
-    #[allow(clippy::type_complexity)]
-    fn get_backup_status(
-        &self,
-    ) -> zbus::Result<Vec<(String, u64, u64, u64, String, u64, u64, u64)>>;
+    fn get_backup_status(&self) -> zbus::Result<Vec<BackupStatus>>;
     fn list_backups(&self, name: &str) -> zbus::Result<Vec<String>>;
     fn restore_backup(
         &self,

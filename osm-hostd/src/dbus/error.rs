@@ -48,3 +48,33 @@ pub fn logged<T>(op: &str, target: &str, result: crate::error::EngineResult<T>) 
     }
     result.map_err(Into::into)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use osm_host_bus::{error_kind, ERROR_PREFIX};
+    use zbus::DBusError;
+
+    #[test]
+    fn every_error_is_a_kind_of_the_contract() {
+        let m = String::new;
+        let names: Vec<String> = [
+            Error::NotFound(m()),
+            Error::AlreadyExists(m()),
+            Error::InvalidArgument(m()),
+            Error::InvalidState(m()),
+            Error::Busy(m()),
+            Error::AccessDenied(m()),
+            Error::NoSpace(m()),
+            Error::Failed(m()),
+        ]
+        .iter()
+        .map(|e| e.name().to_string())
+        .collect();
+        let want: Vec<String> = error_kind::ALL
+            .iter()
+            .map(|k| format!("{ERROR_PREFIX}.{k}"))
+            .collect();
+        assert_eq!(names, want);
+    }
+}

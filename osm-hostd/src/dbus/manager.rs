@@ -1,10 +1,12 @@
 //! `uk.co.devtank.OsmHost1.Manager`: containers and bases by name, and job creation.
 
-use super::auth::require_admin;
+use super::auth::Auth;
 use super::error::{logged, Error, Result};
-use super::{register_base, register_container, register_job, timeout_arg};
+use super::methods::{self, admit, path};
+use super::Exports;
 use crate::engine::{CreateRequest, Engine, SetRequest};
 use osm_host_bus as api;
+use osm_host_bus::wire::option;
 use std::collections::HashMap;
 use std::sync::Arc;
 use zbus::message::Header;
@@ -14,10 +16,8 @@ use zbus::Connection;
 
 pub struct Manager {
     pub engine: Arc<Engine>,
-}
-
-fn path(p: String) -> OwnedObjectPath {
-    OwnedObjectPath::try_from(p).expect("paths built from validated names are valid")
+    pub auth: Auth,
+    pub exports: Exports,
 }
 
 /// Reads the `a{sv}` options of CreateContainer, refusing unknown keys and wrong types.
@@ -34,25 +34,32 @@ fn create_request(
     for (key, value) in options {
         let bad = |want: &str| Error::InvalidArgument(format!("option {key:?} must be {want}"));
         match key.as_str() {
-            "autostart" => req.autostart = autostart_arg(&value).map_err(|_| bad(AUTOSTART_TYPE))?,
-            "boot_priority" => {
+            option::AUTOSTART => {
+                req.autostart = autostart_arg(&value).map_err(|_| bad(AUTOSTART_TYPE))?
+            }
+            option::BOOT_PRIORITY => {
                 req.boot_priority = i32::try_from(&value).map_err(|_| bad("an integer (i)"))?
             }
-            "boot_delay" => {
+            option::BOOT_DELAY => {
                 req.boot_delay = u32::try_from(&value).map_err(|_| bad("seconds (u)"))?
             }
-            "memory" => {
+            option::MEMORY => {
                 req.memory = Some(u64::try_from(&value).map_err(|_| bad("a byte count (t)"))?)
             }
-            "cpus" => req.cpus = Some(u32::try_from(&value).map_err(|_| bad("a CPU count (u)"))?),
-            "ip" => req.ip = Some(String::try_from(value).map_err(|_| bad("an IPv4 address (s)"))?),
-            "layers" => {
+            option::CPUS => {
+                req.cpus = Some(u32::try_from(&value).map_err(|_| bad("a CPU count (u)"))?)
+            }
+            option::IP => {
+                req.ip = Some(String::try_from(value).map_err(|_| bad("an IPv4 address (s)"))?)
+            }
+            option::LAYERS => {
                 req.layers =
                     <Vec<String>>::try_from(value).map_err(|_| bad("a list of layer names (as)"))?
             }
             _ => {
                 return Err(Error::InvalidArgument(format!(
-                    "unknown option {key:?}; known options: autostart, boot_priority, boot_delay, memory, cpus, layers, ip"
+                    "unknown option {key:?}; known options: {}",
+                    option::CREATE.join(", ")
                 )))
             }
         }
@@ -81,27 +88,29 @@ fn set_request(settings: HashMap<String, OwnedValue>) -> Result<SetRequest> {
     for (key, value) in settings {
         let bad = |want: &str| Error::InvalidArgument(format!("setting {key:?} must be {want}"));
         match key.as_str() {
-            "autostart" => {
+            option::AUTOSTART => {
                 req.autostart = Some(autostart_arg(&value).map_err(|_| bad(AUTOSTART_TYPE))?)
             }
-            "boot_priority" => {
+            option::BOOT_PRIORITY => {
                 req.boot_priority = Some(i32::try_from(&value).map_err(|_| bad("an integer (i)"))?)
             }
-            "boot_delay" => {
+            option::BOOT_DELAY => {
                 req.boot_delay = Some(u32::try_from(&value).map_err(|_| bad("seconds (u)"))?)
             }
-            "memory" => {
+            option::MEMORY => {
                 req.memory = Some(
                     u64::try_from(&value).map_err(|_| bad("a byte count (t), 0 for no limit"))?,
                 )
             }
-            "cpus" => {
-                req.cpus =
-                    Some(u32::try_from(&value).map_err(|_| bad("a CPU count (u), 0 for no limit"))?)
+            option::CPUS => {
+                req.cpus = Some(
+                    u32::try_from(&value).map_err(|_| bad("a CPU count (u), 0 for no limit"))?,
+                )
             }
             _ => {
                 return Err(Error::InvalidArgument(format!(
-                    "unknown setting {key:?}; known settings: autostart, boot_priority, boot_delay, memory, cpus"
+                    "unknown setting {key:?}; known settings: {}",
+                    option::SET.join(", ")
                 )))
             }
         }
@@ -109,36 +118,33 @@ fn set_request(settings: HashMap<String, OwnedValue>) -> Result<SetRequest> {
     Ok(req)
 }
 
-fn network_info_map(info: &crate::engine::NetworkInfo) -> HashMap<String, OwnedValue> {
-    use zbus::zvariant::Value;
-    let mut m: HashMap<String, OwnedValue> = HashMap::new();
-    let mut put = |k: &str, v: Value<'_>| {
-        if let Ok(v) = v.try_to_owned() {
-            m.insert(k.to_string(), v);
-        }
-    };
-    put("Bridge", Value::from(info.bridge.as_str()));
-    put("Address", Value::from(info.address.as_str()));
-    put("Subnet", Value::from(info.subnet.as_str()));
-    put("RangeFirst", Value::from(info.range_first.as_str()));
-    put("RangeLast", Value::from(info.range_last.as_str()));
-    put("Used", Value::from(info.used));
-    put("Free", Value::from(info.free));
-    put("Nat", Value::from(info.nat));
-    put("Managed", Value::from(info.managed));
+fn network_info(info: &crate::engine::NetworkInfo) -> api::wire::NetworkInfo {
     let (state, pid, restarts) = match &info.dnsmasq {
         Some(d) => (d.state.as_str(), d.pid.unwrap_or(0), d.restarts),
         None => ("unmanaged", 0, 0),
     };
-    put("DnsmasqState", Value::from(state));
-    put("DnsmasqPid", Value::from(pid));
-    put("DnsmasqRestarts", Value::from(restarts));
-    m
+    api::wire::NetworkInfo {
+        bridge: info.bridge.clone(),
+        address: info.address.clone(),
+        subnet: info.subnet.clone(),
+        range_first: info.range_first.clone(),
+        range_last: info.range_last.clone(),
+        used: info.used,
+        free: info.free,
+        nat: info.nat,
+        managed: info.managed,
+        dnsmasq_state: state.to_string(),
+        dnsmasq_pid: pid,
+        dnsmasq_restarts: restarts,
+    }
 }
 
-type BackupRow = (String, u64, u64, u64, String, u64, u64, u64);
-
-fn backup_rows(status: &crate::backup::status::StatusFile, names: &[String]) -> Vec<BackupRow> {
+/// Every container's backup status, and the status of backups of containers since
+/// deleted; sorted by name.
+fn backup_rows(
+    status: &crate::backup::status::StatusFile,
+    names: &[String],
+) -> Vec<api::wire::BackupStatus> {
     let mut all: Vec<String> = names.to_vec();
     for n in status.containers.keys() {
         if !all.contains(n) {
@@ -147,20 +153,20 @@ fn backup_rows(status: &crate::backup::status::StatusFile, names: &[String]) -> 
     }
     all.sort();
     all.into_iter()
-        .map(|n| {
-            let e = status.containers.get(&n).cloned().unwrap_or_default();
+        .map(|name| {
+            let e = status.containers.get(&name).cloned().unwrap_or_default();
             let a = e.last_attempt.unwrap_or_default();
             let s = e.last_success.unwrap_or_default();
-            (
-                n,
-                a.time,
-                a.duration_ms,
-                a.bytes_sent,
-                a.result,
-                s.time,
-                s.duration_ms,
-                s.bytes_sent,
-            )
+            api::wire::BackupStatus {
+                name,
+                last_attempt: a.time * 1_000_000,
+                last_attempt_duration_ms: a.duration_ms,
+                last_attempt_bytes_sent: a.bytes_sent,
+                last_result: a.result,
+                last_success: s.time * 1_000_000,
+                last_success_duration_ms: s.duration_ms,
+                last_success_bytes_sent: s.bytes_sent,
+            }
         })
         .collect()
 }
@@ -176,11 +182,10 @@ impl Manager {
         base: String,
         options: HashMap<String, OwnedValue>,
     ) -> Result<OwnedObjectPath> {
-        require_admin(conn, &hdr).await?;
+        self.auth.require_admin(conn, &hdr).await?;
         let req = create_request(name.clone(), base, options)?;
         logged("create", &name, self.engine.create_container(req).await)?;
-        register_container(server, &self.engine, &name).await;
-        Ok(path(api::container_path(&name)))
+        Ok(self.exports.container(server, &name).await)
     }
 
     async fn start_container(
@@ -189,9 +194,8 @@ impl Manager {
         #[zbus(connection)] conn: &Connection,
         name: String,
     ) -> Result<()> {
-        require_admin(conn, &hdr).await?;
-        logged("start", &name, self.engine.start_container(&name).await)?;
-        Ok(())
+        let admitted = admit(&self.engine, &self.auth, conn, &hdr).await?;
+        admitted.start(&name).await
     }
 
     async fn stop_container(
@@ -202,15 +206,8 @@ impl Manager {
         force: bool,
         timeout: u32,
     ) -> Result<()> {
-        require_admin(conn, &hdr).await?;
-        logged(
-            "stop",
-            &name,
-            self.engine
-                .stop_container(&name, timeout_arg(timeout), force)
-                .await,
-        )?;
-        Ok(())
+        let admitted = admit(&self.engine, &self.auth, conn, &hdr).await?;
+        admitted.stop(&name, force, timeout).await
     }
 
     async fn restart_container(
@@ -220,14 +217,8 @@ impl Manager {
         name: String,
         timeout: u32,
     ) -> Result<()> {
-        require_admin(conn, &hdr).await?;
-        logged(
-            "restart",
-            &name,
-            self.engine
-                .restart_container(&name, timeout_arg(timeout))
-                .await,
-        )
+        let admitted = admit(&self.engine, &self.auth, conn, &hdr).await?;
+        admitted.restart(&name, timeout).await
     }
 
     async fn delete_container(
@@ -237,12 +228,8 @@ impl Manager {
         name: String,
         force: bool,
     ) -> Result<()> {
-        require_admin(conn, &hdr).await?;
-        logged(
-            "delete",
-            &name,
-            self.engine.delete_container(&name, force).await,
-        )
+        let admitted = admit(&self.engine, &self.auth, conn, &hdr).await?;
+        admitted.delete(&name, force).await
     }
 
     async fn get_container(&self, name: String) -> Result<OwnedObjectPath> {
@@ -258,10 +245,9 @@ impl Manager {
         name: String,
         recipe: String,
     ) -> Result<OwnedObjectPath> {
-        require_admin(conn, &hdr).await?;
+        self.auth.require_admin(conn, &hdr).await?;
         let job = logged("build base", &name, self.engine.build_base(&name, &recipe))?;
-        register_job(server, &self.engine, job.id).await;
-        Ok(path(api::job_path(job.id)))
+        Ok(self.exports.job(server, job.id).await)
     }
 
     async fn import_base(
@@ -272,15 +258,14 @@ impl Manager {
         name: String,
         archive: OwnedFd,
     ) -> Result<OwnedObjectPath> {
-        require_admin(conn, &hdr).await?;
+        self.auth.require_admin(conn, &hdr).await?;
         let fd: std::os::fd::OwnedFd = archive.into();
         let job = logged(
             "import base",
             &name,
             self.engine.import_base(&name, std::fs::File::from(fd)),
         )?;
-        register_job(server, &self.engine, job.id).await;
-        Ok(path(api::job_path(job.id)))
+        Ok(self.exports.job(server, job.id).await)
     }
 
     async fn delete_base(
@@ -289,8 +274,8 @@ impl Manager {
         #[zbus(connection)] conn: &Connection,
         name: String,
     ) -> Result<()> {
-        require_admin(conn, &hdr).await?;
-        logged("delete base", &name, self.engine.delete_base(&name).await)
+        let admitted = admit(&self.engine, &self.auth, conn, &hdr).await?;
+        admitted.delete_base(&name).await
     }
 
     async fn get_base(
@@ -299,8 +284,7 @@ impl Manager {
         name: String,
     ) -> Result<OwnedObjectPath> {
         self.engine.base_info(&name)?;
-        register_base(server, &self.engine, &name).await;
-        Ok(path(api::base_path(&name)))
+        Ok(self.exports.base(server, &name).await)
     }
 
     /// Starts a backup job of `names`, or of every container with `all`.
@@ -312,15 +296,14 @@ impl Manager {
         names: Vec<String>,
         all: bool,
     ) -> Result<OwnedObjectPath> {
-        require_admin(conn, &hdr).await?;
+        self.auth.require_admin(conn, &hdr).await?;
         let target = if all {
             "all".to_string()
         } else {
             names.join(",")
         };
         let job = logged("backup", &target, self.engine.run_backup(names, all))?;
-        register_job(server, &self.engine, job.id).await;
-        Ok(path(api::job_path(job.id)))
+        Ok(self.exports.job(server, job.id).await)
     }
 
     /// Starts a job restoring `name` from its backup tree `from` ("" = newest) into
@@ -334,19 +317,18 @@ impl Manager {
         from: String,
         as_name: String,
     ) -> Result<OwnedObjectPath> {
-        require_admin(conn, &hdr).await?;
+        self.auth.require_admin(conn, &hdr).await?;
         let job = logged(
             "restore",
             &name,
             self.engine.restore_backup(&name, &from, &as_name).await,
         )?;
-        register_job(server, &self.engine, job.id).await;
-        Ok(path(api::job_path(job.id)))
+        Ok(self.exports.job(server, job.id).await)
     }
 
-    /// Per container: name, last attempt (time s, duration ms, bytes sent, result),
-    /// last success (time s, duration ms, bytes sent); zeros when there is none.
-    async fn get_backup_status(&self) -> Vec<BackupRow> {
+    /// Per container: name, last attempt (time µs, duration ms, bytes sent, result),
+    /// last success (time µs, duration ms, bytes sent); zeros when there is none.
+    async fn get_backup_status(&self) -> Vec<api::wire::BackupStatus> {
         backup_rows(&self.engine.backup_status(), &self.engine.container_names())
     }
 
@@ -360,8 +342,8 @@ impl Manager {
     }
 
     /// The bridge, its subnet, address usage and dnsmasq's state (see `client.rs`).
-    async fn get_network_info(&self) -> HashMap<String, OwnedValue> {
-        network_info_map(&self.engine.network_info())
+    async fn get_network_info(&self) -> api::wire::NetworkInfo {
+        network_info(&self.engine.network_info())
     }
 
     async fn create_snapshot(
@@ -373,22 +355,14 @@ impl Manager {
         cleanup: String,
         userdata: HashMap<String, String>,
     ) -> Result<u32> {
-        require_admin(conn, &hdr).await?;
-        let req = super::snapshots::request(description, cleanup, userdata);
-        logged(
-            "create snapshot",
-            &name,
-            self.engine.create_snapshot(&name, req).await,
-        )
+        let admitted = admit(&self.engine, &self.auth, conn, &hdr).await?;
+        admitted
+            .create_snapshot(&name, description, cleanup, userdata)
+            .await
     }
 
     async fn list_snapshots(&self, name: String) -> Result<Vec<super::snapshots::SnapshotWire>> {
-        Ok(self
-            .engine
-            .list_snapshots(&name)?
-            .iter()
-            .map(super::snapshots::to_wire)
-            .collect())
+        methods::list_snapshots(&self.engine, &name)
     }
 
     async fn delete_snapshot(
@@ -398,12 +372,8 @@ impl Manager {
         name: String,
         num: u32,
     ) -> Result<()> {
-        require_admin(conn, &hdr).await?;
-        logged(
-            "delete snapshot",
-            &name,
-            self.engine.delete_snapshot(&name, num).await,
-        )
+        let admitted = admit(&self.engine, &self.auth, conn, &hdr).await?;
+        admitted.delete_snapshot(&name, num).await
     }
 
     async fn cleanup_snapshots(
@@ -412,12 +382,8 @@ impl Manager {
         #[zbus(connection)] conn: &Connection,
         name: String,
     ) -> Result<Vec<u32>> {
-        require_admin(conn, &hdr).await?;
-        logged(
-            "cleanup snapshots",
-            &name,
-            self.engine.cleanup_snapshots(&name).await,
-        )
+        let admitted = admit(&self.engine, &self.auth, conn, &hdr).await?;
+        admitted.cleanup_snapshots(&name).await
     }
 
     async fn restore_snapshot(
@@ -428,14 +394,10 @@ impl Manager {
         name: String,
         num: u32,
     ) -> Result<OwnedObjectPath> {
-        require_admin(conn, &hdr).await?;
-        let job = logged(
-            "restore snapshot",
-            &name,
-            self.engine.restore_snapshot(&name, num),
-        )?;
-        register_job(server, &self.engine, job.id).await;
-        Ok(path(api::job_path(job.id)))
+        let admitted = admit(&self.engine, &self.auth, conn, &hdr).await?;
+        admitted
+            .restore_snapshot(server, &self.exports, &name, num)
+            .await
     }
 
     /// Changes a container's settings (`autostart` b or s, `boot_priority` i,
@@ -447,7 +409,7 @@ impl Manager {
         name: String,
         settings: HashMap<String, OwnedValue>,
     ) -> Result<()> {
-        require_admin(conn, &hdr).await?;
+        self.auth.require_admin(conn, &hdr).await?;
         let req = set_request(settings)?;
         logged("set", &name, self.engine.set_container(&name, req).await)
     }
@@ -459,7 +421,7 @@ impl Manager {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<Vec<String>> {
-        require_admin(conn, &hdr).await?;
+        self.auth.require_admin(conn, &hdr).await?;
         logged("host shutdown", "host", self.engine.shutdown_host().await)
     }
 
@@ -474,7 +436,7 @@ impl Manager {
         http: super::publish::HttpWire,
         tls_streams: super::publish::StreamWire,
     ) -> Result<bool> {
-        require_admin(conn, &hdr).await?;
+        self.auth.require_admin(conn, &hdr).await?;
         let (http, streams) = (
             super::publish::routes(http),
             super::publish::streams(tls_streams),
@@ -497,7 +459,7 @@ impl Manager {
         tls_streams: Vec<u16>,
         all: bool,
     ) -> Result<bool> {
-        require_admin(conn, &hdr).await?;
+        self.auth.require_admin(conn, &hdr).await?;
         logged(
             "unpublish",
             &name,
@@ -518,7 +480,7 @@ impl Manager {
         mqtt_port: u16,
         mut options: HashMap<String, OwnedValue>,
     ) -> Result<OwnedObjectPath> {
-        require_admin(conn, &hdr).await?;
+        self.auth.require_admin(conn, &hdr).await?;
         let base = match options.remove("base") {
             Some(v) => String::try_from(v).map_err(|_| {
                 Error::InvalidArgument("option \"base\" must be a base name (s)".into())
@@ -534,8 +496,7 @@ impl Manager {
             &name,
             self.engine.add_customer(req, mqtt_port).await,
         )?;
-        register_container(server, &self.engine, &name).await;
-        Ok(path(api::container_path(&name)))
+        Ok(self.exports.container(server, &name).await)
     }
 
     /// Stops a customer's container, removes its vhosts and port, and deletes it.
@@ -545,7 +506,7 @@ impl Manager {
         #[zbus(connection)] conn: &Connection,
         name: String,
     ) -> Result<()> {
-        require_admin(conn, &hdr).await?;
+        self.auth.require_admin(conn, &hdr).await?;
         logged(
             "customer delete",
             &name,

@@ -1,31 +1,132 @@
-//! The per-object interfaces: Container, Base and Job. Each reads the engine when asked,
-//! so properties are never stale copies.
+//! The per-object interfaces: Container, Base and Job. Their verbs are the Manager's
+//! (`methods`); a container's properties all come from one view of it per read.
 
-use super::auth::require_admin;
-use super::error::{logged, Result};
-use super::snapshots::{request, to_wire, SnapshotWire};
-use super::{register_job, timeout_arg};
-use crate::engine::Engine;
+use super::auth::Auth;
+use super::error::Result;
+use super::methods::{self, admit};
+use super::snapshots::SnapshotWire;
+use super::Exports;
+use crate::engine::{ContainerView, Engine};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use zbus::message::Header;
 use zbus::object_server::{ObjectServer, SignalEmitter};
 use zbus::zvariant::OwnedObjectPath;
 use zbus::Connection;
 
+/// How long a view may serve reads when no event came: long enough for one `list` to
+/// read every property of an object, short enough that a change made behind the
+/// daemon's back (a snapshot taken with snapper) shows at once.
+pub(super) const VIEW_MAX_AGE: Duration = Duration::from_millis(20);
+
+struct CachedView {
+    /// The message's (sender, serial), or `None` for reads without one.
+    key: Option<(String, u32)>,
+    /// The engine's generation when read.
+    generation: u64,
+    at: Instant,
+    view: Arc<ContainerView>,
+}
+
 pub struct ContainerObject {
     pub engine: Arc<Engine>,
+    pub auth: Auth,
+    exports: Exports,
     pub name: String,
+    /// The last view read: every property of one `GetAll` (or `list`) comes from it.
+    view: Mutex<Option<CachedView>>,
+    /// How many times the view was read from the engine.
+    views_read: std::sync::atomic::AtomicU64,
 }
 
 impl ContainerObject {
-    fn info(&self) -> zbus::fdo::Result<crate::engine::ContainerInfo> {
-        self.engine
-            .container_info(&self.name)
-            .map_err(|e| zbus::fdo::Error::UnknownObject(e.to_string()))
+    pub(super) fn new(engine: Arc<Engine>, auth: Auth, exports: Exports, name: &str) -> Self {
+        ContainerObject {
+            engine,
+            auth,
+            exports,
+            name: name.to_string(),
+            view: Mutex::new(None),
+            views_read: Default::default(),
+        }
+    }
+
+    /// The container as it is now. One message reading several properties (`GetAll`)
+    /// reads it once; reads without a message (the object manager's `list`, signals)
+    /// share one read within [`VIEW_MAX_AGE`]; any engine event makes the next read fresh.
+    fn view(&self, hdr: Option<&Header<'_>>) -> zbus::fdo::Result<Arc<ContainerView>> {
+        let key = hdr.map(|h| {
+            (
+                h.sender().map(|s| s.to_string()).unwrap_or_default(),
+                h.primary().serial_num().get(),
+            )
+        });
+        let generation = self.engine.generation();
+        let mut cached = self.view.lock().expect("view lock");
+        if let Some(c) = cached.as_ref() {
+            if c.generation == generation && c.key == key && c.at.elapsed() < VIEW_MAX_AGE {
+                return Ok(c.view.clone());
+            }
+        }
+        let view = Arc::new(
+            self.engine
+                .container_view(&self.name)
+                .map_err(|e| zbus::fdo::Error::UnknownObject(e.to_string()))?,
+        );
+        *cached = Some(CachedView {
+            key,
+            generation,
+            at: Instant::now(),
+            view: view.clone(),
+        });
+        self.views_read
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(view)
+    }
+
+    #[cfg(test)]
+    pub(super) fn views_read(&self) -> u64 {
+        self.views_read.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Signals the properties that follow the container's state and backups.
+    pub(super) async fn signal_changed(&self, emitter: &SignalEmitter<'_>) -> zbus::Result<()> {
+        self.state_changed(emitter).await?;
+        self.init_pid_changed(emitter).await?;
+        self.started_at_changed(emitter).await?;
+        self.warning_changed(emitter).await?;
+        self.last_backup_attempt_changed(emitter).await?;
+        self.last_backup_success_changed(emitter).await?;
+        self.last_backup_result_changed(emitter).await
+    }
+
+    /// Signals the properties that follow `container.toml`.
+    pub(super) async fn signal_spec_changed(
+        &self,
+        emitter: &SignalEmitter<'_>,
+    ) -> zbus::Result<()> {
+        self.autostart_changed(emitter).await?;
+        self.autostart_policy_changed(emitter).await?;
+        self.boot_priority_changed(emitter).await?;
+        self.boot_delay_changed(emitter).await?;
+        self.memory_limit_changed(emitter).await?;
+        self.cpu_limit_changed(emitter).await?;
+        self.published_http_changed(emitter).await?;
+        self.published_streams_changed(emitter).await?;
+        self.preset_changed(emitter).await
+    }
+
+    pub(super) async fn signal_snapshots_changed(
+        &self,
+        emitter: &SignalEmitter<'_>,
+    ) -> zbus::Result<()> {
+        self.snapshot_count_changed(emitter).await?;
+        self.newest_snapshot_changed(emitter).await
     }
 }
 
+/// Every verb is the Manager's, for this container (see `methods`).
 #[zbus::interface(name = "uk.co.devtank.OsmHost1.Container")]
 impl ContainerObject {
     async fn start(
@@ -33,13 +134,8 @@ impl ContainerObject {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<()> {
-        require_admin(conn, &hdr).await?;
-        logged(
-            "start",
-            &self.name,
-            self.engine.start_container(&self.name).await,
-        )?;
-        Ok(())
+        let admitted = admit(&self.engine, &self.auth, conn, &hdr).await?;
+        admitted.start(&self.name).await
     }
 
     async fn stop(
@@ -49,15 +145,8 @@ impl ContainerObject {
         force: bool,
         timeout: u32,
     ) -> Result<()> {
-        require_admin(conn, &hdr).await?;
-        logged(
-            "stop",
-            &self.name,
-            self.engine
-                .stop_container(&self.name, timeout_arg(timeout), force)
-                .await,
-        )?;
-        Ok(())
+        let admitted = admit(&self.engine, &self.auth, conn, &hdr).await?;
+        admitted.stop(&self.name, force, timeout).await
     }
 
     async fn restart(
@@ -66,14 +155,8 @@ impl ContainerObject {
         #[zbus(connection)] conn: &Connection,
         timeout: u32,
     ) -> Result<()> {
-        require_admin(conn, &hdr).await?;
-        logged(
-            "restart",
-            &self.name,
-            self.engine
-                .restart_container(&self.name, timeout_arg(timeout))
-                .await,
-        )
+        let admitted = admit(&self.engine, &self.auth, conn, &hdr).await?;
+        admitted.restart(&self.name, timeout).await
     }
 
     async fn delete(
@@ -82,22 +165,13 @@ impl ContainerObject {
         #[zbus(connection)] conn: &Connection,
         force: bool,
     ) -> Result<()> {
-        require_admin(conn, &hdr).await?;
-        logged(
-            "delete",
-            &self.name,
-            self.engine.delete_container(&self.name, force).await,
-        )
+        let admitted = admit(&self.engine, &self.auth, conn, &hdr).await?;
+        admitted.delete(&self.name, force).await
     }
 
     /// Bytes used by the container's own data (upper dir and files), not its base.
     async fn get_disk_usage(&self) -> Result<u64> {
-        let engine = self.engine.clone();
-        let name = self.name.clone();
-        tokio::task::spawn_blocking(move || engine.container_disk_usage(&name))
-            .await
-            .map_err(|e| super::error::Error::Failed(e.to_string()))?
-            .map_err(Into::into)
+        methods::disk_usage(&self.engine, &self.name).await
     }
 
     /// Takes a read-only snapshot; returns its number. `cleanup` is "", "number" or
@@ -110,22 +184,14 @@ impl ContainerObject {
         cleanup: String,
         userdata: HashMap<String, String>,
     ) -> Result<u32> {
-        require_admin(conn, &hdr).await?;
-        let req = request(description, cleanup, userdata);
-        logged(
-            "create snapshot",
-            &self.name,
-            self.engine.create_snapshot(&self.name, req).await,
-        )
+        let admitted = admit(&self.engine, &self.auth, conn, &hdr).await?;
+        admitted
+            .create_snapshot(&self.name, description, cleanup, userdata)
+            .await
     }
 
     async fn list_snapshots(&self) -> Result<Vec<SnapshotWire>> {
-        Ok(self
-            .engine
-            .list_snapshots(&self.name)?
-            .iter()
-            .map(to_wire)
-            .collect())
+        methods::list_snapshots(&self.engine, &self.name)
     }
 
     async fn delete_snapshot(
@@ -134,12 +200,8 @@ impl ContainerObject {
         #[zbus(connection)] conn: &Connection,
         num: u32,
     ) -> Result<()> {
-        require_admin(conn, &hdr).await?;
-        logged(
-            "delete snapshot",
-            &self.name,
-            self.engine.delete_snapshot(&self.name, num).await,
-        )
+        let admitted = admit(&self.engine, &self.auth, conn, &hdr).await?;
+        admitted.delete_snapshot(&self.name, num).await
     }
 
     /// Runs the number and timeline cleanups now; returns the deleted numbers.
@@ -148,12 +210,8 @@ impl ContainerObject {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<Vec<u32>> {
-        require_admin(conn, &hdr).await?;
-        logged(
-            "cleanup snapshots",
-            &self.name,
-            self.engine.cleanup_snapshots(&self.name).await,
-        )
+        let admitted = admit(&self.engine, &self.auth, conn, &hdr).await?;
+        admitted.cleanup_snapshots(&self.name).await
     }
 
     /// Restores the container to snapshot `num`; returns the job.
@@ -164,14 +222,10 @@ impl ContainerObject {
         #[zbus(object_server)] server: &ObjectServer,
         num: u32,
     ) -> Result<OwnedObjectPath> {
-        require_admin(conn, &hdr).await?;
-        let job = logged(
-            "restore snapshot",
-            &self.name,
-            self.engine.restore_snapshot(&self.name, num),
-        )?;
-        register_job(server, &self.engine, job.id).await;
-        Ok(OwnedObjectPath::try_from(osm_host_bus::job_path(job.id)).expect("job paths are valid"))
+        let admitted = admit(&self.engine, &self.auth, conn, &hdr).await?;
+        admitted
+            .restore_snapshot(server, &self.exports, &self.name, num)
+            .await
     }
 
     #[zbus(signal)]
@@ -184,14 +238,14 @@ impl ContainerObject {
     pub async fn restored(emitter: &SignalEmitter<'_>, num: u32) -> zbus::Result<()>;
 
     #[zbus(property)]
-    fn snapshot_count(&self) -> u32 {
-        self.engine.snapshot_summary(&self.name).count
+    fn snapshot_count(&self, #[zbus(header)] hdr: Option<Header<'_>>) -> zbus::fdo::Result<u32> {
+        Ok(self.view(hdr.as_ref())?.snapshots.count)
     }
 
     /// Date of the newest snapshot, µs since the epoch; 0 when there is none.
     #[zbus(property)]
-    fn newest_snapshot(&self) -> u64 {
-        (self.engine.snapshot_summary(&self.name).newest.max(0) as u64) * 1_000_000
+    fn newest_snapshot(&self, #[zbus(header)] hdr: Option<Header<'_>>) -> zbus::fdo::Result<u64> {
+        Ok((self.view(hdr.as_ref())?.snapshots.newest.max(0) as u64) * 1_000_000)
     }
 
     #[zbus(property)]
@@ -200,23 +254,23 @@ impl ContainerObject {
     }
 
     #[zbus(property)]
-    fn state(&self) -> zbus::fdo::Result<String> {
-        Ok(self.info()?.state.as_str().to_string())
+    fn state(&self, #[zbus(header)] hdr: Option<Header<'_>>) -> zbus::fdo::Result<String> {
+        Ok(self.view(hdr.as_ref())?.info.state.as_str().to_string())
     }
 
     #[zbus(property)]
-    fn init_pid(&self) -> zbus::fdo::Result<u32> {
-        Ok(self.info()?.init_pid.unwrap_or(0))
+    fn init_pid(&self, #[zbus(header)] hdr: Option<Header<'_>>) -> zbus::fdo::Result<u32> {
+        Ok(self.view(hdr.as_ref())?.info.init_pid.unwrap_or(0))
     }
 
     #[zbus(property)]
-    fn base(&self) -> zbus::fdo::Result<String> {
-        Ok(self.info()?.spec.base)
+    fn base(&self, #[zbus(header)] hdr: Option<Header<'_>>) -> zbus::fdo::Result<String> {
+        Ok(self.view(hdr.as_ref())?.info.spec.base.clone())
     }
 
     #[zbus(property)]
-    fn layers(&self) -> zbus::fdo::Result<Vec<String>> {
-        Ok(self.info()?.spec.layers)
+    fn layers(&self, #[zbus(header)] hdr: Option<Header<'_>>) -> zbus::fdo::Result<Vec<String>> {
+        Ok(self.view(hdr.as_ref())?.info.spec.layers.clone())
     }
 
     #[zbus(property)]
@@ -230,114 +284,159 @@ impl ContainerObject {
 
     /// The container's fixed address on the bridge ("" if it has none).
     #[zbus(property, name = "IPv4Address")]
-    fn ipv4_address(&self) -> zbus::fdo::Result<String> {
-        Ok(self.info()?.spec.ipv4.unwrap_or_default())
+    fn ipv4_address(&self, #[zbus(header)] hdr: Option<Header<'_>>) -> zbus::fdo::Result<String> {
+        Ok(self
+            .view(hdr.as_ref())?
+            .info
+            .spec
+            .ipv4
+            .clone()
+            .unwrap_or_default())
     }
 
     #[zbus(property)]
-    fn mac_address(&self) -> zbus::fdo::Result<String> {
-        Ok(self.info()?.spec.mac)
+    fn mac_address(&self, #[zbus(header)] hdr: Option<Header<'_>>) -> zbus::fdo::Result<String> {
+        Ok(self.view(hdr.as_ref())?.info.spec.mac.clone())
     }
 
     #[zbus(property)]
-    fn autostart(&self) -> zbus::fdo::Result<bool> {
-        Ok(self.info()?.spec.autostart.enabled())
+    fn autostart(&self, #[zbus(header)] hdr: Option<Header<'_>>) -> zbus::fdo::Result<bool> {
+        Ok(self.view(hdr.as_ref())?.info.spec.autostart.enabled())
     }
 
     /// `true`, `false` or `last-state`.
     #[zbus(property)]
-    fn autostart_policy(&self) -> zbus::fdo::Result<String> {
-        Ok(self.info()?.spec.autostart.as_str().to_string())
+    fn autostart_policy(
+        &self,
+        #[zbus(header)] hdr: Option<Header<'_>>,
+    ) -> zbus::fdo::Result<String> {
+        Ok(self
+            .view(hdr.as_ref())?
+            .info
+            .spec
+            .autostart
+            .as_str()
+            .to_string())
     }
 
     #[zbus(property)]
-    fn boot_priority(&self) -> zbus::fdo::Result<i32> {
-        Ok(self.info()?.spec.boot_priority)
+    fn boot_priority(&self, #[zbus(header)] hdr: Option<Header<'_>>) -> zbus::fdo::Result<i32> {
+        Ok(self.view(hdr.as_ref())?.info.spec.boot_priority)
     }
 
     #[zbus(property)]
-    fn boot_delay(&self) -> zbus::fdo::Result<u32> {
-        Ok(self.info()?.spec.boot_delay)
+    fn boot_delay(&self, #[zbus(header)] hdr: Option<Header<'_>>) -> zbus::fdo::Result<u32> {
+        Ok(self.view(hdr.as_ref())?.info.spec.boot_delay)
     }
 
     /// A problem that needs an operator ("" when none), e.g. autostart gave up.
     #[zbus(property)]
-    fn warning(&self) -> zbus::fdo::Result<String> {
-        Ok(self.info()?.warning)
+    fn warning(&self, #[zbus(header)] hdr: Option<Header<'_>>) -> zbus::fdo::Result<String> {
+        Ok(self.view(hdr.as_ref())?.info.warning.clone())
     }
 
     #[zbus(property)]
-    fn memory_limit(&self) -> zbus::fdo::Result<u64> {
-        Ok(self.info()?.spec.memory.unwrap_or(0))
+    fn memory_limit(&self, #[zbus(header)] hdr: Option<Header<'_>>) -> zbus::fdo::Result<u64> {
+        Ok(self.view(hdr.as_ref())?.info.spec.memory.unwrap_or(0))
     }
 
     #[zbus(property)]
-    fn cpu_limit(&self) -> zbus::fdo::Result<u32> {
-        Ok(self.info()?.spec.cpus.unwrap_or(0))
+    fn cpu_limit(&self, #[zbus(header)] hdr: Option<Header<'_>>) -> zbus::fdo::Result<u32> {
+        Ok(self.view(hdr.as_ref())?.info.spec.cpus.unwrap_or(0))
     }
 
     #[zbus(property)]
-    fn created_at(&self) -> zbus::fdo::Result<u64> {
-        Ok(self.info()?.spec.created * 1_000_000)
+    fn created_at(&self, #[zbus(header)] hdr: Option<Header<'_>>) -> zbus::fdo::Result<u64> {
+        Ok(self.view(hdr.as_ref())?.info.spec.created * 1_000_000)
     }
 
     #[zbus(property)]
-    fn started_at(&self) -> zbus::fdo::Result<u64> {
-        Ok(self.info()?.started_at)
+    fn started_at(&self, #[zbus(header)] hdr: Option<Header<'_>>) -> zbus::fdo::Result<u64> {
+        Ok(self.view(hdr.as_ref())?.info.started_at)
     }
 
     /// HTTPS vhosts through the host's NGINX: (host, container port).
     #[zbus(property)]
-    fn published_http(&self) -> zbus::fdo::Result<super::publish::HttpWire> {
-        Ok(super::publish::http_wire(&self.info()?.spec.publish))
+    fn published_http(
+        &self,
+        #[zbus(header)] hdr: Option<Header<'_>>,
+    ) -> zbus::fdo::Result<super::publish::HttpWire> {
+        Ok(super::publish::http_wire(
+            &self.view(hdr.as_ref())?.info.spec.publish,
+        ))
     }
 
     /// TLS streams through the host's NGINX: (public port, container port).
     #[zbus(property)]
-    fn published_streams(&self) -> zbus::fdo::Result<super::publish::StreamWire> {
-        Ok(super::publish::stream_wire(&self.info()?.spec.publish))
+    fn published_streams(
+        &self,
+        #[zbus(header)] hdr: Option<Header<'_>>,
+    ) -> zbus::fdo::Result<super::publish::StreamWire> {
+        Ok(super::publish::stream_wire(
+            &self.view(hdr.as_ref())?.info.spec.publish,
+        ))
     }
 
     /// `customer` for containers made by `customer add`, else "".
     #[zbus(property)]
-    fn preset(&self) -> zbus::fdo::Result<String> {
-        Ok(self.info()?.spec.publish.preset.unwrap_or_default())
+    fn preset(&self, #[zbus(header)] hdr: Option<Header<'_>>) -> zbus::fdo::Result<String> {
+        Ok(self
+            .view(hdr.as_ref())?
+            .info
+            .spec
+            .publish
+            .preset
+            .clone()
+            .unwrap_or_default())
     }
 
     /// µs since the epoch of the last backup attempt (0 = never).
     #[zbus(property)]
-    fn last_backup_attempt(&self) -> u64 {
-        self.backup().last_attempt.map_or(0, |o| o.time * 1_000_000)
+    fn last_backup_attempt(
+        &self,
+        #[zbus(header)] hdr: Option<Header<'_>>,
+    ) -> zbus::fdo::Result<u64> {
+        let view = self.view(hdr.as_ref())?;
+        Ok(view
+            .backup
+            .last_attempt
+            .as_ref()
+            .map_or(0, |o| o.time * 1_000_000))
     }
 
     /// µs since the epoch of the last verified backup (0 = never): alert when stale.
     #[zbus(property)]
-    fn last_backup_success(&self) -> u64 {
-        self.backup().last_success.map_or(0, |o| o.time * 1_000_000)
+    fn last_backup_success(
+        &self,
+        #[zbus(header)] hdr: Option<Header<'_>>,
+    ) -> zbus::fdo::Result<u64> {
+        let view = self.view(hdr.as_ref())?;
+        Ok(view
+            .backup
+            .last_success
+            .as_ref()
+            .map_or(0, |o| o.time * 1_000_000))
     }
 
     /// `ok`, why the last attempt failed, or "" when never attempted.
     #[zbus(property)]
-    fn last_backup_result(&self) -> String {
-        self.backup()
+    fn last_backup_result(
+        &self,
+        #[zbus(header)] hdr: Option<Header<'_>>,
+    ) -> zbus::fdo::Result<String> {
+        let view = self.view(hdr.as_ref())?;
+        Ok(view
+            .backup
             .last_attempt
-            .map(|o| o.result)
-            .unwrap_or_default()
-    }
-}
-
-impl ContainerObject {
-    fn backup(&self) -> crate::backup::status::ContainerBackup {
-        self.engine
-            .backup_status()
-            .containers
-            .remove(&self.name)
-            .unwrap_or_default()
+            .as_ref()
+            .map(|o| o.result.clone())
+            .unwrap_or_default())
     }
 }
 
 pub struct BaseObject {
     pub engine: Arc<Engine>,
+    pub auth: Auth,
     pub name: String,
 }
 
@@ -348,12 +447,8 @@ impl BaseObject {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<()> {
-        require_admin(conn, &hdr).await?;
-        logged(
-            "delete base",
-            &self.name,
-            self.engine.delete_base(&self.name).await,
-        )
+        let admitted = admit(&self.engine, &self.auth, conn, &hdr).await?;
+        admitted.delete_base(&self.name).await
     }
 
     #[zbus(property)]

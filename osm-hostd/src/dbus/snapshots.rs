@@ -7,28 +7,19 @@ use crate::engine::SnapshotRequest;
 use crate::snapper::SnapshotInfo;
 use std::collections::HashMap;
 
-pub type SnapshotWire = (
-    u32,
-    String,
-    u32,
-    u64,
-    u32,
-    String,
-    String,
-    HashMap<String, String>,
-);
+pub type SnapshotWire = osm_host_bus::wire::Snapshot;
 
 pub fn to_wire(s: &SnapshotInfo) -> SnapshotWire {
-    (
-        s.num,
-        s.kind.as_str().to_string(),
-        s.pre_num.unwrap_or(0),
-        (s.date.max(0) as u64) * 1_000_000,
-        s.uid,
-        s.description.clone(),
-        s.cleanup.clone(),
-        s.userdata.clone().into_iter().collect(),
-    )
+    SnapshotWire {
+        num: s.num,
+        kind: s.kind.as_str().to_string(),
+        pre_num: s.pre_num.unwrap_or(0),
+        date: (s.date.max(0) as u64) * 1_000_000,
+        uid: s.uid,
+        description: s.description.clone(),
+        cleanup: s.cleanup.clone(),
+        userdata: s.userdata.clone().into_iter().collect(),
+    }
 }
 
 pub fn request(

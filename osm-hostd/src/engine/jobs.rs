@@ -2,9 +2,14 @@
 
 use super::Event;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
+
+/// How long a finished job stays known (and on the bus) for late readers.
+pub const JOB_LINGER: Duration = Duration::from_secs(60);
+
+type Registry = Mutex<Vec<Arc<Job>>>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobState {
@@ -38,6 +43,8 @@ pub struct Job {
     status: Mutex<JobStatus>,
     last_signal: Mutex<Option<(Instant, f64)>>,
     events: broadcast::Sender<Event>,
+    registry: Weak<Registry>,
+    linger: Duration,
 }
 
 impl Job {
@@ -86,22 +93,41 @@ impl Job {
             }
         }
         let _ = self.events.send(Event::JobFinished(self.id));
+        self.forget_later();
+    }
+
+    /// After [`JOB_LINGER`], drops the finished job and sends `JobRemoved`.
+    fn forget_later(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return; // no runtime (a synchronous unit test): the job stays known
+        };
+        let (id, registry, events) = (self.id, self.registry.clone(), self.events.clone());
+        let linger = self.linger;
+        runtime.spawn(async move {
+            tokio::time::sleep(linger).await;
+            if let Some(live) = registry.upgrade() {
+                live.lock().expect("jobs lock").retain(|j| j.id != id);
+            }
+            let _ = events.send(Event::JobRemoved(id));
+        });
     }
 }
 
 #[derive(Debug)]
 pub struct Jobs {
     next: AtomicU64,
-    live: Mutex<Vec<Arc<Job>>>,
+    live: Arc<Registry>,
     events: broadcast::Sender<Event>,
+    linger: Duration,
 }
 
 impl Jobs {
     pub fn new(events: broadcast::Sender<Event>) -> Jobs {
         Jobs {
             next: AtomicU64::new(1),
-            live: Mutex::new(Vec::new()),
+            live: Arc::default(),
             events,
+            linger: JOB_LINGER,
         }
     }
 
@@ -117,6 +143,8 @@ impl Jobs {
             }),
             last_signal: Mutex::new(None),
             events: self.events.clone(),
+            registry: Arc::downgrade(&self.live),
+            linger: self.linger,
         });
         self.live.lock().expect("jobs lock").push(job.clone());
         let _ = self.events.send(Event::JobAdded(job.id));
@@ -132,8 +160,48 @@ impl Jobs {
             .cloned()
     }
 
-    /// Forgets a finished job (the D-Bus layer calls this a while after `Finished`).
-    pub fn forget(&self, id: u64) {
-        self.live.lock().expect("jobs lock").retain(|j| j.id != id);
+    /// The jobs known now: running, or finished less than [`JOB_LINGER`] ago.
+    pub fn ids(&self) -> Vec<u64> {
+        self.live
+            .lock()
+            .expect("jobs lock")
+            .iter()
+            .map(|j| j.id)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_finished_job_is_forgotten_after_it_lingers() {
+        let (tx, mut rx) = broadcast::channel(16);
+        let mut jobs = Jobs::new(tx);
+        jobs.linger = Duration::from_millis(50);
+        let job = jobs.create("build-base", "bb");
+        let other = jobs.create("import-base", "b2");
+        job.finish(Ok("done".into()));
+        assert_eq!(jobs.ids(), [job.id, other.id], "readers may still look");
+        let mut seen = Vec::new();
+        while !matches!(seen.last(), Some(Event::JobRemoved(_))) {
+            let e = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("JobRemoved within the linger time")
+                .unwrap();
+            seen.push(e);
+        }
+        assert_eq!(
+            seen,
+            [
+                Event::JobAdded(job.id),
+                Event::JobAdded(other.id),
+                Event::JobFinished(job.id),
+                Event::JobRemoved(job.id)
+            ]
+        );
+        assert!(jobs.get(job.id).is_none());
+        assert_eq!(jobs.ids(), [other.id], "a running job stays");
     }
 }

@@ -22,6 +22,7 @@ mod publish;
 mod restore;
 mod set;
 mod snapshots;
+mod view;
 mod watch;
 
 pub use bases::{BaseInfo, BaseSource};
@@ -33,6 +34,7 @@ pub use network::NetworkInfo;
 pub use restore::CRASH_ENV as RESTORE_CRASH_ENV;
 pub use set::SetRequest;
 pub use snapshots::{SnapshotRequest, SnapshotSummary};
+pub use view::ContainerView;
 
 use crate::config::HostConfig;
 use crate::error::{EngineError, EngineResult};
@@ -66,6 +68,8 @@ pub enum Event {
     JobAdded(u64),
     JobChanged(u64),
     JobFinished(u64),
+    /// A finished job was forgotten, [`jobs::JOB_LINGER`] after it finished.
+    JobRemoved(u64),
     /// A snapshot (container, number) was taken or deleted; a container was restored
     /// to a snapshot.
     SnapshotCreated(String, u32),
@@ -87,6 +91,8 @@ pub struct Engine {
     base_use: tokio::sync::RwLock<()>,
     pub jobs: Jobs,
     events: broadcast::Sender<Event>,
+    /// Bumped before every event is sent (see `view`).
+    generation: std::sync::atomic::AtomicU64,
     /// dnsmasq's supervisor, when the daemon manages networking.
     dnsmasq: OnceLock<Arc<crate::net::supervisor::Supervisor>>,
     /// Set once `host shutdown` has begun: autostart starts nothing more.
@@ -117,6 +123,7 @@ impl Engine {
             base_use: tokio::sync::RwLock::new(()),
             jobs: Jobs::new(events.clone()),
             events,
+            generation: Default::default(),
             dnsmasq: OnceLock::new(),
             shutting_down: Default::default(),
             publish_lock: Default::default(),
@@ -149,6 +156,8 @@ impl Engine {
     }
 
     fn emit(&self, event: Event) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let _ = self.events.send(event);
     }
 
