@@ -218,14 +218,24 @@ fn operator_restores_through_the_system_bus(host: &TestHost) {
 
     in_container(host, "alpha", "echo broken > /root/customer.conf");
     let out = ctl_as(host, "bob", &["snapshot", "restore", "alpha", &num]);
-    assert!(!out.status.success(), "bob must be refused: {out:?}");
+    assert_eq!(out.status.code(), Some(7), "bob must be refused: {out:?}");
     let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
     assert!(
         err.contains("denied") || err.contains("not allowed") || err.contains("osm-admin"),
         "bob's refusal says why: {err}"
     );
     let out = ctl_as(host, "bob", &["snapshot", "create", "alpha"]);
-    assert!(!out.status.success(), "bob must be refused: {out:?}");
+    assert_eq!(out.status.code(), Some(7), "bob must be refused: {out:?}");
+    let snapshots = ctl(host, &["snapshot", "list", "alpha", "--json"]);
+    let count = serde_json::from_str::<serde_json::Value>(&snapshots)
+        .unwrap()
+        .as_array()
+        .map(Vec::len);
+    assert_eq!(
+        count,
+        Some(1),
+        "bob's refused calls changed nothing: {snapshots}"
+    );
     // Reading is open to every local user.
     let out = ctl_as(host, "bob", &["list"]);
     assert!(
@@ -378,6 +388,17 @@ fn power_cycle_stops_and_starts_by_priority(host: &TestHost) {
         booted,
         "the unit did not start every container at boot:\n{}",
         host.journal_tail(60)
+    );
+    // Started by the enabled unit at boot, which says so in its journal.
+    assert_eq!(host.sh_ok("systemctl is-active osm-hostd"), "active\n");
+    let journal = host.sh_ok(
+        "journalctl -o cat --no-pager \
+         _SYSTEMD_INVOCATION_ID=$(systemctl show -P InvocationID osm-hostd)",
+    );
+    assert!(
+        journal.contains("host boot: starting autostart containers")
+            && journal.contains("containers=3"),
+        "this boot's osm-hostd started 3 containers:\n{journal}"
     );
     let started: Vec<(u64, &str)> = {
         let mut v: Vec<_> = RUN_BEFORE_POWER_OFF
