@@ -14,7 +14,7 @@
 //! All of it in one test host (one boot, one power cycle) to keep the suite within a
 //! few minutes. The package is `target/debian/osm-host_<version>-*.deb`, built by
 //! `scripts/build-deb.sh` (scripts/test.sh builds it before the tests run; this suite
-//! builds it when it is missing).
+//! builds it when it is missing or older than the sources).
 
 use rig::test_host::{project_deb, repack_deb_with_version};
 use rig::{busybox_rootfs_tar, require_root, wait_until, TestHost};

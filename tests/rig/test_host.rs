@@ -307,7 +307,8 @@ impl Drop for TestHost {
 
 /// The project's Debian package for this version, `target/debian/osm-host_<version>-*.deb`
 /// as `scripts/build-deb.sh` leaves it (scripts/test.sh builds it before the tests);
-/// built here when missing. `OSM_TEST_DEB=<path>` picks another file.
+/// built here when missing or older than the daemon's, the CLI's or the packaging's
+/// sources. `OSM_TEST_DEB=<path>` picks another file.
 pub fn project_deb() -> PathBuf {
     if let Some(path) = std::env::var_os("OSM_TEST_DEB") {
         let path = PathBuf::from(path);
