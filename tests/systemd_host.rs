@@ -349,6 +349,15 @@ fn daemon_restart_upgrade_and_stop_keep_containers(host: &TestHost) {
         );
     }
     assert_eq!(lxc_state(host, "delta"), "STOPPED");
+    // The unit's ExecStop saw no host shutdown, so `host shutdown` did not run.
+    for (name, _, _) in CONTAINERS {
+        let file = host
+            .store()
+            .join("lxc/containers")
+            .join(name)
+            .join("last-state");
+        assert!(!file.exists(), "a plain stop recorded {}", file.display());
+    }
     host.sh_ok("systemctl start osm-hostd");
     assert_eq!(init_pids(host, &RUN_BEFORE_POWER_OFF), before);
 }
