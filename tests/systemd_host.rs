@@ -6,7 +6,8 @@
 //!    container over the real system bus and the installed policy; others are refused;
 //! 2. the nightly backup timer is scheduled, and its service backs up every container;
 //! 3. `systemctl restart osm-hostd`, an upgrade of the package and `systemctl stop
-//!    osm-hostd` leave every container running and adopted;
+//!    osm-hostd` leave every container running and adopted (and any user's call
+//!    brings a stopped daemon back through bus activation);
 //! 4. powering the test host off stops the containers in reverse priority order and
 //!    records their last state; booting it starts them by priority through the unit,
 //!    the `last-state` one only if it ran.
@@ -146,6 +147,10 @@ fn the_package_under_systemd_boots_restores_backs_up_and_shuts_down() {
     // ---- Install as an operator would: apt with the dependencies already there. ----
     let out = host.sh_ok("apt-get install -y /root/osm-host.deb 2>&1");
     assert!(out.contains("Setting up osm-host"), "{out}");
+    assert!(
+        out.contains("0 upgraded, 1 newly installed, 0 to remove"),
+        "every dependency was already there: {out}"
+    );
     assert!(
         out.contains("set store_root in /etc/osm-host/hostd.toml"),
         "a fresh install says what to do next: {out}"
@@ -358,7 +363,14 @@ fn daemon_restart_upgrade_and_stop_keep_containers(host: &TestHost) {
             .join("last-state");
         assert!(!file.exists(), "a plain stop recorded {}", file.display());
     }
-    host.sh_ok("systemctl start osm-hostd");
+    // Any user's call brings the daemon back: the bus activates osm-hostd.service.
+    let out = ctl_as(host, "bob", &["list"]);
+    assert!(
+        out.status.success() && text(&out).contains("alpha"),
+        "bus activation: {out:?}\n{}",
+        host.journal_tail(30)
+    );
+    assert_eq!(host.sh_ok("systemctl is-active osm-hostd"), "active\n");
     assert_eq!(init_pids(host, &RUN_BEFORE_POWER_OFF), before);
 }
 
