@@ -17,12 +17,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use super::daemon_config::TEST_CACHE_DIR;
 use super::sandbox::Sandbox;
 use super::{file_tail, keep_requested, project_path, test_tempdir, wait_until};
 
 pub const TEST_HOST_RECIPE: &str = "tests/recipes/test-host.toml";
 const NAME: &str = "osm-test-host";
-const BASES_CACHE: &str = "/var/cache/osm-host-tests/bases";
 
 /// How the machine running the tests mounts cgroups, which decides what the test host
 /// (and the containers nested in it) can see.
@@ -50,16 +50,18 @@ impl CgroupLayout {
     }
 }
 
-/// The test host's root filesystem from the cached recipe build (debootstrap on a cold
-/// cache: needs Debian's mirror, a few minutes), unpacked into the empty dir `dest`.
+/// The test host's root filesystem from the cached recipe build, unpacked into the empty
+/// dir `dest`. On a cold cache debootstrap runs here, in the machine's own network
+/// namespace, to reach Debian's mirror (a few minutes, once).
 pub fn unpack_test_host_rootfs(dest: &Path) {
+    let bases = Path::new(TEST_CACHE_DIR).join("bases");
     let text = fs::read_to_string(project_path(TEST_HOST_RECIPE)).expect("read test host recipe");
     let recipe = osm_hostd::base::Recipe::parse(&text).expect("test host recipe parses");
-    let cached = Path::new(BASES_CACHE).join(format!("{}.tar.zst", recipe.cache_key()));
-    fs::create_dir_all(BASES_CACHE).expect("create test base cache");
+    let cached = bases.join(format!("{}.tar.zst", recipe.cache_key()));
+    fs::create_dir_all(&bases).expect("create test base cache");
     let t = Instant::now();
     let mut last = String::new();
-    osm_hostd::base::build_rootfs(&recipe, dest, Path::new(BASES_CACHE), &mut |_, msg| {
+    osm_hostd::base::build_rootfs(&recipe, dest, &bases, &mut |_, msg| {
         if msg != last {
             eprintln!("test host rootfs: {msg}");
             last = msg.to_string();
@@ -81,8 +83,9 @@ pub struct TestHost {
 }
 
 impl TestHost {
-    /// Unpacks the root filesystem, makes the store, writes the LXC config; does not
-    /// boot. `prepare(rootfs)` may add files (the package, test images) before boot.
+    /// Unpacks the root filesystem, makes a Btrfs store of `store_size`, writes the LXC
+    /// config; does not boot. Add files (the package, test images) under
+    /// [`Self::rootfs`] before [`Self::boot`].
     pub fn create(store_size: &str) -> TestHost {
         super::require_root();
         let dir = test_tempdir("osm-test-host-");
