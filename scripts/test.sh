@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Runs osm-host's whole test suite, as root, on Debian 12 or newer:
 #   Debian packages -> cargo fmt --check -> cargo clippy -D warnings -> cargo build
-#   -> cargo test (unit tests, D-Bus tests, and the root integration tests with real
-#   LXC containers on loop-mounted Btrfs) -> systemd-analyze verify of the units ->
-#   the Debian package built and listed (scripts/check-deb.sh; installs cargo-deb once).
+#   -> the Debian package built and listed (scripts/check-deb.sh; installs cargo-deb
+#   once) -> cargo test (unit tests, D-Bus tests, and the root integration tests with
+#   real LXC containers on loop-mounted Btrfs; tests/systemd_host.rs installs the package
+#   just built, target/debian/osm-host_*.deb, into a test host running systemd)
+#   -> systemd-analyze verify of the units.
 # Stops at the first failing step with a non-zero exit code. Needs no standard input;
 # CI runs it as `bash .ci/run`.
 #
@@ -54,6 +56,11 @@ cargo clippy "${lock_args[@]}" --workspace --all-targets -- -D warnings
 osm_step "cargo build --workspace --all-targets"
 cargo build "${lock_args[@]}" --workspace --all-targets
 
+# Before the tests: tests/systemd_host.rs installs this package (it would otherwise
+# build it itself, a second release build).
+osm_step "Debian package (cargo-deb) and its contents"
+bash scripts/check-deb.sh
+
 osm_step "cargo test (unit + root integration tests)"
 log="$OSM_REPO_ROOT/target/test-output.log"
 set +e
@@ -79,9 +86,6 @@ if grep -v 'is not executable: No such file or directory' <<<"$verify_out" | gre
     printf '%s\n' "$verify_out" >&2
     osm_die "systemd-analyze verify reported problems"
 fi
-
-osm_step "Debian package (cargo-deb) and its contents"
-bash scripts/check-deb.sh
 
 osm_step "All checks and tests passed"
 echo "$passed passed, $failed failed"

@@ -29,6 +29,7 @@ mod rig;
 mod sandbox;
 mod sandbox_exec;
 mod sandbox_teardown;
+pub mod test_host;
 
 pub use bus::{BusPolicy, PrivateBus, BUS_NAME};
 pub use bus_probe::{list_names, StandInService};
@@ -37,6 +38,7 @@ pub use daemon::{Daemon, DaemonConfig};
 pub use leftovers::{assert_no_leftovers, leftovers_under};
 pub use rig::{Rig, RigBuilder};
 pub use sandbox::{Sandbox, SandboxBuilder, SandboxChild, SandboxHandle};
+pub use test_host::{CgroupLayout, TestHost};
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
