@@ -41,6 +41,7 @@ pub struct HostConfig {
     pub backup: BackupConfig,
     pub snapshots: SnapshotsConfig,
     pub boot: BootConfig,
+    pub metrics: crate::metrics::MetricsConfig,
 }
 
 /// `[boot]`: how the daemon starts containers at host boot and stops them at shutdown.
@@ -161,6 +162,7 @@ impl Default for HostConfig {
             backup: BackupConfig::default(),
             snapshots: SnapshotsConfig::default(),
             boot: BootConfig::default(),
+            metrics: Default::default(),
         }
     }
 }
@@ -305,6 +307,7 @@ impl HostConfig {
         if self.backup.timeout == 0 {
             return Err("backup.timeout must be at least 1 second".into());
         }
+        self.metrics.validate()?;
         Ok(())
     }
 

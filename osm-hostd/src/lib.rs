@@ -16,6 +16,7 @@ pub mod fsutil;
 pub mod host;
 pub mod lxc;
 pub mod lxcconf;
+pub mod metrics;
 pub mod names;
 pub mod net;
 pub mod privs;
