@@ -364,6 +364,7 @@ fn a_scrape_during_a_backup_answers_at_once() {
         0.0
     );
     promtool_check(&body);
+    assert_packaged_names_served(&body);
     rig.ctl_ok(&["stop", "b1", "--timeout", "10"]);
     rig.ctl_ok(&["delete", "b1"]);
 }
