@@ -382,3 +382,144 @@ fn promtool_accepts_the_alert_rules() {
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("SUCCESS: 6 rules found"), "{said}");
 }
+
+fn meminfo_total() -> u64 {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let kib: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap();
+    kib * 1024
+}
+
+#[test]
+fn capacity_reports_what_the_test_made() {
+    require_root();
+    let rig = Rig::new();
+    rig.import_busybox_base("bb");
+    rig.ctl_ok(&[
+        "create", "c1", "--base", "bb", "--memory", "256M", "--cpus", "1",
+    ]);
+    rig.ctl_ok(&[
+        "create", "c2", "--base", "bb", "--memory", "512M", "--cpus", "2",
+    ]);
+    rig.ctl_ok(&["create", "c3", "--base", "bb"]);
+    rig.ctl_ok(&["start", "c1"]);
+
+    let c: serde_json::Value =
+        serde_json::from_str(&rig.ctl_ok(&["host", "capacity", "--json"])).unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) } as u64;
+    assert_eq!(c["cpus"], cpus, "{c}");
+    assert_eq!(c["cpus_committed"], 3, "{c}");
+    assert_eq!(c["memory_total"], meminfo_total(), "{c}");
+    let used = c["memory_used"].as_u64().unwrap();
+    assert!(used > 0 && used < meminfo_total(), "{c}");
+    assert_eq!(c["memory_committed"], 768 * 1024 * 1024u64, "{c}");
+    assert_eq!(c["containers_without_memory_limit"], 1, "{c}");
+    assert_eq!(c["containers"]["running"], 1, "{c}");
+    assert_eq!(c["containers"]["stopped"], 2, "{c}");
+    assert_eq!(c["containers"]["starting"], 0, "{c}");
+    // The default range 10.0.3.2-10.0.3.254 holds 253 addresses; three are taken.
+    assert_eq!(c["addresses_used"], 3, "{c}");
+    assert_eq!(c["addresses_free"], 250, "{c}");
+    assert_eq!(c["published_ports"], serde_json::json!([]), "{c}");
+    let st = nix::sys::statvfs::statvfs(&rig.sandbox().host_path(rig.store_root())).unwrap();
+    let unit = st.fragment_size();
+    assert_eq!(c["store_total"], st.blocks() * unit, "{c}");
+    let (free, used) = (
+        c["store_free"].as_u64().unwrap(),
+        c["store_used"].as_u64().unwrap(),
+    );
+    assert_eq!(free + used, st.blocks() * unit, "{c}");
+    let free_now = st.blocks_available() * unit;
+    assert!(
+        free.abs_diff(free_now) < 64 * 1024 * 1024,
+        "{free} vs {free_now}"
+    );
+
+    let text = rig.ctl_ok(&["host", "capacity"]);
+    assert!(
+        text.contains("1 running") && text.contains("2 stopped"),
+        "{text}"
+    );
+    assert!(text.contains("Published ports: none"), "{text}");
+    // Anyone may read it.
+    let out = rig.ctl_as_nobody(&["host", "capacity", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+
+    rig.ctl_ok(&["stop", "c1", "--timeout", "10"]);
+    for n in ["c1", "c2", "c3"] {
+        rig.ctl_ok(&["delete", n]);
+    }
+}
+
+#[test]
+fn host_health_follows_autostart_containers_and_backups() {
+    require_root();
+    let target = test_tempdir("osm-health-backup-");
+    let t = target.path().to_string_lossy().into_owned();
+    let rig = Rig::builder()
+        .config(move |c| {
+            c.set_str("backup.target", &t);
+        })
+        .start();
+    rig.import_busybox_base("bb");
+    rig.ctl_ok(&["create", "h1", "--base", "bb", "--autostart"]);
+    rig.ctl_ok(&["create", "manual", "--base", "bb"]);
+
+    let health = |args: &[&str]| {
+        let mut all = vec!["host", "health"];
+        all.extend_from_slice(args);
+        let out = rig.ctl(&all);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = health(&[]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        out.contains("container h1 should run (autostart = true) but is stopped"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("manual"),
+        "a container without autostart may stop: {out}"
+    );
+    assert!(err.contains("unhealthy: 1 problem(s)"), "{err}");
+
+    rig.ctl_ok(&["start", "h1"]);
+    let (code, out, err) = health(&[]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(out.trim(), "healthy");
+
+    // Backups: fresh right after a run; stale once older than the allowed age, and a
+    // container never backed up counts once backups are in use.
+    rig.ctl_ok(&["backup", "run", "h1"]);
+    let (code, out, _) = health(&[]);
+    assert_eq!(code, Some(0), "{out}");
+    std::thread::sleep(Duration::from_millis(2100));
+    let (code, out, _) = health(&["--max-backup-age", "0.0005"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("container h1: the last good backup is"),
+        "{out}"
+    );
+    assert!(
+        out.contains("container manual has never been backed up"),
+        "{out}"
+    );
+    let (code, _, err) = health(&["--max-backup-age=0"]);
+    assert_eq!(code, Some(5), "{err}");
+
+    rig.ctl_ok(&["stop", "h1", "--timeout", "10"]);
+    rig.ctl_ok(&["delete", "h1"]);
+    rig.ctl_ok(&["delete", "manual"]);
+}

@@ -163,6 +163,16 @@ pub enum BackupCommand {
 pub enum HostCommand {
     /// Show the bridge, its subnet, used and free addresses, and dnsmasq's state
     Info(JsonArg),
+    /// Show CPUs, memory, store space, containers by state and free addresses: what
+    /// placing a new container needs
+    Capacity(JsonArg),
+    /// Exit 0 when every container that should run runs, none failed to boot, dnsmasq
+    /// runs and backups are fresh; otherwise print each problem and exit 1
+    Health {
+        /// Hours after which the last good backup of a container is stale
+        #[arg(long, value_name = "HOURS", default_value_t = 26.0)]
+        max_backup_age: f64,
+    },
     /// Stop every container for a host shutdown, lowest boot priority first, recording
     /// which ran (for autostart = last-state); run by osm-hostd.service when the host
     /// goes down

@@ -45,6 +45,7 @@
 pub mod args;
 mod calls;
 mod exit;
+mod fleet;
 mod format;
 mod job;
 pub mod model;

@@ -97,6 +97,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 say(format::network_info(&info).trim_end());
             }
         }
+        Command::Host(HostCommand::Capacity(out)) => super::fleet::capacity(m, out.json).await?,
+        Command::Host(HostCommand::Health { max_backup_age }) => {
+            super::fleet::health(m, max_backup_age).await?
+        }
         Command::Snapshot(cmd) => super::snapshots::run(&daemon, cmd).await?,
     }
     Ok(())

@@ -3,6 +3,7 @@
 
 mod auth;
 pub mod error;
+mod fleet;
 mod manager;
 mod objects;
 pub mod snapshots;

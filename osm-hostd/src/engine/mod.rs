@@ -14,7 +14,7 @@ mod boot;
 mod container;
 mod create;
 mod delete;
-mod fleet;
+pub mod fleet;
 pub mod jobs;
 mod lifecycle;
 mod network;
