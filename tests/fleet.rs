@@ -523,3 +523,91 @@ fn host_health_follows_autostart_containers_and_backups() {
     rig.ctl_ok(&["delete", "h1"]);
     rig.ctl_ok(&["delete", "manual"]);
 }
+
+#[test]
+fn dash_h_drives_a_daemon_in_another_namespace_over_ssh() {
+    require_root();
+    let rig = Rig::new();
+    let keys = test_tempdir("osm-remote-ssh-");
+    let peer = rig::SshPeer::start(&rig, keys.path());
+    rig.import_busybox_base("bb");
+    let remote = |args: &[&str]| {
+        let out = peer.ctl_command(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    // The client namespace has no bus of its own: without -H nothing answers.
+    let out = peer
+        .client
+        .command(rig::ctl_bin())
+        .env(
+            "DBUS_SYSTEM_BUS_ADDRESS",
+            "unix:path=/nonexistent/osm-test-bus",
+        )
+        .arg("list")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(9), "{out:?}");
+
+    let (code, out, err) = remote(&["create", "r1", "--base", "bb", "--memory", "128M"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(out.trim(), "created r1");
+    let (code, out, err) = remote(&["start", "r1"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(
+        rig.lxc_state("r1"),
+        "RUNNING",
+        "the daemon behind ssh started it"
+    );
+    // The same output as locally.
+    let (code, out, err) = remote(&["list", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, rig.ctl_ok(&["list", "--json"]));
+    let (code, out, _) = remote(&["host", "capacity", "--json"]);
+    assert_eq!(code, Some(0));
+    let c: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(c["containers"]["running"], 1, "{c}");
+    assert_eq!(c["memory_committed"], 128 * 1024 * 1024u64, "{c}");
+    // And the same exit codes: NotFound is 3, InvalidState/Busy 6.
+    let (code, _, err) = remote(&["info", "nosuch"]);
+    assert_eq!(code, Some(3), "{err}");
+    assert_eq!(code, rig.ctl(&["info", "nosuch"]).status.code());
+    let (code, _, err) = remote(&["base", "delete", "bb"]);
+    assert_eq!(
+        code,
+        rig.ctl(&["base", "delete", "bb"]).status.code(),
+        "{err}"
+    );
+    let (code, out, err) = remote(&["stop", "r1", "--timeout", "10"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (code, out, err) = remote(&["delete", "r1"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(!rig.ctl_ok(&["list"]).contains("r1"));
+
+    // A host that is not a host, and one that does not answer.
+    let out = peer
+        .client
+        .command(rig::ctl_bin())
+        .env("OSM_HOSTCTL_SSH", &peer.ssh_wrapper)
+        .args(["--host=-oProxyCommand=sh", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    let out = peer
+        .client
+        .command(rig::ctl_bin())
+        .env("OSM_HOSTCTL_SSH", &peer.ssh_wrapper)
+        .args(["-H", "root@198.51.100.77", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(9), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach the system bus of root@198.51.100.77"),
+        "{err}"
+    );
+}

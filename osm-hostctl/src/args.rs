@@ -60,6 +60,10 @@ as \"osm-hostctl: <message>\"; results go to stdout. Read commands take --json."
     arg_required_else_help = true
 )]
 pub struct Cli {
+    /// Run the command on another host: the bus connection goes through
+    /// `ssh -xT [USER@]HOST systemd-stdio-bridge` (OSM_HOSTCTL_SSH names another ssh)
+    #[arg(short = 'H', long = "host", value_name = "[USER@]HOST", global = true)]
+    pub host: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }

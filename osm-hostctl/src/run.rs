@@ -30,7 +30,7 @@ fn call_timeout(command: &Command) -> Duration {
 }
 
 pub async fn run(cli: Cli) -> Result<(), CliError> {
-    let daemon = Daemon::connect(call_timeout(&cli.command)).await?;
+    let daemon = Daemon::connect_to(call_timeout(&cli.command), cli.host.as_deref()).await?;
     let m = &daemon.manager;
     match cli.command {
         Command::Create(args) => {

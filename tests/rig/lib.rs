@@ -28,6 +28,7 @@ mod rig;
 mod sandbox;
 mod sandbox_exec;
 mod sandbox_teardown;
+mod ssh_peer;
 
 pub use bus::{BusPolicy, PrivateBus, BUS_NAME};
 pub use bus_probe::{list_names, StandInService};
@@ -36,6 +37,7 @@ pub use daemon::{Daemon, DaemonConfig};
 pub use leftovers::{assert_no_leftovers, leftovers_under};
 pub use rig::{Rig, RigBuilder};
 pub use sandbox::{Sandbox, SandboxBuilder, SandboxChild, SandboxHandle};
+pub use ssh_peer::{SshPeer, SSH_PEER_CLIENT_ADDR, SSH_PEER_SERVER_ADDR};
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
