@@ -611,3 +611,118 @@ fn dash_h_drives_a_daemon_in_another_namespace_over_ssh() {
         "{err}"
     );
 }
+
+#[test]
+fn monitor_prints_the_events_of_a_container_life_in_order() {
+    require_root();
+    let target = test_tempdir("osm-monitor-backup-");
+    let t = target.path().to_string_lossy().into_owned();
+    let rig = Rig::builder()
+        .ctl_outside_sandbox()
+        .config(move |c| {
+            c.set_str("backup.target", &t);
+        })
+        .start();
+    rig.import_busybox_base("bb");
+    let mut child = rig
+        .ctl_command(&["monitor", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let v: serde_json::Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("monitor --json printed {line:?}: {e}"));
+            if tx.send(v).is_err() {
+                break;
+            }
+        }
+    });
+    // The monitor is subscribed once it reports a container made after it started.
+    let mut seen = Vec::new();
+    let mut probe_seen = false;
+    for i in 0..20 {
+        let name = format!("probe{i}");
+        rig.ctl_ok(&["create", &name, "--base", "bb"]);
+        rig.ctl_ok(&["delete", &name]);
+        while let Ok(v) = rx.recv_timeout(Duration::from_millis(300)) {
+            probe_seen |= v["kind"] == "container-added";
+        }
+        if probe_seen {
+            break;
+        }
+    }
+    assert!(probe_seen, "the monitor printed nothing");
+
+    rig.ctl_ok(&["create", "m1", "--base", "bb"]);
+    rig.ctl_ok(&["start", "m1"]);
+    rig.ctl_ok(&["snapshot", "create", "m1"]);
+    rig.ctl_ok(&["backup", "run", "m1"]);
+    rig.ctl_ok(&["stop", "m1", "--timeout", "10"]);
+    rig.ctl_ok(&["delete", "m1"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(v) = rx.recv_timeout(Duration::from_millis(200)) {
+            let done = v["kind"] == "container-removed" && v["object"] == "container/m1";
+            seen.push(v);
+            if done {
+                break;
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let brief: Vec<String> = seen
+        .iter()
+        .filter(|v| v["object"] == "container/m1" || v["kind"].as_str().unwrap().starts_with("job"))
+        .map(|v| {
+            assert!(v["time"].as_u64().unwrap() > 1_600_000_000_000_000, "{v}");
+            format!(
+                "{} {} {}",
+                v["kind"].as_str().unwrap(),
+                v["object"].as_str().unwrap(),
+                v["detail"].as_str().unwrap()
+            )
+        })
+        .collect();
+    let expected = [
+        "container-added container/m1 stopped",
+        "state container/m1 running",
+        "snapshot-created container/m1 1",
+        "job-started",
+        "backup container/m1 ok",
+        "job-finished",
+        "state container/m1 stopped",
+        "container-removed container/m1",
+    ];
+    let mut at = 0;
+    for line in &brief {
+        if at < expected.len() && line.starts_with(expected[at]) {
+            at += 1;
+        }
+    }
+    assert_eq!(
+        at,
+        expected.len(),
+        "missing {:?} in order; the monitor printed:\n{}",
+        expected.get(at),
+        brief.join("\n")
+    );
+    assert!(
+        brief
+            .iter()
+            .any(|l| l.starts_with("job-started") && l.ends_with("backup m1")),
+        "{brief:?}"
+    );
+    assert!(
+        brief
+            .iter()
+            .any(|l| l.starts_with("job-finished") && l.contains(" ok")),
+        "{brief:?}"
+    );
+}

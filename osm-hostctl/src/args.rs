@@ -127,6 +127,10 @@ pub enum Command {
     /// Manage a container's snapshots (snapper-compatible) and restore from them
     #[command(subcommand)]
     Snapshot(super::snapshots::SnapshotCommand),
+    /// Print the daemon's events as they happen, one line each (time, kind, object,
+    /// detail): containers added and removed, state changes, warnings, snapshots,
+    /// restores, backups, jobs; until interrupted
+    Monitor(JsonArg),
 }
 
 #[derive(Debug, Subcommand)]

@@ -49,6 +49,7 @@ mod fleet;
 mod format;
 mod job;
 pub mod model;
+mod monitor;
 mod remote;
 mod run;
 pub mod snapshots;

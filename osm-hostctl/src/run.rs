@@ -102,6 +102,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             super::fleet::health(m, max_backup_age).await?
         }
         Command::Snapshot(cmd) => super::snapshots::run(&daemon, cmd).await?,
+        Command::Monitor(out) => super::monitor::run(&daemon, out.json).await?,
     }
     Ok(())
 }
