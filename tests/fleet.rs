@@ -453,6 +453,23 @@ fn capacity_reports_what_the_test_made() {
     let out = rig.ctl_as_nobody(&["host", "capacity", "--json"]);
     assert!(out.status.success(), "{out:?}");
 
+    // The default listener: 127.0.0.1:9477 in the daemon's network namespace.
+    let wget = |url: &str| {
+        rig.in_sandbox("/bin/busybox")
+            .args(["timeout", "5", "wget", "-q", "-O", "-", url])
+            .output()
+            .unwrap()
+    };
+    let out = wget("http://127.0.0.1:9477/metrics");
+    assert!(out.status.success(), "{out:?}");
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(get(&body, "osmhost_containers{state=\"running\"}"), 1.0);
+    assert_eq!(
+        get(&body, "osmhost_addresses_free"),
+        c["addresses_free"].as_f64().unwrap()
+    );
+    assert!(!wget("http://127.0.0.1:9477/other").status.success());
+
     rig.ctl_ok(&["stop", "c1", "--timeout", "10"]);
     for n in ["c1", "c2", "c3"] {
         rig.ctl_ok(&["delete", n]);
