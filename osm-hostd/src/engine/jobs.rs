@@ -132,6 +132,17 @@ impl Jobs {
             .cloned()
     }
 
+    /// The kinds of the jobs still running, one entry per job.
+    pub fn running_kinds(&self) -> Vec<&'static str> {
+        self.live
+            .lock()
+            .expect("jobs lock")
+            .iter()
+            .filter(|j| j.status().state == JobState::Running)
+            .map(|j| j.kind)
+            .collect()
+    }
+
     /// Forgets a finished job (the D-Bus layer calls this a while after `Finished`).
     pub fn forget(&self, id: u64) {
         self.live.lock().expect("jobs lock").retain(|j| j.id != id);

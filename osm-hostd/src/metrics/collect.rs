@@ -3,6 +3,7 @@
 use super::text::{Exposition, Kind};
 use super::{cgroup::Usage, Metrics};
 use crate::engine::{RunState, SnapshotSummary};
+use std::collections::BTreeMap;
 
 const STATES: [RunState; 4] = [
     RunState::Stopped,
@@ -156,6 +157,18 @@ fn host(m: &Metrics, rows: &[Row], x: &mut Exposition) {
     );
     for (kind, (n, _)) in &jobs {
         x.sample("osmhost_jobs_total", &[("kind", kind)], *n as f64);
+    }
+    let mut running: BTreeMap<&str, u32> = jobs.keys().map(|k| (*k, 0)).collect();
+    for kind in e.jobs.running_kinds() {
+        *running.entry(kind).or_default() += 1;
+    }
+    x.family(
+        "osmhost_jobs_running",
+        Kind::Gauge,
+        "Jobs running now, by kind.",
+    );
+    for (kind, n) in &running {
+        x.sample("osmhost_jobs_running", &[("kind", kind)], f64::from(*n));
     }
     x.family(
         "osmhost_jobs_failed_total",
