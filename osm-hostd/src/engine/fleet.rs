@@ -186,6 +186,82 @@ fn parse_meminfo(text: &str) -> (u64, u64) {
 
 #[cfg(test)]
 mod tests {
+    use crate::backup::status::{Outcome, StatusFile};
+    use crate::engine::CreateRequest;
+    use crate::spec::Autostart;
+
+    fn req(name: &str, autostart: Autostart, memory: Option<u64>) -> CreateRequest {
+        CreateRequest {
+            name: name.into(),
+            base: "bb".into(),
+            autostart,
+            memory,
+            cpus: Some(1),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn capacity_sums_limits_and_counts_states() {
+        let (_dir, _host, engine) = crate::testing::fake_engine();
+        engine
+            .create_container(req("a", Autostart::Never, Some(1 << 30)))
+            .await
+            .unwrap();
+        engine
+            .create_container(req("b", Autostart::Never, None))
+            .await
+            .unwrap();
+        let c = engine.capacity();
+        assert_eq!(c.memory_committed, 1 << 30);
+        assert_eq!(c.containers_without_memory_limit, 1);
+        assert_eq!(c.cpus_committed, 2);
+        assert!(c.containers.contains(&("stopped", 2)), "{:?}", c.containers);
+        assert_eq!(c.addresses_used, 2);
+        assert!(c.published_ports.is_empty());
+        assert!(c.cpus >= 1 && c.memory_total > 0);
+    }
+
+    #[tokio::test]
+    async fn health_names_stopped_autostart_containers_and_stale_backups() {
+        let (_dir, _host, engine) = crate::testing::fake_engine();
+        assert!(engine.health(3600).is_empty());
+        engine
+            .create_container(req("auto", Autostart::Always, None))
+            .await
+            .unwrap();
+        engine
+            .create_container(req("manual", Autostart::Never, None))
+            .await
+            .unwrap();
+        let problems = engine.health(3600);
+        assert_eq!(
+            problems,
+            ["container auto should run (autostart = true) but is stopped"]
+        );
+        // Backups in use: a stale success is a problem; a young container never backed
+        // up is not (yet).
+        let lxc = engine.store().lxc_dir();
+        let mut status = StatusFile::default();
+        let old = crate::fsutil::now_secs() - 7200;
+        status.record(
+            "manual",
+            Outcome {
+                time: old,
+                result: "ok".into(),
+                ..Default::default()
+            },
+        );
+        status.save(&lxc).unwrap();
+        let problems = engine.health(3600);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[1].starts_with("container manual: the last good backup is 2.0 h old"),
+            "{problems:?}"
+        );
+        assert!(engine.health(3 * 3600).len() == 1);
+    }
+
     #[test]
     fn parses_meminfo() {
         let t =
