@@ -132,6 +132,12 @@ fn metrics_rig(backup_target: Option<&Path>) -> MetricsRig {
         "no metrics socket; daemon log:\n{}",
         rig.daemon().log_tail(30)
     );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
+        0o666,
+        "any local user may scrape, as any may read the bus API"
+    );
     MetricsRig {
         rig,
         sock,

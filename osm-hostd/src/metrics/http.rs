@@ -33,6 +33,9 @@ pub async fn serve(listen: &Listen, metrics: Arc<Metrics>) -> std::io::Result<()
                 let _ = std::fs::remove_file(path);
             }
             let l = tokio::net::UnixListener::bind(path)?;
+            // Readable by any local user, like the read-only half of the bus API, so
+            // a Prometheus running as its own user can scrape it.
+            std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o666))?;
             tokio::spawn(async move {
                 loop {
                     if let Ok((s, _)) = l.accept().await {
