@@ -609,6 +609,20 @@ fn dash_h_drives_a_daemon_in_another_namespace_over_ssh() {
         rig.ctl(&["base", "delete", "bb"]).status.code(),
         "{err}"
     );
+    // A verb that waits for a job follows the job's signals through the tunnel.
+    let (code, out, err) = remote(&["snapshot", "create", "r1"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (code, out, err) = remote(&["snapshot", "restore", "r1", "1"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(
+        rig.info_json("r1")["state"],
+        "running",
+        "restored and started again"
+    );
+    assert!(
+        rig.ctl_ok(&["snapshot", "list", "r1"]).lines().count() >= 3,
+        "the snapshot and the restore's safety snapshot"
+    );
     let (code, out, err) = remote(&["stop", "r1", "--timeout", "10"]);
     assert_eq!(code, Some(0), "{out}{err}");
     let (code, out, err) = remote(&["delete", "r1"]);
