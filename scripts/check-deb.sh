@@ -29,7 +29,9 @@ for path in \
     ./usr/share/man/man1/osm-hostctl-host-shutdown.1 \
     ./usr/share/bash-completion/completions/osm-hostctl \
     ./usr/share/zsh/vendor-completions/_osm-hostctl \
-    ./usr/share/fish/vendor_completions.d/osm-hostctl.fish; do
+    ./usr/share/fish/vendor_completions.d/osm-hostctl.fish \
+    ./usr/share/osm-host/grafana/osm-host-dashboard.json \
+    ./usr/share/osm-host/prometheus/osm-host-alerts.yml; do
     # dpkg -c prints "perms owner size date time path"; man pages may be gzipped.
     if ! grep -Eq "[[:space:]]${path//./\\.}(\.gz)?\$" <<<"$listing"; then
         missing+=("$path")

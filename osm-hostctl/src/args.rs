@@ -62,6 +62,10 @@ as \"osm-hostctl: <message>\"; results go to stdout. Read commands take --json."
     arg_required_else_help = true
 )]
 pub struct Cli {
+    /// Run the command on another host: the bus connection goes through
+    /// `ssh -xT [USER@]HOST systemd-stdio-bridge` (OSM_HOSTCTL_SSH names another ssh)
+    #[arg(short = 'H', long = "host", value_name = "[USER@]HOST", global = true)]
+    pub host: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -133,6 +137,10 @@ pub enum Command {
     /// MQTT port, added and deleted in one command
     #[command(subcommand)]
     Customer(super::customer::CustomerCommand),
+    /// Print the daemon's events as they happen, one line each (time, kind, object,
+    /// detail): containers added and removed, state changes, warnings, snapshots,
+    /// restores, backups, jobs; until interrupted
+    Monitor(JsonArg),
 }
 
 #[derive(Debug, Subcommand)]
@@ -173,6 +181,16 @@ pub enum BackupCommand {
 pub enum HostCommand {
     /// Show the bridge, its subnet, used and free addresses, and dnsmasq's state
     Info(JsonArg),
+    /// Show CPUs, memory, store space, containers by state and free addresses: what
+    /// placing a new container needs
+    Capacity(JsonArg),
+    /// Exit 0 when every container that should run runs, none failed to boot, dnsmasq
+    /// runs and backups are fresh; otherwise print each problem and exit 1
+    Health {
+        /// Hours after which the last good backup of a container is stale
+        #[arg(long, value_name = "HOURS", default_value_t = 26.0)]
+        max_backup_age: f64,
+    },
     /// Stop every container for a host shutdown, lowest boot priority first, recording
     /// which ran (for autostart = last-state); run by osm-hostd.service when the host
     /// goes down

@@ -21,6 +21,8 @@ use osm_host_bus::{BUS_NAME, CONTAINER_IFACE, MANAGER_PATH};
 pub struct Daemon {
     pub conn: Connection,
     pub manager: ManagerProxy<'static>,
+    /// The ssh child carrying the connection when `-H` names a remote host.
+    _tunnel: Option<super::remote::Tunnel>,
 }
 
 impl Daemon {
@@ -43,7 +45,28 @@ impl Daemon {
             .cache_properties(CacheProperties::No)
             .build()
             .await?;
-        Ok(Daemon { conn, manager })
+        Ok(Daemon {
+            conn,
+            manager,
+            _tunnel: None,
+        })
+    }
+
+    /// Like [`Daemon::connect`], or through ssh to the system bus of `host` (`-H`).
+    pub async fn connect_to(call_timeout: Duration, host: Option<&str>) -> Result<Self, CliError> {
+        let Some(host) = host else {
+            return Daemon::connect(call_timeout).await;
+        };
+        let (conn, tunnel) = super::remote::connect(host, call_timeout).await?;
+        let manager = ManagerProxy::builder(&conn)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await?;
+        Ok(Daemon {
+            conn,
+            manager,
+            _tunnel: Some(tunnel),
+        })
     }
 
     /// Every object osm-hostd exports, with all properties, in one call.

@@ -46,10 +46,13 @@ pub mod args;
 mod calls;
 mod customer;
 mod exit;
+mod fleet;
 mod format;
 mod job;
 pub mod model;
+mod monitor;
 mod publish;
+mod remote;
 mod run;
 pub mod snapshots;
 

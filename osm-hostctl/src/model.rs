@@ -160,7 +160,7 @@ pub struct JobStatus {
 
 /// Reads one property. A missing property takes its default, so a client keeps working
 /// against a daemon that predates it; a property of the wrong type is a daemon bug.
-fn prop<T>(props: &Properties, key: &str) -> Result<T, CliError>
+pub(crate) fn prop<T>(props: &Properties, key: &str) -> Result<T, CliError>
 where
     T: TryFrom<OwnedValue> + Default,
 {

@@ -30,7 +30,7 @@ fn call_timeout(command: &Command) -> Duration {
 }
 
 pub async fn run(cli: Cli) -> Result<(), CliError> {
-    let daemon = Daemon::connect(call_timeout(&cli.command)).await?;
+    let daemon = Daemon::connect_to(call_timeout(&cli.command), cli.host.as_deref()).await?;
     let m = &daemon.manager;
     match cli.command {
         Command::Create(args) => {
@@ -97,10 +97,15 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 say(format::network_info(&info).trim_end());
             }
         }
+        Command::Host(HostCommand::Capacity(out)) => super::fleet::capacity(m, out.json).await?,
+        Command::Host(HostCommand::Health { max_backup_age }) => {
+            super::fleet::health(m, max_backup_age).await?
+        }
         Command::Snapshot(cmd) => super::snapshots::run(&daemon, cmd).await?,
         Command::Publish(args) => super::publish::publish(&daemon, args).await?,
         Command::Unpublish(args) => super::publish::unpublish(&daemon, args).await?,
         Command::Customer(cmd) => super::customer::run(&daemon, cmd).await?,
+        Command::Monitor(out) => super::monitor::run(&daemon, out.json).await?,
     }
     Ok(())
 }

@@ -42,6 +42,7 @@ pub struct HostConfig {
     pub snapshots: SnapshotsConfig,
     pub boot: BootConfig,
     pub publish: PublishConfig,
+    pub metrics: crate::metrics::MetricsConfig,
 }
 
 /// `[publish]`: customers' HTTP vhosts and TLS streams through the host's NGINX.
@@ -239,6 +240,7 @@ impl Default for HostConfig {
             snapshots: SnapshotsConfig::default(),
             boot: BootConfig::default(),
             publish: PublishConfig::default(),
+            metrics: Default::default(),
         }
     }
 }
@@ -385,6 +387,7 @@ impl HostConfig {
             return Err("backup.timeout must be at least 1 second".into());
         }
         self.publish.validate()?;
+        self.metrics.validate()?;
         Ok(())
     }
 

@@ -18,6 +18,7 @@ pub mod host;
 pub mod host_names;
 pub mod lxc;
 pub mod lxcconf;
+pub mod metrics;
 pub mod names;
 pub mod net;
 pub mod privs;

@@ -119,6 +119,7 @@ async fn serve(cfg: HostConfig, store: Store, lxc: Lxc) -> anyhow::Result<()> {
         );
     }
     engine.spawn_reconciler();
+    let _metrics = osm_hostd::metrics::start(&engine).await;
     engine.spawn_snapshot_scheduler();
     // Only the first start after a host boot starts containers (see engine::boot); ready
     // once that is dispatched, not finished, so systemd is not held up by slow containers.

@@ -29,6 +29,7 @@ mod rig;
 mod sandbox;
 mod sandbox_exec;
 mod sandbox_teardown;
+mod ssh_peer;
 pub mod test_host;
 
 pub use bus::{BusPolicy, PrivateBus, BUS_NAME};
@@ -38,6 +39,7 @@ pub use daemon::{Daemon, DaemonConfig};
 pub use leftovers::{assert_no_leftovers, leftovers_under};
 pub use rig::{Rig, RigBuilder};
 pub use sandbox::{Sandbox, SandboxBuilder, SandboxChild, SandboxHandle};
+pub use ssh_peer::{SshPeer, SSH_PEER_CLIENT_ADDR, SSH_PEER_SERVER_ADDR};
 pub use test_host::{CgroupLayout, TestHost};
 
 use std::path::{Path, PathBuf};

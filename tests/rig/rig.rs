@@ -75,6 +75,8 @@ impl RigBuilder {
             // The host's own network: never let the daemon put a bridge, NAT or a
             // dnsmasq there.
             config.set("network.manage", "false");
+            // Nor a metrics listener on the host's loopback.
+            config.set_str("metrics.listen", "");
         }
         for edit in self.edits {
             edit(&mut config);

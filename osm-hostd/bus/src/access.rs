@@ -15,6 +15,8 @@ pub const READ_ONLY_METHODS: &[(&str, &str)] = &[
     (crate::MANAGER_IFACE, "GetBackupStatus"),
     (crate::MANAGER_IFACE, "ListBackups"),
     (crate::MANAGER_IFACE, "ListCustomers"),
+    (crate::MANAGER_IFACE, "GetCapacity"),
+    (crate::MANAGER_IFACE, "CheckHealth"),
     (crate::CONTAINER_IFACE, "GetDiskUsage"),
     (crate::CONTAINER_IFACE, "ListSnapshots"),
 ];

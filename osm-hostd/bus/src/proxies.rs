@@ -45,6 +45,14 @@
 //!   `mqtt_port` -> 1883, and starts it; undone on failure. `DeleteCustomer(name s)`
 //!   (stops, unpublishes, deletes; `Busy` while a backup runs), `ListCustomers() ->
 //!   a(sasaqs)` (name, host names, MQTT ports, state).
+//! - `GetCapacity() -> a{sv}`: `Cpus` u, `CpusCommitted` u (sum of CPU limits),
+//!   `MemoryTotal` t, `MemoryUsed` t (total - available), `MemoryCommitted` t (sum of
+//!   memory limits), `ContainersWithoutMemoryLimit` u, `StoreTotal` t, `StoreUsed` t,
+//!   `StoreFree` t (bytes), `Containers` a{su} (count by state), `AddressesUsed` u,
+//!   `AddressesFree` u, `PublishedPorts` as (`proto/port`).
+//! - `CheckHealth(max_backup_age t) -> as`: problems (seconds for the backup age), one
+//!   sentence each; empty when every container that should run runs, none has a boot
+//!   warning, dnsmasq runs (when managed) and backups are fresh.
 //! - properties `Version` s, `StoreRoot` s.
 //!
 //! Container (`.../container/<escaped>`): `Start()`, `Stop(force b, timeout u)`,
@@ -97,6 +105,8 @@ pub trait Manager {
     fn delete_base(&self, name: &str) -> zbus::Result<()>;
     fn get_base(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     fn get_network_info(&self) -> zbus::Result<NetworkInfo>;
+    fn get_capacity(&self) -> zbus::Result<HashMap<String, zbus::zvariant::OwnedValue>>;
+    fn check_health(&self, max_backup_age: u64) -> zbus::Result<Vec<String>>;
     fn create_snapshot(
         &self,
         name: &str,

@@ -346,6 +346,22 @@ impl Manager {
         network_info(&self.engine.network_info())
     }
 
+    /// What the host has and what is taken, for placement (see the bus crate's docs).
+    async fn get_capacity(&self) -> HashMap<String, OwnedValue> {
+        let engine = self.engine.clone();
+        tokio::task::spawn_blocking(move || super::fleet::capacity_map(&engine.capacity()))
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Problems that need an operator, one sentence each; empty when healthy.
+    async fn check_health(&self, max_backup_age: u64) -> Vec<String> {
+        let engine = self.engine.clone();
+        tokio::task::spawn_blocking(move || engine.health(max_backup_age))
+            .await
+            .unwrap_or_else(|e| vec![format!("the health check failed inside the daemon: {e}")])
+    }
+
     async fn create_snapshot(
         &self,
         #[zbus(header)] hdr: Header<'_>,

@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod error;
+mod fleet;
 mod manager;
 mod methods;
 mod objects;

@@ -151,6 +151,17 @@ impl Jobs {
         job
     }
 
+    /// The kinds of the jobs still running, one entry per job.
+    pub fn running_kinds(&self) -> Vec<&'static str> {
+        self.live
+            .lock()
+            .expect("jobs lock")
+            .iter()
+            .filter(|j| j.status().state == JobState::Running)
+            .map(|j| j.kind)
+            .collect()
+    }
+
     pub fn get(&self, id: u64) -> Option<Arc<Job>> {
         self.live
             .lock()

@@ -15,6 +15,7 @@ mod container;
 mod create;
 mod customer;
 mod delete;
+pub mod fleet;
 pub mod jobs;
 mod lifecycle;
 mod network;
