@@ -234,6 +234,10 @@ pub struct CreateArgs {
     /// Fixed IPv4 address on the bridge [default: the lowest free one in the range]
     #[arg(long, value_name = "A")]
     pub ip: Option<std::net::Ipv4Addr>,
+    /// Run it without a user namespace: root inside is root on the host. Only for a
+    /// stack that cannot run otherwise [default: unprivileged, its own id range]
+    #[arg(long)]
+    pub privileged: bool,
 }
 
 #[derive(Debug, Subcommand)]

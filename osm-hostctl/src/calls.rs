@@ -131,6 +131,9 @@ pub fn create_options(args: &CreateArgs) -> HashMap<&'static str, Value<'static>
     if let Some(ip) = args.ip {
         options.insert("ip", Value::from(ip.to_string()));
     }
+    if args.privileged {
+        options.insert("privileged", Value::from(true));
+    }
     options
 }
 

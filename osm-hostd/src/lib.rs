@@ -14,6 +14,7 @@ pub mod engine;
 pub mod error;
 pub mod fsutil;
 pub mod host;
+pub mod idmap;
 pub mod lxc;
 pub mod lxcconf;
 pub mod names;

@@ -42,7 +42,8 @@
 //! `CreatedAt` t, `StartedAt` t (µs since the epoch, 0 when not running),
 //! `SnapshotCount` u, `NewestSnapshot` t (date of the newest, µs; 0 = none),
 //! `LastBackupAttempt` t, `LastBackupSuccess` t (µs since the epoch, 0 = never),
-//! `LastBackupResult` s.
+//! `LastBackupResult` s, `Privileged` b (no user namespace), `IdMapBase` u (the host
+//! uid of its root; 0 when privileged).
 //! Snapshot methods as on the Manager without the name; signals `SnapshotCreated(u)`,
 //! `SnapshotDeleted(u)`, `Restored(u)`.
 //!
@@ -181,6 +182,10 @@ pub trait Container {
     fn memory_limit(&self) -> zbus::Result<u64>;
     #[zbus(property)]
     fn cpu_limit(&self) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn privileged(&self) -> zbus::Result<bool>;
+    #[zbus(property)]
+    fn id_map_base(&self) -> zbus::Result<u32>;
     #[zbus(property)]
     fn created_at(&self) -> zbus::Result<u64>;
     #[zbus(property)]

@@ -46,13 +46,14 @@ fn create_request(
             }
             "cpus" => req.cpus = Some(u32::try_from(&value).map_err(|_| bad("a CPU count (u)"))?),
             "ip" => req.ip = Some(String::try_from(value).map_err(|_| bad("an IPv4 address (s)"))?),
+            "privileged" => req.privileged = bool::try_from(&value).map_err(|_| bad("a boolean (b)"))?,
             "layers" => {
                 req.layers =
                     <Vec<String>>::try_from(value).map_err(|_| bad("a list of layer names (as)"))?
             }
             _ => {
                 return Err(Error::InvalidArgument(format!(
-                    "unknown option {key:?}; known options: autostart, boot_priority, boot_delay, memory, cpus, layers, ip"
+                    "unknown option {key:?}; known options: autostart, boot_priority, boot_delay, memory, cpus, layers, ip, privileged"
                 )))
             }
         }

@@ -152,6 +152,8 @@ async fn apply(
             obj.boot_delay_changed(emitter).await?;
             obj.memory_limit_changed(emitter).await?;
             obj.cpu_limit_changed(emitter).await?;
+            obj.privileged_changed(emitter).await?;
+            obj.id_map_base_changed(emitter).await?;
         }
         Event::SnapshotCreated(name, num)
         | Event::SnapshotDeleted(name, num)

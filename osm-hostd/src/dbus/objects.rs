@@ -276,6 +276,19 @@ impl ContainerObject {
         Ok(self.info()?.spec.cpus.unwrap_or(0))
     }
 
+    /// True when it runs without a user namespace (root inside is root on the host).
+    #[zbus(property)]
+    fn privileged(&self) -> zbus::fdo::Result<bool> {
+        Ok(self.info()?.spec.unprivileged_map().is_none())
+    }
+
+    /// The host uid its root runs as (its range is 65536 ids from there); 0 when
+    /// privileged.
+    #[zbus(property)]
+    fn id_map_base(&self) -> zbus::fdo::Result<u32> {
+        Ok(self.info()?.spec.unprivileged_map().map_or(0, |m| m.uid))
+    }
+
     #[zbus(property)]
     fn created_at(&self) -> zbus::fdo::Result<u64> {
         Ok(self.info()?.spec.created * 1_000_000)

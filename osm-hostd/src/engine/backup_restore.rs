@@ -134,6 +134,7 @@ impl Engine {
         job: &Job,
     ) -> EngineResult<String> {
         job.set_progress(0.05, "creating the container");
+        let privileged = spec.unprivileged_map().is_none();
         let req = CreateRequest {
             name: into.to_string(),
             base: spec.base,
@@ -144,6 +145,7 @@ impl Engine {
             memory: spec.memory,
             cpus: spec.cpus,
             ip: None,
+            privileged,
         };
         self.create_container(req).await?;
         let c = self.container(into)?;

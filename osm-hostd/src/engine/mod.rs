@@ -14,6 +14,7 @@ mod boot;
 mod container;
 mod create;
 mod delete;
+mod isolation;
 pub mod jobs;
 mod lifecycle;
 mod network;
@@ -88,6 +89,8 @@ pub struct Engine {
     dnsmasq: OnceLock<Arc<crate::net::supervisor::Supervisor>>,
     /// Set once `host shutdown` has begun: autostart starts nothing more.
     shutting_down: std::sync::atomic::AtomicBool,
+    /// Id ranges handed to containers being created, until they are published.
+    idmaps_pending: Mutex<Vec<crate::idmap::IdMap>>,
 }
 
 impl Engine {
@@ -114,7 +117,9 @@ impl Engine {
             events,
             dnsmasq: OnceLock::new(),
             shutting_down: Default::default(),
+            idmaps_pending: Mutex::new(Vec::new()),
         });
+        engine.subids().ensure_pool().map_err(EngineError::Failed)?;
         engine.write_common_conf()?;
         engine.recover()?;
         engine.recover_restores();
@@ -150,8 +155,14 @@ impl Engine {
     }
 
     fn write_common_conf(&self) -> EngineResult<()> {
+        let seccomp = self.store.include_dir().join("seccomp");
+        let profile = lxcconf::render_seccomp();
+        if std::fs::read_to_string(&seccomp).ok().as_deref() != Some(profile.as_str()) {
+            crate::fsutil::write_atomic(&seccomp, profile.as_bytes(), 0o644)
+                .map_err(|e| EngineError::io(format!("writing {}", seccomp.display()), &e))?;
+        }
         let path = self.common_conf_path();
-        let text = lxcconf::render_common(&self.facts);
+        let text = lxcconf::render_common(&self.facts, &seccomp);
         if std::fs::read_to_string(&path).ok().as_deref() == Some(text.as_str()) {
             return Ok(());
         }
