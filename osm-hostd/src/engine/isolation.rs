@@ -1,6 +1,7 @@
 //! Unprivileged containers in the engine: id ranges for new containers and the root
 //! filesystem the daemon mounts before each start and unmounts after each stop.
 
+use super::container::{Container, RunState};
 use super::Engine;
 use crate::error::{EngineError, EngineResult};
 use crate::idmap::{IdMap, RootfsMount, SubIds};
@@ -70,9 +71,19 @@ impl Engine {
         })
     }
 
-    /// Unmounts a stopped container's tree, if it is mounted; failures are logged (the
-    /// next start replaces a stale mount).
-    pub(super) fn release_rootfs(&self, spec: &ContainerSpec) {
+    /// Unmounts the tree of a container that is stopped, if it is mounted. A start in
+    /// progress (state `starting`, or holding the rootfs lock) keeps its mount.
+    pub(super) fn release_rootfs(&self, c: &Container) {
+        let _rootfs = c.rootfs.lock().expect("rootfs lock");
+        let info = c.info();
+        if info.state == RunState::Stopped {
+            self.unmount_rootfs(&info.spec);
+        }
+    }
+
+    /// Unmounts a container's tree, if it is mounted; failures are logged (the next
+    /// start replaces a stale mount). The caller holds the container's rootfs lock.
+    pub(super) fn unmount_rootfs(&self, spec: &ContainerSpec) {
         let Some(m) = self.rootfs_mount(spec) else {
             return;
         };

@@ -79,16 +79,20 @@ impl Engine {
         self.set_state(c, RunState::Starting, None);
         let engine = self.clone();
         let spec = info.spec.clone();
+        let c2 = c.clone();
         let started = blocking(move || {
+            let _rootfs = c2.rootfs.lock().expect("rootfs lock");
             let dir = engine.store.container_dir(&spec.name);
-            engine.prepare_for_start(&dir, &spec)?;
-            engine.host.lxc_start(&spec.name)
+            let started = engine
+                .prepare_for_start(&dir, &spec)
+                .and_then(|()| engine.host.lxc_start(&spec.name));
+            if !matches!(started, Ok(ref st) if st.running) {
+                // A container that failed to start leaves no mounts behind.
+                engine.unmount_rootfs(&spec);
+            }
+            started
         })
         .await;
-        if !matches!(started, Ok(ref st) if st.running) {
-            // A container that failed to start leaves no mounts behind.
-            self.release_rootfs(&info.spec);
-        }
         match started {
             Ok(st) if st.running => {
                 c.update(|s| {
@@ -145,7 +149,7 @@ impl Engine {
         match result {
             Ok(st) if !st.running => {
                 self.set_state(c, RunState::Stopped, None);
-                self.release_rootfs(&c.info().spec);
+                self.release_rootfs(c);
                 tracing::info!(container = %c.name, force, "container stopped");
                 Ok(Outcome::Done)
             }
@@ -203,7 +207,7 @@ impl Engine {
                 self.set_state(c, RunState::Stopped, None);
             }
             // Stopped (on its own, behind our back, or while the daemon was away).
-            self.release_rootfs(&before.spec);
+            self.release_rootfs(c);
         }
     }
 
