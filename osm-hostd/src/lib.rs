@@ -20,6 +20,7 @@ pub mod lxcconf;
 pub mod names;
 pub mod net;
 pub mod privs;
+pub mod shift;
 pub mod snapper;
 pub mod spec;
 pub mod store;
