@@ -295,3 +295,261 @@ fn mounts_follow_the_container_not_the_daemon() {
     let (_, out) = inside(&rig, "web1", "cat /root/after");
     assert_eq!(out, "ok\n");
 }
+
+fn container_dir(rig: &Rig, name: &str) -> std::path::PathBuf {
+    rig.sandbox().host_path(rig.lxc_path().join(name))
+}
+
+fn xattr(p: &std::path::Path, name: &str) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: valid C strings; buf is writable for its length.
+    let len =
+        unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (len >= 0).then(|| buf[..len as usize].to_vec())
+}
+
+fn set_xattr(p: &std::path::Path, name: &str, value: &[u8]) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    // SAFETY: valid C strings; value is readable for its length.
+    let r = unsafe {
+        libc::lsetxattr(
+            c.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(r, 0, "setxattr {name} on {}", p.display());
+}
+
+/// A POSIX ACL (xattr layout, version 2) giving user `uid` read access.
+fn acl_for_user(uid: u32) -> Vec<u8> {
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in [
+        (0x01u16, 6u16, u32::MAX),
+        (0x02, 4, uid),
+        (0x04, 4, u32::MAX),
+        (0x10, 4, u32::MAX),
+        (0x20, 4, u32::MAX),
+    ] {
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        v.extend_from_slice(&id.to_le_bytes());
+    }
+    v
+}
+
+/// A privileged container whose upper layer holds every kind of marker: owners, a
+/// set-uid file, a whiteout, an opaque dir, an ACL and a file capability; stopped.
+fn privileged_with_markers(rig: &Rig, name: &str) {
+    rig.ctl_ok(&["create", name, "--base", "bb", "--privileged"]);
+    rig.ctl_ok(&["start", name]);
+    let (code, out) = inside(
+        rig,
+        name,
+        "mkdir -p /srv/site && echo hi > /srv/site/index && chown -R 33:33 /srv/site && \
+         mkdir -p /usr/bin && cp /bin/busybox /usr/bin/suid && chmod 4755 /usr/bin/suid && \
+         cp /bin/busybox /usr/bin/capped && rm /bin/vi && rm -rf /etc/init.d && \
+         mkdir /etc/init.d && echo new > /etc/init.d/rcS && sync",
+    );
+    assert_eq!(code, 0, "{out}");
+    rig.ctl_ok(&["stop", name, "--force"]);
+    let upper = container_dir(rig, name).join("rootfs-layer");
+    set_xattr(
+        &upper.join("srv/site/index"),
+        "system.posix_acl_access",
+        &acl_for_user(1000),
+    );
+    // cap_net_bind_service, permitted + effective, revision 2.
+    let mut caps = (0x0200_0000u32 | 1).to_le_bytes().to_vec();
+    caps.extend_from_slice(&[0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    set_xattr(&upper.join("usr/bin/capped"), "security.capability", &caps);
+}
+
+fn is_converted(rig: &Rig, name: &str) -> bool {
+    let spec = std::fs::read_to_string(container_dir(rig, name).join("container.toml")).unwrap();
+    spec.contains("[idmap]")
+}
+
+/// The converted container shows every marker as before, from inside and on disk.
+fn assert_converted(rig: &Rig, name: &str) {
+    use std::os::unix::fs::MetadataExt;
+    let info = rig.info_json(name);
+    assert_eq!(info["privileged"], false, "{info}");
+    let base = info["id_map_base"].as_u64().unwrap() as u32;
+    let upper = container_dir(rig, name).join("rootfs-layer");
+    let md = std::fs::metadata(upper.join("srv/site/index")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (base + 33, base + 33));
+    assert_eq!(
+        xattr(&upper.join("srv/site/index"), "system.posix_acl_access").unwrap(),
+        acl_for_user(base + 1000),
+        "the ACL's user entry moved with the range"
+    );
+    let caps = xattr(&upper.join("usr/bin/capped"), "security.capability").unwrap();
+    assert_eq!(caps.len(), 24, "revision 3");
+    assert_eq!(
+        &caps[20..],
+        &base.to_le_bytes(),
+        "owned by the container's root"
+    );
+    let wo = std::fs::symlink_metadata(upper.join("bin/vi")).unwrap();
+    assert_eq!(wo.rdev(), 0, "whiteout kept");
+    assert_eq!(
+        xattr(&upper.join("etc/init.d"), "trusted.overlay.opaque").as_deref(),
+        Some(&b"y"[..])
+    );
+    rig.ctl_ok(&["start", name]);
+    let (code, out) = inside(
+        rig,
+        name,
+        "stat -c %u:%g /srv/site/index; stat -c %a /usr/bin/suid; ls /etc/init.d; \
+         test -e /bin/vi || echo gone; cat /srv/site/index",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out, "33:33\n4755\nrcS\ngone\nhi\n");
+    rig.ctl_ok(&["stop", name, "--force"]);
+}
+
+fn assert_unconverted(rig: &Rig, name: &str) {
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(rig.info_json(name)["privileged"], true);
+    let upper = container_dir(rig, name).join("rootfs-layer");
+    let md = std::fs::metadata(upper.join("srv/site/index")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (33, 33), "untouched");
+    assert_eq!(
+        xattr(&upper.join("srv/site/index"), "system.posix_acl_access").unwrap(),
+        acl_for_user(1000)
+    );
+    assert_eq!(
+        std::fs::metadata(upper.join("usr/bin/suid"))
+            .unwrap()
+            .mode()
+            & 0o7777,
+        0o4755
+    );
+}
+
+#[test]
+fn a_privileged_container_is_converted_keeping_what_it_sees() {
+    require_root();
+    let rig = Rig::new();
+    rig.import_busybox_base("bb");
+    privileged_with_markers(&rig, "old");
+    let list = rig.ctl_ok(&["list"]);
+    assert!(list.contains("old [privileged]"), "{list}");
+    let before = rig
+        .ctl_ok(&["snapshot", "create", "old"])
+        .trim()
+        .to_string();
+
+    // Running: refused, nothing changes.
+    rig.ctl_ok(&["start", "old"]);
+    let out = rig.ctl(&["set", "old", "--unprivileged"]);
+    assert_eq!(out.status.code(), Some(6), "{out:?}");
+    assert!(text(&out).contains("stop it first"), "{out:?}");
+    rig.ctl_ok(&["stop", "old", "--force"]);
+
+    rig.ctl_ok(&["set", "old", "--unprivileged"]);
+    assert!(!rig.ctl_ok(&["list"]).contains("[privileged]"));
+    assert_converted(&rig, "old");
+    // A safety snapshot of the privileged state was kept.
+    let snaps = rig.ctl_ok(&["snapshot", "list", "old"]);
+    assert!(
+        snaps.contains("before the conversion to unprivileged"),
+        "{snaps}"
+    );
+    // A snapshot from before the conversion is refused, not restored half-right.
+    let out = rig.ctl(&["snapshot", "restore", "old", &before]);
+    assert_eq!(out.status.code(), Some(6), "{out:?}");
+    assert!(text(&out).contains("before old was converted"), "{out:?}");
+    assert!(is_converted(&rig, "old"));
+    // Converting again changes nothing.
+    rig.ctl_ok(&["set", "old", "--unprivileged"]);
+
+    // An upper layer with an id outside 0-65535: a clear error, nothing done.
+    rig.ctl_ok(&["create", "odd", "--base", "bb", "--privileged"]);
+    rig.ctl_ok(&["start", "odd"]);
+    inside(
+        &rig,
+        "odd",
+        "echo x > /root/far && chown 70000 /root/far && sync",
+    );
+    rig.ctl_ok(&["stop", "odd", "--force"]);
+    let out = rig.ctl(&["set", "odd", "--unprivileged"]);
+    assert_eq!(out.status.code(), Some(6), "{out:?}");
+    assert!(
+        text(&out).contains("owned by 70000") && text(&out).contains("outside"),
+        "{out:?}"
+    );
+    assert_eq!(rig.info_json("odd")["privileged"], true);
+    assert!(rig.ctl_ok(&["snapshot", "list", "odd"]).lines().count() <= 1);
+}
+
+#[test]
+fn a_daemon_killed_at_any_conversion_step_leaves_the_old_or_the_converted_container() {
+    require_root();
+    let mut rig = Rig::new();
+    rig.import_busybox_base("bb");
+    for step in [
+        "journal",
+        "safety",
+        "staged",
+        "moved",
+        "exchanged",
+        "cleaned",
+    ] {
+        let name = format!("m-{step}");
+        privileged_with_markers(&rig, &name);
+        rig.daemon_mut().stop();
+        rig.daemon_mut()
+            .set_env(osm_hostd::engine::RESTORE_CRASH_ENV, Some(step));
+        rig.daemon_mut().start();
+        let out = rig.ctl(&["set", &name, "--unprivileged"]);
+        assert!(
+            !out.status.success(),
+            "{step}: the daemon should have died: {out:?}"
+        );
+        assert!(
+            wait_until(Duration::from_secs(10), || !rig.daemon_mut().is_running()),
+            "{step}: daemon still running"
+        );
+        rig.daemon_mut()
+            .set_env(osm_hostd::engine::RESTORE_CRASH_ENV, None);
+        rig.daemon_mut().start();
+
+        let containers = container_dir(&rig, &name).parent().unwrap().to_path_buf();
+        let leftovers: Vec<String> = std::fs::read_dir(&containers)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with("m-"))
+            .collect();
+        assert!(leftovers.is_empty(), "{step}: {leftovers:?}");
+        let snaps = rig.ctl_ok(&["snapshot", "list", &name]);
+        if ["moved", "exchanged", "cleaned"].contains(&step) {
+            assert!(
+                is_converted(&rig, &name),
+                "{step}: the conversion was finished"
+            );
+            assert_converted(&rig, &name);
+        } else {
+            assert!(
+                !is_converted(&rig, &name),
+                "{step}: the conversion was rolled back"
+            );
+            assert_unconverted(&rig, &name);
+            // And it converts cleanly afterwards.
+            rig.ctl_ok(&["set", &name, "--unprivileged"]);
+            assert_converted(&rig, &name);
+        }
+        if step != "journal" {
+            assert!(snaps.contains("before the conversion"), "{step}: {snaps}");
+        }
+        rig.ctl_ok(&["delete", &name]);
+    }
+}

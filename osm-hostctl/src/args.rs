@@ -194,6 +194,10 @@ pub struct SetArgs {
     /// CPU limit in CPUs, or 0 for none; applies at the next start
     #[arg(long, value_name = "N", group = "settings")]
     pub cpus: Option<u32>,
+    /// Convert a privileged container to an unprivileged one with its own id range
+    /// (stopped; a safety snapshot is taken first)
+    #[arg(long, group = "settings")]
+    pub unprivileged: bool,
 }
 
 /// A size, or `none`/`0` for no limit (sent as 0).

@@ -164,6 +164,9 @@ pub fn set_settings(args: &SetArgs) -> HashMap<&'static str, Value<'static>> {
     if let Some(c) = args.cpus {
         s.insert("cpus", Value::from(c));
     }
+    if args.unprivileged {
+        s.insert("unprivileged", Value::from(true));
+    }
     s
 }
 

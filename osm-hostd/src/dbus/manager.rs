@@ -100,9 +100,17 @@ fn set_request(settings: HashMap<String, OwnedValue>) -> Result<SetRequest> {
                 req.cpus =
                     Some(u32::try_from(&value).map_err(|_| bad("a CPU count (u), 0 for no limit"))?)
             }
+            "unprivileged" => {
+                if !bool::try_from(&value).map_err(|_| bad("true (b)"))? {
+                    return Err(Error::InvalidArgument(
+                        "unprivileged = false is not supported: a container is not converted back to privileged".into(),
+                    ));
+                }
+                req.unprivileged = true;
+            }
             _ => {
                 return Err(Error::InvalidArgument(format!(
-                    "unknown setting {key:?}; known settings: autostart, boot_priority, boot_delay, memory, cpus"
+                    "unknown setting {key:?}; known settings: autostart, boot_priority, boot_delay, memory, cpus, unprivileged"
                 )))
             }
         }

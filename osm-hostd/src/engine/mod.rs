@@ -12,6 +12,7 @@ mod backup_restore;
 mod bases;
 mod boot;
 mod container;
+mod convert;
 mod create;
 mod delete;
 mod isolation;
