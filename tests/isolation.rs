@@ -48,6 +48,17 @@ fn start_two(rig: &Rig) {
     rig.import_busybox_base("bb");
     rig.ctl_ok(&["create", "c1", "--base", "bb"]);
     rig.ctl_ok(&["create", "c2", "--base", "bb"]);
+    // The store is root's alone (0700): a container's mapped root never needs it.
+    use std::os::unix::fs::PermissionsExt;
+    for p in [
+        rig.store_root(),
+        rig.lxc_path(),
+        rig.lxc_path().join("c1"),
+        rig.lxc_path().join("c2"),
+    ] {
+        let p = rig.sandbox().host_path(p);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
     rig.ctl_ok(&["start", "c1"]);
     rig.ctl_ok(&["start", "c2"]);
 }
@@ -552,4 +563,20 @@ fn a_daemon_killed_at_any_conversion_step_leaves_the_old_or_the_converted_contai
         }
         rig.ctl_ok(&["delete", &name]);
     }
+}
+
+#[test]
+fn subordinate_id_files_that_cannot_be_written_stop_the_daemon_with_their_name() {
+    require_root();
+    let mut rig = Rig::builder()
+        .no_daemon_start()
+        .config(|c| {
+            c.set_str("isolation.subuid_file", "/nonexistent-osm-dir/subuid");
+        })
+        .start();
+    let err = rig.daemon_mut().try_start().unwrap_err();
+    assert!(
+        err.contains("/nonexistent-osm-dir/subuid"),
+        "the error names the file: {err}"
+    );
 }

@@ -322,6 +322,8 @@ pub struct RootfsMount {
     /// Where the idmapped lowers are attached while overlayfs is mounted.
     pub staging: PathBuf,
     pub map: IdMap,
+    /// LXC's lxcpath: LXC insists that the container's root can search it.
+    pub lxc_path: PathBuf,
 }
 
 fn mkdir_mode(p: &Path, mode: u32) -> Result<(), String> {
@@ -343,6 +345,96 @@ fn umount_detach(p: &Path) -> Result<(), String> {
         if e.raw_os_error() != Some(libc::EINVAL) && e.raw_os_error() != Some(libc::ENOENT) {
             return Err(format!("unmounting {}: {e}", p.display()));
         }
+    }
+    Ok(())
+}
+
+const ACL_USER_OBJ: u16 = 0x01;
+const ACL_USER: u16 = 0x02;
+const ACL_GROUP_OBJ: u16 = 0x04;
+const ACL_MASK: u16 = 0x10;
+const ACL_OTHER: u16 = 0x20;
+const ACL_UNDEFINED_ID: u32 = u32::MAX;
+
+/// Entries of an access ACL that adds search (x) for `uid` to `current` (or, without
+/// one, to the ACL `mode` implies); `None` when `uid` may search already.
+fn acl_with_search(current: Option<&[u8]>, mode: u32, uid: u32) -> Option<Vec<u8>> {
+    let mut entries: Vec<(u16, u16, u32)> = match current {
+        Some(v) if v.len() >= 4 && (v.len() - 4) % 8 == 0 => v[4..]
+            .chunks(8)
+            .map(|e| {
+                (
+                    u16::from_le_bytes([e[0], e[1]]),
+                    u16::from_le_bytes([e[2], e[3]]),
+                    u32::from_le_bytes([e[4], e[5], e[6], e[7]]),
+                )
+            })
+            .collect(),
+        _ => vec![
+            (ACL_USER_OBJ, ((mode >> 6) & 7) as u16, ACL_UNDEFINED_ID),
+            (ACL_GROUP_OBJ, ((mode >> 3) & 7) as u16, ACL_UNDEFINED_ID),
+            (ACL_OTHER, (mode & 7) as u16, ACL_UNDEFINED_ID),
+        ],
+    };
+    let has = entries
+        .iter()
+        .any(|&(t, p, id)| t == ACL_USER && id == uid && p & 1 == 1);
+    let masked = entries.iter().any(|&(t, p, _)| t == ACL_MASK && p & 1 == 0);
+    if has && !masked {
+        return None;
+    }
+    match entries.iter_mut().find(|e| e.0 == ACL_USER && e.2 == uid) {
+        Some(e) => e.1 |= 1,
+        None => entries.push((ACL_USER, 1, uid)),
+    }
+    let group_class = entries
+        .iter()
+        .filter(|e| e.0 == ACL_USER || e.0 == ACL_GROUP_OBJ || e.0 == 0x08)
+        .fold(0, |m, e| m | e.1);
+    match entries.iter_mut().find(|e| e.0 == ACL_MASK) {
+        Some(e) => e.1 |= 1,
+        None => entries.push((ACL_MASK, group_class, ACL_UNDEFINED_ID)),
+    }
+    entries.sort_by_key(|&(t, _, id)| (t, id));
+    let mut out = 2u32.to_le_bytes().to_vec();
+    for (t, p, id) in entries {
+        out.extend_from_slice(&t.to_le_bytes());
+        out.extend_from_slice(&p.to_le_bytes());
+        out.extend_from_slice(&id.to_le_bytes());
+    }
+    Some(out)
+}
+
+/// Lets `uid` search `dir` when others may not (an ACL entry; nothing else changes).
+fn grant_search(dir: &Path, uid: u32) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if md.mode() & 0o001 != 0 {
+        return Ok(());
+    }
+    let c = cpath(dir);
+    let name = c"system.posix_acl_access";
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: valid C strings; `buf` is writable for its length.
+    let len = unsafe {
+        libc::getxattr(
+            c.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let current = (len >= 0).then(|| &buf[..len as usize]);
+    let Some(acl) = acl_with_search(current, md.mode(), uid) else {
+        return Ok(());
+    };
+    // SAFETY: valid C strings; `acl` is readable for its length.
+    let r = unsafe { libc::setxattr(c.as_ptr(), name.as_ptr(), acl.as_ptr().cast(), acl.len(), 0) };
+    if r != 0 {
+        return Err(errno(&format!(
+            "letting the container's root (uid {uid}) search {} (POSIX ACLs needed)",
+            dir.display()
+        )));
     }
     Ok(())
 }
@@ -390,6 +482,11 @@ impl RootfsMount {
     }
 
     fn mount_inner(&self) -> Result<(), String> {
+        // LXC checks that the container's root may search the lxcpath; where others may
+        // not (a 0700 store), an ACL entry lets exactly this uid search, not list.
+        for dir in self.lxc_path.ancestors() {
+            grant_search(dir, self.map.uid)?;
+        }
         // The container's root (a mapped uid) must reach `merged`: its parents are 0711.
         if let Some(parent) = self.merged.parent() {
             mkdir_mode(parent, 0o711)?;
@@ -551,6 +648,39 @@ mod tests {
             count: 10,
         };
         assert!(s.allocate(&[odd]).is_err());
+    }
+
+    #[test]
+    fn search_is_granted_to_one_uid_through_an_acl() {
+        let acl = acl_with_search(None, 0o40700, 1_048_576).unwrap();
+        let entries: Vec<(u16, u16, u32)> = acl[4..]
+            .chunks(8)
+            .map(|e| {
+                (
+                    u16::from_le_bytes([e[0], e[1]]),
+                    u16::from_le_bytes([e[2], e[3]]),
+                    u32::from_le_bytes([e[4], e[5], e[6], e[7]]),
+                )
+            })
+            .collect();
+        let u = ACL_UNDEFINED_ID;
+        assert_eq!(
+            entries,
+            [
+                (ACL_USER_OBJ, 7, u),
+                (ACL_USER, 1, 1_048_576),
+                (ACL_GROUP_OBJ, 0, u),
+                (ACL_MASK, 1, u),
+                (ACL_OTHER, 0, u)
+            ]
+        );
+        assert_eq!(acl_with_search(Some(&acl), 0o40710, 1_048_576), None);
+        let two = acl_with_search(Some(&acl), 0o40710, 1_114_112).unwrap();
+        assert_eq!(
+            two.len(),
+            4 + 6 * 8,
+            "a second container adds its own entry"
+        );
     }
 
     #[test]

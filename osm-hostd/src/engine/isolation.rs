@@ -68,6 +68,7 @@ impl Engine {
             merged: self.rootfs_mount_point(&spec.name),
             staging: self.cfg.runtime_dir.join("idmapped").join(&spec.name),
             map,
+            lxc_path: self.store.containers_dir(),
         })
     }
 
