@@ -487,6 +487,12 @@ impl RootfsMount {
         for dir in self.lxc_path.ancestors() {
             grant_search(dir, self.map.uid)?;
         }
+        // And the merged tree's parents, should the runtime dir be closed to others.
+        if let Some(runtime) = self.merged.parent().and_then(Path::parent) {
+            for dir in runtime.ancestors() {
+                grant_search(dir, self.map.uid)?;
+            }
+        }
         // The container's root (a mapped uid) must reach `merged`: its parents are 0711.
         if let Some(parent) = self.merged.parent() {
             mkdir_mode(parent, 0o711)?;
