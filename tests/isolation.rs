@@ -580,3 +580,30 @@ fn subordinate_id_files_that_cannot_be_written_stop_the_daemon_with_their_name()
         "the error names the file: {err}"
     );
 }
+
+#[test]
+fn a_container_that_fails_to_start_leaves_no_mount_behind() {
+    require_root();
+    let rig = Rig::new();
+    rig.import_busybox_base("bb");
+    rig.ctl_ok(&["create", "broken", "--base", "bb"]);
+    let base = rig.info_json("broken")["id_map_base"].as_u64().unwrap() as u32;
+    // Its init is a file that cannot be executed.
+    let sbin = container_dir(&rig, "broken").join("rootfs-layer/sbin");
+    std::fs::create_dir_all(&sbin).unwrap();
+    std::fs::remove_file(sbin.join("init")).ok();
+    std::fs::write(sbin.join("init"), "not a program\n").unwrap();
+    std::os::unix::fs::lchown(&sbin, Some(base), Some(base)).unwrap();
+    std::os::unix::fs::lchown(sbin.join("init"), Some(base), Some(base)).unwrap();
+    let out = rig.ctl(&["start", "broken"]);
+    assert!(!out.status.success(), "{out:?}");
+    assert_eq!(rig.info_json("broken")["state"], "stopped");
+    let mounts = rig.sandbox().run_ok("cat", &["/proc/self/mountinfo"]);
+    assert!(
+        !mounts.contains("/run/rootfs/") && !mounts.contains("/run/idmapped/"),
+        "{mounts}"
+    );
+    // Nor cgroups: LXC leaves its monitor's behind after an aborted unprivileged start.
+    let cgroups = rig::handmade_lxc::lxc_cgroups_of("broken");
+    assert!(cgroups.is_empty(), "{cgroups:?}");
+}

@@ -108,6 +108,9 @@ impl Lxc {
                 None => self.state(name),
             };
         }
+        // An aborted start of an unprivileged container leaves its monitor's cgroups
+        // behind (LXC cannot remove the cgroup its monitor still sits in).
+        remove_empty_cgroups(name);
         let mut detail = tail(&out_path, 10);
         let log_tail = tail(&log, 15);
         if !log_tail.is_empty() {
@@ -182,6 +185,34 @@ impl Lxc {
 
 /// Parses `lxc-info -s -p -H`, which prints `State: RUNNING` and `PID: 12` lines (or a
 /// bare state when asked for the state alone).
+/// Removes `lxc.monitor.<name>` and `lxc.payload.<name>` cgroups that are empty (rmdir
+/// refuses the others) in every hierarchy, once the failed start's monitor has gone.
+fn remove_empty_cgroups(name: &str) {
+    let dirs = || -> Vec<PathBuf> {
+        let mut roots = vec![PathBuf::from("/sys/fs/cgroup")];
+        if let Ok(entries) = fs::read_dir("/sys/fs/cgroup") {
+            roots.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+        }
+        roots
+            .iter()
+            .flat_map(|r| {
+                ["lxc.monitor.", "lxc.payload."].map(|prefix| r.join(format!("{prefix}{name}")))
+            })
+            .filter(|p| p.is_dir())
+            .collect()
+    };
+    for _ in 0..20 {
+        let left = dirs();
+        if left.is_empty() {
+            return;
+        }
+        for dir in left {
+            let _ = fs::remove_dir(&dir);
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
 fn parse_info(out: &str) -> LxcState {
     let mut state = None;
     let mut pid = None;
