@@ -247,6 +247,15 @@ mod tests {
     }
 
     #[test]
+    fn privileged_and_unprivileged_are_explicit_flags() {
+        let o = create(&["osm-hostctl", "create", "w", "--base", "b", "--privileged"]);
+        assert_eq!(o["privileged"], Value::from(true));
+        let o = set(&["osm-hostctl", "set", "w", "--unprivileged"]).unwrap();
+        assert_eq!(o.len(), 1);
+        assert_eq!(o["unprivileged"], Value::from(true));
+    }
+
+    #[test]
     fn create_passes_only_given_options() {
         let o = create(&["osm-hostctl", "create", "web1", "--base", "debian12"]);
         assert!(o.is_empty(), "{o:?}");

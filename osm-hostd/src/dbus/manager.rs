@@ -552,4 +552,27 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, Error::InvalidArgument(m) if m.contains("colour")));
     }
+
+    #[test]
+    fn isolation_options_are_checked() {
+        let r = create_request("w".into(), "b".into(), opts(vec![])).unwrap();
+        assert!(!r.privileged, "unprivileged unless asked");
+        let r = create_request(
+            "w".into(),
+            "b".into(),
+            opts(vec![("privileged", Value::from(true))]),
+        )
+        .unwrap();
+        assert!(r.privileged);
+        assert!(create_request(
+            "w".into(),
+            "b".into(),
+            opts(vec![("privileged", Value::from("yes"))])
+        )
+        .is_err());
+        let r = set_request(opts(vec![("unprivileged", Value::from(true))])).unwrap();
+        assert!(r.unprivileged && !r.is_empty());
+        let err = set_request(opts(vec![("unprivileged", Value::from(false))])).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(m) if m.contains("not converted back")));
+    }
 }
