@@ -607,3 +607,43 @@ fn a_container_that_fails_to_start_leaves_no_mount_behind() {
     let cgroups = rig::handmade_lxc::lxc_cgroups_of("broken");
     assert!(cgroups.is_empty(), "{cgroups:?}");
 }
+
+#[test]
+fn a_backup_taken_before_the_conversion_restores_with_the_owners_the_container_sees() {
+    require_root();
+    let target_dir = rig::test_tempdir("osm-iso-backup-");
+    let t = target_dir.path().join("lxc").display().to_string();
+    let rig = Rig::builder()
+        .config(move |c| {
+            c.set_str("backup.target", &t);
+        })
+        .start();
+    rig.import_busybox_base("bb");
+    privileged_with_markers(&rig, "old");
+    rig.ctl_ok(&["backup", "run", "old"]);
+    rig.ctl_ok(&["set", "old", "--unprivileged"]);
+    rig.ctl_ok(&["start", "old"]);
+    let (code, out) = inside(
+        &rig,
+        "old",
+        "echo changed > /srv/site/index && chown 0:0 /srv/site/index",
+    );
+    assert_eq!(code, 0, "{out}");
+    let check = "stat -c %u:%g /srv/site/index; stat -c %a /usr/bin/suid; cat /srv/site/index";
+    // Over the converted container: shifted into its range on the way.
+    rig.ctl_ok(&["backup", "restore", "old"]);
+    assert_eq!(rig.info_json("old")["privileged"], false);
+    assert_eq!(inside(&rig, "old", check), (0, "33:33\n4755\nhi\n".into()));
+    // As a new container: an explicit `privileged = true` would carry over; a backup
+    // from before unprivileged containers (no such key) becomes unprivileged, in a
+    // range of its own.
+    let spec = target_dir.path().join("lxc/old/container.toml");
+    let text = std::fs::read_to_string(&spec).unwrap();
+    assert!(text.contains("privileged = true\n"), "{text}");
+    std::fs::write(&spec, text.replace("privileged = true\n", "")).unwrap();
+    rig.ctl_ok(&["backup", "restore", "old", "--as", "copy"]);
+    let info = rig.info_json("copy");
+    assert_eq!(info["privileged"], false, "{info}");
+    assert_ne!(info["id_map_base"], rig.info_json("old")["id_map_base"]);
+    assert_eq!(inside(&rig, "copy", check), (0, "33:33\n4755\nhi\n".into()));
+}

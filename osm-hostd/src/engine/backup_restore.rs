@@ -138,7 +138,9 @@ impl Engine {
         job: &Job,
     ) -> EngineResult<String> {
         job.set_progress(0.05, "creating the container");
-        let privileged = spec.unprivileged_map().is_none();
+        // Only an explicit opt-in carries over: a backup of a container made before
+        // unprivileged containers becomes an unprivileged one (its upper is shifted).
+        let privileged = spec.privileged;
         let req = CreateRequest {
             name: into.to_string(),
             base: spec.base,
