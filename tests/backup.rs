@@ -97,7 +97,26 @@ fn set_xattr(p: &Path, name: &str, value: &[u8]) {
 /// path of their inode group; `trusted.overlay.origin`/`uuid` name the store's file
 /// system and are left out (a copy legitimately carries them unchanged, but they are
 /// not compared by value here).
+/// The id range base of the container whose `rootfs-layer` is `upper` (from the
+/// `container.toml` beside it; 0 when privileged).
+fn id_base(upper: &Path) -> u32 {
+    let text = std::fs::read_to_string(upper.parent().unwrap().join("container.toml")).unwrap();
+    let spec: toml::Value = toml::from_str(&text).unwrap();
+    spec.get("idmap")
+        .map_or(0, |m| m["uid"].as_integer().unwrap() as u32)
+}
+
+/// Every entry of an upper dir with owners as the container sees them (its upper is
+/// stored shifted into its id range).
 fn manifest(root: &Path) -> BTreeMap<String, String> {
+    let base = id_base(root);
+    let seen = |id: u32| {
+        if id >= base && id - base < 65536 {
+            id - base
+        } else {
+            id
+        }
+    };
     let mut out = BTreeMap::new();
     let mut inodes: BTreeMap<u64, Vec<String>> = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
@@ -138,8 +157,8 @@ fn manifest(root: &Path) -> BTreeMap<String, String> {
                 format!(
                     "{kind} {:o} {}:{} x={xattrs:?}",
                     md.mode(),
-                    md.uid(),
-                    md.gid()
+                    seen(md.uid()),
+                    seen(md.gid())
                 ),
             );
         }
@@ -184,10 +203,16 @@ fn assert_copy_matches(rig: &Rig, name: &str, copy: &Path) {
         .as_deref(),
         Some(&b"y"[..])
     );
+    // The upper layer of an unprivileged container is stored shifted into its id range.
+    let spec: toml::Value =
+        toml::from_str(&std::fs::read_to_string(copy.join("container.toml")).unwrap()).unwrap();
+    let shift = spec
+        .get("idmap")
+        .map_or(0, |m| m["uid"].as_integer().unwrap() as u32);
     let note = std::fs::symlink_metadata(copy.join("rootfs-layer/root/note")).unwrap();
     assert_eq!(
         (note.uid(), note.gid(), note.mode() & 0o7777),
-        (1234, 5678, 0o640)
+        (shift + 1234, shift + 5678, 0o640)
     );
     // root/link and root/note are one inode (history trees add links to older trees).
     let link = std::fs::symlink_metadata(copy.join("rootfs-layer/root/link")).unwrap();

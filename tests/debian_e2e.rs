@@ -1,5 +1,5 @@
 //! End to end: the Debian bookworm base built from `base-images/debian-bookworm.toml`
-//! boots systemd to `running` in a container run by the real daemon.
+//! boots systemd to `running` in an unprivileged container run by the real daemon.
 //!
 //! debootstrap needs Debian's mirror, so a first daemon in a sandbox that shares the
 //! host's network builds the base once (filling the shared build cache); the container
@@ -73,6 +73,10 @@ fn debian_base_boots_systemd_to_running() {
             String::from_utf8_lossy(&failed.stdout)
         );
     }
+    // Unprivileged (the default): systemd runs as root of its own id range.
+    let info = rig.info_json("deb1");
+    assert_eq!(info["privileged"], false, "{info}");
+    assert!(info["id_map_base"].as_u64().unwrap() >= 100_000, "{info}");
     let hostname = attach(&["hostname"]);
     assert_eq!(String::from_utf8_lossy(&hostname.stdout).trim(), "deb1");
     // systemd-networkd gets the address reserved for the container's MAC by DHCP.

@@ -222,6 +222,10 @@ pub struct SetArgs {
     /// CPU limit in CPUs, or 0 for none; applies at the next start
     #[arg(long, value_name = "N", group = "settings")]
     pub cpus: Option<u32>,
+    /// Convert a privileged container to an unprivileged one with its own id range
+    /// (stopped; a safety snapshot is taken first)
+    #[arg(long, group = "settings")]
+    pub unprivileged: bool,
 }
 
 /// A size, or `none`/`0` for no limit (sent as 0).
@@ -262,6 +266,10 @@ pub struct CreateArgs {
     /// Fixed IPv4 address on the bridge [default: the lowest free one in the range]
     #[arg(long, value_name = "A")]
     pub ip: Option<std::net::Ipv4Addr>,
+    /// Run it without a user namespace: root inside is root on the host. Only for a
+    /// stack that cannot run otherwise [default: unprivileged, its own id range]
+    #[arg(long)]
+    pub privileged: bool,
 }
 
 #[derive(Debug, Subcommand)]

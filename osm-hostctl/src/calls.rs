@@ -155,6 +155,9 @@ pub fn create_options(args: &CreateArgs) -> HashMap<&'static str, Value<'static>
     if let Some(ip) = args.ip {
         options.insert(option::IP, Value::from(ip.to_string()));
     }
+    if args.privileged {
+        options.insert("privileged", Value::from(true));
+    }
     options
 }
 
@@ -184,6 +187,9 @@ pub fn set_settings(args: &SetArgs) -> HashMap<&'static str, Value<'static>> {
     }
     if let Some(c) = args.cpus {
         s.insert(option::CPUS, Value::from(c));
+    }
+    if args.unprivileged {
+        s.insert("unprivileged", Value::from(true));
     }
     s
 }
@@ -262,6 +268,15 @@ mod tests {
             "b",
         ]);
         assert_eq!(o["autostart"], Value::from(true));
+    }
+
+    #[test]
+    fn privileged_and_unprivileged_are_explicit_flags() {
+        let o = create(&["osm-hostctl", "create", "w", "--base", "b", "--privileged"]);
+        assert_eq!(o["privileged"], Value::from(true));
+        let o = set(&["osm-hostctl", "set", "w", "--unprivileged"]).unwrap();
+        assert_eq!(o.len(), 1);
+        assert_eq!(o["unprivileged"], Value::from(true));
     }
 
     #[test]

@@ -78,6 +78,7 @@ pub async fn run(daemon: &Daemon, cmd: CustomerCommand) -> Result<(), CliError> 
                 cpus: a.cpus,
                 layers: a.layers,
                 ip: a.ip,
+                privileged: false,
             };
             let mut options = create_options(&create);
             if let Some(b) = a.base {

@@ -43,7 +43,11 @@ pub fn containers_table(list: &[ContainerInfo]) -> String {
         .iter()
         .map(|c| {
             vec![
-                c.name.clone(),
+                if c.privileged {
+                    format!("{} {PRIVILEGED_MARK}", c.name)
+                } else {
+                    c.name.clone()
+                },
                 if c.warning.is_empty() {
                     c.state.clone()
                 } else {
@@ -61,11 +65,32 @@ pub fn containers_table(list: &[ContainerInfo]) -> String {
             "{WARNING_MARK} has a warning: see `osm-hostctl info NAME`\n"
         ));
     }
+    if list.iter().any(|c| c.privileged) {
+        out.push_str(&format!(
+            "{PRIVILEGED_MARK} privileged: root inside is root on the host\n"
+        ));
+    }
     out
 }
 
+/// Marks a privileged container in `list`.
+pub const PRIVILEGED_MARK: &str = "[privileged]";
+
 /// Marks a container with a warning in `list`.
 pub const WARNING_MARK: &str = "(!)";
+
+/// Unprivileged with its id range, or the privileged warning.
+fn isolation_text(c: &ContainerInfo) -> String {
+    if c.privileged {
+        "PRIVILEGED (warning: root inside is root on the host)".to_string()
+    } else {
+        format!(
+            "unprivileged (host ids {}-{})",
+            c.id_map_base,
+            u64::from(c.id_map_base) + 65535
+        )
+    }
+}
 
 /// `yes`/`no` as before, `last-state` for that policy; the boot priority when set.
 fn autostart_text(c: &ContainerInfo) -> String {
@@ -149,6 +174,7 @@ pub fn container_detail(d: &ContainerDetail, now_us: u64) -> String {
         ("addresses", list(&c.addresses)),
         ("mac address", c.mac_address.clone()),
         ("autostart", autostart_text(c)),
+        ("isolation", isolation_text(c)),
         (
             "memory limit",
             none_if_zero(c.memory_limit, format_size(c.memory_limit)),
@@ -330,6 +356,29 @@ mod tests {
     }
 
     #[test]
+    fn privileged_containers_are_marked_in_list_and_info() {
+        let mut p = web("old", "running");
+        p.privileged = true;
+        let mut u = web("new", "running");
+        u.id_map_base = 1_065_536;
+        let out = containers_table(&[p.clone(), u.clone()]);
+        assert!(out.contains("old [privileged]  running"), "{out}");
+        assert!(out.contains("\nnew  "), "{out}");
+        assert!(out.ends_with("[privileged] privileged: root inside is root on the host\n"));
+        let detail = |info| ContainerDetail {
+            info,
+            disk_usage: None,
+        };
+        let page = container_detail(&detail(p), 0);
+        assert!(page.contains("PRIVILEGED (warning: root inside is root on the host)"));
+        let page = container_detail(&detail(u), 0);
+        assert!(
+            page.contains("unprivileged (host ids 1065536-1131071)"),
+            "{page}"
+        );
+    }
+
+    #[test]
     fn bases_table_shows_date_and_users() {
         let b = BaseInfo {
             name: "debian12".into(),
@@ -385,6 +434,7 @@ mod tests {
         c.memory_limit = 2 << 30;
         c.created_at = 1_714_566_896_000_000;
         c.started_at = 1_714_566_900_000_000;
+        c.id_map_base = 1_000_000;
         let d = ContainerDetail {
             info: c,
             disk_usage: Some(1536 << 20),
@@ -401,6 +451,7 @@ mod tests {
              addresses:    10.0.3.12\n\
              mac address:  00:16:3e:00:00:01\n\
              autostart:    yes\n\
+             isolation:    unprivileged (host ids 1000000-1065535)\n\
              memory limit: 2G\n\
              cpu limit:    none\n\
              disk used:    1.5G\n\

@@ -43,6 +43,29 @@ pub struct HostConfig {
     pub boot: BootConfig,
     pub publish: PublishConfig,
     pub metrics: crate::metrics::MetricsConfig,
+    pub isolation: IsolationConfig,
+}
+
+/// `[isolation]`: how containers are confined.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IsolationConfig {
+    /// Root's subordinate uids: each unprivileged container gets 65536 of them.
+    pub subuid_file: PathBuf,
+    /// Root's subordinate gids (the same numbers as the uids).
+    pub subgid_file: PathBuf,
+    /// Most processes (and threads) a container may run; 0 for no limit.
+    pub pids_max: u32,
+}
+
+impl Default for IsolationConfig {
+    fn default() -> Self {
+        IsolationConfig {
+            subuid_file: PathBuf::from("/etc/subuid"),
+            subgid_file: PathBuf::from("/etc/subgid"),
+            pids_max: 4096,
+        }
+    }
 }
 
 /// `[publish]`: customers' HTTP vhosts and TLS streams through the host's NGINX.
@@ -241,6 +264,7 @@ impl Default for HostConfig {
             boot: BootConfig::default(),
             publish: PublishConfig::default(),
             metrics: Default::default(),
+            isolation: IsolationConfig::default(),
         }
     }
 }
@@ -323,6 +347,8 @@ impl HostConfig {
             ("runtime_dir", &self.runtime_dir),
             ("cache_dir", &self.cache_dir),
             ("hosts_file", &self.hosts_file),
+            ("isolation.subuid_file", &self.isolation.subuid_file),
+            ("isolation.subgid_file", &self.isolation.subgid_file),
         ] {
             if !p.is_absolute() {
                 return Err(format!("{key} = {p:?} must be an absolute path"));

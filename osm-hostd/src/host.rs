@@ -27,6 +27,10 @@ pub trait HostOps: Send + Sync + 'static {
     /// Addresses inside a running container, given its init's pid.
     fn lxc_addresses(&self, init_pid: u32) -> Vec<String>;
     fn bridge_exists(&self, bridge: &str) -> bool;
+    /// Mounts an unprivileged container's root filesystem (see [`crate::idmap`]).
+    fn mount_rootfs(&self, m: &crate::idmap::RootfsMount) -> HostResult<()>;
+    /// Unmounts it again; nothing mounted is not an error.
+    fn unmount_rootfs(&self, m: &crate::idmap::RootfsMount) -> HostResult<()>;
 
     /// Fills the empty directory `dest` from a recipe (debootstrap, or the cache).
     fn build_rootfs(
@@ -102,6 +106,14 @@ impl HostOps for RealHost {
     fn lxc_addresses(&self, init_pid: u32) -> Vec<String> {
         crate::lxc::addresses_of(init_pid)
     }
+    fn mount_rootfs(&self, m: &crate::idmap::RootfsMount) -> HostResult<()> {
+        m.mount().map_err(EngineError::Failed)
+    }
+
+    fn unmount_rootfs(&self, m: &crate::idmap::RootfsMount) -> HostResult<()> {
+        m.unmount().map_err(EngineError::Failed)
+    }
+
     fn bridge_exists(&self, bridge: &str) -> bool {
         Path::new("/sys/class/net")
             .join(bridge)

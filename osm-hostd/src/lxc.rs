@@ -67,6 +67,8 @@ impl Lxc {
         // A fresh log per start, so a failure's explanation is not buried in old runs.
         let _ = fs::remove_file(&log);
         let pid_file = self.log_dir.join(format!("{name}.monitor.pid"));
+        // What an earlier aborted start left, so LXC need not pick `<name>-1`.
+        remove_empty_cgroups_now(name);
         let _ = fs::remove_file(&pid_file);
         let out_path = self.log_dir.join(format!("{name}.start.out"));
         // lxc-start's stdio goes to a file, not a pipe: the monitor it forks would hold
@@ -108,6 +110,9 @@ impl Lxc {
                 None => self.state(name),
             };
         }
+        // An aborted start of an unprivileged container leaves its monitor's cgroups
+        // behind (LXC cannot remove the cgroup its monitor still sits in).
+        remove_empty_cgroups(name);
         let mut detail = tail(&out_path, 10);
         let log_tail = tail(&log, 15);
         if !log_tail.is_empty() {
@@ -182,6 +187,69 @@ impl Lxc {
 
 /// Parses `lxc-info -s -p -H`, which prints `State: RUNNING` and `PID: 12` lines (or a
 /// bare state when asked for the state alone).
+/// Whether `dir` is one of LXC's cgroups for container `name`: `lxc.monitor.<name>` or
+/// `lxc.payload.<name>`, or one with the `-<n>` LXC adds when that name was taken.
+fn is_lxc_cgroup_of(dir: &str, name: &str) -> bool {
+    ["lxc.monitor.", "lxc.payload."].iter().any(|prefix| {
+        dir.strip_prefix(prefix)
+            .and_then(|rest| rest.strip_prefix(name))
+            .is_some_and(|tail| {
+                tail.is_empty()
+                    || tail
+                        .strip_prefix('-')
+                        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            })
+    })
+}
+
+/// Removes LXC's cgroups of a stopped container `name` that are empty (rmdir refuses
+/// the others) in every hierarchy, waiting a little for a failed start's monitor to go.
+fn remove_empty_cgroups(name: &str) {
+    let dirs = || -> Vec<PathBuf> {
+        let mut roots = vec![PathBuf::from("/sys/fs/cgroup")];
+        if let Ok(entries) = fs::read_dir("/sys/fs/cgroup") {
+            roots.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+        }
+        roots
+            .iter()
+            .filter_map(|r| fs::read_dir(r).ok())
+            .flat_map(|entries| entries.flatten())
+            .filter(|e| is_lxc_cgroup_of(&e.file_name().to_string_lossy(), name))
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect()
+    };
+    for _ in 0..40 {
+        let left = dirs();
+        if left.is_empty() {
+            return;
+        }
+        for dir in left {
+            let _ = fs::remove_dir(&dir);
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// [`remove_empty_cgroups`] without waiting: for a container about to start.
+fn remove_empty_cgroups_now(name: &str) {
+    let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    let roots = std::iter::once(PathBuf::from("/sys/fs/cgroup"))
+        .chain(hierarchies.flatten().map(|e| e.path()));
+    for root in roots {
+        let Ok(entries) = fs::read_dir(&root) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if is_lxc_cgroup_of(&e.file_name().to_string_lossy(), name) {
+                let _ = fs::remove_dir(e.path());
+            }
+        }
+    }
+}
+
 fn parse_info(out: &str) -> LxcState {
     let mut state = None;
     let mut pid = None;
@@ -275,6 +343,15 @@ mod tests {
         assert_eq!(parse_fib_trie_locals(trie), vec!["10.0.3.7"]);
         let inet6 = "00000000000000000000000000000001 01 80 10 80       lo\nfe80000000000000c0a8fffe01020304 02 40 20 80     eth0\nfd000000000000000000000000000007 02 40 00 80     eth0\n";
         assert_eq!(parse_if_inet6(inet6), vec!["fd00::7"]);
+    }
+
+    #[test]
+    fn lxc_cgroup_names_match_only_their_container() {
+        assert!(is_lxc_cgroup_of("lxc.monitor.web1", "web1"));
+        assert!(is_lxc_cgroup_of("lxc.payload.web1-2", "web1"));
+        assert!(!is_lxc_cgroup_of("lxc.monitor.web10", "web1"));
+        assert!(!is_lxc_cgroup_of("lxc.monitor.web1-x", "web1"));
+        assert!(!is_lxc_cgroup_of("lxc.pivot", "web1"));
     }
 
     #[test]

@@ -16,7 +16,6 @@ pub struct HostFacts {
     pub v2_controllers: Vec<String>,
     /// True when no v1 hierarchy is mounted (a cgroup2-only host).
     pub cgroup2_only: bool,
-    pub seccomp_profile: Option<PathBuf>,
 }
 
 impl HostFacts {
@@ -43,12 +42,10 @@ impl HostFacts {
             .and_then(|p| std::fs::read_to_string(p.join("cgroup.controllers")).ok())
             .map(|s| s.split_whitespace().map(String::from).collect())
             .unwrap_or_default();
-        let seccomp = PathBuf::from("/usr/share/lxc/config/common.seccomp");
         HostFacts {
             apparmor,
             v2_controllers,
             cgroup2_only: !has_v1,
-            seccomp_profile: seccomp.exists().then_some(seccomp),
         }
     }
 
@@ -57,14 +54,38 @@ impl HostFacts {
     }
 }
 
-/// `include/common.conf`: settings shared by every container on the host.
-pub fn render_common(facts: &HostFacts) -> String {
+/// `include/seccomp`: system calls no container may make, in LXC's denylist format
+/// (LXC's own default list plus kexec_file_load, swap, port I/O and the kernel log).
+pub fn render_seccomp() -> String {
+    let mut s = String::from("2\ndenylist\nreject_force_umount\n[all]\n");
+    for call in [
+        "kexec_load",
+        "kexec_file_load",
+        "open_by_handle_at",
+        "init_module",
+        "finit_module",
+        "delete_module",
+        "swapon",
+        "swapoff",
+        "iopl",
+        "ioperm",
+        "syslog",
+    ] {
+        let _ = writeln!(s, "{call} errno 1");
+    }
+    s
+}
+
+/// `include/common.conf`: settings shared by every container on the host; `seccomp` is
+/// the profile [`render_seccomp`] wrote.
+pub fn render_common(facts: &HostFacts, seccomp: &Path) -> String {
     let mut s = String::from(
         "# LXC settings shared by every container on this host.\n\
          # Written by osm-hostd at start; local changes are overwritten.\n",
     );
     if facts.apparmor {
-        s.push_str("lxc.apparmor.profile = generated\nlxc.apparmor.allow_nesting = 1\n");
+        // No nesting: a customer's container does not run containers.
+        s.push_str("lxc.apparmor.profile = generated\n");
     } else {
         s.push_str("# This kernel has no AppArmor.\nlxc.apparmor.profile = unconfined\n");
     }
@@ -74,12 +95,10 @@ pub fn render_common(facts: &HostFacts) -> String {
          lxc.tty.dir = lxc\n\
          lxc.tty.max = 4\n\
          lxc.pty.max = 1024\n\
-         lxc.cap.drop = mac_admin mac_override sys_time sys_module sys_rawio\n\
+         lxc.cap.drop = mac_admin mac_override sys_time sys_module sys_rawio syslog sys_pacct wake_alarm block_suspend\n\
          lxc.mount.entry = /sys/fs/fuse/connections sys/fs/fuse/connections none bind,optional 0 0\n",
     );
-    if let Some(p) = &facts.seccomp_profile {
-        let _ = writeln!(s, "lxc.seccomp.profile = {}", p.display());
-    }
+    let _ = writeln!(s, "lxc.seccomp.profile = {}", seccomp.display());
     let key = if facts.controller_is_v2("devices") || facts.cgroup2_only {
         "lxc.cgroup2.devices"
     } else {
@@ -114,6 +133,10 @@ pub struct ConfPaths<'a> {
     pub upper_dir: &'a Path,
     /// Bridge to attach to, when it exists on the host.
     pub bridge: Option<&'a str>,
+    /// Unprivileged containers: the merged tree the daemon mounted (see `idmap`).
+    pub merged: &'a Path,
+    /// Most processes the container may run; 0 for no limit.
+    pub pids_max: u32,
 }
 
 /// `lxc.container.conf` for one container.
@@ -123,17 +146,24 @@ pub fn render_container(spec: &ContainerSpec, paths: &ConfPaths<'_>, facts: &Hos
     );
     let _ = writeln!(s, "lxc.include = {}", paths.common_conf.display());
     let _ = writeln!(s, "lxc.uts.name = {}", spec.name);
-    // LXC puts overlayfs' work dir at dirname(upper)/work, the layout's `work/`.
-    let mut rootfs = String::from("overlay");
-    for dir in paths
-        .layer_dirs
-        .iter()
-        .map(PathBuf::as_path)
-        .chain([paths.base_dir, paths.upper_dir])
-    {
-        let _ = write!(rootfs, ":{}", dir.display());
+    if let Some(map) = spec.unprivileged_map() {
+        // LXC refuses idmap= with an overlay rootfs: the daemon mounts it.
+        let _ = writeln!(s, "lxc.rootfs.path = dir:{}", paths.merged.display());
+        let _ = writeln!(s, "lxc.idmap = u 0 {} {}", map.uid, map.count);
+        let _ = writeln!(s, "lxc.idmap = g 0 {} {}", map.gid, map.count);
+    } else {
+        // LXC puts overlayfs' work dir at dirname(upper)/work, the layout's `work/`.
+        let mut rootfs = String::from("overlay");
+        for dir in paths
+            .layer_dirs
+            .iter()
+            .map(PathBuf::as_path)
+            .chain([paths.base_dir, paths.upper_dir])
+        {
+            let _ = write!(rootfs, ":{}", dir.display());
+        }
+        let _ = writeln!(s, "lxc.rootfs.path = {rootfs}");
     }
-    let _ = writeln!(s, "lxc.rootfs.path = {rootfs}");
     match paths.bridge {
         Some(bridge) => {
             let _ = writeln!(s, "lxc.net.0.type = veth");
@@ -155,6 +185,13 @@ pub fn render_container(spec: &ContainerSpec, paths: &ConfPaths<'_>, facts: &Hos
             let _ = writeln!(s, "lxc.cgroup2.memory.max = {bytes}");
         } else {
             let _ = writeln!(s, "lxc.cgroup.memory.limit_in_bytes = {bytes}");
+        }
+    }
+    if paths.pids_max > 0 {
+        if facts.controller_is_v2("pids") {
+            let _ = writeln!(s, "lxc.cgroup2.pids.max = {}", paths.pids_max);
+        } else {
+            let _ = writeln!(s, "lxc.cgroup.pids.max = {}", paths.pids_max);
         }
     }
     if let Some(cpus) = spec.cpus {
@@ -183,7 +220,6 @@ mod tests {
                 vec![]
             },
             cgroup2_only: v2_only,
-            seccomp_profile: None,
         }
     }
 
@@ -202,10 +238,16 @@ mod tests {
             created: 0,
             snapshots: Default::default(),
             publish: Default::default(),
+            privileged: true,
+            idmap: None,
         }
     }
 
     fn render(f: &HostFacts, bridge: Option<&str>) -> String {
+        render_spec(&spec(), f, bridge)
+    }
+
+    fn render_spec(spec: &ContainerSpec, f: &HostFacts, bridge: Option<&str>) -> String {
         let layers = [PathBuf::from("/s/lxc/layers/stack")];
         let paths = ConfPaths {
             common_conf: Path::new("/s/lxc/include/common.conf"),
@@ -213,8 +255,10 @@ mod tests {
             layer_dirs: &layers,
             upper_dir: Path::new("/s/lxc/containers/web1/rootfs-layer"),
             bridge,
+            merged: Path::new("/run/osm-host/rootfs/web1"),
+            pids_max: 4096,
         };
-        render_container(&spec(), &paths, f)
+        render_container(spec, &paths, f)
     }
 
     #[test]
@@ -225,6 +269,52 @@ mod tests {
         ));
         assert!(conf.contains("lxc.include = /s/lxc/include/common.conf\n"));
         assert!(conf.contains("lxc.uts.name = web1\n"));
+    }
+
+    #[test]
+    fn unprivileged_containers_get_the_mounted_tree_and_their_id_range() {
+        let mut s = spec();
+        s.privileged = false;
+        s.idmap = Some(crate::idmap::IdMap {
+            uid: 1_065_536,
+            gid: 1_065_536,
+            count: 65536,
+        });
+        let conf = render_spec(&s, &facts(false), None);
+        assert!(conf.contains("lxc.rootfs.path = dir:/run/osm-host/rootfs/web1\n"));
+        assert!(conf.contains("lxc.idmap = u 0 1065536 65536\n"));
+        assert!(conf.contains("lxc.idmap = g 0 1065536 65536\n"));
+        assert!(!conf.contains("overlay:"));
+        // Privileged (explicitly, or a spec from before idmaps) keeps LXC's overlay.
+        let old = render(&facts(false), None);
+        assert!(!old.contains("lxc.idmap"));
+        s.privileged = true;
+        assert!(!render_spec(&s, &facts(false), None).contains("lxc.idmap"));
+    }
+
+    #[test]
+    fn pids_are_limited_in_the_hierarchy_the_host_has() {
+        assert!(render(&facts(false), None).contains("lxc.cgroup.pids.max = 4096\n"));
+        assert!(render(&facts(true), None).contains("lxc.cgroup2.pids.max = 4096\n"));
+    }
+
+    #[test]
+    fn seccomp_denies_module_loading_and_kexec() {
+        let p = render_seccomp();
+        assert!(p.starts_with("2\ndenylist\n"));
+        for call in [
+            "init_module",
+            "finit_module",
+            "kexec_load",
+            "open_by_handle_at",
+        ] {
+            assert!(p.contains(&format!("\n{call} errno 1\n")), "{call}");
+        }
+        let common = render_common(&facts(false), Path::new("/s/lxc/include/seccomp"));
+        assert!(common.contains("lxc.seccomp.profile = /s/lxc/include/seccomp\n"));
+        assert!(common.contains("sys_module"));
+        assert!(!common.contains("allow_nesting"));
+        assert!(common.contains("proc:mixed sys:mixed"));
     }
 
     #[test]
@@ -252,10 +342,11 @@ mod tests {
 
     #[test]
     fn common_conf_matches_apparmor_and_never_pulls_lxcfs_hooks() {
-        let without = render_common(&facts(false));
+        let sc = Path::new("/s/seccomp");
+        let without = render_common(&facts(false), sc);
         assert!(without.contains("lxc.apparmor.profile = unconfined"));
         assert!(without.contains("lxc.cgroup.devices.deny = a"));
-        let with = render_common(&facts(true));
+        let with = render_common(&facts(true), sc);
         assert!(with.contains("lxc.apparmor.profile = generated"));
         assert!(with.contains("lxc.cgroup2.devices.deny = a"));
         for c in [&without, &with] {

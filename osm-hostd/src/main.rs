@@ -74,6 +74,17 @@ fn run(args: Args) -> anyhow::Result<()> {
 }
 
 async fn serve(cfg: HostConfig, store: Store, lxc: Lxc) -> anyhow::Result<()> {
+    // Once, before anything starts: every new container is unprivileged over idmapped
+    // mounts of the shared bases.
+    osm_hostd::idmap::probe(&store.bases_dir())
+        .map_err(anyhow::Error::msg)
+        .with_context(|| {
+            format!(
+                "this host cannot run unprivileged containers: the kernel or the store's \
+                 filesystem ({}) cannot do idmapped mounts (Linux 5.19 or later with Btrfs is needed)",
+                store.bases_dir().display()
+            )
+        })?;
     let engine = Engine::open(
         cfg,
         store,

@@ -48,6 +48,29 @@ pub struct ContainerSpec {
         skip_serializing_if = "crate::publish::PublishSpec::is_default"
     )]
     pub publish: crate::publish::PublishSpec,
+    /// Runs without a user namespace: uid 0 inside is uid 0 on the host. An explicit
+    /// opt-in (`create --privileged`); specs written before unprivileged containers
+    /// have neither this nor `idmap` and are privileged too.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub privileged: bool,
+    /// The container's own id range (unprivileged containers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idmap: Option<crate::idmap::IdMap>,
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
+}
+
+impl ContainerSpec {
+    /// The id range it runs in, or `None` when it is privileged.
+    pub fn unprivileged_map(&self) -> Option<crate::idmap::IdMap> {
+        if self.privileged {
+            None
+        } else {
+            self.idmap
+        }
+    }
 }
 
 /// A container's own snapshot settings; every field falls back to the host default.
@@ -165,7 +188,32 @@ mod tests {
             created: 1_790_000_000,
             snapshots: SnapshotPolicy::default(),
             publish: Default::default(),
+            privileged: false,
+            idmap: None,
         }
+    }
+
+    #[test]
+    fn id_ranges_round_trip_and_old_specs_are_privileged() {
+        let mut s = sample();
+        assert_eq!(s.unprivileged_map(), None, "no idmap: privileged as before");
+        let map = crate::idmap::IdMap {
+            uid: 1_048_576,
+            gid: 1_048_576,
+            count: 65536,
+        };
+        s.idmap = Some(map);
+        let text = s.to_toml();
+        assert!(
+            text.contains("[idmap]\nuid = 1048576\ngid = 1048576\ncount = 65536\n"),
+            "{text}"
+        );
+        let back: ContainerSpec = toml::from_str(&text).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.unprivileged_map(), Some(map));
+        s.privileged = true;
+        assert_eq!(s.unprivileged_map(), None, "privileged wins");
+        assert!(s.to_toml().contains("privileged = true\n"));
     }
 
     #[test]

@@ -108,6 +108,17 @@ impl HostOps for FakeHost {
     fn lxc_addresses(&self, _init_pid: u32) -> Vec<String> {
         vec![]
     }
+    fn mount_rootfs(&self, m: &crate::idmap::RootfsMount) -> HostResult<()> {
+        self.log(format!("mount_rootfs {}", m.merged.display()));
+        std::fs::create_dir_all(&m.merged).map_err(|e| EngineError::io("mkdir", &e))
+    }
+
+    fn unmount_rootfs(&self, m: &crate::idmap::RootfsMount) -> HostResult<()> {
+        self.log(format!("unmount_rootfs {}", m.merged.display()));
+        let _ = std::fs::remove_dir(&m.merged);
+        Ok(())
+    }
+
     fn bridge_exists(&self, _bridge: &str) -> bool {
         true
     }
@@ -149,6 +160,11 @@ pub fn fake_engine_with(
             configs_dir: dir.path().join("snapper/configs"),
             defaults_file: dir.path().join("snapper/default"),
         },
+        isolation: crate::config::IsolationConfig {
+            subuid_file: dir.path().join("subuid"),
+            subgid_file: dir.path().join("subgid"),
+            pids_max: 4096,
+        },
         ..HostConfig::default()
     };
     let mut cfg = cfg;
@@ -157,7 +173,6 @@ pub fn fake_engine_with(
         apparmor: false,
         v2_controllers: vec![],
         cgroup2_only: false,
-        seccomp_profile: None,
     };
     let host = Arc::new(FakeHost::default());
     let engine = Engine::open(cfg, Store::at(&root), facts, host.clone()).unwrap();

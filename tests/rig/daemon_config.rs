@@ -29,7 +29,10 @@ impl DaemonConfig {
             .set_str("hosts_file", &p("hosts"))
             .set_str("snapper.configs_dir", &p("snapper/configs"))
             .set_str("snapper.defaults_file", &p("snapper/default"))
-            .set_str("network.bridge", "lxcbr0");
+            .set_str("network.bridge", "lxcbr0")
+            // Never the host's /etc: the daemon adds a pool for root to these.
+            .set_str("isolation.subuid_file", &p("subuid"))
+            .set_str("isolation.subgid_file", &p("subgid"));
         c
     }
 

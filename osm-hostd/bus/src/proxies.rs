@@ -6,7 +6,8 @@
 //! - `CreateContainer(name s, base s, options a{sv}) -> o`; options: `autostart` b (or s:
 //!   "true", "false", "last-state"), `boot_priority` i, `boot_delay` u (seconds),
 //!   `memory` t (bytes), `cpus` u, `layers` as, `ip` s (a fixed IPv4 address from the
-//!   range; default: the lowest free one).
+//!   range; default: the lowest free one), `privileged` b (no user namespace; default
+//!   false: the container gets its own id range).
 //! - `StartContainer(name s)`, `StopContainer(name s, force b, timeout u)` (timeout in
 //!   seconds, 0 = default), `RestartContainer(name s, timeout u)`,
 //!   `DeleteContainer(name s, force b)`, `GetContainer(name s) -> o`.
@@ -21,7 +22,8 @@
 //!   `CleanupSnapshots(name s) -> au` (runs number and timeline cleanup now),
 //!   `RestoreSnapshot(name s, num u) -> o` (a job).
 //! - `SetContainer(name s, settings a{sv})`: `autostart`, `boot_priority`, `boot_delay`,
-//!   `memory` t, `cpus` u (0 removes a limit); unknown keys are refused.
+//!   `memory` t, `cpus` u (0 removes a limit), `unprivileged` b (true only: converts a
+//!   stopped privileged container to its own id range); unknown keys are refused.
 //! - `Shutdown() -> as`: host shutdown; stops every running container in reverse boot
 //!   order, records their last state, returns them in the order they stopped.
 //! - `RunBackup(names as, all b) -> o` (a job; `Busy` while another run is in progress),
@@ -65,7 +67,8 @@
 //! `SnapshotCount` u, `NewestSnapshot` t (date of the newest, µs; 0 = none),
 //! `LastBackupAttempt` t, `LastBackupSuccess` t (µs since the epoch, 0 = never),
 //! `LastBackupResult` s, `PublishedHttp` a(sq), `PublishedStreams` a(qq), `Preset` s
-//! (`customer` for containers made by `customer add`, else "").
+//! (`customer` for containers made by `customer add`, else ""), `Privileged` b (no user
+//! namespace), `IdMapBase` u (the host uid of its root; 0 when privileged).
 //! Snapshot methods as on the Manager without the name; signals `SnapshotCreated(u)`,
 //! `SnapshotDeleted(u)`, `Restored(u)`.
 //!
@@ -217,6 +220,10 @@ pub trait Container {
     fn memory_limit(&self) -> zbus::Result<u64>;
     #[zbus(property)]
     fn cpu_limit(&self) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn privileged(&self) -> zbus::Result<bool>;
+    #[zbus(property)]
+    fn id_map_base(&self) -> zbus::Result<u32>;
     #[zbus(property)]
     fn created_at(&self) -> zbus::Result<u64>;
     #[zbus(property)]

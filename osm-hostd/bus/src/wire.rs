@@ -82,6 +82,10 @@ pub mod option {
     pub const LAYERS: &str = "layers";
     /// s, an IPv4 address in the range; create only.
     pub const IP: &str = "ip";
+    /// b, create only: no user namespace (an explicit opt-in).
+    pub const PRIVILEGED: &str = "privileged";
+    /// b (true only), set only: converts a privileged container.
+    pub const UNPRIVILEGED: &str = "unprivileged";
 
     /// What `CreateContainer` accepts.
     pub const CREATE: &[&str] = &[
@@ -92,9 +96,17 @@ pub mod option {
         CPUS,
         LAYERS,
         IP,
+        PRIVILEGED,
     ];
     /// What `SetContainer` accepts.
-    pub const SET: &[&str] = &[AUTOSTART, BOOT_PRIORITY, BOOT_DELAY, MEMORY, CPUS];
+    pub const SET: &[&str] = &[
+        AUTOSTART,
+        BOOT_PRIORITY,
+        BOOT_DELAY,
+        MEMORY,
+        CPUS,
+        UNPRIVILEGED,
+    ];
 }
 
 #[cfg(test)]

@@ -52,6 +52,9 @@ fn create_request(
             option::IP => {
                 req.ip = Some(String::try_from(value).map_err(|_| bad("an IPv4 address (s)"))?)
             }
+            option::PRIVILEGED => {
+                req.privileged = bool::try_from(&value).map_err(|_| bad("a boolean (b)"))?
+            }
             option::LAYERS => {
                 req.layers =
                     <Vec<String>>::try_from(value).map_err(|_| bad("a list of layer names (as)"))?
@@ -106,6 +109,14 @@ fn set_request(settings: HashMap<String, OwnedValue>) -> Result<SetRequest> {
                 req.cpus = Some(
                     u32::try_from(&value).map_err(|_| bad("a CPU count (u), 0 for no limit"))?,
                 )
+            }
+            option::UNPRIVILEGED => {
+                if !bool::try_from(&value).map_err(|_| bad("true (b)"))? {
+                    return Err(Error::InvalidArgument(
+                        "unprivileged = false is not supported: a container is not converted back to privileged".into(),
+                    ));
+                }
+                req.unprivileged = true;
             }
             _ => {
                 return Err(Error::InvalidArgument(format!(
@@ -618,5 +629,28 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, Error::InvalidArgument(m) if m.contains("colour")));
+    }
+
+    #[test]
+    fn isolation_options_are_checked() {
+        let r = create_request("w".into(), "b".into(), opts(vec![])).unwrap();
+        assert!(!r.privileged, "unprivileged unless asked");
+        let r = create_request(
+            "w".into(),
+            "b".into(),
+            opts(vec![("privileged", Value::from(true))]),
+        )
+        .unwrap();
+        assert!(r.privileged);
+        assert!(create_request(
+            "w".into(),
+            "b".into(),
+            opts(vec![("privileged", Value::from("yes"))])
+        )
+        .is_err());
+        let r = set_request(opts(vec![("unprivileged", Value::from(true))])).unwrap();
+        assert!(r.unprivileged && !r.is_empty());
+        let err = set_request(opts(vec![("unprivileged", Value::from(false))])).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(m) if m.contains("not converted back")));
     }
 }

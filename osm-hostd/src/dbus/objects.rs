@@ -114,7 +114,9 @@ impl ContainerObject {
         self.cpu_limit_changed(emitter).await?;
         self.published_http_changed(emitter).await?;
         self.published_streams_changed(emitter).await?;
-        self.preset_changed(emitter).await
+        self.preset_changed(emitter).await?;
+        self.privileged_changed(emitter).await?;
+        self.id_map_base_changed(emitter).await
     }
 
     pub(super) async fn signal_snapshots_changed(
@@ -343,6 +345,29 @@ impl ContainerObject {
     #[zbus(property)]
     fn cpu_limit(&self, #[zbus(header)] hdr: Option<Header<'_>>) -> zbus::fdo::Result<u32> {
         Ok(self.view(hdr.as_ref())?.info.spec.cpus.unwrap_or(0))
+    }
+
+    /// True when it runs without a user namespace (root inside is root on the host).
+    #[zbus(property)]
+    fn privileged(&self, #[zbus(header)] hdr: Option<Header<'_>>) -> zbus::fdo::Result<bool> {
+        Ok(self
+            .view(hdr.as_ref())?
+            .info
+            .spec
+            .unprivileged_map()
+            .is_none())
+    }
+
+    /// The host uid its root runs as (its range is 65536 ids from there); 0 when
+    /// privileged.
+    #[zbus(property)]
+    fn id_map_base(&self, #[zbus(header)] hdr: Option<Header<'_>>) -> zbus::fdo::Result<u32> {
+        Ok(self
+            .view(hdr.as_ref())?
+            .info
+            .spec
+            .unprivileged_map()
+            .map_or(0, |m| m.uid))
     }
 
     #[zbus(property)]

@@ -55,11 +55,14 @@ impl Engine {
         let engine = self.clone();
         let job2 = job.clone();
         let src = format!("{}/rootfs-layer", tree);
+        let from = crate::shift::Range::of(spec.unprivileged_map());
         tokio::spawn(async move {
             let result = if over {
-                engine.restore_over(&into, &target, src, &job2).await
+                engine.restore_over(&into, &target, src, from, &job2).await
             } else {
-                engine.restore_new(&into, spec, &target, src, &job2).await
+                engine
+                    .restore_new(&into, spec, &target, src, from, &job2)
+                    .await
             };
             match result {
                 Ok(msg) => {
@@ -133,9 +136,13 @@ impl Engine {
         spec: ContainerSpec,
         target: &Target,
         src: String,
+        from: crate::shift::Range,
         job: &Job,
     ) -> EngineResult<String> {
         job.set_progress(0.05, "creating the container");
+        // Only an explicit opt-in carries over: a backup of a container made before
+        // unprivileged containers becomes an unprivileged one (its upper is shifted).
+        let privileged = spec.privileged;
         let req = CreateRequest {
             name: into.to_string(),
             base: spec.base,
@@ -146,6 +153,7 @@ impl Engine {
             memory: spec.memory,
             cpus: spec.cpus,
             ip: None,
+            privileged,
         };
         self.create_container(req).await?;
         let c = self.container(into)?;
@@ -154,7 +162,7 @@ impl Engine {
             job.set_progress(0.2, "copying the backup");
             let engine = self.clone();
             let (t, n) = (target.clone(), into.to_string());
-            blocking(move || engine.copy_upper(&t, &src, &n)).await
+            blocking(move || engine.copy_upper(&t, &src, &n, from)).await
         };
         if let Err(e) = copied {
             // Nothing half-restored is left behind under the new name.
@@ -173,6 +181,7 @@ impl Engine {
         name: &str,
         target: &Target,
         src: String,
+        from: crate::shift::Range,
         job: &Job,
     ) -> EngineResult<String> {
         let c = self.container(name)?;
@@ -193,7 +202,7 @@ impl Engine {
         job.set_progress(0.2, "copying the backup");
         let engine = self.clone();
         let (t, n) = (target.clone(), name.to_string());
-        blocking(move || engine.copy_upper(&t, &src, &n)).await?;
+        blocking(move || engine.copy_upper(&t, &src, &n, from)).await?;
         if was_running {
             job.set_progress(0.9, "starting");
             self.start_locked(&c).await?;
@@ -205,8 +214,15 @@ impl Engine {
     }
 
     /// rsync of a backup's `rootfs-layer/` into the stopped container's upper dir (with
-    /// `--delete`), `work/` emptied, then the same verification as a backup.
-    fn copy_upper(&self, target: &Target, src_path: &str, name: &str) -> EngineResult<()> {
+    /// `--delete`), `work/` emptied, then the same verification as a backup; last, its
+    /// ownership is shifted from the backup's id range (`from`) to the container's.
+    fn copy_upper(
+        &self,
+        target: &Target,
+        src_path: &str,
+        name: &str,
+        from: crate::shift::Range,
+    ) -> EngineResult<()> {
         let cfg = &self.cfg.backup;
         let dir = self.store.container_dir(name);
         let upper: PathBuf = dir.join("rootfs-layer");
@@ -264,6 +280,12 @@ impl Engine {
                 diffs.len(),
                 diffs.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
             )));
+        }
+        let to = crate::shift::Range::of(self.container(name)?.info().spec.unprivileged_map());
+        if from != to {
+            crate::shift::check(&upper, &from).map_err(fail)?;
+            crate::shift::shift(&upper, &from, &to).map_err(fail)?;
+            tracing::info!(container = %name, from = from.uid, to = to.uid, "restored upper layer shifted into the container's id range");
         }
         Ok(())
     }

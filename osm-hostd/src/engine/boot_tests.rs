@@ -117,7 +117,6 @@ async fn host_shutdown_stops_in_reverse_order_and_last_state_follows() {
             apparmor: false,
             v2_controllers: vec![],
             cgroup2_only: false,
-            seccomp_profile: None,
         },
         host.clone(),
     )

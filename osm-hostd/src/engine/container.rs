@@ -44,6 +44,9 @@ pub(super) struct Container {
     op: Arc<tokio::sync::Mutex<()>>,
     current_op: Mutex<Option<&'static str>>,
     status: Mutex<ContainerInfo>,
+    /// Held while its root filesystem is mounted for a start or unmounted after a stop,
+    /// so a late watcher cannot unmount what a start just mounted.
+    pub rootfs: Mutex<()>,
 }
 
 /// Held for the duration of one operation on a container.
@@ -76,6 +79,7 @@ impl Container {
             name: spec.name.clone(),
             op: Arc::new(tokio::sync::Mutex::new(())),
             current_op: Mutex::new(None),
+            rootfs: Mutex::new(()),
             status: Mutex::new(ContainerInfo {
                 spec,
                 state: RunState::Stopped,

@@ -27,6 +27,8 @@ pub struct CreateRequest {
     pub cpus: Option<u32>,
     /// A fixed IPv4 address asked for (`create --ip`); otherwise the lowest free one.
     pub ip: Option<String>,
+    /// No user namespace (`create --privileged`): root inside is root on the host.
+    pub privileged: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +47,7 @@ impl CreateRequest {
             && spec.boot_delay == self.boot_delay
             && spec.memory == self.memory
             && spec.cpus == self.cpus
+            && spec.unprivileged_map().is_none() == self.privileged
             && (self.ip.is_none() || self.ip.as_deref().map(str::trim) == spec.ipv4.as_deref())
     }
 }
@@ -85,6 +88,11 @@ impl Engine {
         }
         let _reservation = self.reserve(&req.name, "container")?;
         let (ip, _ip_reservation) = self.allocate_ipv4(req.ip.as_deref())?;
+        let idmap = if req.privileged {
+            None
+        } else {
+            Some(self.allocate_idmap()?)
+        };
         let spec = ContainerSpec {
             name: req.name.clone(),
             base: req.base.clone(),
@@ -99,6 +107,8 @@ impl Engine {
             created: crate::fsutil::now_secs(),
             snapshots: Default::default(),
             publish: Default::default(),
+            privileged: req.privileged,
+            idmap: idmap.as_ref().map(|p| p.map),
         };
         let engine = self.clone();
         let spec2 = spec.clone();
@@ -108,8 +118,9 @@ impl Engine {
             .write()
             .expect("containers lock")
             .insert(spec.name.clone(), c.clone());
+        drop(idmap);
         self.write_snapper_config(&c);
-        tracing::info!(container = %spec.name, base = %spec.base, ipv4 = %ip, "container created");
+        tracing::info!(container = %spec.name, base = %spec.base, ipv4 = %ip, privileged = req.privileged, "container created");
         self.emit(Event::ContainerAdded(spec.name));
         Ok(CreateOutcome::Created)
     }
@@ -216,6 +227,7 @@ impl Engine {
             .mode(0o700)
             .create(dir.join("work"))
             .map_err(|e| io("creating work", e))?;
+
         let snapshots = dir.join(".snapshots");
         self.host.create_subvolume(&snapshots)?;
         // Snapper refuses a .snapshots that others may write to.

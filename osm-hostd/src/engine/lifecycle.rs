@@ -79,10 +79,18 @@ impl Engine {
         self.set_state(c, RunState::Starting, None);
         let engine = self.clone();
         let spec = info.spec.clone();
+        let c2 = c.clone();
         let started = blocking(move || {
+            let _rootfs = c2.rootfs.lock().expect("rootfs lock");
             let dir = engine.store.container_dir(&spec.name);
-            engine.prepare_for_start(&dir, &spec)?;
-            engine.host.lxc_start(&spec.name)
+            let started = engine
+                .prepare_for_start(&dir, &spec)
+                .and_then(|()| engine.host.lxc_start(&spec.name));
+            if !matches!(started, Ok(ref st) if st.running) {
+                // A container that failed to start leaves no mounts behind.
+                engine.unmount_rootfs(&spec);
+            }
+            started
         })
         .await;
         match started {
@@ -141,6 +149,7 @@ impl Engine {
         match result {
             Ok(st) if !st.running => {
                 self.set_state(c, RunState::Stopped, None);
+                self.release_rootfs(c);
                 tracing::info!(container = %c.name, force, "container stopped");
                 Ok(Outcome::Done)
             }
@@ -193,8 +202,12 @@ impl Engine {
                     self.watch_init(c.name.clone(), pid);
                 }
             }
-        } else if before.state == RunState::Running {
-            self.set_state(c, RunState::Stopped, None);
+        } else {
+            if before.state == RunState::Running {
+                self.set_state(c, RunState::Stopped, None);
+            }
+            // Stopped (on its own, behind our back, or while the daemon was away).
+            self.release_rootfs(c);
         }
     }
 
@@ -212,7 +225,11 @@ impl Engine {
                     .map_err(|e| EngineError::io(format!("creating {}", p.display()), &e))?;
             }
         }
-        self.write_lxc_config_in(dir, spec)
+        self.write_lxc_config_in(dir, spec)?;
+        if let Some(m) = self.rootfs_mount(spec) {
+            self.host.mount_rootfs(&m)?;
+        }
+        Ok(())
     }
 
     pub(super) fn render_lxc_config(&self, spec: &ContainerSpec) -> String {
@@ -228,6 +245,8 @@ impl Engine {
             layer_dirs: &layer_dirs,
             upper_dir: &self.store.container_dir(&spec.name).join("rootfs-layer"),
             bridge: self.host.bridge_exists(bridge).then_some(bridge),
+            merged: &self.rootfs_mount_point(&spec.name),
+            pids_max: self.cfg.isolation.pids_max,
         };
         lxcconf::render_container(spec, &paths, &self.facts)
     }

@@ -12,10 +12,12 @@ mod backup_restore;
 mod bases;
 mod boot;
 mod container;
+mod convert;
 mod create;
 mod customer;
 mod delete;
 pub mod fleet;
+mod isolation;
 pub mod jobs;
 mod lifecycle;
 mod network;
@@ -100,6 +102,8 @@ pub struct Engine {
     shutting_down: std::sync::atomic::AtomicBool,
     /// One publish change at a time on the host (host names and ports are host-wide).
     publish_lock: tokio::sync::Mutex<()>,
+    /// Id ranges handed to containers being created, until they are published.
+    idmaps_pending: Mutex<Vec<crate::idmap::IdMap>>,
 }
 
 impl Engine {
@@ -128,7 +132,9 @@ impl Engine {
             dnsmasq: OnceLock::new(),
             shutting_down: Default::default(),
             publish_lock: Default::default(),
+            idmaps_pending: Mutex::new(Vec::new()),
         });
+        engine.subids().ensure_pool().map_err(EngineError::Failed)?;
         engine.write_common_conf()?;
         engine.recover()?;
         engine.recover_restores();
@@ -167,8 +173,14 @@ impl Engine {
     }
 
     fn write_common_conf(&self) -> EngineResult<()> {
+        let seccomp = self.store.include_dir().join("seccomp");
+        let profile = lxcconf::render_seccomp();
+        if std::fs::read_to_string(&seccomp).ok().as_deref() != Some(profile.as_str()) {
+            crate::fsutil::write_atomic(&seccomp, profile.as_bytes(), 0o644)
+                .map_err(|e| EngineError::io(format!("writing {}", seccomp.display()), &e))?;
+        }
         let path = self.common_conf_path();
-        let text = lxcconf::render_common(&self.facts);
+        let text = lxcconf::render_common(&self.facts, &seccomp);
         if std::fs::read_to_string(&path).ok().as_deref() == Some(text.as_str()) {
             return Ok(());
         }

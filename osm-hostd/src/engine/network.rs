@@ -287,7 +287,6 @@ mod tests {
             apparmor: false,
             v2_controllers: vec![],
             cgroup2_only: false,
-            seccomp_profile: None,
         };
         let host = Arc::new(crate::testing::FakeHost::default());
         let e = Engine::open(cfg, store, facts, host).unwrap();

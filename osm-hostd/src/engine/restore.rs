@@ -41,14 +41,14 @@ pub const CRASH_ENV: &str = "OSM_HOSTD_RESTORE_CRASH_AT";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Journal {
-    snapshot: u32,
-    was_running: bool,
+pub(super) struct Journal {
+    pub snapshot: u32,
+    pub was_running: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    safety: Option<u32>,
+    pub safety: Option<u32>,
 }
 
-fn crash_point(step: &str) {
+pub(super) fn crash_point(step: &str) {
     if std::env::var(CRASH_ENV).is_ok_and(|v| v == step) {
         tracing::warn!(step, "{CRASH_ENV}: killing the daemon");
         // SAFETY: kill(2) on our own pid has no memory-safety preconditions.
@@ -66,19 +66,19 @@ fn exchange(a: &Path, b: &Path) -> EngineResult<()> {
 }
 
 impl Engine {
-    fn journal_path(&self, name: &str) -> PathBuf {
+    pub(super) fn journal_path(&self, name: &str) -> PathBuf {
         self.store
             .containers_dir()
             .join(format!("{RESTORE_PREFIX}{name}.toml"))
     }
 
-    fn staging_path(&self, name: &str) -> PathBuf {
+    pub(super) fn staging_path(&self, name: &str) -> PathBuf {
         self.store
             .containers_dir()
             .join(format!("{RESTORE_PREFIX}{name}"))
     }
 
-    fn write_journal(&self, name: &str, j: &Journal) -> EngineResult<()> {
+    pub(super) fn write_journal(&self, name: &str, j: &Journal) -> EngineResult<()> {
         let path = self.journal_path(name);
         let text = toml::to_string(j).expect("a journal always serializes");
         crate::fsutil::write_atomic(&path, text.as_bytes(), 0o600)
@@ -93,6 +93,14 @@ impl Engine {
         // The snapshot's upper dir is a delta against the base its container.toml names.
         let snap = layout::snapshot_subvol(&self.store.container_dir(name), num);
         if let Ok(spec) = ContainerSpec::load(&snap) {
+            let now = c.info().spec.unprivileged_map();
+            if now.is_some() && spec.unprivileged_map() != now {
+                return Err(EngineError::InvalidState(format!(
+                    "snapshot {num} of {name} was taken before {name} was converted to unprivileged \
+                     (its files belong to another id range); restoring it would undo the conversion. \
+                     Pick a snapshot taken since, or restore a backup (`osm-hostctl backup restore`), which is shifted"
+                )));
+            }
             self.require_base(&spec.base).map_err(|e| {
                 EngineError::InvalidState(format!(
                     "snapshot {num} of {name} was taken on base {:?}, which is not here any more: {}",
@@ -250,12 +258,17 @@ impl Engine {
         }
         // A snapshot taken before the store was made private keeps its old mode.
         crate::hardening::private_dir(&staging).map_err(|e| io_err("closing", &staging, e))?;
-        let marker = staging.join(MARKER);
+        self.write_restore_marker(name, num)
+    }
+
+    /// The marker that tells recovery which side of the exchange it is on.
+    pub(super) fn write_restore_marker(&self, name: &str, num: u32) -> EngineResult<()> {
+        let marker = self.staging_path(name).join(MARKER);
         std::fs::write(&marker, format!("{num}\n")).map_err(|e| io_err("writing", &marker, e))
     }
 
     /// Steps 5 and 6: `.snapshots` into the staging subvolume, then the exchange.
-    fn swap_restore(&self, name: &str) -> EngineResult<()> {
+    pub(super) fn swap_restore(&self, name: &str) -> EngineResult<()> {
         let dir = self.store.container_dir(name);
         let staging = self.staging_path(name);
         let from = dir.join(SNAPSHOTS_DIR);
@@ -275,7 +288,7 @@ impl Engine {
 
     /// Step 7's file work: the marker goes, `work/` is emptied (only ever while the
     /// container is stopped: overlayfs owns it while mounted), the old data is deleted.
-    fn finish_restore_files(&self, name: &str, empty_work: bool) {
+    pub(super) fn finish_restore_files(&self, name: &str, empty_work: bool) {
         let dir = self.store.container_dir(name);
         let _ = std::fs::remove_file(dir.join(MARKER));
         let work = dir.join("work");
@@ -288,7 +301,7 @@ impl Engine {
     }
 
     /// Deletes the staging subvolume, unless `.snapshots` is in it (never lose those).
-    fn roll_back_restore(&self, name: &str) {
+    pub(super) fn roll_back_restore(&self, name: &str) {
         let staging = self.staging_path(name);
         if !staging.exists() {
             return;
@@ -302,7 +315,7 @@ impl Engine {
         }
     }
 
-    fn reload_spec(&self, c: &Container) {
+    pub(super) fn reload_spec(&self, c: &Container) {
         let dir = self.store.container_dir(&c.name);
         match ContainerSpec::load(&dir) {
             Ok(mut spec) if spec.name == c.name => {
@@ -360,7 +373,7 @@ impl Engine {
         }
     }
 
-    fn recover_restore(&self, name: &str, journal: Option<&Journal>) {
+    pub(super) fn recover_restore(&self, name: &str, journal: Option<&Journal>) {
         let dir = self.store.container_dir(name);
         let staging = self.staging_path(name);
         // Killed before the stop, or started by hand since: its data was never touched.

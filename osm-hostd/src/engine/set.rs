@@ -17,6 +17,8 @@ pub struct SetRequest {
     pub boot_delay: Option<u32>,
     pub memory: Option<u64>,
     pub cpus: Option<u32>,
+    /// Convert a privileged container to its own id range (`set --unprivileged`).
+    pub unprivileged: bool,
 }
 
 impl SetRequest {
@@ -51,6 +53,9 @@ impl Engine {
         })?;
         let c = self.container(name)?;
         let _op = c.begin("set")?;
+        if req.unprivileged {
+            self.convert_unprivileged(&c).await?;
+        }
         let mut spec = c.info().spec;
         let before = spec.clone();
         if let Some(a) = req.autostart {

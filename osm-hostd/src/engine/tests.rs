@@ -133,11 +133,14 @@ async fn start_stop_delete_sequence_and_state_guards() {
     assert!(f.engine.container_info("web1").is_err());
     assert!(!f.engine.store().container_dir("web1").exists());
     let calls = f.host.calls();
+    let rootfs = f.engine.config().runtime_dir.join("rootfs/web1");
     assert_eq!(
         &calls[2..],
         [
+            format!("mount_rootfs {}", rootfs.display()).as_str(),
             "lxc-start web1",
             "lxc-stop web1 force=false",
+            format!("unmount_rootfs {}", rootfs.display()).as_str(),
             "subvol-delete .deleting-web1"
         ]
     );
@@ -416,4 +419,55 @@ async fn only_one_backup_run_at_a_time_and_names_are_checked() {
         .insert("backup:run".to_string());
     let err = f.engine.run_backup(vec![], true).unwrap_err();
     assert_eq!(err.kind(), "Busy", "{err}");
+}
+
+#[tokio::test]
+async fn new_containers_get_their_own_id_ranges_until_the_pool_runs_out() {
+    let f = fixture();
+    let pool = |p: &std::path::Path| std::fs::read_to_string(p).unwrap();
+    let cfg = f.engine.config().isolation.clone();
+    assert_eq!(
+        pool(&cfg.subuid_file),
+        "root:1048576:65536000\n",
+        "a pool was added at open"
+    );
+    f.engine.create_container(req("a")).await.unwrap();
+    f.engine.create_container(req("b")).await.unwrap();
+    let map = |n: &str| f.engine.container_info(n).unwrap().spec.idmap.unwrap();
+    assert_eq!(map("a").uid, 1_048_576);
+    assert_eq!(map("b").uid, 1_048_576 + 65536);
+    let mut p = req("p");
+    p.privileged = true;
+    f.engine.create_container(p).await.unwrap();
+    let spec = f.engine.container_info("p").unwrap().spec;
+    assert!(spec.privileged && spec.idmap.is_none());
+    // Deleting a container frees its range for the next one.
+    f.engine.delete_container("a", false).await.unwrap();
+    f.engine.create_container(req("c")).await.unwrap();
+    assert_eq!(map("c").uid, 1_048_576);
+    // Only room for two: the third is refused with what to do, and nothing is left.
+    for file in [&cfg.subuid_file, &cfg.subgid_file] {
+        std::fs::write(file, "root:1048576:131072\n").unwrap();
+    }
+    let err = f.engine.create_container(req("d")).await.unwrap_err();
+    assert_eq!(err.kind(), "InvalidState");
+    assert!(err.message().contains("subordinate ids exhausted"), "{err}");
+    assert!(f.engine.container_info("d").is_err());
+    assert!(!f.engine.store().container_dir("d").exists());
+}
+
+#[tokio::test]
+async fn a_failed_start_leaves_no_mount_behind() {
+    let f = fixture();
+    f.engine.create_container(req("web1")).await.unwrap();
+    *f.host.fail_start.lock().unwrap() = true;
+    assert!(f.engine.start_container("web1").await.is_err());
+    let rootfs = f.engine.config().runtime_dir.join("rootfs/web1");
+    let calls = f.host.calls();
+    assert!(calls.contains(&format!("mount_rootfs {}", rootfs.display())));
+    assert_eq!(
+        calls.last().unwrap(),
+        &format!("unmount_rootfs {}", rootfs.display())
+    );
+    assert!(!rootfs.exists());
 }
