@@ -149,6 +149,20 @@ pub enum BackupCommand {
         /// Restore into a new container of this name instead of over NAME
         #[arg(long = "as", value_name = "NEWNAME")]
         as_name: Option<String>,
+        /// Restore a container another host backed up (its id: `host info` there, or
+        /// the directories at the top of the backup target)
+        #[arg(long, value_name = "HOST_ID")]
+        from_host: Option<String>,
+    },
+    /// Re-read backup trees and check them against their manifests (every file's
+    /// checksum, entries missing or added, the owner); waits for the job
+    Verify {
+        /// Containers whose backups to verify
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        names: Vec<String>,
+        /// Every container this host backed up
+        #[arg(long)]
+        all: bool,
     },
     /// List the backup trees of one container on the target
     List {

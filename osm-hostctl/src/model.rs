@@ -67,6 +67,8 @@ pub struct NetworkInfo {
     pub dnsmasq_state: String,
     pub dnsmasq_pid: u32,
     pub dnsmasq_restarts: u32,
+    /// This host's id in backup trees.
+    pub host_id: String,
 }
 
 impl NetworkInfo {
@@ -84,6 +86,7 @@ impl NetworkInfo {
             dnsmasq_state: prop(p, "DnsmasqState")?,
             dnsmasq_pid: prop(p, "DnsmasqPid")?,
             dnsmasq_restarts: prop(p, "DnsmasqRestarts")?,
+            host_id: prop(p, "HostId")?,
         })
     }
 }

@@ -220,17 +220,26 @@ async fn backup(daemon: &Daemon, cmd: BackupCommand) -> Result<(), CliError> {
             name,
             from,
             as_name,
+            from_host,
         } => {
             let watch = JobWatch::subscribe(daemon).await?;
-            let job = m
-                .restore_backup(
-                    &name,
-                    from.as_deref().unwrap_or(""),
-                    as_name.as_deref().unwrap_or(""),
-                )
-                .await?;
+            let (from, as_str) = (
+                from.as_deref().unwrap_or(""),
+                as_name.as_deref().unwrap_or(""),
+            );
+            let job = match &from_host {
+                Some(h) => m.restore_backup_from_host(&name, from, as_str, h).await?,
+                None => m.restore_backup(&name, from, as_str).await?,
+            };
             watch.follow(daemon, &job).await?;
             say(&format!("restored {}", as_name.as_deref().unwrap_or(&name)));
+        }
+        BackupCommand::Verify { names, all } => {
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            let watch = JobWatch::subscribe(daemon).await?;
+            let job = m.verify_backups(&refs, all).await?;
+            watch.follow(daemon, &job).await?;
+            say("backups verified");
         }
         BackupCommand::List { name, json } => {
             let trees = m.list_backups(&name).await?;

@@ -31,7 +31,12 @@
 //!   `RestoreBackup(name s, from s, as_name s) -> o` (a job; `from` "" = newest, else a
 //!   tree name or its prefix; `as_name` "" = over `name` after a safety snapshot
 //!   `containers/.pre-restore-<name>-<time>`, else a new container).
-//! - properties `Version` s, `StoreRoot` s.
+//! - `RestoreBackupFromHost(name s, from s, as_name s, host s) -> o`: as RestoreBackup,
+//!   from the trees host `host` (its id; "" = this host) made; `VerifyBackups(names as,
+//!   all b) -> o` (a job re-reading trees against their manifests). GetNetworkInfo also
+//!   has `HostId` s.
+//! - properties `Version` s, `StoreRoot` s, `HostId` s (a uuid kept in the store; the
+//!   host's directory on the backup target).
 //!
 //! Container (`.../container/<escaped>`): `Start()`, `Stop(force b, timeout u)`,
 //! `Restart(timeout u)`, `Delete(force b)`, `GetDiskUsage() -> t`; properties `Name`,
@@ -115,10 +120,20 @@ pub trait Manager {
         from: &str,
         as_name: &str,
     ) -> zbus::Result<OwnedObjectPath>;
+    fn restore_backup_from_host(
+        &self,
+        name: &str,
+        from: &str,
+        as_name: &str,
+        host: &str,
+    ) -> zbus::Result<OwnedObjectPath>;
+    fn verify_backups(&self, names: &[&str], all: bool) -> zbus::Result<OwnedObjectPath>;
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn store_root(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn host_id(&self) -> zbus::Result<String>;
 }
 
 #[zbus::proxy(

@@ -5,6 +5,7 @@
 //! pruning. [`verify`] counts overlay markers on both sides; [`status`] persists the
 //! per-container results; the engine's `backup` verb sequences them.
 
+pub mod identity;
 pub mod rsync;
 pub mod status;
 pub mod verify;

@@ -18,9 +18,14 @@ pub struct RsyncJob {
     pub excludes: bool,
 }
 
-/// Excludes the nested `.snapshots` subvolume (empty in a snapshot) and the overlay's
-/// work dir contents (the dir itself is kept: overlayfs needs it).
-pub const EXCLUDES: [&str; 2] = ["--exclude=/.snapshots/", "--exclude=/work/*"];
+/// Excludes the nested `.snapshots` subvolume (empty in a snapshot), the overlay's
+/// work dir contents (the dir itself is kept: overlayfs needs it), and keeps the tree's
+/// manifest and listing (`/.osm-backup*`) out of the transfer and safe from `--delete`.
+pub const EXCLUDES: [&str; 3] = [
+    "--exclude=/.snapshots/",
+    "--exclude=/work/*",
+    super::identity::EXCLUDE,
+];
 
 /// The rsync argument vector (without the program name). `-a` carries devices (the
 /// whiteouts), `-H` the hard links whiteouts share, `-AX` ACLs and `trusted.*` xattrs,
@@ -189,6 +194,7 @@ mod tests {
             "--delete",
             "--exclude=/work/*",
             "--exclude=/.snapshots/",
+            "--exclude=/.osm-backup*",
             "--stats",
         ] {
             assert!(a.iter().any(|x| x == f), "{f} missing from {a:?}");

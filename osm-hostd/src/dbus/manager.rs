@@ -361,7 +361,59 @@ impl Manager {
 
     /// The bridge, its subnet, address usage and dnsmasq's state (see `client.rs`).
     async fn get_network_info(&self) -> HashMap<String, OwnedValue> {
-        network_info_map(&self.engine.network_info())
+        let mut m = network_info_map(&self.engine.network_info());
+        if let Ok(v) = zbus::zvariant::Value::from(self.engine.host_id()).try_to_owned() {
+            m.insert("HostId".into(), v);
+        }
+        m
+    }
+
+    /// As `RestoreBackup`, from the backups host `host` (its id; "" = this host) made.
+    #[allow(clippy::too_many_arguments)]
+    async fn restore_backup_from_host(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        name: String,
+        from: String,
+        as_name: String,
+        host: String,
+    ) -> Result<OwnedObjectPath> {
+        require_admin(conn, &hdr).await?;
+        let job = logged(
+            "restore",
+            &name,
+            self.engine
+                .restore_backup_from(&name, &from, &as_name, &host)
+                .await,
+        )?;
+        register_job(server, &self.engine, job.id).await;
+        Ok(path(api::job_path(job.id)))
+    }
+
+    /// Starts a job re-checking backup trees against their manifests.
+    async fn verify_backups(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        names: Vec<String>,
+        all: bool,
+    ) -> Result<OwnedObjectPath> {
+        require_admin(conn, &hdr).await?;
+        let target = if all {
+            "all".to_string()
+        } else {
+            names.join(",")
+        };
+        let job = logged(
+            "backup verify",
+            &target,
+            self.engine.verify_backups(names, all),
+        )?;
+        register_job(server, &self.engine, job.id).await;
+        Ok(path(api::job_path(job.id)))
     }
 
     async fn create_snapshot(
@@ -466,6 +518,12 @@ impl Manager {
     #[zbus(property)]
     fn version(&self) -> String {
         env!("CARGO_PKG_VERSION").to_string()
+    }
+
+    /// This host's id in backup trees (a uuid kept in the store).
+    #[zbus(property)]
+    fn host_id(&self) -> String {
+        self.engine.host_id().to_string()
     }
 
     #[zbus(property)]

@@ -113,11 +113,21 @@ impl Engine {
 
     /// The trees on the target for one container: `mirror`, or history names.
     pub fn list_backups(&self, name: &str) -> EngineResult<Vec<String>> {
+        self.list_backups_of(name, "")
+    }
+
+    /// As [`Engine::list_backups`], for the backups another host (`host`, "" = this
+    /// one) made.
+    pub fn list_backups_of(&self, name: &str, host: &str) -> EngineResult<Vec<String>> {
         crate::names::validate_container_name(name)?;
+        let host = self.backup_host(host)?;
         let target = Target::parse(&self.cfg.backup.target)
             .map_err(|e| EngineError::InvalidArgument(format!("backup.target: {e}")))?;
+        let rel = self
+            .backup_read_rel(&target, &host, name)
+            .map_err(EngineError::Failed)?;
         let entries = self
-            .list_target(&target, name)
+            .list_target(&target, &rel)
             .map_err(EngineError::Failed)?;
         if self.cfg.backup.mode == "history" {
             Ok(entries
@@ -148,6 +158,15 @@ impl Engine {
     ) -> Result<(), String> {
         let started = Instant::now();
         let time = crate::fsutil::now_secs();
+        {
+            let lxc_dir = self.store.lxc_dir();
+            let _serialised = STATUS_LOCK.lock().expect("status lock");
+            let mut status = StatusFile::load(&lxc_dir);
+            status.begin(name, time);
+            if let Err(e) = status.save(&lxc_dir) {
+                tracing::error!(error = %e, "cannot write the backup status");
+            }
+        }
         let result = match unreachable {
             Some(why) => Err(why.clone()),
             None => self.backup_transfer(name, target, time),
@@ -196,7 +215,7 @@ impl Engine {
             .store
             .containers_dir()
             .join(format!("{BACKUP_PREFIX}{name}"));
-        {
+        let spec = {
             // The lock only covers the snapshot: the copy reads the frozen snapshot, so
             // the container can be used while it runs.
             let c = self.container(name).map_err(|e| e.to_string())?;
@@ -209,8 +228,11 @@ impl Engine {
             self.host
                 .snapshot(&self.store.container_dir(name), &staging, true)
                 .map_err(|e| e.to_string())?;
-        }
-        let result = self.copy_and_verify(name, target, &staging, time);
+            c.info().spec
+        };
+        let result = self
+            .claim_backup_dir(target, &spec)
+            .and_then(|()| self.copy_and_verify(&spec, target, &staging, time));
         if let Err(e) = self.host.delete_subvolume(&staging) {
             tracing::error!(path = %staging.display(), error = %e, "cannot drop the backup snapshot; the next start removes it");
         }
@@ -219,15 +241,17 @@ impl Engine {
 
     fn copy_and_verify(
         &self,
-        name: &str,
+        spec: &crate::spec::ContainerSpec,
         target: &Target,
         snap: &Path,
         time: u64,
     ) -> Result<(u64, String), String> {
+        let name = spec.name.as_str();
         let cfg = &self.cfg.backup;
         let history = cfg.mode == "history";
-        let (tree, dest_rel, link_dest) = if history {
-            let existing = self.list_target(target, name)?;
+        let crel = self.backup_rel(&self.host_id, name);
+        let (tree, dest_rel, link_dest, prev_listing) = if history {
+            let existing = self.list_target(target, &crel)?;
             let prev = existing
                 .iter()
                 .filter(|n| backup::parse_history_name(n).is_some())
@@ -236,11 +260,17 @@ impl Engine {
             let tree = backup::history_name(time);
             (
                 tree.clone(),
-                format!("{name}/{INCOMPLETE_PREFIX}{tree}"),
-                prev.map(|p| format!("../{p}")),
+                format!("{crel}/{INCOMPLETE_PREFIX}{tree}"),
+                prev.as_ref().map(|p| format!("../{p}")),
+                prev.map(|p| format!("{crel}/{p}/{}", backup::identity::LISTING_FILE)),
             )
         } else {
-            ("mirror".to_string(), name.to_string(), None)
+            (
+                "mirror".to_string(),
+                crel.clone(),
+                None,
+                Some(format!("{crel}/{}", backup::identity::LISTING_FILE)),
+            )
         };
         let dest = target.container_dir(&dest_rel);
         let src = snap.display().to_string();
@@ -298,24 +328,39 @@ impl Engine {
                 ));
             }
         }
+        let at = super::backup_identity::TreeAt {
+            rel: &dest_rel,
+            prev_listing: prev_listing.as_deref(),
+            tree: &tree,
+            time,
+        };
+        let manifest = self.write_manifest(target, spec, snap, &at)?;
         if history {
             let from = target.path_of(&dest_rel);
-            let to = target.path_of(&format!("{name}/{tree}"));
+            let to = target.path_of(&format!("{crel}/{tree}"));
             self.target_rename(target, &from, &to)?;
-            self.prune(target, name);
+            // The directory of trees carries the newest manifest: the owner check.
+            self.target_write(
+                target,
+                &format!("{crel}/{}", backup::identity::MANIFEST_FILE),
+                manifest.to_toml().as_bytes(),
+            )?;
+            self.prune(target, &crel);
         }
         Ok((bytes, tree))
     }
 
-    fn prune(&self, target: &Target, name: &str) {
+    /// Prunes the history trees in `rel` (`<host>/<name>`).
+    fn prune(&self, target: &Target, rel: &str) {
+        let name = rel.rsplit('/').next().unwrap_or(rel);
         let cfg = &self.cfg.backup;
-        let Ok(entries) = self.list_target(target, name) else {
+        let Ok(entries) = self.list_target(target, rel) else {
             return;
         };
         for doomed in
             backup::prune_plan(&entries, cfg.keep_daily, cfg.keep_weekly, cfg.keep_monthly)
         {
-            let path = target.path_of(&format!("{name}/{doomed}"));
+            let path = target.path_of(&format!("{rel}/{doomed}"));
             tracing::info!(container = %name, tree = %doomed, "pruning backup tree");
             let r = match target {
                 Target::Local(_) => std::fs::remove_dir_all(&path).map_err(|e| e.to_string()),
@@ -330,7 +375,7 @@ impl Engine {
     }
 
     /// Entries of `<target>/<name>/` (empty when it does not exist yet).
-    fn list_target(&self, target: &Target, name: &str) -> Result<Vec<String>, String> {
+    pub(super) fn list_target(&self, target: &Target, name: &str) -> Result<Vec<String>, String> {
         let dir = target.path_of(name);
         let mut names = match target {
             Target::Local(_) => match std::fs::read_dir(&dir) {
@@ -441,7 +486,7 @@ pub(super) fn check_exit(out: &Output) -> Result<(), String> {
     }
 }
 
-fn check_ok(out: &Output) -> Result<(), String> {
+pub(super) fn check_ok(out: &Output) -> Result<(), String> {
     if out.status.success() {
         Ok(())
     } else if out.status.code() == Some(255) {

@@ -5,6 +5,7 @@
 
 use super::jobs::Job;
 use super::{blocking, CreateRequest, Engine, RunState};
+use crate::backup::identity::{Manifest, MANIFEST_FILE};
 use crate::backup::verify::{count_markers, count_printed, differences};
 use crate::backup::{self, rsync_args, RsyncJob, Target};
 use crate::error::{EngineError, EngineResult};
@@ -26,18 +27,39 @@ impl Engine {
         from: &str,
         as_name: &str,
     ) -> EngineResult<Arc<Job>> {
+        self.restore_backup_from(name, from, as_name, "").await
+    }
+
+    /// As [`Engine::restore_backup`], from the backups host `from_host` made ("" = this
+    /// host): the explicit way to bring back another host's container.
+    pub async fn restore_backup_from(
+        self: &Arc<Self>,
+        name: &str,
+        from: &str,
+        as_name: &str,
+        from_host: &str,
+    ) -> EngineResult<Arc<Job>> {
         crate::names::validate_container_name(name)?;
+        let host = self.backup_host(from_host)?;
         let into = if as_name.is_empty() { name } else { as_name }.to_string();
         crate::names::validate_container_name(&into)?;
         let target = Target::parse(&self.cfg.backup.target)
             .map_err(|e| EngineError::InvalidArgument(format!("backup.target: {e}")))?;
         let engine = self.clone();
         let (n, f) = (name.to_string(), from.to_string());
-        let (tree, spec) = blocking(move || engine.find_tree(&n, &f)).await?;
+        let (tree, spec, manifest) = blocking(move || engine.find_tree(&n, &f, &host)).await?;
         self.require_base(&spec.base)?;
         let over = into == name && self.container(name).is_ok();
         if over {
             let have = self.container(name)?.info().spec;
+            if let (Some(m), Some(uuid)) = (&manifest, &have.uuid) {
+                if m.container_uuid != *uuid {
+                    return Err(EngineError::InvalidState(format!(
+                        "that backup is of another container named {name} (uuid {}; this one is {uuid}, made since); restore it as a new container with --as",
+                        m.container_uuid
+                    )));
+                }
+            }
             if have.base != spec.base || have.layers != spec.layers {
                 return Err(EngineError::InvalidState(format!(
                     "the backup of {name} is a delta against base {} (layers {:?}) but the container now uses base {} (layers {:?}); restore it as a new container with --as",
@@ -73,11 +95,20 @@ impl Engine {
         Ok(job)
     }
 
-    /// The tree's path on the target (without `host:`) and its container.toml.
-    fn find_tree(&self, name: &str, from: &str) -> EngineResult<(String, ContainerSpec)> {
+    /// The tree's path on the target (without `host:`), its container.toml and its
+    /// manifest (`None` for trees made before manifests).
+    fn find_tree(
+        &self,
+        name: &str,
+        from: &str,
+        host: &str,
+    ) -> EngineResult<(String, ContainerSpec, Option<Manifest>)> {
         let target = Target::parse(&self.cfg.backup.target)
             .map_err(|e| EngineError::InvalidArgument(format!("backup.target: {e}")))?;
-        let trees = self.list_backups(name)?;
+        let trees = self.list_backups_of(name, host)?;
+        let crel = self
+            .backup_read_rel(&target, host, name)
+            .map_err(EngineError::Failed)?;
         let tree = if self.cfg.backup.mode == "history" {
             trees
                 .iter()
@@ -97,10 +128,16 @@ impl Engine {
             String::new()
         };
         let rel = if tree.is_empty() {
-            name.to_string()
+            crel
         } else {
-            format!("{name}/{tree}")
+            format!("{crel}/{tree}")
         };
+        let manifest = self
+            .target_read(&target, &format!("{rel}/{MANIFEST_FILE}"))
+            .map_err(EngineError::Failed)?
+            .map(|t| Manifest::parse(&t))
+            .transpose()
+            .map_err(|e| EngineError::Failed(format!("{}: {e}", target.container_dir(&rel))))?;
         let path = target.path_of(&rel);
         let toml_path = format!("{path}/{}", crate::spec::SPEC_FILE);
         let text = match &target {
@@ -122,7 +159,7 @@ impl Engine {
         let spec: ContainerSpec = toml::from_str(&text).map_err(|e| {
             EngineError::Failed(format!("{toml_path} is not a container spec: {e}"))
         })?;
-        Ok((path, spec))
+        Ok((path, spec, manifest))
     }
 
     async fn restore_new(

@@ -96,6 +96,10 @@ impl Engine {
             memory: req.memory,
             cpus: req.cpus,
             created: crate::fsutil::now_secs(),
+            uuid: Some(
+                crate::backup::identity::new_uuid()
+                    .map_err(|e| EngineError::io("choosing the container's uuid", &e))?,
+            ),
             snapshots: Default::default(),
         };
         let engine = self.clone();

@@ -8,6 +8,7 @@
 //! next start removes what is left of the staging entry ([`Engine::open`]).
 
 mod backup;
+mod backup_identity;
 mod backup_restore;
 mod bases;
 mod boot;
@@ -88,6 +89,8 @@ pub struct Engine {
     dnsmasq: OnceLock<Arc<crate::net::supervisor::Supervisor>>,
     /// Set once `host shutdown` has begun: autostart starts nothing more.
     shutting_down: std::sync::atomic::AtomicBool,
+    /// This host's identity in backup trees (`<store>/lxc/host-id`).
+    host_id: String,
 }
 
 impl Engine {
@@ -101,6 +104,8 @@ impl Engine {
         host: Arc<dyn HostOps>,
     ) -> EngineResult<Arc<Engine>> {
         let (events, _) = broadcast::channel(1024);
+        let host_id = crate::backup::identity::load_or_create_host_id(&store.lxc_dir())
+            .map_err(|e| EngineError::io("reading the host id", &e))?;
         let engine = Arc::new(Engine {
             cfg,
             store,
@@ -114,6 +119,7 @@ impl Engine {
             events,
             dnsmasq: OnceLock::new(),
             shutting_down: Default::default(),
+            host_id,
         });
         engine.write_common_conf()?;
         engine.recover()?;
@@ -121,6 +127,8 @@ impl Engine {
         engine.scan_bases()?;
         engine.scan_containers()?;
         engine.assign_missing_addresses();
+        engine.assign_missing_uuids();
+        engine.record_interrupted_backups();
         for c in engine.all_containers() {
             engine.recover_snapshots(&c.name);
             engine.write_snapper_config(&c);
