@@ -301,3 +301,101 @@ fn a_run_interrupted_by_a_killed_daemon_is_recorded_as_failed() {
     assert_eq!(status_of(&rig, "web1")["last_result"], "ok");
     rig.ctl_ok(&["backup", "verify", "web1"]);
 }
+
+/// The steps of a restore over a container where the daemon can be made to die
+/// (`OSM_HOSTD_RESTORE_CRASH_AT`), in order.
+const RESTORE_STEPS: [&str; 7] = [
+    "journal",
+    "stopped",
+    "safety",
+    "staged",
+    "moved",
+    "exchanged",
+    "cleaned",
+];
+
+#[test]
+fn a_daemon_killed_at_any_step_of_a_restore_over_a_container_finishes_or_rolls_back() {
+    require_root();
+    let target_dir = test_tempdir("osm-backup-crash-");
+    let target = target_dir.path().join("lxc");
+    let mut rig = rig_with_target(&target);
+    rig.ctl_ok(&["create", "web1", "--base", "bb"]);
+    rig.ctl_ok(&["start", "web1"]);
+    attach(
+        &rig,
+        "web1",
+        "echo old > /root/v && rm /etc/udhcpc.script && sync",
+    );
+    rig.ctl_ok(&["backup", "run", "web1"]);
+    attach(
+        &rig,
+        "web1",
+        "echo new > /root/v && echo x > /root/added && sync",
+    );
+    let snap = rig.ctl_ok(&["snapshot", "create", "web1"]);
+    let snap = snap.trim().rsplit(' ').next().unwrap().to_string();
+    let dir = rig
+        .sandbox()
+        .host_path(rig.store_root().join("lxc/containers/web1"));
+    for step in RESTORE_STEPS {
+        rig.daemon_mut().stop();
+        rig.daemon_mut()
+            .set_env(osm_hostd::engine::RESTORE_CRASH_ENV, Some(step));
+        rig.daemon_mut().start();
+        let out = rig.ctl(&["backup", "restore", "web1"]);
+        assert!(!out.status.success(), "{step}: the daemon should have died");
+        assert!(
+            wait_until(Duration::from_secs(10), || !rig.daemon_mut().is_running()),
+            "{step}: daemon still running"
+        );
+        rig.daemon_mut()
+            .set_env(osm_hostd::engine::RESTORE_CRASH_ENV, None);
+        rig.daemon_mut().start();
+
+        let v = std::fs::read_to_string(dir.join("rootfs-layer/root/v")).unwrap();
+        let restored = v == "old\n";
+        if ["moved", "exchanged", "cleaned"].contains(&step) {
+            assert!(
+                restored,
+                "{step}: the restore was finished (v = {v:?}); {}",
+                rig.daemon().log_tail(30)
+            );
+            assert!(!dir.join("rootfs-layer/root/added").exists(), "{step}");
+        } else {
+            assert_eq!(v, "new\n", "{step}: the restore was rolled back");
+            assert!(dir.join("rootfs-layer/root/added").exists(), "{step}");
+        }
+        assert!(
+            wait_until(Duration::from_secs(10), || rig.lxc_state("web1")
+                == "RUNNING"),
+            "{step}: the container runs again"
+        );
+        assert_eq!(
+            attach(&rig, "web1", "cat /root/v"),
+            v,
+            "{step}: seen inside"
+        );
+        assert!(
+            dir.join(".snapshots").join(&snap).join("snapshot").is_dir(),
+            "{step}: the container's snapshots are kept"
+        );
+        let leftovers: Vec<String> = std::fs::read_dir(dir.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "web1" && !n.starts_with(".pre-restore-web1-"))
+            .collect();
+        assert!(leftovers.is_empty(), "{step}: {leftovers:?}");
+        if restored {
+            attach(
+                &rig,
+                "web1",
+                "echo new > /root/v && echo x > /root/added && sync",
+            );
+        }
+    }
+    // Uninterrupted, it goes through.
+    rig.ctl_ok(&["backup", "restore", "web1"]);
+    assert_eq!(attach(&rig, "web1", "cat /root/v; ls /root"), "old\nv\n");
+    rig.ctl_ok(&["stop", "web1", "--force"]);
+}

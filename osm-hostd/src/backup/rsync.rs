@@ -16,6 +16,9 @@ pub struct RsyncJob {
     /// Leave out `.snapshots` and `work/*` (a whole container; not for a restore of
     /// `rootfs-layer/`, where `work/` would be the customer's own directory).
     pub excludes: bool,
+    /// Compare contents, not size and time (`--checksum`): a restore must not keep a
+    /// file changed within the same second as the backed-up one.
+    pub checksum: bool,
 }
 
 /// Excludes the nested `.snapshots` subvolume (empty in a snapshot), the overlay's
@@ -36,6 +39,9 @@ pub fn rsync_args(cfg: &BackupConfig, job: &RsyncJob) -> Result<Vec<String>, Str
         a.extend(EXCLUDES.iter().map(|s| s.to_string()));
     }
     a.push("--delete".into());
+    if job.checksum {
+        a.push("--checksum".into());
+    }
     a.push(format!("--timeout={}", cfg.timeout.max(1)));
     if job.check_only {
         a.extend(["--dry-run".into(), "--itemize-changes".into()]);
@@ -185,6 +191,7 @@ mod tests {
             link_dest: None,
             check_only: false,
             excludes: true,
+            checksum: false,
         };
         let a = rsync_args(&cfg("/b"), &job).unwrap();
         for f in [
@@ -221,6 +228,7 @@ mod tests {
             link_dest: Some("../2026-01-01T000000Z".into()),
             check_only: true,
             excludes: true,
+            checksum: false,
         };
         let a = rsync_args(&c, &job).unwrap();
         let e = &a[a.iter().position(|x| x == "-e").unwrap() + 1];

@@ -280,6 +280,7 @@ impl Engine {
             link_dest,
             check_only: false,
             excludes: true,
+            checksum: false,
         };
         let args = rsync_args(cfg, &job)?;
         let mut out = run(Command::new("rsync").args(&args))?;

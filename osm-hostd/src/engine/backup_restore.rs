@@ -1,14 +1,17 @@
 //! Restoring a container from a backup tree, as a job: into a new container (created
 //! from the backed-up spec's base, layers and limits; the new container gets its own MAC
 //! and address), or over the existing one after a read-only safety snapshot kept at
-//! `containers/.pre-restore-<name>-<YYYY-MM-DDTHHMMSSZ>` (recovery never deletes it).
+//! `containers/.pre-restore-<name>-<YYYY-MM-DDTHHMMSSZ>` (recovery never deletes it),
+//! journaled and swapped in as a snapshot restore is (issue 12).
 
 use super::jobs::Job;
+use super::restore::{crash_point, Journal, MARKER};
 use super::{blocking, CreateRequest, Engine, RunState};
 use crate::backup::identity::{Manifest, MANIFEST_FILE};
 use crate::backup::verify::{count_markers, count_printed, differences};
 use crate::backup::{self, rsync_args, RsyncJob, Target};
 use crate::error::{EngineError, EngineResult};
+use crate::snapper::layout::SNAPSHOTS_DIR;
 use crate::spec::ContainerSpec;
 use std::path::PathBuf;
 use std::process::Command;
@@ -189,7 +192,11 @@ impl Engine {
             job.set_progress(0.2, "copying the backup");
             let engine = self.clone();
             let (t, n) = (target.clone(), into.to_string());
-            blocking(move || engine.copy_upper(&t, &src, &n)).await
+            blocking(move || {
+                let dir = engine.store.container_dir(&n);
+                engine.copy_upper(&t, &src, &n, &dir)
+            })
+            .await
         };
         if let Err(e) = copied {
             // Nothing half-restored is left behind under the new name.
@@ -203,6 +210,12 @@ impl Engine {
         Ok(format!("restored into new container {into}, running"))
     }
 
+    /// Over the existing container, journaled like a snapshot restore (restore.rs):
+    /// journal, stop, safety snapshot, a writable snapshot of the container as the
+    /// staging subvolume with the backup's upper dir copied in and verified, then
+    /// `.snapshots` moved and the two exchanged by RENAME_EXCHANGE; started if it ran.
+    /// A daemon killed at any step finds the old container or the restored one at its
+    /// next start, and rolls back or finishes ([`Engine::recover_restores`]).
     async fn restore_over(
         self: &Arc<Self>,
         name: &str,
@@ -212,38 +225,132 @@ impl Engine {
     ) -> EngineResult<String> {
         let c = self.container(name)?;
         let _op = c.begin("restore")?;
-        let was_running = c.info().state != RunState::Stopped;
-        job.set_progress(0.05, "stopping");
-        self.stop_locked(&c, super::lifecycle::DEFAULT_STOP_TIMEOUT, false)
-            .await?;
+        self.refresh_state(&c);
+        let journal = Journal {
+            snapshot: 0,
+            was_running: c.info().state != RunState::Stopped,
+            safety: None,
+        };
+        self.write_journal(name, &journal)?;
+        crash_point("journal");
+        let was_running = journal.was_running;
+        if was_running {
+            job.set_progress(0.05, "stopping");
+            if let Err(e) = self
+                .stop_locked(&c, super::lifecycle::DEFAULT_STOP_TIMEOUT, false)
+                .await
+            {
+                let _ = std::fs::remove_file(self.journal_path(name));
+                return Err(e);
+            }
+        }
+        crash_point("stopped");
         let safety = self.store.containers_dir().join(format!(
             "{PRE_RESTORE_PREFIX}{name}-{}",
             backup::history_name(crate::fsutil::now_secs())
         ));
-        job.set_progress(0.1, "taking a safety snapshot");
+        job.set_progress(0.1, "taking a safety snapshot, copying the backup");
         let engine = self.clone();
-        let (dir, s2) = (self.store.container_dir(name), safety.clone());
-        blocking(move || engine.host.snapshot(&dir, &s2, true)).await?;
-        tracing::info!(container = %name, safety = %safety.display(), "safety snapshot before restore");
-        job.set_progress(0.2, "copying the backup");
-        let engine = self.clone();
-        let (t, n) = (target.clone(), name.to_string());
-        blocking(move || engine.copy_upper(&t, &src, &n)).await?;
-        if was_running {
-            job.set_progress(0.9, "starting");
-            self.start_locked(&c).await?;
+        let (t, n, s2) = (target.clone(), name.to_string(), safety.clone());
+        let prepared = blocking(move || {
+            engine
+                .host
+                .snapshot(&engine.store.container_dir(&n), &s2, true)?;
+            tracing::info!(container = %n, safety = %s2.display(), "safety snapshot before restore");
+            crash_point("safety");
+            engine.stage_backup_restore(&t, &src, &n)?;
+            crash_point("staged");
+            Ok(())
+        })
+        .await;
+        if let Err(e) = prepared {
+            // Nothing of the container changed: drop the staging copy, restart.
+            let engine = self.clone();
+            let n = name.to_string();
+            let _ = blocking(move || {
+                engine.roll_back_restore(&n);
+                Ok(())
+            })
+            .await;
+            if was_running {
+                let _ = self.start_locked(&c).await;
+            }
+            let _ = std::fs::remove_file(self.journal_path(name));
+            return Err(e);
         }
+        job.set_progress(0.85, "swapping in the restored copy");
+        let engine = self.clone();
+        let n = name.to_string();
+        let j2 = journal.clone();
+        let swapped = blocking(move || match engine.swap_restore(&n) {
+            Ok(()) => {
+                engine.finish_restore_files(&n, true);
+                Ok(())
+            }
+            Err(e) => {
+                engine.recover_restore(&n, Some(&j2));
+                Err(e)
+            }
+        })
+        .await;
+        if let Err(e) = swapped {
+            self.reload_spec(&c);
+            self.refresh_state(&c);
+            let _ = std::fs::remove_file(self.journal_path(name));
+            return Err(e);
+        }
+        crash_point("cleaned");
+        self.reload_spec(&c);
+        let started = if was_running {
+            job.set_progress(0.9, "starting");
+            self.start_locked(&c).await.map(|_| ())
+        } else {
+            Ok(())
+        };
+        let _ = std::fs::remove_file(self.journal_path(name));
+        started.map_err(|e| {
+            EngineError::Failed(format!(
+                "{name} was restored from its backup, but did not start again: {}",
+                e.message()
+            ))
+        })?;
         Ok(format!(
             "restored {name}; its previous state is kept in {}",
             safety.display()
         ))
     }
 
+    /// The staging subvolume: a writable snapshot of the stopped container (its spec,
+    /// address and MAC stay), the backup's `rootfs-layer/` copied into it and verified,
+    /// the marker written last.
+    fn stage_backup_restore(&self, target: &Target, src: &str, name: &str) -> EngineResult<()> {
+        let staging = self.staging_path(name);
+        if staging.exists() {
+            self.roll_back_restore(name);
+        }
+        self.host
+            .snapshot(&self.store.container_dir(name), &staging, false)?;
+        let placeholder = staging.join(SNAPSHOTS_DIR);
+        if placeholder.exists() {
+            std::fs::remove_dir(&placeholder)
+                .map_err(|e| EngineError::io(format!("removing {}", placeholder.display()), &e))?;
+        }
+        self.copy_upper(target, src, name, &staging)?;
+        let marker = staging.join(MARKER);
+        std::fs::write(&marker, "backup\n")
+            .map_err(|e| EngineError::io(format!("writing {}", marker.display()), &e))
+    }
+
     /// rsync of a backup's `rootfs-layer/` into the stopped container's upper dir (with
     /// `--delete`), `work/` emptied, then the same verification as a backup.
-    fn copy_upper(&self, target: &Target, src_path: &str, name: &str) -> EngineResult<()> {
+    fn copy_upper(
+        &self,
+        target: &Target,
+        src_path: &str,
+        name: &str,
+        dir: &std::path::Path,
+    ) -> EngineResult<()> {
         let cfg = &self.cfg.backup;
-        let dir = self.store.container_dir(name);
         let upper: PathBuf = dir.join("rootfs-layer");
         let src = match target {
             Target::Local(_) => src_path.to_string(),
@@ -255,6 +362,7 @@ impl Engine {
             link_dest: None,
             check_only: false,
             excludes: false,
+            checksum: true,
         };
         let fail = |m: String| EngineError::Failed(format!("restoring {name}: {m}"));
         let out =

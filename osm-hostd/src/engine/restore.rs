@@ -35,20 +35,21 @@ use std::sync::Arc;
 pub const RESTORE_PREFIX: &str = ".restore-";
 /// Present in the staging subvolume; after the exchange, in the container: tells
 /// recovery which side of the exchange it is on.
-const MARKER: &str = ".osm-restore-staging";
+pub(super) const MARKER: &str = ".osm-restore-staging";
 /// Test hook: the daemon kills itself (SIGKILL) when a restore reaches this step.
 pub const CRASH_ENV: &str = "OSM_HOSTD_RESTORE_CRASH_AT";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Journal {
-    snapshot: u32,
-    was_running: bool,
+pub(super) struct Journal {
+    /// The snapshot restored; 0 for a restore from a backup.
+    pub(super) snapshot: u32,
+    pub(super) was_running: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    safety: Option<u32>,
+    pub(super) safety: Option<u32>,
 }
 
-fn crash_point(step: &str) {
+pub(super) fn crash_point(step: &str) {
     if std::env::var(CRASH_ENV).is_ok_and(|v| v == step) {
         tracing::warn!(step, "{CRASH_ENV}: killing the daemon");
         // SAFETY: kill(2) on our own pid has no memory-safety preconditions.
@@ -66,19 +67,19 @@ fn exchange(a: &Path, b: &Path) -> EngineResult<()> {
 }
 
 impl Engine {
-    fn journal_path(&self, name: &str) -> PathBuf {
+    pub(super) fn journal_path(&self, name: &str) -> PathBuf {
         self.store
             .containers_dir()
             .join(format!("{RESTORE_PREFIX}{name}.toml"))
     }
 
-    fn staging_path(&self, name: &str) -> PathBuf {
+    pub(super) fn staging_path(&self, name: &str) -> PathBuf {
         self.store
             .containers_dir()
             .join(format!("{RESTORE_PREFIX}{name}"))
     }
 
-    fn write_journal(&self, name: &str, j: &Journal) -> EngineResult<()> {
+    pub(super) fn write_journal(&self, name: &str, j: &Journal) -> EngineResult<()> {
         let path = self.journal_path(name);
         let text = toml::to_string(j).expect("a journal always serializes");
         crate::fsutil::write_atomic(&path, text.as_bytes(), 0o600)
@@ -253,7 +254,7 @@ impl Engine {
     }
 
     /// Steps 5 and 6: `.snapshots` into the staging subvolume, then the exchange.
-    fn swap_restore(&self, name: &str) -> EngineResult<()> {
+    pub(super) fn swap_restore(&self, name: &str) -> EngineResult<()> {
         let dir = self.store.container_dir(name);
         let staging = self.staging_path(name);
         let from = dir.join(SNAPSHOTS_DIR);
@@ -273,7 +274,7 @@ impl Engine {
 
     /// Step 7's file work: the marker goes, `work/` is emptied (only ever while the
     /// container is stopped: overlayfs owns it while mounted), the old data is deleted.
-    fn finish_restore_files(&self, name: &str, empty_work: bool) {
+    pub(super) fn finish_restore_files(&self, name: &str, empty_work: bool) {
         let dir = self.store.container_dir(name);
         let _ = std::fs::remove_file(dir.join(MARKER));
         let work = dir.join("work");
@@ -286,7 +287,7 @@ impl Engine {
     }
 
     /// Deletes the staging subvolume, unless `.snapshots` is in it (never lose those).
-    fn roll_back_restore(&self, name: &str) {
+    pub(super) fn roll_back_restore(&self, name: &str) {
         let staging = self.staging_path(name);
         if !staging.exists() {
             return;
@@ -300,7 +301,7 @@ impl Engine {
         }
     }
 
-    fn reload_spec(&self, c: &Container) {
+    pub(super) fn reload_spec(&self, c: &Container) {
         match ContainerSpec::load(&self.store.container_dir(&c.name)) {
             Ok(spec) if spec.name == c.name => {
                 c.update(|s| s.spec = spec);
@@ -348,7 +349,7 @@ impl Engine {
         }
     }
 
-    fn recover_restore(&self, name: &str, journal: Option<&Journal>) {
+    pub(super) fn recover_restore(&self, name: &str, journal: Option<&Journal>) {
         let dir = self.store.container_dir(name);
         let staging = self.staging_path(name);
         // Killed before the stop, or started by hand since: its data was never touched.
