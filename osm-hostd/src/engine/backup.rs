@@ -358,9 +358,16 @@ impl Engine {
         let Ok(entries) = self.list_target(target, rel) else {
             return;
         };
-        for doomed in
-            backup::prune_plan(&entries, cfg.keep_daily, cfg.keep_weekly, cfg.keep_monthly)
-        {
+        for doomed in backup::prune_plan_with(
+            &entries,
+            backup::KeepPolicy {
+                last: cfg.keep_last,
+                daily: cfg.keep_daily,
+                weekly: cfg.keep_weekly,
+                monthly: cfg.keep_monthly,
+                yearly: cfg.keep_yearly,
+            },
+        ) {
             let path = target.path_of(&format!("{rel}/{doomed}"));
             tracing::info!(container = %name, tree = %doomed, "pruning backup tree");
             let r = match target {
