@@ -399,3 +399,112 @@ fn a_daemon_killed_at_any_step_of_a_restore_over_a_container_finishes_or_rolls_b
     assert_eq!(attach(&rig, "web1", "cat /root/v; ls /root"), "old\nv\n");
     rig.ctl_ok(&["stop", "web1", "--force"]);
 }
+
+/// Disaster recovery drill: host A backs up; host B (a new store, no bases) brings back
+/// all of A's containers from the target alone: running, with their data, addresses,
+/// autostart and boot settings.
+#[test]
+fn a_new_host_without_bases_restores_every_container_of_a_lost_host() {
+    require_root();
+    let target_dir = test_tempdir("osm-backup-dr-");
+    let target = target_dir.path().join("lxc");
+    let a = rig_with_target(&target);
+    let ida = host_id(&a);
+    a.ctl_ok(&["create", "web1", "--base", "bb", "--autostart"]);
+    a.ctl_ok(&[
+        "create",
+        "web2",
+        "--base",
+        "bb",
+        "--autostart",
+        "last-state",
+        "--boot-priority",
+        "5",
+        "--ip",
+        "10.0.3.50",
+    ]);
+    for n in ["web1", "web2"] {
+        a.ctl_ok(&["start", n]);
+        attach(
+            &a,
+            n,
+            &format!("echo 'data of {n}' > /root/data && rm /etc/udhcpc.script && sync"),
+        );
+    }
+    a.ctl_ok(&["backup", "run", "--all"]);
+    let bases: Vec<String> = std::fs::read_dir(target.join("bases"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(bases.len(), 1, "one archive for the one base: {bases:?}");
+    let archive = format!("bases/{}", bases[0]);
+    assert!(archive.ends_with(".tar.zst"), "{archive}");
+    let m = manifest(&target.join(&ida).join("web1"));
+    assert_eq!(m["base"]["archive"].as_str(), Some(archive.as_str()));
+    // Written once: a second run neither rewrites nor adds one.
+    let before = std::fs::metadata(target.join(&archive))
+        .unwrap()
+        .modified()
+        .unwrap();
+    a.ctl_ok(&["backup", "run", "--all"]);
+    assert_eq!(std::fs::read_dir(target.join("bases")).unwrap().count(), 1);
+    assert_eq!(
+        std::fs::metadata(target.join(&archive))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        before
+    );
+    let info_a: Vec<serde_json::Value> = ["web1", "web2"].iter().map(|n| a.info_json(n)).collect();
+    drop(a); // host A is gone
+
+    let b = Rig::builder()
+        .config({
+            let t = target.display().to_string();
+            move |c| {
+                c.set_str("backup.target", &t);
+            }
+        })
+        .start();
+    assert!(b
+        .ctl_ok(&["base", "list"])
+        .lines()
+        .all(|l| !l.starts_with("bb")));
+    let err = b.ctl_err(&["backup", "restore", "--all", "--from-host", &host_id(&b)]);
+    assert!(err.contains("no backups of host"), "{err}");
+    b.ctl_ok(&["backup", "restore", "--all", "--from-host", &ida]);
+    assert!(
+        b.ctl_ok(&["base", "list"]).contains("bb"),
+        "the base came from the target"
+    );
+    for (n, was) in ["web1", "web2"].iter().zip(&info_a) {
+        let now = b.info_json(n);
+        assert_eq!(now["state"], "running", "{now}");
+        for key in ["ipv4_address", "autostart_policy", "boot_priority", "base"] {
+            assert_eq!(now[key], was[key], "{n}: {key}: {now} vs {was}");
+        }
+        assert_eq!(
+            attach(
+                &b,
+                n,
+                "cat /root/data; [ -e /etc/udhcpc.script ] && echo resurrected; true"
+            ),
+            format!("data of {n}\n")
+        );
+    }
+    // Run again: both exist now, so nothing is touched and that is said.
+    b.ctl_ok(&["backup", "restore", "--all", "--from-host", &ida]);
+    // B's own backups go to its own directory; A's trees stay as they were.
+    b.ctl_ok(&["backup", "run", "--all"]);
+    assert!(target
+        .join(host_id(&b))
+        .join("web1/.osm-backup.toml")
+        .is_file());
+    assert_eq!(
+        manifest(&target.join(&ida).join("web1"))["host_id"].as_str(),
+        Some(ida.as_str())
+    );
+    for n in ["web1", "web2"] {
+        b.ctl_ok(&["stop", n, "--force"]);
+    }
+}

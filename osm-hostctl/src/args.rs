@@ -142,7 +142,12 @@ pub enum BackupCommand {
     /// itself after a safety snapshot); waits for the job
     Restore {
         /// The backed-up container's name
-        name: String,
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        name: Option<String>,
+        /// Every container the host backed up (with --from-host: a host brought back
+        /// on this one; bases come from the target; addresses kept when free)
+        #[arg(long, conflicts_with_all = ["from", "as_name"])]
+        all: bool,
         /// History mode: the tree (or a prefix such as a date) [default: the newest]
         #[arg(long, value_name = "DATE")]
         from: Option<String>,

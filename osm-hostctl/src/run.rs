@@ -217,11 +217,25 @@ async fn backup(daemon: &Daemon, cmd: BackupCommand) -> Result<(), CliError> {
             }
         }
         BackupCommand::Restore {
+            all: true,
+            from_host,
+            ..
+        } => {
+            let watch = JobWatch::subscribe(daemon).await?;
+            let job = m
+                .restore_all_backups(from_host.as_deref().unwrap_or(""))
+                .await?;
+            watch.follow(daemon, &job).await?;
+            say("restored every container of the host");
+        }
+        BackupCommand::Restore {
             name,
             from,
             as_name,
             from_host,
+            ..
         } => {
+            let name = name.unwrap_or_default();
             let watch = JobWatch::subscribe(daemon).await?;
             let (from, as_str) = (
                 from.as_deref().unwrap_or(""),

@@ -34,7 +34,9 @@
 //! - `RestoreBackupFromHost(name s, from s, as_name s, host s) -> o`: as RestoreBackup,
 //!   from the trees host `host` (its id; "" = this host) made; `VerifyBackups(names as,
 //!   all b) -> o` (a job re-reading trees against their manifests). GetNetworkInfo also
-//!   has `HostId` s.
+//!   has `HostId` s. `RestoreAllBackups(host s) -> o`: every container host `host` ("" =
+//!   this host) backed up, bases imported from the target's `bases/` as needed, each
+//!   with its settings and (when free) its address, started; existing names left out.
 //! - properties `Version` s, `StoreRoot` s, `HostId` s (a uuid kept in the store; the
 //!   host's directory on the backup target).
 //!
@@ -128,6 +130,7 @@ pub trait Manager {
         host: &str,
     ) -> zbus::Result<OwnedObjectPath>;
     fn verify_backups(&self, names: &[&str], all: bool) -> zbus::Result<OwnedObjectPath>;
+    fn restore_all_backups(&self, host: &str) -> zbus::Result<OwnedObjectPath>;
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
     #[zbus(property)]

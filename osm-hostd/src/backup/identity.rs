@@ -73,6 +73,10 @@ pub struct ImageRef {
     pub name: String,
     /// `recipe:<sha256 of the recipe>`, `import:<time>` or `unknown:<time>`.
     pub version: String,
+    /// The base's archive on the target, addressed by content:
+    /// `bases/<sha256>.tar.zst` (relative to the target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,6 +134,11 @@ impl Manifest {
         }
         Ok(())
     }
+}
+
+/// sha256 of a file's bytes.
+pub fn sha256_file(path: &Path) -> io::Result<String> {
+    hash_file(path)
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
@@ -425,6 +434,7 @@ mod tests {
             base: ImageRef {
                 name: "bb".into(),
                 version: "import:1".into(),
+                archive: Some("bases/ab.tar.zst".into()),
             },
             layers: vec![],
             osm_host_version: "0".into(),

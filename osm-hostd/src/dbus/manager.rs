@@ -392,6 +392,20 @@ impl Manager {
         Ok(path(api::job_path(job.id)))
     }
 
+    /// Starts a job bringing back every container host `host` ("" = this host) backed up.
+    async fn restore_all_backups(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        host: String,
+    ) -> Result<OwnedObjectPath> {
+        require_admin(conn, &hdr).await?;
+        let job = logged("restore all", &host, self.engine.restore_all_backups(&host))?;
+        register_job(server, &self.engine, job.id).await;
+        Ok(path(api::job_path(job.id)))
+    }
+
     /// Starts a job re-checking backup trees against their manifests.
     async fn verify_backups(
         &self,

@@ -65,6 +65,7 @@ impl Engine {
             let next = AtomicUsize::new(0);
             let done = AtomicUsize::new(0);
             let failures = Mutex::new(BTreeMap::new());
+            let shipped = super::backup_bases::Shipments::default();
             let workers = (engine.cfg.backup.parallel as usize).clamp(1, names.len().max(1));
             std::thread::scope(|scope| {
                 for _ in 0..workers {
@@ -75,7 +76,8 @@ impl Engine {
                             done.load(Ordering::Relaxed) as f64 / total,
                             &format!("backing up {name}"),
                         );
-                        if let Err(why) = engine.backup_one(name, &target, reachable.as_ref().err())
+                        if let Err(why) =
+                            engine.backup_one(name, &target, reachable.as_ref().err(), &shipped)
                         {
                             failures
                                 .lock()
@@ -155,6 +157,7 @@ impl Engine {
         name: &str,
         target: &Target,
         unreachable: Option<&String>,
+        shipped: &super::backup_bases::Shipments,
     ) -> Result<(), String> {
         let started = Instant::now();
         let time = crate::fsutil::now_secs();
@@ -169,7 +172,7 @@ impl Engine {
         }
         let result = match unreachable {
             Some(why) => Err(why.clone()),
-            None => self.backup_transfer(name, target, time),
+            None => self.backup_transfer(name, target, time, shipped),
         };
         let outcome = match &result {
             Ok((bytes, tree)) => Outcome {
@@ -210,6 +213,7 @@ impl Engine {
         name: &str,
         target: &Target,
         time: u64,
+        shipped: &super::backup_bases::Shipments,
     ) -> Result<(u64, String), String> {
         let staging = self
             .store
@@ -230,9 +234,10 @@ impl Engine {
                 .map_err(|e| e.to_string())?;
             c.info().spec
         };
-        let result = self
-            .claim_backup_dir(target, &spec)
-            .and_then(|()| self.copy_and_verify(&spec, target, &staging, time));
+        let result = self.claim_backup_dir(target, &spec).and_then(|()| {
+            let archive = self.ship_base_once(target, &spec.base, shipped)?;
+            self.copy_and_verify(&spec, target, &staging, time, &archive)
+        });
         if let Err(e) = self.host.delete_subvolume(&staging) {
             tracing::error!(path = %staging.display(), error = %e, "cannot drop the backup snapshot; the next start removes it");
         }
@@ -245,6 +250,7 @@ impl Engine {
         target: &Target,
         snap: &Path,
         time: u64,
+        base_archive: &str,
     ) -> Result<(u64, String), String> {
         let name = spec.name.as_str();
         let cfg = &self.cfg.backup;
@@ -334,6 +340,7 @@ impl Engine {
             prev_listing: prev_listing.as_deref(),
             tree: &tree,
             time,
+            base_archive,
         };
         let manifest = self.write_manifest(target, spec, snap, &at)?;
         if history {

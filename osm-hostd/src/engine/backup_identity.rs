@@ -23,6 +23,8 @@ pub(super) struct TreeAt<'a> {
     pub prev_listing: Option<&'a str>,
     pub tree: &'a str,
     pub time: u64,
+    /// The base's archive at the target (`bases/<sha256>.tar.zst`).
+    pub base_archive: &'a str,
 }
 
 impl Engine {
@@ -114,6 +116,7 @@ impl Engine {
                 },
                 Err(_) => "missing".into(),
             },
+            archive: None,
         };
         let layers = spec
             .layers
@@ -121,6 +124,7 @@ impl Engine {
             .map(|l| ImageRef {
                 name: l.clone(),
                 version: "layer".into(),
+                archive: None,
             })
             .collect();
         (base, layers)
@@ -195,6 +199,7 @@ impl Engine {
             prev_listing: prev_listing_rel,
             tree,
             time,
+            base_archive,
         } = *at;
         let prev = match prev_listing_rel {
             Some(p) => self
@@ -205,7 +210,8 @@ impl Engine {
         let listing = Listing::of_tree(snap, prev.as_ref())
             .map_err(|e| format!("listing the snapshot: {e}"))?;
         let text = listing.to_text();
-        let (base, layers) = self.image_refs(spec);
+        let (mut base, layers) = self.image_refs(spec);
+        base.archive = Some(base_archive.to_string());
         let m = Manifest {
             format: 1,
             host_id: self.host_id.clone(),

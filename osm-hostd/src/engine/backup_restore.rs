@@ -51,7 +51,14 @@ impl Engine {
         let engine = self.clone();
         let (n, f) = (name.to_string(), from.to_string());
         let (tree, spec, manifest) = blocking(move || engine.find_tree(&n, &f, &host)).await?;
-        self.require_base(&spec.base)?;
+        // A base this host lacks comes from the target, when the backup names its archive.
+        let import = match self.require_base(&spec.base) {
+            Ok(()) => None,
+            Err(e) => match manifest.as_ref().and_then(|m| m.base.archive.clone()) {
+                Some(rel) => Some(rel),
+                None => return Err(e),
+            },
+        };
         let over = into == name && self.container(name).is_ok();
         if over {
             let have = self.container(name)?.info().spec;
@@ -79,10 +86,27 @@ impl Engine {
         let job2 = job.clone();
         let src = format!("{}/rootfs-layer", tree);
         tokio::spawn(async move {
+            if let Some(rel) = import {
+                let (e2, t2, j3, base) = (
+                    engine.clone(),
+                    target.clone(),
+                    job2.clone(),
+                    spec.base.clone(),
+                );
+                if let Err(e) =
+                    blocking(move || e2.import_base_from_target(&t2, &base, &rel, &j3)).await
+                {
+                    tracing::warn!(container = %into, error = %e, "restore failed");
+                    job2.finish(Err(e.to_string()));
+                    return;
+                }
+            }
             let result = if over {
                 engine.restore_over(&into, &target, src, &job2).await
             } else {
-                engine.restore_new(&into, spec, &target, src, &job2).await
+                engine
+                    .restore_new(&into, spec, &target, src, &job2, false)
+                    .await
             };
             match result {
                 Ok(msg) => {
@@ -100,7 +124,7 @@ impl Engine {
 
     /// The tree's path on the target (without `host:`), its container.toml and its
     /// manifest (`None` for trees made before manifests).
-    fn find_tree(
+    pub(super) fn find_tree(
         &self,
         name: &str,
         from: &str,
@@ -165,15 +189,19 @@ impl Engine {
         Ok((path, spec, manifest))
     }
 
-    async fn restore_new(
+    /// Into a new container; `keep_ip`: with the backed-up address when it is free here
+    /// (a host brought back), else a new one.
+    pub(super) async fn restore_new(
         self: &Arc<Self>,
         into: &str,
         spec: ContainerSpec,
         target: &Target,
         src: String,
         job: &Job,
+        keep_ip: bool,
     ) -> EngineResult<String> {
         job.set_progress(0.05, "creating the container");
+        let ip = if keep_ip { spec.ipv4.clone() } else { None };
         let req = CreateRequest {
             name: into.to_string(),
             base: spec.base,
@@ -183,9 +211,16 @@ impl Engine {
             boot_delay: spec.boot_delay,
             memory: spec.memory,
             cpus: spec.cpus,
-            ip: None,
+            ip,
         };
-        self.create_container(req).await?;
+        if let Err(e) = self.create_container(req.clone()).await {
+            if req.ip.is_none() || self.container(into).is_ok() {
+                return Err(e);
+            }
+            tracing::warn!(container = %into, error = %e, "the backed-up address is not free here; taking another");
+            self.create_container(CreateRequest { ip: None, ..req })
+                .await?;
+        }
         let c = self.container(into)?;
         let copied = {
             let _op = c.begin("restore")?;

@@ -8,6 +8,7 @@
 //! next start removes what is left of the staging entry ([`Engine::open`]).
 
 mod backup;
+mod backup_bases;
 mod backup_identity;
 mod backup_restore;
 mod bases;
