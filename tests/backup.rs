@@ -424,6 +424,8 @@ fn history_mode_links_to_the_previous_tree_and_prunes_by_policy() {
         panic!("the day before yesterday is neither daily nor monthly here: {trees}");
     }
     assert_copy_matches(&rig, "web1", &dir.join(newest));
+    // Every tree is checked against its own manifest and listing.
+    rig.ctl_ok(&["backup", "verify", "--all"]);
     // Unchanged files are hard links into the previous tree (--link-dest).
     let a = std::fs::metadata(dir.join(newest).join("container.toml")).unwrap();
     let b = std::fs::metadata(dir.join(name(1)).join("container.toml")).unwrap();
