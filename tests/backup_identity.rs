@@ -472,6 +472,17 @@ fn a_new_host_without_bases_restores_every_container_of_a_lost_host() {
         .all(|l| !l.starts_with("bb")));
     let err = b.ctl_err(&["backup", "restore", "--all", "--from-host", &host_id(&b)]);
     assert!(err.contains("no backups of host"), "{err}");
+    // A damaged archive is refused before anything is imported or created.
+    let good = target.join("good-archive");
+    std::fs::rename(target.join(&archive), &good).unwrap();
+    std::fs::write(target.join(&archive), b"not the base").unwrap();
+    let err = b.ctl_err(&["backup", "restore", "--all", "--from-host", &ida]);
+    assert!(err.contains("is damaged"), "{err}");
+    assert!(
+        !b.ctl_ok(&["list"]).contains("web1"),
+        "nothing half-restored"
+    );
+    std::fs::rename(&good, target.join(&archive)).unwrap();
     b.ctl_ok(&["backup", "restore", "--all", "--from-host", &ida]);
     assert!(
         b.ctl_ok(&["base", "list"]).contains("bb"),

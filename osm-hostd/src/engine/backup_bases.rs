@@ -93,7 +93,8 @@ impl Engine {
     }
 
     fn upload_archive(&self, target: &Target, file: &Path, hash: &str) -> Result<(), String> {
-        let tmp_rel = format!("{BASES_DIR}/.tmp-{hash}");
+        // Per host: two hosts storing the same archive at once do not share a file.
+        let tmp_rel = format!("{BASES_DIR}/.tmp-{hash}-{}", self.host_id);
         let tmp = target.path_of(&tmp_rel);
         let fin = target.path_of(&archive_rel(hash));
         match target {
