@@ -56,6 +56,20 @@ impl Engine {
         let engine = self.clone();
         let job2 = job.clone();
         tokio::task::spawn_blocking(move || {
+            // Every attempt of the run is marked as started (one write): one still marked at
+            // the next daemon start was interrupted and is recorded as failed then.
+            {
+                let lxc_dir = engine.store.lxc_dir();
+                let _serialised = STATUS_LOCK.lock().expect("status lock");
+                let mut status = StatusFile::load(&lxc_dir);
+                let now = crate::fsutil::now_secs();
+                for n in &names {
+                    status.begin(n, now);
+                }
+                if let Err(e) = status.save(&lxc_dir) {
+                    tracing::error!(error = %e, "cannot write the backup status");
+                }
+            }
             let total = names.len().max(1) as f64;
             // One connection first: an unreachable host gets a clear reason, not
             // rsync's "error in protocol data stream" once per container.
@@ -161,15 +175,6 @@ impl Engine {
     ) -> Result<(), String> {
         let started = Instant::now();
         let time = crate::fsutil::now_secs();
-        {
-            let lxc_dir = self.store.lxc_dir();
-            let _serialised = STATUS_LOCK.lock().expect("status lock");
-            let mut status = StatusFile::load(&lxc_dir);
-            status.begin(name, time);
-            if let Err(e) = status.save(&lxc_dir) {
-                tracing::error!(error = %e, "cannot write the backup status");
-            }
-        }
         let result = match unreachable {
             Some(why) => Err(why.clone()),
             None => self.backup_transfer(name, target, time, shipped),
@@ -288,61 +293,74 @@ impl Engine {
             excludes: true,
             checksum: false,
         };
-        let args = rsync_args(cfg, &job)?;
-        let mut out = run(Command::new("rsync").args(&args))?;
-        // Network trouble (socket, timeout, ssh: spec §4.3 "retry") gets one more try;
-        // the second run only sends what the first did not.
-        if let ExitClass::Retry(why) = classify_exit(out.status.code()) {
-            tracing::warn!(container = %name, error = %why, "rsync failed; retrying once");
-            std::thread::sleep(RETRY_DELAY);
-            out = run(Command::new("rsync").args(&args))?;
-        }
-        check_exit(&out)?;
-        let bytes = backup::rsync::parse_bytes_sent(&String::from_utf8_lossy(&out.stdout));
+        // The listing (every file's checksum) is made while rsync copies: both read the
+        // same frozen snapshot.
+        let (copied, listing) = std::thread::scope(|scope| {
+            let lister = scope.spawn(|| self.listing_of(target, snap, prev_listing.as_deref()));
+            let copied = (|| -> Result<u64, String> {
+                let args = rsync_args(cfg, &job)?;
+                let mut out = run(Command::new("rsync").args(&args))?;
+                // Network trouble (socket, timeout, ssh: spec §4.3 "retry") gets one more try;
+                // the second run only sends what the first did not.
+                if let ExitClass::Retry(why) = classify_exit(out.status.code()) {
+                    tracing::warn!(container = %name, error = %why, "rsync failed; retrying once");
+                    std::thread::sleep(RETRY_DELAY);
+                    out = run(Command::new("rsync").args(&args))?;
+                }
+                check_exit(&out)?;
+                let bytes = backup::rsync::parse_bytes_sent(&String::from_utf8_lossy(&out.stdout));
 
-        // Verification. Local: every entry's metadata and the marker counts from one
-        // walk of each side. ssh: whiteouts counted remotely, then an itemized dry run.
-        if let Target::Local(_) = target {
-            let want = tree_entries(snap)
-                .map_err(|e| format!("reading the snapshot for verification: {e}"))?;
-            let copy = target.path_of(&dest_rel);
-            let got = tree_entries(Path::new(&copy))
-                .map_err(|e| format!("reading the copy for verification: {e}"))?;
-            let (mw, mg) = (markers_of(&want), markers_of(&got));
-            check_markers(mw, mg, true)?;
-            let diffs = compare_trees(&want, &got, 3);
-            if !diffs.is_empty() {
-                return Err(format!(
-                    "verification failed: the copy differs from the snapshot: {}",
-                    diffs.join("; ")
-                ));
-            }
-        } else {
-            let want = count_markers(snap)
-                .map_err(|e| format!("counting markers in the snapshot: {e}"))?;
-            let got = self.count_target_markers(target, &dest_rel)?;
-            check_markers(want, got, false)?;
-            job.check_only = true;
-            job.link_dest = None;
-            let out = run(Command::new("rsync").args(rsync_args(cfg, &job)?))?;
-            check_exit(&out)?;
-            let diffs = differences(&String::from_utf8_lossy(&out.stdout));
-            if !diffs.is_empty() {
-                return Err(format!(
-                    "verification failed: {} entries differ from the snapshot, e.g. {}",
-                    diffs.len(),
-                    diffs.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
-                ));
-            }
-        }
+                // Verification. Local: every entry's metadata and the marker counts from one
+                // walk of each side. ssh: whiteouts counted remotely, then an itemized dry run.
+                if let Target::Local(_) = target {
+                    let want = tree_entries(snap)
+                        .map_err(|e| format!("reading the snapshot for verification: {e}"))?;
+                    let copy = target.path_of(&dest_rel);
+                    let got = tree_entries(Path::new(&copy))
+                        .map_err(|e| format!("reading the copy for verification: {e}"))?;
+                    let (mw, mg) = (markers_of(&want), markers_of(&got));
+                    check_markers(mw, mg, true)?;
+                    let diffs = compare_trees(&want, &got, 3);
+                    if !diffs.is_empty() {
+                        return Err(format!(
+                            "verification failed: the copy differs from the snapshot: {}",
+                            diffs.join("; ")
+                        ));
+                    }
+                } else {
+                    let want = count_markers(snap)
+                        .map_err(|e| format!("counting markers in the snapshot: {e}"))?;
+                    let got = self.count_target_markers(target, &dest_rel)?;
+                    check_markers(want, got, false)?;
+                    job.check_only = true;
+                    job.link_dest = None;
+                    let out = run(Command::new("rsync").args(rsync_args(cfg, &job)?))?;
+                    check_exit(&out)?;
+                    let diffs = differences(&String::from_utf8_lossy(&out.stdout));
+                    if !diffs.is_empty() {
+                        return Err(format!(
+                            "verification failed: {} entries differ from the snapshot, e.g. {}",
+                            diffs.len(),
+                            diffs.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+                        ));
+                    }
+                }
+                Ok(bytes)
+            })();
+            let listing = lister
+                .join()
+                .unwrap_or_else(|_| Err("listing the snapshot panicked".into()));
+            (copied, listing)
+        });
+        let bytes = copied?;
+        let listing = listing?;
         let at = super::backup_identity::TreeAt {
             rel: &dest_rel,
-            prev_listing: prev_listing.as_deref(),
             tree: &tree,
             time,
             base_archive,
         };
-        let manifest = self.write_manifest(target, spec, snap, &at)?;
+        let manifest = self.write_manifest(target, spec, &listing, &at)?;
         if history {
             let from = target.path_of(&dest_rel);
             let to = target.path_of(&format!("{crel}/{tree}"));

@@ -15,12 +15,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-/// Where a new tree is being written: its target-relative directory, the previous
-/// tree's listing (checksums to reuse), its name and start time.
+/// Where a new tree is being written: its target-relative directory, its name, start
+/// time and the base's archive.
 #[derive(Clone, Copy)]
 pub(super) struct TreeAt<'a> {
     pub rel: &'a str,
-    pub prev_listing: Option<&'a str>,
     pub tree: &'a str,
     pub time: u64,
     /// The base's archive at the target (`bases/<sha256>.tar.zst`).
@@ -194,30 +193,38 @@ impl Engine {
         }
     }
 
-    /// After a verified transfer: the listing (checksums, reusing the previous tree's for
-    /// unchanged files) and the manifest, written into the tree `tree_rel`.
-    pub(super) fn write_manifest(
+    /// The snapshot's listing, reusing the checksums of the previous tree's listing
+    /// (`prev_listing_rel` on the target) for files whose path and metadata are unchanged.
+    pub(super) fn listing_of(
         &self,
         target: &Target,
-        spec: &ContainerSpec,
         snap: &Path,
-        at: &TreeAt<'_>,
-    ) -> Result<Manifest, String> {
-        let TreeAt {
-            rel: tree_rel,
-            prev_listing: prev_listing_rel,
-            tree,
-            time,
-            base_archive,
-        } = *at;
+        prev_listing_rel: Option<&str>,
+    ) -> Result<Listing, String> {
         let prev = match prev_listing_rel {
             Some(p) => self
                 .target_read(target, p)?
                 .and_then(|t| Listing::parse(&t).ok()),
             None => None,
         };
-        let listing = Listing::of_tree(snap, prev.as_ref())
-            .map_err(|e| format!("listing the snapshot: {e}"))?;
+        Listing::of_tree(snap, prev.as_ref()).map_err(|e| format!("listing the snapshot: {e}"))
+    }
+
+    /// After a verified transfer: the listing (checksums, reusing the previous tree's for
+    /// unchanged files) and the manifest, written into the tree `tree_rel`.
+    pub(super) fn write_manifest(
+        &self,
+        target: &Target,
+        spec: &ContainerSpec,
+        listing: &Listing,
+        at: &TreeAt<'_>,
+    ) -> Result<Manifest, String> {
+        let TreeAt {
+            rel: tree_rel,
+            tree,
+            time,
+            base_archive,
+        } = *at;
         let text = listing.to_text();
         let (mut base, layers) = self.image_refs(spec);
         base.archive = Some(base_archive.to_string());
@@ -286,8 +293,13 @@ impl Engine {
     ) -> Result<(), String> {
         let path = target.path_of(rel);
         match target {
-            Target::Local(_) => crate::fsutil::write_atomic(Path::new(&path), data, 0o644)
-                .map_err(|e| format!("cannot write {path}: {e}")),
+            // Written as rsync writes the tree itself: renamed into place, not fsynced.
+            Target::Local(_) => {
+                let tmp = format!("{path}.tmp");
+                std::fs::write(&tmp, data)
+                    .and_then(|()| std::fs::rename(&tmp, &path))
+                    .map_err(|e| format!("cannot write {path}: {e}"))
+            }
             Target::Ssh { host, .. } => {
                 let q = backup::rsync::shell_quote(&path);
                 let tq = backup::rsync::shell_quote(&format!("{path}.tmp"));
