@@ -112,6 +112,11 @@ fn two_hosts_keep_separate_trees_and_a_recreated_container_is_refused() {
     assert!(tb.join(".osm-backup.toml").is_file());
     assert!(tb.join(".osm-backup.files").is_file());
 
+    assert_eq!(
+        a.ctl_ok(&["backup", "list", "web1", "--from-host", &idb])
+            .trim(),
+        "mirror"
+    );
     // B's container restored on A, on purpose: a new container with B's data.
     let err = a.ctl_err(&[
         "backup",

@@ -173,6 +173,9 @@ pub enum BackupCommand {
     List {
         /// Container name
         name: String,
+        /// The trees another host made (its id)
+        #[arg(long, value_name = "HOST_ID")]
+        from_host: Option<String>,
         #[command(flatten)]
         json: JsonArg,
     },

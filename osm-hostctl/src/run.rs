@@ -255,8 +255,15 @@ async fn backup(daemon: &Daemon, cmd: BackupCommand) -> Result<(), CliError> {
             watch.follow(daemon, &job).await?;
             say("backups verified");
         }
-        BackupCommand::List { name, json } => {
-            let trees = m.list_backups(&name).await?;
+        BackupCommand::List {
+            name,
+            json,
+            from_host,
+        } => {
+            let trees = match &from_host {
+                Some(h) => m.list_backups_from_host(&name, h).await?,
+                None => m.list_backups(&name).await?,
+            };
             if json.json {
                 print_json(&trees)?;
             } else if trees.is_empty() {

@@ -37,6 +37,7 @@
 //!   has `HostId` s. `RestoreAllBackups(host s) -> o`: every container host `host` ("" =
 //!   this host) backed up, bases imported from the target's `bases/` as needed, each
 //!   with its settings and (when free) its address, started; existing names left out.
+//!   `ListBackupsFromHost(name s, host s) -> as`: as ListBackups, for another host.
 //! - properties `Version` s, `StoreRoot` s, `HostId` s (a uuid kept in the store; the
 //!   host's directory on the backup target).
 //!
@@ -131,6 +132,7 @@ pub trait Manager {
     ) -> zbus::Result<OwnedObjectPath>;
     fn verify_backups(&self, names: &[&str], all: bool) -> zbus::Result<OwnedObjectPath>;
     fn restore_all_backups(&self, host: &str) -> zbus::Result<OwnedObjectPath>;
+    fn list_backups_from_host(&self, name: &str, host: &str) -> zbus::Result<Vec<String>>;
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
     #[zbus(property)]

@@ -392,6 +392,15 @@ impl Manager {
         Ok(path(api::job_path(job.id)))
     }
 
+    /// The backup trees host `host` (its id; "" = this host) made of container `name`.
+    async fn list_backups_from_host(&self, name: String, host: String) -> Result<Vec<String>> {
+        let engine = self.engine.clone();
+        let r = tokio::task::spawn_blocking(move || engine.list_backups_of(&name, &host))
+            .await
+            .map_err(|e| Error::Failed(e.to_string()))?;
+        Ok(r?)
+    }
+
     /// Starts a job bringing back every container host `host` ("" = this host) backed up.
     async fn restore_all_backups(
         &self,
