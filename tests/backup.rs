@@ -173,6 +173,15 @@ fn manifest(root: &Path) -> BTreeMap<String, String> {
     out
 }
 
+/// This host's id (`host info --json`), its directory on the backup target.
+fn host_id(rig: &Rig) -> String {
+    let info: serde_json::Value =
+        serde_json::from_str(&rig.ctl_ok(&["host", "info", "--json"])).unwrap();
+    let id = info["host_id"].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 36, "{info}");
+    id
+}
+
 fn status_of(rig: &Rig, name: &str) -> serde_json::Value {
     let all: serde_json::Value =
         serde_json::from_str(&rig.ctl_ok(&["backup", "status", "--json"])).unwrap();
@@ -281,7 +290,7 @@ fn local_backup_is_verified_persisted_and_survives_a_failed_run() {
 
     let out = rig.ctl_ok(&["backup", "run", "web1"]);
     assert!(out.contains("backup verified"), "{out}");
-    let copy = target.join("web1");
+    let copy = target.join(host_id(&rig)).join("web1");
     assert_copy_matches(&rig, "web1", &copy);
     let st = status_of(&rig, "web1");
     assert_eq!(st["last_result"], "ok", "{st}");
@@ -430,7 +439,7 @@ fn history_mode_links_to_the_previous_tree_and_prunes_by_policy() {
     let trees = rig.ctl_ok(&["backup", "list", "web1"]);
     let first: Vec<&str> = trees.lines().collect();
     assert_eq!(first.len(), 1, "{trees}");
-    let dir = target.join("web1");
+    let dir = target.join(host_id(&rig)).join("web1");
     assert_copy_matches(&rig, "web1", &dir.join(first[0]));
 
     // Older trees as earlier nights would have left them.
@@ -464,6 +473,8 @@ fn history_mode_links_to_the_previous_tree_and_prunes_by_policy() {
         panic!("the day before yesterday is neither daily nor monthly here: {trees}");
     }
     assert_copy_matches(&rig, "web1", &dir.join(newest));
+    // Every tree is checked against its own manifest and listing.
+    rig.ctl_ok(&["backup", "verify", "--all"]);
     // Unchanged files are hard links into the previous tree (--link-dest).
     let a = std::fs::metadata(dir.join(newest).join("container.toml")).unwrap();
     let b = std::fs::metadata(dir.join(name(1)).join("container.toml")).unwrap();
@@ -606,11 +617,18 @@ fn ssh_backup_to_a_second_namespace_keeps_every_marker() {
     busy_container(&rig, "web1");
     let out = rig.ctl_ok(&["backup", "run", "web1"]);
     assert!(out.contains("backup verified"), "{out}");
-    assert_copy_matches(&rig, "web1", &remote.join("web1"));
+    let remote_tree = remote.join(host_id(&rig)).join("web1");
+    assert_copy_matches(&rig, "web1", &remote_tree);
+    assert!(remote_tree.join(".osm-backup.toml").is_file());
+    rig.ctl_ok(&["backup", "verify", "web1"]);
     assert_eq!(status_of(&rig, "web1")["last_result"], "ok");
     assert_eq!(rig.ctl_ok(&["backup", "list", "web1"]).trim(), "mirror");
     rig.ctl_ok(&["backup", "restore", "web1", "--as", "web2"]);
-    assert_restored(&rig, "web2", &remote.join("web1"));
+    assert_restored(&rig, "web2", &remote_tree);
+    // A file changed on the backup host is found by verify (re-read over ssh).
+    std::fs::write(remote_tree.join("rootfs-layer/root/note"), "tampered\n").unwrap();
+    let err = rig.ctl_err(&["backup", "verify", "--all"]);
+    assert!(err.contains("root/note"), "{err}");
 }
 
 #[test]
@@ -657,7 +675,12 @@ fn a_file_changed_after_the_snapshot_is_not_in_that_backup() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{out:?}");
     assert_eq!(
-        std::fs::read_to_string(target.join("web1/rootfs-layer/srv/note")).unwrap(),
+        std::fs::read_to_string(
+            target
+                .join(host_id(&rig))
+                .join("web1/rootfs-layer/srv/note")
+        )
+        .unwrap(),
         "before\n"
     );
     assert!(!staging.exists(), "the snapshot is dropped");

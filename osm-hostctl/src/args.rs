@@ -160,18 +160,40 @@ pub enum BackupCommand {
     /// itself after a safety snapshot); waits for the job
     Restore {
         /// The backed-up container's name
-        name: String,
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        name: Option<String>,
+        /// Every container the host backed up (with --from-host: a host brought back
+        /// on this one; bases come from the target; addresses kept when free)
+        #[arg(long, conflicts_with_all = ["from", "as_name"])]
+        all: bool,
         /// History mode: the tree (or a prefix such as a date) [default: the newest]
         #[arg(long, value_name = "DATE")]
         from: Option<String>,
         /// Restore into a new container of this name instead of over NAME
         #[arg(long = "as", value_name = "NEWNAME")]
         as_name: Option<String>,
+        /// Restore a container another host backed up (its id: `host info` there, or
+        /// the directories at the top of the backup target)
+        #[arg(long, value_name = "HOST_ID")]
+        from_host: Option<String>,
+    },
+    /// Re-read backup trees and check them against their manifests (every file's
+    /// checksum, entries missing or added, the owner); waits for the job
+    Verify {
+        /// Containers whose backups to verify
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        names: Vec<String>,
+        /// Every container this host backed up
+        #[arg(long)]
+        all: bool,
     },
     /// List the backup trees of one container on the target
     List {
         /// Container name
         name: String,
+        /// The trees another host made (its id)
+        #[arg(long, value_name = "HOST_ID")]
+        from_host: Option<String>,
         #[command(flatten)]
         json: JsonArg,
     },

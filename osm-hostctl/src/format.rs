@@ -139,6 +139,7 @@ pub fn network_info(n: &NetworkInfo) -> String {
         ("managed", yes_no(n.managed).to_string()),
         ("dnsmasq", dnsmasq),
         ("dnsmasq restarts", n.dnsmasq_restarts.to_string()),
+        ("host id", n.host_id.clone()),
     ];
     fields
         .iter()
@@ -478,8 +479,13 @@ mod tests {
             dnsmasq_state: "running".into(),
             dnsmasq_pid: 77,
             dnsmasq_restarts: 0,
+            host_id: "0b7c1d2e-3f40-4a5b-8c6d-7e8f90a1b2c3".into(),
         };
         let out = network_info(&n);
+        assert!(
+            out.contains("host id:          0b7c1d2e-3f40-4a5b-8c6d-7e8f90a1b2c3\n"),
+            "{out}"
+        );
         assert!(out.starts_with("bridge:           lxcbr0\n"), "{out}");
         assert!(
             out.contains("range:            10.0.3.2 - 10.0.3.254\n"),

@@ -122,6 +122,8 @@ pub struct NetworkInfo {
     pub dnsmasq_state: String,
     pub dnsmasq_pid: u32,
     pub dnsmasq_restarts: u32,
+    /// This host's id in backup trees.
+    pub host_id: String,
 }
 
 impl From<osm_host_bus::wire::NetworkInfo> for NetworkInfo {
@@ -139,6 +141,7 @@ impl From<osm_host_bus::wire::NetworkInfo> for NetworkInfo {
             dnsmasq_state: w.dnsmasq_state,
             dnsmasq_pid: w.dnsmasq_pid,
             dnsmasq_restarts: w.dnsmasq_restarts,
+            host_id: w.host_id,
         }
     }
 }

@@ -198,23 +198,53 @@ async fn backup(daemon: &Daemon, cmd: BackupCommand) -> Result<(), CliError> {
             }
         }
         BackupCommand::Restore {
-            name,
-            from,
-            as_name,
+            all: true,
+            from_host,
+            ..
         } => {
             let watch = JobWatch::subscribe(daemon).await?;
             let job = m
-                .restore_backup(
-                    &name,
-                    from.as_deref().unwrap_or(""),
-                    as_name.as_deref().unwrap_or(""),
-                )
+                .restore_all_backups(from_host.as_deref().unwrap_or(""))
                 .await?;
+            watch.follow(daemon, &job).await?;
+            say("restored every container of the host");
+        }
+        BackupCommand::Restore {
+            name,
+            from,
+            as_name,
+            from_host,
+            ..
+        } => {
+            let name = name.unwrap_or_default();
+            let watch = JobWatch::subscribe(daemon).await?;
+            let (from, as_str) = (
+                from.as_deref().unwrap_or(""),
+                as_name.as_deref().unwrap_or(""),
+            );
+            let job = match &from_host {
+                Some(h) => m.restore_backup_from_host(&name, from, as_str, h).await?,
+                None => m.restore_backup(&name, from, as_str).await?,
+            };
             watch.follow(daemon, &job).await?;
             say(&format!("restored {}", as_name.as_deref().unwrap_or(&name)));
         }
-        BackupCommand::List { name, json } => {
-            let trees = m.list_backups(&name).await?;
+        BackupCommand::Verify { names, all } => {
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            let watch = JobWatch::subscribe(daemon).await?;
+            let job = m.verify_backups(&refs, all).await?;
+            watch.follow(daemon, &job).await?;
+            say("backups verified");
+        }
+        BackupCommand::List {
+            name,
+            json,
+            from_host,
+        } => {
+            let trees = match &from_host {
+                Some(h) => m.list_backups_from_host(&name, h).await?,
+                None => m.list_backups(&name).await?,
+            };
             if json.json {
                 print_json(&trees)?;
             } else if trees.is_empty() {

@@ -238,10 +238,13 @@ pub struct BackupConfig {
     pub ssh_key: Option<PathBuf>,
     /// ssh targets: extra `-o` options, e.g. `"StrictHostKeyChecking=accept-new"`.
     pub ssh_options: Vec<String>,
-    /// History mode: how many daily, weekly and monthly trees to keep.
+    /// History mode: how many daily, weekly, monthly and yearly trees to keep, and how
+    /// many of the newest whatever their dates (`keep_last`).
     pub keep_daily: u32,
     pub keep_weekly: u32,
     pub keep_monthly: u32,
+    pub keep_yearly: u32,
+    pub keep_last: u32,
     /// Seconds of network silence before rsync and ssh give up (`--timeout`, ConnectTimeout).
     pub timeout: u32,
     /// Containers backed up at the same time.
@@ -301,6 +304,8 @@ impl Default for BackupConfig {
             keep_daily: 7,
             keep_weekly: 4,
             keep_monthly: 6,
+            keep_yearly: 0,
+            keep_last: 1,
             timeout: 300,
             parallel: 2,
         }
@@ -548,11 +553,12 @@ mode = "history"
         let c = HostConfig::parse(
             "[backup]\ntarget = \"root@198.51.100.2:/srv/b\"\nmode = \"history\"\n\
              ssh_key = \"/etc/osm-host/k\"\nssh_options = [\"StrictHostKeyChecking=yes\"]\n\
-             keep_daily = 3\nkeep_weekly = 2\nkeep_monthly = 1\ntimeout = 10\n",
+             keep_daily = 3\nkeep_weekly = 2\nkeep_monthly = 1\nkeep_yearly = 2\nkeep_last = 4\ntimeout = 10\n",
             Path::new("h.toml"),
         )
         .unwrap();
         assert_eq!((c.backup.keep_daily, c.backup.timeout), (3, 10));
+        assert_eq!((c.backup.keep_yearly, c.backup.keep_last), (2, 4));
         assert_eq!(c.backup.ssh_key, Some(PathBuf::from("/etc/osm-host/k")));
         for text in [
             "[backup]\ntarget = \"relative/dir\"",

@@ -236,6 +236,7 @@ mod tests {
             memory: Some(1 << 30),
             cpus: Some(2),
             created: 0,
+            uuid: None,
             snapshots: Default::default(),
             publish: Default::default(),
             privileged: true,

@@ -39,6 +39,10 @@ pub struct ContainerSpec {
     pub cpus: Option<u32>,
     /// Seconds since the epoch.
     pub created: u64,
+    /// Identity that outlives the name (issue 12): chosen at create; specs written
+    /// before it get one at the daemon's next start. Backup trees record it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
     /// Snapshot schedule and retention overriding hostd.toml's `[snapshots]`.
     #[serde(default, skip_serializing_if = "SnapshotPolicy::is_default")]
     pub snapshots: SnapshotPolicy,
@@ -186,6 +190,7 @@ mod tests {
             memory: Some(2 << 30),
             cpus: None,
             created: 1_790_000_000,
+            uuid: None,
             snapshots: SnapshotPolicy::default(),
             publish: Default::default(),
             privileged: false,

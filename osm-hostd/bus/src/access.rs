@@ -14,6 +14,7 @@ pub const READ_ONLY_METHODS: &[(&str, &str)] = &[
     (crate::MANAGER_IFACE, "ListSnapshots"),
     (crate::MANAGER_IFACE, "GetBackupStatus"),
     (crate::MANAGER_IFACE, "ListBackups"),
+    (crate::MANAGER_IFACE, "ListBackupsFromHost"),
     (crate::MANAGER_IFACE, "ListCustomers"),
     (crate::MANAGER_IFACE, "GetCapacity"),
     (crate::MANAGER_IFACE, "CheckHealth"),

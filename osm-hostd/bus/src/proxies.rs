@@ -55,7 +55,15 @@
 //! - `CheckHealth(max_backup_age t) -> as`: problems (seconds for the backup age), one
 //!   sentence each; empty when every container that should run runs, none has a boot
 //!   warning, dnsmasq runs (when managed) and backups are fresh.
-//! - properties `Version` s, `StoreRoot` s.
+//! - `RestoreBackupFromHost(name s, from s, as_name s, host s) -> o`: as RestoreBackup,
+//!   from the trees host `host` (its id; "" = this host) made; `VerifyBackups(names as,
+//!   all b) -> o` (a job re-reading trees against their manifests). GetNetworkInfo also
+//!   has `HostId` s. `RestoreAllBackups(host s) -> o`: every container host `host` ("" =
+//!   this host) backed up, bases imported from the target's `bases/` as needed, each
+//!   with its settings and (when free) its address, started; existing names left out.
+//!   `ListBackupsFromHost(name s, host s) -> as`: as ListBackups, for another host.
+//! - properties `Version` s, `StoreRoot` s, `HostId` s (a uuid kept in the store; the
+//!   host's directory on the backup target).
 //!
 //! Container (`.../container/<escaped>`): `Start()`, `Stop(force b, timeout u)`,
 //! `Restart(timeout u)`, `Delete(force b)`, `GetDiskUsage() -> t`; properties `Name`,
@@ -154,10 +162,22 @@ pub trait Manager {
     fn delete_customer(&self, name: &str) -> zbus::Result<()>;
     #[allow(clippy::type_complexity)]
     fn list_customers(&self) -> zbus::Result<Vec<(String, Vec<String>, Vec<u16>, String)>>;
+    fn restore_backup_from_host(
+        &self,
+        name: &str,
+        from: &str,
+        as_name: &str,
+        host: &str,
+    ) -> zbus::Result<OwnedObjectPath>;
+    fn verify_backups(&self, names: &[&str], all: bool) -> zbus::Result<OwnedObjectPath>;
+    fn restore_all_backups(&self, host: &str) -> zbus::Result<OwnedObjectPath>;
+    fn list_backups_from_host(&self, name: &str, host: &str) -> zbus::Result<Vec<String>>;
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn store_root(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn host_id(&self) -> zbus::Result<String>;
 }
 
 #[zbus::proxy(

@@ -29,6 +29,9 @@ pub struct NetworkInfo {
     /// 0 when not running.
     pub dnsmasq_pid: u32,
     pub dnsmasq_restarts: u32,
+    /// The host's stable identity (a uuid kept in the store; its directory on the backup
+    /// target).
+    pub host_id: String,
 }
 
 /// One snapshot, `(usutussa{ss})`: `ListSnapshots` returns a list of them.
@@ -144,6 +147,7 @@ mod tests {
                 "DnsmasqRestarts",
                 "DnsmasqState",
                 "Free",
+                "HostId",
                 "Managed",
                 "Nat",
                 "RangeFirst",

@@ -5,6 +5,7 @@
 //! pruning. [`verify`] counts overlay markers on both sides; [`status`] persists the
 //! per-container results; the engine's `backup` verb sequences them.
 
+pub mod identity;
 pub mod rsync;
 pub mod status;
 pub mod verify;
@@ -120,17 +121,36 @@ fn civil(secs: u64) -> (i64, u32, u32, u64, u64, u64) {
     (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
-/// Which history trees a keep-daily/weekly/monthly policy keeps: the newest tree of each
-/// of the newest `daily` days, `weekly` ISO-ish weeks (Monday-based) and `monthly`
-/// months. The newest tree is always kept. Names that are not history names are kept.
-pub fn prune_plan(names: &[String], daily: u32, weekly: u32, monthly: u32) -> Vec<String> {
+/// How many history trees pruning keeps (`[backup] keep_*`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeepPolicy {
+    /// The newest `last` trees, whatever their dates.
+    pub last: u32,
+    pub daily: u32,
+    pub weekly: u32,
+    pub monthly: u32,
+    pub yearly: u32,
+}
+
+/// Which history trees a policy prunes, as backup servers do: the newest `last` trees,
+/// and the newest tree of each of the newest `daily` days, `weekly` weeks (Monday-based),
+/// `monthly` months and `yearly` years are kept (one tree may count in several). The
+/// newest tree is always kept. Names that are not history names are kept.
+pub fn prune_plan_with(names: &[String], keep: KeepPolicy) -> Vec<String> {
+    let KeepPolicy {
+        last,
+        daily,
+        weekly,
+        monthly,
+        yearly,
+    } = keep;
     let mut dated: Vec<(&String, (u32, u32, u32))> = names
         .iter()
         .filter_map(|n| parse_history_name(n).map(|d| (n, d)))
         .collect();
     dated.sort_by(|a, b| b.0.cmp(a.0)); // newest first
     let mut keep = std::collections::HashSet::new();
-    if let Some((n, _)) = dated.first() {
+    for (n, _) in dated.iter().take((last as usize).max(1)) {
         keep.insert((*n).clone());
     }
     let mut pick = |key: &dyn Fn((u32, u32, u32)) -> i64, count: u32| {
@@ -154,11 +174,25 @@ pub fn prune_plan(names: &[String], daily: u32, weekly: u32, monthly: u32) -> Ve
         weekly,
     );
     pick(&|(y, m, _)| y as i64 * 12 + m as i64, monthly);
+    pick(&|(y, _, _)| y as i64, yearly);
     dated
         .iter()
         .filter(|(n, _)| !keep.contains(*n))
         .map(|(n, _)| (*n).clone())
         .collect()
+}
+
+/// [`prune_plan_with`] keeping daily, weekly and monthly trees only.
+pub fn prune_plan(names: &[String], daily: u32, weekly: u32, monthly: u32) -> Vec<String> {
+    prune_plan_with(
+        names,
+        KeepPolicy {
+            daily,
+            weekly,
+            monthly,
+            ..Default::default()
+        },
+    )
 }
 
 #[cfg(test)]
@@ -235,6 +269,27 @@ mod tests {
         );
         assert!(kept.len() <= 1 + 3 + 2 + 3, "{kept:?}");
         assert!(prune_plan(&["other".into()], 0, 0, 0).is_empty());
+        // Yearly: the newest of each year; last: the newest N whatever their dates.
+        let years: Vec<String> = (0..4u64)
+            .flat_map(|y| {
+                let jan = days_from_civil(2022 + y as i64, 1, 10) as u64 * day;
+                [history_name(jan), history_name(jan + 40 * day)]
+            })
+            .collect();
+        let keep = KeepPolicy {
+            yearly: 3,
+            ..Default::default()
+        };
+        let doomed = prune_plan_with(&years, keep);
+        let kept: Vec<&String> = years.iter().filter(|n| !doomed.contains(n)).collect();
+        assert_eq!(kept, vec![&years[3], &years[5], &years[7]], "{kept:?}");
+        let keep = KeepPolicy {
+            last: 3,
+            ..Default::default()
+        };
+        let mut doomed = prune_plan_with(&years, keep);
+        doomed.sort();
+        assert_eq!(doomed, years[..5].to_vec());
         assert_eq!(prune_plan(&names[..1], 0, 0, 0), Vec::<String>::new());
     }
 }

@@ -16,11 +16,19 @@ pub struct RsyncJob {
     /// Leave out `.snapshots` and `work/*` (a whole container; not for a restore of
     /// `rootfs-layer/`, where `work/` would be the customer's own directory).
     pub excludes: bool,
+    /// Compare contents, not size and time (`--checksum`): a restore must not keep a
+    /// file changed within the same second as the backed-up one.
+    pub checksum: bool,
 }
 
-/// Excludes the nested `.snapshots` subvolume (empty in a snapshot) and the overlay's
-/// work dir contents (the dir itself is kept: overlayfs needs it).
-pub const EXCLUDES: [&str; 2] = ["--exclude=/.snapshots/", "--exclude=/work/*"];
+/// Excludes the nested `.snapshots` subvolume (empty in a snapshot), the overlay's
+/// work dir contents (the dir itself is kept: overlayfs needs it), and keeps the tree's
+/// manifest and listing (`/.osm-backup*`) out of the transfer and safe from `--delete`.
+pub const EXCLUDES: [&str; 3] = [
+    "--exclude=/.snapshots/",
+    "--exclude=/work/*",
+    super::identity::EXCLUDE,
+];
 
 /// The rsync argument vector (without the program name). `-a` carries devices (the
 /// whiteouts), `-H` the hard links whiteouts share, `-AX` ACLs and `trusted.*` xattrs,
@@ -31,6 +39,9 @@ pub fn rsync_args(cfg: &BackupConfig, job: &RsyncJob) -> Result<Vec<String>, Str
         a.extend(EXCLUDES.iter().map(|s| s.to_string()));
     }
     a.push("--delete".into());
+    if job.checksum {
+        a.push("--checksum".into());
+    }
     a.push(format!("--timeout={}", cfg.timeout.max(1)));
     if job.check_only {
         a.extend(["--dry-run".into(), "--itemize-changes".into()]);
@@ -180,6 +191,7 @@ mod tests {
             link_dest: None,
             check_only: false,
             excludes: true,
+            checksum: false,
         };
         let a = rsync_args(&cfg("/b"), &job).unwrap();
         for f in [
@@ -189,6 +201,7 @@ mod tests {
             "--delete",
             "--exclude=/work/*",
             "--exclude=/.snapshots/",
+            "--exclude=/.osm-backup*",
             "--stats",
         ] {
             assert!(a.iter().any(|x| x == f), "{f} missing from {a:?}");
@@ -215,6 +228,7 @@ mod tests {
             link_dest: Some("../2026-01-01T000000Z".into()),
             check_only: true,
             excludes: true,
+            checksum: false,
         };
         let a = rsync_args(&c, &job).unwrap();
         let e = &a[a.iter().position(|x| x == "-e").unwrap() + 1];

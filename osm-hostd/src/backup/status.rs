@@ -33,6 +33,10 @@ pub struct ContainerBackup {
     pub last_attempt: Option<Outcome>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_success: Option<Outcome>,
+    /// Set (to the start time) while an attempt runs: still set at the daemon's next
+    /// start means that attempt was interrupted, and it is recorded as failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_progress: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,10 +65,42 @@ impl StatusFile {
 
     pub fn record(&mut self, name: &str, outcome: Outcome) {
         let e = self.containers.entry(name.to_string()).or_default();
+        e.in_progress = None;
         if outcome.ok() {
             e.last_success = Some(outcome.clone());
         }
         e.last_attempt = Some(outcome);
+    }
+}
+
+impl StatusFile {
+    /// Marks an attempt of `name` as started at `time`.
+    pub fn begin(&mut self, name: &str, time: u64) {
+        self.containers
+            .entry(name.to_string())
+            .or_default()
+            .in_progress = Some(time);
+    }
+
+    /// Records every attempt still marked as running as failed (the daemon stopped
+    /// during it). Returns the containers concerned.
+    pub fn fail_interrupted(&mut self) -> Vec<String> {
+        let stuck: Vec<(String, u64)> = self
+            .containers
+            .iter()
+            .filter_map(|(n, e)| e.in_progress.map(|t| (n.clone(), t)))
+            .collect();
+        for (name, time) in &stuck {
+            self.record(
+                name,
+                Outcome {
+                    time: *time,
+                    result: "interrupted: the daemon stopped during this backup; the next run starts afresh".into(),
+                    ..Default::default()
+                },
+            );
+        }
+        stuck.into_iter().map(|(n, _)| n).collect()
     }
 }
 
@@ -95,6 +131,19 @@ mod tests {
         s.save(d.path()).unwrap();
         let back = StatusFile::load(d.path());
         let w = &back.containers["web1"];
+        let mut s = back.clone();
+        s.begin("web1", 30);
+        assert!(s.fail_interrupted() == vec!["web1".to_string()]);
+        let w2 = &s.containers["web1"];
+        assert_eq!(w2.last_attempt.as_ref().unwrap().time, 30);
+        assert!(w2
+            .last_attempt
+            .as_ref()
+            .unwrap()
+            .result
+            .contains("interrupted"));
+        assert_eq!(w2.last_success.as_ref(), Some(&ok));
+        assert!(s.fail_interrupted().is_empty());
         assert_eq!(w.last_success.as_ref(), Some(&ok));
         assert_eq!(w.last_attempt.as_ref().unwrap().time, 20);
     }

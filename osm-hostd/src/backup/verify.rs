@@ -73,7 +73,11 @@ pub fn tree_entries(root: &Path) -> io::Result<std::collections::BTreeMap<String
             let entry = entry?;
             let path = entry.path();
             let at_top = dir == root;
-            if at_top && entry.file_name().as_bytes() == b".snapshots" {
+            let fname = entry.file_name();
+            if at_top
+                && (fname.as_bytes() == b".snapshots"
+                    || fname.as_bytes().starts_with(b".osm-backup"))
+            {
                 continue;
             }
             let md = fs::symlink_metadata(&path)?;

@@ -27,6 +27,7 @@ mod build;
 mod recipe;
 mod rootfs;
 
+pub(crate) use archive::write_tar_zst;
 pub use archive::{extract_archive, private_copy, validate_archive};
 pub use build::build_rootfs;
 pub use recipe::{Recipe, RecipeFile, DEFAULT_FILE_MODE, DEFAULT_MIRROR, DEFAULT_VARIANT};

@@ -129,7 +129,7 @@ fn set_request(settings: HashMap<String, OwnedValue>) -> Result<SetRequest> {
     Ok(req)
 }
 
-fn network_info(info: &crate::engine::NetworkInfo) -> api::wire::NetworkInfo {
+fn network_info(info: &crate::engine::NetworkInfo, host_id: &str) -> api::wire::NetworkInfo {
     let (state, pid, restarts) = match &info.dnsmasq {
         Some(d) => (d.state.as_str(), d.pid.unwrap_or(0), d.restarts),
         None => ("unmanaged", 0, 0),
@@ -147,6 +147,7 @@ fn network_info(info: &crate::engine::NetworkInfo) -> api::wire::NetworkInfo {
         dnsmasq_state: state.to_string(),
         dnsmasq_pid: pid,
         dnsmasq_restarts: restarts,
+        host_id: host_id.to_string(),
     }
 }
 
@@ -354,7 +355,7 @@ impl Manager {
 
     /// The bridge, its subnet, address usage and dnsmasq's state (see `client.rs`).
     async fn get_network_info(&self) -> api::wire::NetworkInfo {
-        network_info(&self.engine.network_info())
+        network_info(&self.engine.network_info(), self.engine.host_id())
     }
 
     /// What the host has and what is taken, for placement (see the bus crate's docs).
@@ -371,6 +372,74 @@ impl Manager {
         tokio::task::spawn_blocking(move || engine.health(max_backup_age))
             .await
             .unwrap_or_else(|e| vec![format!("the health check failed inside the daemon: {e}")])
+    }
+
+    /// As `RestoreBackup`, from the backups host `host` (its id; "" = this host) made.
+    #[allow(clippy::too_many_arguments)]
+    async fn restore_backup_from_host(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        name: String,
+        from: String,
+        as_name: String,
+        host: String,
+    ) -> Result<OwnedObjectPath> {
+        self.auth.require_admin(conn, &hdr).await?;
+        let job = logged(
+            "restore",
+            &name,
+            self.engine
+                .restore_backup_from(&name, &from, &as_name, &host)
+                .await,
+        )?;
+        Ok(self.exports.job(server, job.id).await)
+    }
+
+    /// The backup trees host `host` (its id; "" = this host) made of container `name`.
+    async fn list_backups_from_host(&self, name: String, host: String) -> Result<Vec<String>> {
+        let engine = self.engine.clone();
+        let r = tokio::task::spawn_blocking(move || engine.list_backups_of(&name, &host))
+            .await
+            .map_err(|e| Error::Failed(e.to_string()))?;
+        Ok(r?)
+    }
+
+    /// Starts a job bringing back every container host `host` ("" = this host) backed up.
+    async fn restore_all_backups(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        host: String,
+    ) -> Result<OwnedObjectPath> {
+        self.auth.require_admin(conn, &hdr).await?;
+        let job = logged("restore all", &host, self.engine.restore_all_backups(&host))?;
+        Ok(self.exports.job(server, job.id).await)
+    }
+
+    /// Starts a job re-checking backup trees against their manifests.
+    async fn verify_backups(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        names: Vec<String>,
+        all: bool,
+    ) -> Result<OwnedObjectPath> {
+        self.auth.require_admin(conn, &hdr).await?;
+        let target = if all {
+            "all".to_string()
+        } else {
+            names.join(",")
+        };
+        let job = logged(
+            "backup verify",
+            &target,
+            self.engine.verify_backups(names, all),
+        )?;
+        Ok(self.exports.job(server, job.id).await)
     }
 
     async fn create_snapshot(
@@ -553,6 +622,12 @@ impl Manager {
     #[zbus(property)]
     fn version(&self) -> String {
         env!("CARGO_PKG_VERSION").to_string()
+    }
+
+    /// This host's id in backup trees (a uuid kept in the store).
+    #[zbus(property)]
+    fn host_id(&self) -> String {
+        self.engine.host_id().to_string()
     }
 
     #[zbus(property)]

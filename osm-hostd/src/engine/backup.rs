@@ -56,6 +56,20 @@ impl Engine {
         let engine = self.clone();
         let job2 = job.clone();
         tokio::task::spawn_blocking(move || {
+            // Every attempt of the run is marked as started (one write): one still marked at
+            // the next daemon start was interrupted and is recorded as failed then.
+            {
+                let lxc_dir = engine.store.lxc_dir();
+                let _serialised = STATUS_LOCK.lock().expect("status lock");
+                let mut status = StatusFile::load(&lxc_dir);
+                let now = crate::fsutil::now_secs();
+                for n in &names {
+                    status.begin(n, now);
+                }
+                if let Err(e) = status.save(&lxc_dir) {
+                    tracing::error!(error = %e, "cannot write the backup status");
+                }
+            }
             let total = names.len().max(1) as f64;
             // One connection first: an unreachable host gets a clear reason, not
             // rsync's "error in protocol data stream" once per container.
@@ -65,6 +79,7 @@ impl Engine {
             let next = AtomicUsize::new(0);
             let done = AtomicUsize::new(0);
             let failures = Mutex::new(BTreeMap::new());
+            let shipped = super::backup_bases::Shipments::default();
             let workers = (engine.cfg.backup.parallel as usize).clamp(1, names.len().max(1));
             std::thread::scope(|scope| {
                 for _ in 0..workers {
@@ -75,7 +90,8 @@ impl Engine {
                             done.load(Ordering::Relaxed) as f64 / total,
                             &format!("backing up {name}"),
                         );
-                        if let Err(why) = engine.backup_one(name, &target, reachable.as_ref().err())
+                        if let Err(why) =
+                            engine.backup_one(name, &target, reachable.as_ref().err(), &shipped)
                         {
                             failures
                                 .lock()
@@ -121,11 +137,21 @@ impl Engine {
 
     /// The trees on the target for one container: `mirror`, or history names.
     pub fn list_backups(&self, name: &str) -> EngineResult<Vec<String>> {
+        self.list_backups_of(name, "")
+    }
+
+    /// As [`Engine::list_backups`], for the backups another host (`host`, "" = this
+    /// one) made.
+    pub fn list_backups_of(&self, name: &str, host: &str) -> EngineResult<Vec<String>> {
         crate::names::validate_container_name(name)?;
+        let host = self.backup_host(host)?;
         let target = Target::parse(&self.cfg.backup.target)
             .map_err(|e| EngineError::InvalidArgument(format!("backup.target: {e}")))?;
+        let rel = self
+            .backup_read_rel(&target, &host, name)
+            .map_err(EngineError::Failed)?;
         let entries = self
-            .list_target(&target, name)
+            .list_target(&target, &rel)
             .map_err(EngineError::Failed)?;
         if self.cfg.backup.mode == "history" {
             Ok(entries
@@ -171,12 +197,13 @@ impl Engine {
         name: &str,
         target: &Target,
         unreachable: Option<&String>,
+        shipped: &super::backup_bases::Shipments,
     ) -> Result<(), String> {
         let started = Instant::now();
         let time = crate::fsutil::now_secs();
         let result = match unreachable {
             Some(why) => Err(why.clone()),
-            None => self.backup_transfer(name, target, time),
+            None => self.backup_transfer(name, target, time, shipped),
         };
         let outcome = match &result {
             Ok((bytes, tree)) => Outcome {
@@ -217,12 +244,13 @@ impl Engine {
         name: &str,
         target: &Target,
         time: u64,
+        shipped: &super::backup_bases::Shipments,
     ) -> Result<(u64, String), String> {
         let staging = self
             .store
             .containers_dir()
             .join(format!("{BACKUP_PREFIX}{name}"));
-        {
+        let spec = {
             // The lock only covers the snapshot: the copy reads the frozen snapshot, so
             // the container can be used while it runs.
             let c = self.container(name).map_err(|e| e.to_string())?;
@@ -235,8 +263,12 @@ impl Engine {
             self.host
                 .snapshot(&self.store.container_dir(name), &staging, true)
                 .map_err(|e| e.to_string())?;
-        }
-        let result = self.copy_and_verify(name, target, &staging, time);
+            c.info().spec
+        };
+        let result = self.claim_backup_dir(target, &spec).and_then(|()| {
+            let archive = self.ship_base_once(target, &spec.base, shipped)?;
+            self.copy_and_verify(&spec, target, &staging, time, &archive)
+        });
         if let Err(e) = self.host.delete_subvolume(&staging) {
             tracing::error!(path = %staging.display(), error = %e, "cannot drop the backup snapshot; the next start removes it");
         }
@@ -245,15 +277,18 @@ impl Engine {
 
     fn copy_and_verify(
         &self,
-        name: &str,
+        spec: &crate::spec::ContainerSpec,
         target: &Target,
         snap: &Path,
         time: u64,
+        base_archive: &str,
     ) -> Result<(u64, String), String> {
+        let name = spec.name.as_str();
         let cfg = &self.cfg.backup;
         let history = cfg.mode == "history";
-        let (tree, dest_rel, link_dest) = if history {
-            let existing = self.list_target(target, name)?;
+        let crel = self.backup_rel(&self.host_id, name);
+        let (tree, dest_rel, link_dest, prev_listing) = if history {
+            let existing = self.list_target(target, &crel)?;
             let prev = existing
                 .iter()
                 .filter(|n| backup::parse_history_name(n).is_some())
@@ -262,11 +297,17 @@ impl Engine {
             let tree = backup::history_name(time);
             (
                 tree.clone(),
-                format!("{name}/{INCOMPLETE_PREFIX}{tree}"),
-                prev.map(|p| format!("../{p}")),
+                format!("{crel}/{INCOMPLETE_PREFIX}{tree}"),
+                prev.as_ref().map(|p| format!("../{p}")),
+                prev.map(|p| format!("{crel}/{p}/{}", backup::identity::LISTING_FILE)),
             )
         } else {
-            ("mirror".to_string(), name.to_string(), None)
+            (
+                "mirror".to_string(),
+                crel.clone(),
+                None,
+                Some(format!("{crel}/{}", backup::identity::LISTING_FILE)),
+            )
         };
         let dest = target.container_dir(&dest_rel);
         let src = snap.display().to_string();
@@ -276,72 +317,109 @@ impl Engine {
             link_dest,
             check_only: false,
             excludes: true,
+            checksum: false,
         };
-        let args = rsync_args(cfg, &job)?;
-        let mut out = run(Command::new("rsync").args(&args))?;
-        // Network trouble (socket, timeout, ssh: spec §4.3 "retry") gets one more try;
-        // the second run only sends what the first did not.
-        if let ExitClass::Retry(why) = classify_exit(out.status.code()) {
-            tracing::warn!(container = %name, error = %why, "rsync failed; retrying once");
-            std::thread::sleep(RETRY_DELAY);
-            out = run(Command::new("rsync").args(&args))?;
-        }
-        check_exit(&out)?;
-        let bytes = backup::rsync::parse_bytes_sent(&String::from_utf8_lossy(&out.stdout));
+        // The listing (every file's checksum) is made while rsync copies: both read the
+        // same frozen snapshot.
+        let (copied, listing) = std::thread::scope(|scope| {
+            let lister = scope.spawn(|| self.listing_of(target, snap, prev_listing.as_deref()));
+            let copied = (|| -> Result<u64, String> {
+                let args = rsync_args(cfg, &job)?;
+                let mut out = run(Command::new("rsync").args(&args))?;
+                // Network trouble (socket, timeout, ssh: spec §4.3 "retry") gets one more try;
+                // the second run only sends what the first did not.
+                if let ExitClass::Retry(why) = classify_exit(out.status.code()) {
+                    tracing::warn!(container = %name, error = %why, "rsync failed; retrying once");
+                    std::thread::sleep(RETRY_DELAY);
+                    out = run(Command::new("rsync").args(&args))?;
+                }
+                check_exit(&out)?;
+                let bytes = backup::rsync::parse_bytes_sent(&String::from_utf8_lossy(&out.stdout));
 
-        // Verification. Local: every entry's metadata and the marker counts from one
-        // walk of each side. ssh: whiteouts counted remotely, then an itemized dry run.
-        if let Target::Local(_) = target {
-            let want = tree_entries(snap)
-                .map_err(|e| format!("reading the snapshot for verification: {e}"))?;
-            let copy = target.path_of(&dest_rel);
-            let got = tree_entries(Path::new(&copy))
-                .map_err(|e| format!("reading the copy for verification: {e}"))?;
-            let (mw, mg) = (markers_of(&want), markers_of(&got));
-            check_markers(mw, mg, true)?;
-            let diffs = compare_trees(&want, &got, 3);
-            if !diffs.is_empty() {
-                return Err(format!(
-                    "verification failed: the copy differs from the snapshot: {}",
-                    diffs.join("; ")
-                ));
-            }
-        } else {
-            let want = count_markers(snap)
-                .map_err(|e| format!("counting markers in the snapshot: {e}"))?;
-            let got = self.count_target_markers(target, &dest_rel)?;
-            check_markers(want, got, false)?;
-            job.check_only = true;
-            job.link_dest = None;
-            let out = run(Command::new("rsync").args(rsync_args(cfg, &job)?))?;
-            check_exit(&out)?;
-            let diffs = differences(&String::from_utf8_lossy(&out.stdout));
-            if !diffs.is_empty() {
-                return Err(format!(
-                    "verification failed: {} entries differ from the snapshot, e.g. {}",
-                    diffs.len(),
-                    diffs.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
-                ));
-            }
-        }
+                // Verification. Local: every entry's metadata and the marker counts from one
+                // walk of each side. ssh: whiteouts counted remotely, then an itemized dry run.
+                if let Target::Local(_) = target {
+                    let want = tree_entries(snap)
+                        .map_err(|e| format!("reading the snapshot for verification: {e}"))?;
+                    let copy = target.path_of(&dest_rel);
+                    let got = tree_entries(Path::new(&copy))
+                        .map_err(|e| format!("reading the copy for verification: {e}"))?;
+                    let (mw, mg) = (markers_of(&want), markers_of(&got));
+                    check_markers(mw, mg, true)?;
+                    let diffs = compare_trees(&want, &got, 3);
+                    if !diffs.is_empty() {
+                        return Err(format!(
+                            "verification failed: the copy differs from the snapshot: {}",
+                            diffs.join("; ")
+                        ));
+                    }
+                } else {
+                    let want = count_markers(snap)
+                        .map_err(|e| format!("counting markers in the snapshot: {e}"))?;
+                    let got = self.count_target_markers(target, &dest_rel)?;
+                    check_markers(want, got, false)?;
+                    job.check_only = true;
+                    job.link_dest = None;
+                    let out = run(Command::new("rsync").args(rsync_args(cfg, &job)?))?;
+                    check_exit(&out)?;
+                    let diffs = differences(&String::from_utf8_lossy(&out.stdout));
+                    if !diffs.is_empty() {
+                        return Err(format!(
+                            "verification failed: {} entries differ from the snapshot, e.g. {}",
+                            diffs.len(),
+                            diffs.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+                        ));
+                    }
+                }
+                Ok(bytes)
+            })();
+            let listing = lister
+                .join()
+                .unwrap_or_else(|_| Err("listing the snapshot panicked".into()));
+            (copied, listing)
+        });
+        let bytes = copied?;
+        let listing = listing?;
+        let at = super::backup_identity::TreeAt {
+            rel: &dest_rel,
+            tree: &tree,
+            time,
+            base_archive,
+        };
+        let manifest = self.write_manifest(target, spec, &listing, &at)?;
         if history {
             let from = target.path_of(&dest_rel);
-            let to = target.path_of(&format!("{name}/{tree}"));
+            let to = target.path_of(&format!("{crel}/{tree}"));
             self.target_rename(target, &from, &to)?;
-            self.prune(target, name);
+            // The directory of trees carries the newest manifest: the owner check.
+            self.target_write(
+                target,
+                &format!("{crel}/{}", backup::identity::MANIFEST_FILE),
+                manifest.to_toml().as_bytes(),
+            )?;
+            self.prune(target, &crel);
         }
         Ok((bytes, tree))
     }
 
-    fn prune(&self, target: &Target, name: &str) {
+    /// Prunes the history trees in `rel` (`<host>/<name>`).
+    fn prune(&self, target: &Target, rel: &str) {
+        let name = rel.rsplit('/').next().unwrap_or(rel);
         let cfg = &self.cfg.backup;
-        let Ok(entries) = self.list_target(target, name) else {
+        let Ok(entries) = self.list_target(target, rel) else {
             return;
         };
-        for doomed in
-            backup::prune_plan(&entries, cfg.keep_daily, cfg.keep_weekly, cfg.keep_monthly)
-        {
-            let path = target.path_of(&format!("{name}/{doomed}"));
+        for doomed in backup::prune_plan_with(
+            &entries,
+            backup::KeepPolicy {
+                last: cfg.keep_last,
+                daily: cfg.keep_daily,
+                weekly: cfg.keep_weekly,
+                monthly: cfg.keep_monthly,
+                yearly: cfg.keep_yearly,
+            },
+        ) {
+            let path = target.path_of(&format!("{rel}/{doomed}"));
             tracing::info!(container = %name, tree = %doomed, "pruning backup tree");
             let r = match target {
                 Target::Local(_) => std::fs::remove_dir_all(&path).map_err(|e| e.to_string()),
@@ -356,7 +434,7 @@ impl Engine {
     }
 
     /// Entries of `<target>/<name>/` (empty when it does not exist yet).
-    fn list_target(&self, target: &Target, name: &str) -> Result<Vec<String>, String> {
+    pub(super) fn list_target(&self, target: &Target, name: &str) -> Result<Vec<String>, String> {
         let dir = target.path_of(name);
         let mut names = match target {
             Target::Local(_) => match std::fs::read_dir(&dir) {
@@ -467,7 +545,7 @@ pub(super) fn check_exit(out: &Output) -> Result<(), String> {
     }
 }
 
-fn check_ok(out: &Output) -> Result<(), String> {
+pub(super) fn check_ok(out: &Output) -> Result<(), String> {
     if out.status.success() {
         Ok(())
     } else if out.status.code() == Some(255) {

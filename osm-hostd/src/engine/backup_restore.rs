@@ -1,13 +1,17 @@
 //! Restoring a container from a backup tree, as a job: into a new container (created
 //! from the backed-up spec's base, layers and limits; the new container gets its own MAC
 //! and address), or over the existing one after a read-only safety snapshot kept at
-//! `containers/.pre-restore-<name>-<YYYY-MM-DDTHHMMSSZ>` (recovery never deletes it).
+//! `containers/.pre-restore-<name>-<YYYY-MM-DDTHHMMSSZ>` (recovery never deletes it),
+//! journaled and swapped in as a snapshot restore is (issue 12).
 
 use super::jobs::Job;
+use super::restore::{crash_point, Journal, MARKER};
 use super::{blocking, CreateRequest, Engine, RunState};
+use crate::backup::identity::{Manifest, MANIFEST_FILE};
 use crate::backup::verify::{count_markers, count_printed, differences};
 use crate::backup::{self, rsync_args, RsyncJob, Target};
 use crate::error::{EngineError, EngineResult};
+use crate::snapper::layout::SNAPSHOTS_DIR;
 use crate::spec::ContainerSpec;
 use std::path::PathBuf;
 use std::process::Command;
@@ -26,18 +30,46 @@ impl Engine {
         from: &str,
         as_name: &str,
     ) -> EngineResult<Arc<Job>> {
+        self.restore_backup_from(name, from, as_name, "").await
+    }
+
+    /// As [`Engine::restore_backup`], from the backups host `from_host` made ("" = this
+    /// host): the explicit way to bring back another host's container.
+    pub async fn restore_backup_from(
+        self: &Arc<Self>,
+        name: &str,
+        from: &str,
+        as_name: &str,
+        from_host: &str,
+    ) -> EngineResult<Arc<Job>> {
         crate::names::validate_container_name(name)?;
+        let host = self.backup_host(from_host)?;
         let into = if as_name.is_empty() { name } else { as_name }.to_string();
         crate::names::validate_container_name(&into)?;
         let target = Target::parse(&self.cfg.backup.target)
             .map_err(|e| EngineError::InvalidArgument(format!("backup.target: {e}")))?;
         let engine = self.clone();
         let (n, f) = (name.to_string(), from.to_string());
-        let (tree, spec) = blocking(move || engine.find_tree(&n, &f)).await?;
-        self.require_base(&spec.base)?;
+        let (tree, spec, manifest) = blocking(move || engine.find_tree(&n, &f, &host)).await?;
+        // A base this host lacks comes from the target, when the backup names its archive.
+        let import = match self.require_base(&spec.base) {
+            Ok(()) => None,
+            Err(e) => match manifest.as_ref().and_then(|m| m.base.archive.clone()) {
+                Some(rel) => Some(rel),
+                None => return Err(e),
+            },
+        };
         let over = into == name && self.container(name).is_ok();
         if over {
             let have = self.container(name)?.info().spec;
+            if let (Some(m), Some(uuid)) = (&manifest, &have.uuid) {
+                if m.container_uuid != *uuid {
+                    return Err(EngineError::InvalidState(format!(
+                        "that backup is of another container named {name} (uuid {}; this one is {uuid}, made since); restore it as a new container with --as",
+                        m.container_uuid
+                    )));
+                }
+            }
             if have.base != spec.base || have.layers != spec.layers {
                 return Err(EngineError::InvalidState(format!(
                     "the backup of {name} is a delta against base {} (layers {:?}) but the container now uses base {} (layers {:?}); restore it as a new container with --as",
@@ -57,11 +89,26 @@ impl Engine {
         let src = format!("{}/rootfs-layer", tree);
         let from = crate::shift::Range::of(spec.unprivileged_map());
         tokio::spawn(async move {
+            if let Some(rel) = import {
+                let (e2, t2, j3, base) = (
+                    engine.clone(),
+                    target.clone(),
+                    job2.clone(),
+                    spec.base.clone(),
+                );
+                if let Err(e) =
+                    blocking(move || e2.import_base_from_target(&t2, &base, &rel, &j3)).await
+                {
+                    tracing::warn!(container = %into, error = %e, "restore failed");
+                    job2.finish(Err(e.to_string()));
+                    return;
+                }
+            }
             let result = if over {
                 engine.restore_over(&into, &target, src, from, &job2).await
             } else {
                 engine
-                    .restore_new(&into, spec, &target, src, from, &job2)
+                    .restore_new(&into, spec, &target, src, from, &job2, false)
                     .await
             };
             match result {
@@ -78,11 +125,20 @@ impl Engine {
         Ok(job)
     }
 
-    /// The tree's path on the target (without `host:`) and its container.toml.
-    fn find_tree(&self, name: &str, from: &str) -> EngineResult<(String, ContainerSpec)> {
+    /// The tree's path on the target (without `host:`), its container.toml and its
+    /// manifest (`None` for trees made before manifests).
+    pub(super) fn find_tree(
+        &self,
+        name: &str,
+        from: &str,
+        host: &str,
+    ) -> EngineResult<(String, ContainerSpec, Option<Manifest>)> {
         let target = Target::parse(&self.cfg.backup.target)
             .map_err(|e| EngineError::InvalidArgument(format!("backup.target: {e}")))?;
-        let trees = self.list_backups(name)?;
+        let trees = self.list_backups_of(name, host)?;
+        let crel = self
+            .backup_read_rel(&target, host, name)
+            .map_err(EngineError::Failed)?;
         let tree = if self.cfg.backup.mode == "history" {
             trees
                 .iter()
@@ -102,10 +158,16 @@ impl Engine {
             String::new()
         };
         let rel = if tree.is_empty() {
-            name.to_string()
+            crel
         } else {
-            format!("{name}/{tree}")
+            format!("{crel}/{tree}")
         };
+        let manifest = self
+            .target_read(&target, &format!("{rel}/{MANIFEST_FILE}"))
+            .map_err(EngineError::Failed)?
+            .map(|t| Manifest::parse(&t))
+            .transpose()
+            .map_err(|e| EngineError::Failed(format!("{}: {e}", target.container_dir(&rel))))?;
         let path = target.path_of(&rel);
         let toml_path = format!("{path}/{}", crate::spec::SPEC_FILE);
         let text = match &target {
@@ -127,10 +189,13 @@ impl Engine {
         let spec: ContainerSpec = toml::from_str(&text).map_err(|e| {
             EngineError::Failed(format!("{toml_path} is not a container spec: {e}"))
         })?;
-        Ok((path, spec))
+        Ok((path, spec, manifest))
     }
 
-    async fn restore_new(
+    /// Into a new container; `keep_ip`: with the backed-up address when it is free here
+    /// (a host brought back), else a new one.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn restore_new(
         self: &Arc<Self>,
         into: &str,
         spec: ContainerSpec,
@@ -138,11 +203,13 @@ impl Engine {
         src: String,
         from: crate::shift::Range,
         job: &Job,
+        keep_ip: bool,
     ) -> EngineResult<String> {
         job.set_progress(0.05, "creating the container");
         // Only an explicit opt-in carries over: a backup of a container made before
         // unprivileged containers becomes an unprivileged one (its upper is shifted).
         let privileged = spec.privileged;
+        let ip = if keep_ip { spec.ipv4.clone() } else { None };
         let req = CreateRequest {
             name: into.to_string(),
             base: spec.base,
@@ -152,17 +219,28 @@ impl Engine {
             boot_delay: spec.boot_delay,
             memory: spec.memory,
             cpus: spec.cpus,
-            ip: None,
+            ip,
             privileged,
         };
-        self.create_container(req).await?;
+        if let Err(e) = self.create_container(req.clone()).await {
+            if req.ip.is_none() || self.container(into).is_ok() {
+                return Err(e);
+            }
+            tracing::warn!(container = %into, error = %e, "the backed-up address is not free here; taking another");
+            self.create_container(CreateRequest { ip: None, ..req })
+                .await?;
+        }
         let c = self.container(into)?;
         let copied = {
             let _op = c.begin("restore")?;
             job.set_progress(0.2, "copying the backup");
             let engine = self.clone();
             let (t, n) = (target.clone(), into.to_string());
-            blocking(move || engine.copy_upper(&t, &src, &n, from)).await
+            blocking(move || {
+                let dir = engine.store.container_dir(&n);
+                engine.copy_upper(&t, &src, &n, &dir, from)
+            })
+            .await
         };
         if let Err(e) = copied {
             // Nothing half-restored is left behind under the new name.
@@ -176,6 +254,12 @@ impl Engine {
         Ok(format!("restored into new container {into}, running"))
     }
 
+    /// Over the existing container, journaled like a snapshot restore (restore.rs):
+    /// journal, stop, safety snapshot, a writable snapshot of the container as the
+    /// staging subvolume with the backup's upper dir copied in and verified, then
+    /// `.snapshots` moved and the two exchanged by RENAME_EXCHANGE; started if it ran.
+    /// A daemon killed at any step finds the old container or the restored one at its
+    /// next start, and rolls back or finishes ([`Engine::recover_restores`]).
     async fn restore_over(
         self: &Arc<Self>,
         name: &str,
@@ -186,31 +270,126 @@ impl Engine {
     ) -> EngineResult<String> {
         let c = self.container(name)?;
         let _op = c.begin("restore")?;
-        let was_running = c.info().state != RunState::Stopped;
-        job.set_progress(0.05, "stopping");
-        self.stop_locked(&c, super::lifecycle::DEFAULT_STOP_TIMEOUT, false)
-            .await?;
+        self.refresh_state(&c);
+        let journal = Journal {
+            snapshot: 0,
+            was_running: c.info().state != RunState::Stopped,
+            safety: None,
+        };
+        self.write_journal(name, &journal)?;
+        crash_point("journal");
+        let was_running = journal.was_running;
+        if was_running {
+            job.set_progress(0.05, "stopping");
+            if let Err(e) = self
+                .stop_locked(&c, super::lifecycle::DEFAULT_STOP_TIMEOUT, false)
+                .await
+            {
+                let _ = std::fs::remove_file(self.journal_path(name));
+                return Err(e);
+            }
+        }
+        crash_point("stopped");
         let safety = self.store.containers_dir().join(format!(
             "{PRE_RESTORE_PREFIX}{name}-{}",
             backup::history_name(crate::fsutil::now_secs())
         ));
-        job.set_progress(0.1, "taking a safety snapshot");
+        job.set_progress(0.1, "taking a safety snapshot, copying the backup");
         let engine = self.clone();
-        let (dir, s2) = (self.store.container_dir(name), safety.clone());
-        blocking(move || engine.host.snapshot(&dir, &s2, true)).await?;
-        tracing::info!(container = %name, safety = %safety.display(), "safety snapshot before restore");
-        job.set_progress(0.2, "copying the backup");
-        let engine = self.clone();
-        let (t, n) = (target.clone(), name.to_string());
-        blocking(move || engine.copy_upper(&t, &src, &n, from)).await?;
-        if was_running {
-            job.set_progress(0.9, "starting");
-            self.start_locked(&c).await?;
+        let (t, n, s2) = (target.clone(), name.to_string(), safety.clone());
+        let prepared = blocking(move || {
+            engine
+                .host
+                .snapshot(&engine.store.container_dir(&n), &s2, true)?;
+            tracing::info!(container = %n, safety = %s2.display(), "safety snapshot before restore");
+            crash_point("safety");
+            engine.stage_backup_restore(&t, &src, &n, from)?;
+            crash_point("staged");
+            Ok(())
+        })
+        .await;
+        if let Err(e) = prepared {
+            // Nothing of the container changed: drop the staging copy, restart.
+            let engine = self.clone();
+            let n = name.to_string();
+            let _ = blocking(move || {
+                engine.roll_back_restore(&n);
+                Ok(())
+            })
+            .await;
+            if was_running {
+                let _ = self.start_locked(&c).await;
+            }
+            let _ = std::fs::remove_file(self.journal_path(name));
+            return Err(e);
         }
+        job.set_progress(0.85, "swapping in the restored copy");
+        let engine = self.clone();
+        let n = name.to_string();
+        let j2 = journal.clone();
+        let swapped = blocking(move || match engine.swap_restore(&n) {
+            Ok(()) => {
+                engine.finish_restore_files(&n, true);
+                Ok(())
+            }
+            Err(e) => {
+                engine.recover_restore(&n, Some(&j2));
+                Err(e)
+            }
+        })
+        .await;
+        if let Err(e) = swapped {
+            self.reload_spec(&c);
+            self.refresh_state(&c);
+            let _ = std::fs::remove_file(self.journal_path(name));
+            return Err(e);
+        }
+        crash_point("cleaned");
+        self.reload_spec(&c);
+        let started = if was_running {
+            job.set_progress(0.9, "starting");
+            self.start_locked(&c).await.map(|_| ())
+        } else {
+            Ok(())
+        };
+        let _ = std::fs::remove_file(self.journal_path(name));
+        started.map_err(|e| {
+            EngineError::Failed(format!(
+                "{name} was restored from its backup, but did not start again: {}",
+                e.message()
+            ))
+        })?;
         Ok(format!(
             "restored {name}; its previous state is kept in {}",
             safety.display()
         ))
+    }
+
+    /// The staging subvolume: a writable snapshot of the stopped container (its spec,
+    /// address and MAC stay), the backup's `rootfs-layer/` copied into it and verified,
+    /// the marker written last.
+    fn stage_backup_restore(
+        &self,
+        target: &Target,
+        src: &str,
+        name: &str,
+        from: crate::shift::Range,
+    ) -> EngineResult<()> {
+        let staging = self.staging_path(name);
+        if staging.exists() {
+            self.roll_back_restore(name);
+        }
+        self.host
+            .snapshot(&self.store.container_dir(name), &staging, false)?;
+        let placeholder = staging.join(SNAPSHOTS_DIR);
+        if placeholder.exists() {
+            std::fs::remove_dir(&placeholder)
+                .map_err(|e| EngineError::io(format!("removing {}", placeholder.display()), &e))?;
+        }
+        self.copy_upper(target, src, name, &staging, from)?;
+        let marker = staging.join(MARKER);
+        std::fs::write(&marker, "backup\n")
+            .map_err(|e| EngineError::io(format!("writing {}", marker.display()), &e))
     }
 
     /// rsync of a backup's `rootfs-layer/` into the stopped container's upper dir (with
@@ -221,10 +400,10 @@ impl Engine {
         target: &Target,
         src_path: &str,
         name: &str,
+        dir: &std::path::Path,
         from: crate::shift::Range,
     ) -> EngineResult<()> {
         let cfg = &self.cfg.backup;
-        let dir = self.store.container_dir(name);
         let upper: PathBuf = dir.join("rootfs-layer");
         let src = match target {
             Target::Local(_) => src_path.to_string(),
@@ -236,6 +415,7 @@ impl Engine {
             link_dest: None,
             check_only: false,
             excludes: false,
+            checksum: true,
         };
         let fail = |m: String| EngineError::Failed(format!("restoring {name}: {m}"));
         let out =

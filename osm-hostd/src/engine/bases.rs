@@ -191,7 +191,13 @@ impl Engine {
         Ok(job)
     }
 
-    fn make_base<F>(&self, name: &str, source: BaseSource, job: &Job, fill: F) -> EngineResult<()>
+    pub(super) fn make_base<F>(
+        &self,
+        name: &str,
+        source: BaseSource,
+        job: &Job,
+        fill: F,
+    ) -> EngineResult<()>
     where
         F: FnOnce(&dyn crate::host::HostOps, &Path, &Job) -> EngineResult<()>,
     {

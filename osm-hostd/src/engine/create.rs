@@ -105,6 +105,10 @@ impl Engine {
             memory: req.memory,
             cpus: req.cpus,
             created: crate::fsutil::now_secs(),
+            uuid: Some(
+                crate::backup::identity::new_uuid()
+                    .map_err(|e| EngineError::io("choosing the container's uuid", &e))?,
+            ),
             snapshots: Default::default(),
             publish: Default::default(),
             privileged: req.privileged,

@@ -8,6 +8,8 @@
 //! next start removes what is left of the staging entry ([`Engine::open`]).
 
 mod backup;
+mod backup_bases;
+mod backup_identity;
 mod backup_restore;
 mod bases;
 mod boot;
@@ -104,6 +106,8 @@ pub struct Engine {
     publish_lock: tokio::sync::Mutex<()>,
     /// Id ranges handed to containers being created, until they are published.
     idmaps_pending: Mutex<Vec<crate::idmap::IdMap>>,
+    /// This host's identity in backup trees (`<store>/lxc/host-id`).
+    host_id: String,
 }
 
 impl Engine {
@@ -117,6 +121,8 @@ impl Engine {
         host: Arc<dyn HostOps>,
     ) -> EngineResult<Arc<Engine>> {
         let (events, _) = broadcast::channel(1024);
+        let host_id = crate::backup::identity::load_or_create_host_id(&store.lxc_dir())
+            .map_err(|e| EngineError::io("reading the host id", &e))?;
         let engine = Arc::new(Engine {
             cfg,
             store,
@@ -133,6 +139,7 @@ impl Engine {
             shutting_down: Default::default(),
             publish_lock: Default::default(),
             idmaps_pending: Mutex::new(Vec::new()),
+            host_id,
         });
         engine.subids().ensure_pool().map_err(EngineError::Failed)?;
         engine.write_common_conf()?;
@@ -141,6 +148,8 @@ impl Engine {
         engine.scan_bases()?;
         engine.scan_containers()?;
         engine.assign_missing_addresses();
+        engine.assign_missing_uuids();
+        engine.record_interrupted_backups();
         for c in engine.all_containers() {
             engine.recover_snapshots(&c.name);
             engine.write_snapper_config(&c);

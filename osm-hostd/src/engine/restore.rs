@@ -35,17 +35,18 @@ use std::sync::Arc;
 pub const RESTORE_PREFIX: &str = ".restore-";
 /// Present in the staging subvolume; after the exchange, in the container: tells
 /// recovery which side of the exchange it is on.
-const MARKER: &str = ".osm-restore-staging";
+pub(super) const MARKER: &str = ".osm-restore-staging";
 /// Test hook: the daemon kills itself (SIGKILL) when a restore reaches this step.
 pub const CRASH_ENV: &str = "OSM_HOSTD_RESTORE_CRASH_AT";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Journal {
-    pub snapshot: u32,
-    pub was_running: bool,
+    /// The snapshot restored; 0 for a restore from a backup.
+    pub(super) snapshot: u32,
+    pub(super) was_running: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub safety: Option<u32>,
+    pub(super) safety: Option<u32>,
 }
 
 pub(super) fn crash_point(step: &str) {

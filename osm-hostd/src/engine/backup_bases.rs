@@ -1,0 +1,349 @@
+//! Bases travel with backups (issue 12): every base a backed-up container uses is kept
+//! at the target once, as `<target>/bases/<sha256>.tar.zst` (addressed by its content,
+//! uploaded under a temporary name, checked by its hash, then renamed), and named in the
+//! trees' manifests. A restore on a host that lacks the base imports it from there; a
+//! whole host's containers come back with `backup restore --all --from-host H`.
+
+use super::jobs::Job;
+use super::{blocking, BaseSource, Engine};
+use crate::backup::identity;
+use crate::backup::{self, Target};
+use crate::error::{EngineError, EngineResult};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+pub const BASES_DIR: &str = "bases";
+
+/// Bases shipped during one run: each at most once, its archive or why not.
+pub(super) type Shipments = Mutex<HashMap<String, Result<String, String>>>;
+
+impl Engine {
+    /// `<store>/lxc/base-archive-<name>`: "<sha256> <created>" of the base's archive
+    /// made earlier (a base never changes; a new base of the name has another time).
+    fn archive_cache(&self, name: &str) -> PathBuf {
+        self.store.lxc_dir().join(format!("base-archive-{name}"))
+    }
+
+    fn export_tmp(&self, name: &str) -> PathBuf {
+        self.store
+            .lxc_dir()
+            .join(format!(".base-export-{name}.tar.zst"))
+    }
+
+    /// Makes sure base `name` is at the target once per run; returns its archive's
+    /// target-relative path.
+    pub(super) fn ship_base_once(
+        &self,
+        target: &Target,
+        name: &str,
+        shipped: &Shipments,
+    ) -> Result<String, String> {
+        let mut done = shipped.lock().expect("shipments lock");
+        if let Some(r) = done.get(name) {
+            return r.clone();
+        }
+        let r = self
+            .ship_base(target, name)
+            .map_err(|e| format!("cannot store base {name} at the backup target: {e}"));
+        if let Err(e) = &r {
+            tracing::warn!(base = %name, error = %e, "base not stored at the backup target");
+        }
+        done.insert(name.to_string(), r.clone());
+        r
+    }
+
+    fn ship_base(&self, target: &Target, name: &str) -> Result<String, String> {
+        let info = self.base_info(name).map_err(|e| e.to_string())?;
+        let cache = self.archive_cache(name);
+        let cached = std::fs::read_to_string(&cache).ok().and_then(|t| {
+            let (h, created) = t.trim().split_once(' ')?;
+            (created == info.created.to_string() && h.len() == 64).then(|| h.to_string())
+        });
+        if let Some(h) = &cached {
+            if self.target_exists(target, &archive_rel(h))? {
+                return Ok(archive_rel(h));
+            }
+        }
+        // Make the archive (again), hash it, upload it under a temporary name.
+        let tmp = self.export_tmp(name);
+        let result = (|| {
+            let mut f = std::fs::File::create(&tmp)
+                .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+            crate::base::write_tar_zst(&self.store.bases_dir().join(name), &mut f, 1, &mut |_| {})
+                .map_err(|e| e.to_string())?;
+            drop(f);
+            let hash = identity::sha256_file(&tmp)
+                .map_err(|e| format!("reading {}: {e}", tmp.display()))?;
+            let _ = crate::fsutil::write_atomic(
+                &cache,
+                format!("{hash} {}\n", info.created).as_bytes(),
+                0o644,
+            );
+            let rel = archive_rel(&hash);
+            if !self.target_exists(target, &rel)? {
+                self.upload_archive(target, &tmp, &hash)?;
+                tracing::info!(base = %name, archive = %target.path_of(&rel), "base stored at the backup target");
+            }
+            Ok(rel)
+        })();
+        let _ = std::fs::remove_file(&tmp);
+        result
+    }
+
+    fn upload_archive(&self, target: &Target, file: &Path, hash: &str) -> Result<(), String> {
+        // Per host: two hosts storing the same archive at once do not share a file.
+        let tmp_rel = format!("{BASES_DIR}/.tmp-{hash}-{}", self.host_id);
+        let tmp = target.path_of(&tmp_rel);
+        let fin = target.path_of(&archive_rel(hash));
+        match target {
+            Target::Local(_) => {
+                std::fs::create_dir_all(target.path_of(BASES_DIR))
+                    .map_err(|e| format!("cannot create {}: {e}", target.path_of(BASES_DIR)))?;
+                std::fs::copy(file, &tmp).map_err(|e| format!("copying to {tmp}: {e}"))?;
+                std::fs::File::open(&tmp)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| format!("flushing {tmp}: {e}"))?;
+            }
+            Target::Ssh { host, .. } => {
+                super::backup::check_ok(
+                    &self.ssh(target, &["mkdir", "-p", "--", &target.path_of(BASES_DIR)])?,
+                )?;
+                let mut cmd = Command::new("rsync");
+                cmd.arg(format!("--timeout={}", self.cfg.backup.timeout.max(1)));
+                if let Some(e) = backup::ssh_command(&self.cfg.backup)? {
+                    cmd.args(["-e", &e]);
+                }
+                cmd.arg("--").arg(file).arg(format!("{host}:{tmp}"));
+                let out = super::backup::run(&mut cmd)?;
+                super::backup::check_exit(&out)?;
+            }
+        }
+        let got = self.target_sha256(target, &tmp_rel)?;
+        if got != hash {
+            return Err(format!(
+                "the archive stored at {tmp} reads back as {got}, not {hash}"
+            ));
+        }
+        match target {
+            Target::Local(_) => {
+                std::fs::rename(&tmp, &fin).map_err(|e| format!("renaming {tmp}: {e}"))
+            }
+            Target::Ssh { .. } => {
+                super::backup::check_ok(&self.ssh(target, &["mv", "-f", "--", &tmp, &fin])?)
+            }
+        }
+    }
+
+    fn target_exists(&self, target: &Target, rel: &str) -> Result<bool, String> {
+        let path = target.path_of(rel);
+        match target {
+            Target::Local(_) => Ok(Path::new(&path).is_file()),
+            Target::Ssh { .. } => {
+                let out = self.ssh(target, &["test", "-f", &path])?;
+                match out.status.code() {
+                    Some(0) => Ok(true),
+                    Some(1) => Ok(false),
+                    _ => super::backup::check_ok(&out).map(|()| false),
+                }
+            }
+        }
+    }
+
+    fn target_sha256(&self, target: &Target, rel: &str) -> Result<String, String> {
+        let path = target.path_of(rel);
+        match target {
+            Target::Local(_) => {
+                identity::sha256_file(Path::new(&path)).map_err(|e| format!("reading {path}: {e}"))
+            }
+            Target::Ssh { .. } => {
+                let out = self.ssh(target, &["sha256sum", "--", &path])?;
+                super::backup::check_ok(&out)?;
+                Ok(String::from_utf8_lossy(&out.stdout)
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_string())
+            }
+        }
+    }
+
+    /// Imports base `name` from its archive at the target (`rel`, `bases/<sha256>...`),
+    /// checking the archive's hash first. Blocking; a no-op when the base exists.
+    pub(super) fn import_base_from_target(
+        &self,
+        target: &Target,
+        name: &str,
+        rel: &str,
+        job: &Job,
+    ) -> EngineResult<()> {
+        if self.require_base(name).is_ok() {
+            return Ok(());
+        }
+        crate::names::validate_image_name("base", name)?;
+        let fail = |m: String| EngineError::Failed(format!("importing base {name}: {m}"));
+        let hash = rel
+            .strip_prefix(&format!("{BASES_DIR}/"))
+            .and_then(|f| f.strip_suffix(".tar.zst"))
+            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(|| fail(format!("{rel:?} is not a base archive's name")))?
+            .to_string();
+        let local = match target {
+            Target::Local(_) => PathBuf::from(target.path_of(rel)),
+            Target::Ssh { host, .. } => {
+                let tmp = self
+                    .store
+                    .lxc_dir()
+                    .join(format!(".base-import-{name}.tar.zst"));
+                let mut cmd = Command::new("rsync");
+                cmd.arg(format!("--timeout={}", self.cfg.backup.timeout.max(1)));
+                if let Some(e) = backup::ssh_command(&self.cfg.backup).map_err(fail)? {
+                    cmd.args(["-e", &e]);
+                }
+                cmd.arg("--")
+                    .arg(format!("{host}:{}", target.path_of(rel)))
+                    .arg(&tmp);
+                let out = super::backup::run(&mut cmd).map_err(fail)?;
+                super::backup::check_exit(&out).map_err(fail)?;
+                tmp
+            }
+        };
+        let result = (|| {
+            let got = identity::sha256_file(&local)
+                .map_err(|e| fail(format!("reading {}: {e}", local.display())))?;
+            if got != hash {
+                return Err(fail(format!(
+                    "{} is damaged: its sha256 is {got}, its name says {hash}",
+                    target.path_of(rel)
+                )));
+            }
+            let mut file = std::fs::File::open(&local)
+                .map_err(|e| fail(format!("opening {}: {e}", local.display())))?;
+            let _reservation = self.reserve(name, "base")?;
+            job.set_progress(0.02, &format!("importing base {name}"));
+            self.make_base(name, BaseSource::Import, job, move |host, dest, job| {
+                host.import_rootfs(&mut file, dest, &mut |f| {
+                    job.set_progress(f * 0.5, "importing the base")
+                })
+            })?;
+            tracing::info!(base = %name, archive = %target.path_of(rel), "base imported from the backup target");
+            Ok(())
+        })();
+        if target.is_remote() {
+            let _ = std::fs::remove_file(&local);
+        }
+        result
+    }
+
+    /// Starts a job bringing back every container host `host` backed up (a disaster
+    /// recovery): bases imported from the target as needed, each container created with
+    /// its backed-up settings and address (when free here), its data restored, started.
+    /// Containers of a name that already exists here are left out (named in the result).
+    pub fn restore_all_backups(self: &Arc<Self>, host: &str) -> EngineResult<Arc<Job>> {
+        let host = self.backup_host(host)?;
+        let target = Target::parse(&self.cfg.backup.target)
+            .map_err(|e| EngineError::InvalidArgument(format!("backup.target: {e}")))?;
+        let job = self.jobs.create("restore", &format!("all of {host}"));
+        let engine = self.clone();
+        let job2 = job.clone();
+        tokio::spawn(async move {
+            let result = engine.restore_all(&target, &host, &job2).await;
+            match &result {
+                Ok(m) => tracing::info!(host = %host, "{m}"),
+                Err(e) => {
+                    tracing::warn!(host = %host, error = %e, "restoring a host's containers failed")
+                }
+            }
+            job2.finish(result);
+        });
+        Ok(job)
+    }
+
+    async fn restore_all(
+        self: &Arc<Self>,
+        target: &Target,
+        host: &str,
+        job: &Arc<Job>,
+    ) -> Result<String, String> {
+        let engine = self.clone();
+        let (t, h) = (target.clone(), host.to_string());
+        let names: Vec<String> =
+            blocking(move || engine.list_target(&t, &h).map_err(EngineError::Failed))
+                .await
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .filter(|n| !n.starts_with('.') && crate::names::validate_container_name(n).is_ok())
+                .collect();
+        if names.is_empty() {
+            return Err(format!(
+                "no backups of host {host} at {}",
+                target.container_dir(host)
+            ));
+        }
+        let (mut restored, mut skipped, mut failed) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, name) in names.iter().enumerate() {
+            job.set_progress(i as f64 / names.len() as f64, &format!("restoring {name}"));
+            if self.container(name).is_ok() {
+                skipped.push(name.clone());
+                continue;
+            }
+            match self.restore_one_from(target, host, name, job).await {
+                Ok(()) => restored.push(name.clone()),
+                Err(e) => failed.push(format!("{name}: {e}")),
+            }
+        }
+        let mut msg = format!("restored {} container(s) of host {host}", restored.len());
+        if !skipped.is_empty() {
+            msg.push_str(&format!(
+                "; left out (a container of the name exists here): {}",
+                skipped.join(", ")
+            ));
+        }
+        if failed.is_empty() {
+            Ok(msg)
+        } else {
+            Err(format!("{msg}; failed: {}", failed.join("; ")))
+        }
+    }
+
+    async fn restore_one_from(
+        self: &Arc<Self>,
+        target: &Target,
+        host: &str,
+        name: &str,
+        job: &Arc<Job>,
+    ) -> EngineResult<()> {
+        let engine = self.clone();
+        let (t, h, n) = (target.clone(), host.to_string(), name.to_string());
+        let (tree, spec, manifest) = blocking(move || engine.find_tree(&n, "", &h)).await?;
+        if self.require_base(&spec.base).is_err() {
+            let Some(rel) = manifest.as_ref().and_then(|m| m.base.archive.clone()) else {
+                return Err(EngineError::NotFound(format!(
+                    "base {} is not here and the backup names no archive of it; import or build it first",
+                    spec.base
+                )));
+            };
+            let engine = self.clone();
+            let base = spec.base.clone();
+            let job_ref = job.clone();
+            blocking(move || engine.import_base_from_target(&t, &base, &rel, &job_ref)).await?;
+        }
+        let from = crate::shift::Range::of(spec.unprivileged_map());
+        self.restore_new(
+            name,
+            spec,
+            target,
+            format!("{tree}/rootfs-layer"),
+            from,
+            job,
+            true,
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+fn archive_rel(hash: &str) -> String {
+    format!("{BASES_DIR}/{hash}.tar.zst")
+}
