@@ -123,6 +123,9 @@ pub enum Command {
     /// Manage a container's snapshots (snapper-compatible) and restore from them
     #[command(subcommand)]
     Snapshot(super::snapshots::SnapshotCommand),
+    /// Manage layers (read-only stacks over a base, built from overlays/ recipes)
+    #[command(subcommand)]
+    Layer(super::layers::LayerCommand),
 }
 
 #[derive(Debug, Subcommand)]

@@ -47,6 +47,7 @@ mod calls;
 mod exit;
 mod format;
 mod job;
+pub mod layers;
 pub mod model;
 mod run;
 pub mod snapshots;

@@ -98,6 +98,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Snapshot(cmd) => super::snapshots::run(&daemon, cmd).await?,
+        Command::Layer(cmd) => super::layers::run(&daemon, cmd).await?,
     }
     Ok(())
 }

@@ -16,6 +16,7 @@ pub mod fsutil;
 pub mod hardening;
 pub mod host;
 pub mod host_names;
+pub mod layer;
 pub mod lxc;
 pub mod lxcconf;
 pub mod names;

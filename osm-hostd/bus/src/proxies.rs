@@ -13,6 +13,11 @@
 //! - `BuildBase(name s, recipe s) -> o` (recipe = TOML text; returns a job),
 //!   `ImportBase(name s, archive h) -> o` (an open tar/tar.gz/tar.zst; returns a job),
 //!   `DeleteBase(name s)`, `GetBase(name s) -> o`.
+//! - `BuildLayer(name s, recipe s, key_files a{ss}) -> o` (recipe = TOML text of an
+//!   `overlays/` recipe; `key_files` = the text of each `key_file` it names, by that path;
+//!   returns a job), `ListLayers() -> a(stsass)` (name, created s, base, lower layers
+//!   lowest first, cache key), `DeleteLayer(name s)` (refused while a container or a layer
+//!   uses it).
 //! - `GetNetworkInfo() -> a{sv}`: `Bridge` s, `Address` s (CIDR), `Subnet` s, `RangeFirst`
 //!   s, `RangeLast` s, `Used` u, `Free` u, `Nat` b, `Managed` b, `DnsmasqState` s
 //!   (running|starting|restarting|failed|unmanaged), `DnsmasqPid` u, `DnsmasqRestarts` u.
@@ -55,6 +60,10 @@
 use std::collections::HashMap;
 use zbus::zvariant::{Fd, OwnedObjectPath, Value};
 
+/// A layer on the bus: `(name, created (s since the epoch), base, lower layers lowest
+/// first, cache key)`.
+pub type LayerWire = (String, u64, String, Vec<String>, String);
+
 /// A snapshot on the bus: `(num, type, pre_num (0 = none), date (µs since the epoch),
 /// uid, description, cleanup, userdata)`.
 pub type SnapshotWire = (
@@ -89,6 +98,14 @@ pub trait Manager {
     fn import_base(&self, name: &str, archive: Fd<'_>) -> zbus::Result<OwnedObjectPath>;
     fn delete_base(&self, name: &str) -> zbus::Result<()>;
     fn get_base(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+    fn build_layer(
+        &self,
+        name: &str,
+        recipe: &str,
+        key_files: HashMap<&str, &str>,
+    ) -> zbus::Result<OwnedObjectPath>;
+    fn list_layers(&self) -> zbus::Result<Vec<LayerWire>>;
+    fn delete_layer(&self, name: &str) -> zbus::Result<()>;
     fn get_network_info(&self) -> zbus::Result<HashMap<String, zbus::zvariant::OwnedValue>>;
     fn create_snapshot(
         &self,

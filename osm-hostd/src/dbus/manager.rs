@@ -303,6 +303,45 @@ impl Manager {
         Ok(path(api::base_path(&name)))
     }
 
+    async fn build_layer(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        name: String,
+        recipe: String,
+        key_files: HashMap<String, String>,
+    ) -> Result<OwnedObjectPath> {
+        require_admin(conn, &hdr).await?;
+        let keys = key_files.into_iter().collect();
+        let job = logged(
+            "build layer",
+            &name,
+            self.engine.build_layer(&name, &recipe, &keys),
+        )?;
+        register_job(server, &self.engine, job.id).await;
+        Ok(path(api::job_path(job.id)))
+    }
+
+    async fn list_layers(&self) -> Result<Vec<api::proxies::LayerWire>> {
+        Ok(self
+            .engine
+            .layer_list()
+            .into_iter()
+            .map(|l| (l.name, l.created, l.base, l.layers, l.key))
+            .collect())
+    }
+
+    async fn delete_layer(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        name: String,
+    ) -> Result<()> {
+        require_admin(conn, &hdr).await?;
+        logged("delete layer", &name, self.engine.delete_layer(&name).await)
+    }
+
     /// Starts a backup job of `names`, or of every container with `all`.
     async fn run_backup(
         &self,

@@ -245,6 +245,13 @@ impl Engine {
                 users.join(", ")
             )));
         }
+        let layers = self.layers_on_base(name);
+        if !layers.is_empty() {
+            return Err(EngineError::InvalidState(format!(
+                "base {name} has layer(s) {} built over it; delete them first",
+                layers.join(", ")
+            )));
+        }
         let _reservation = self.reserve(name, "base")?;
         let engine = self.clone();
         let dir = self.store.bases_dir().join(name);

@@ -1,0 +1,271 @@
+//! Layers: read-only subvolumes under `layers/`, built from `overlays/` recipes as jobs,
+//! each with a sidecar `<name>.toml` saying what it was built over. A layer never changes
+//! once written; it is deleted only when no container and no other layer uses it.
+
+use super::jobs::Job;
+use super::{Engine, BUILDING_PREFIX};
+use crate::base::BaseError;
+use crate::error::{EngineError, EngineResult};
+use crate::layer::{BuildDirs, LayerRecipe};
+use crate::names::validate_image_name;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerInfo {
+    pub name: String,
+    /// Seconds since the epoch.
+    pub created: u64,
+    /// The base it was built over.
+    pub base: String,
+    /// The layers between that base and this one, lowest first.
+    pub layers: Vec<String>,
+    /// The build's cache key (recipe, keys, and what it was built over).
+    pub key: String,
+}
+
+fn recipe_err(e: BaseError) -> EngineError {
+    EngineError::InvalidArgument(format!("layer recipe: {e}"))
+}
+
+impl Engine {
+    fn layer_sidecar(&self, name: &str) -> PathBuf {
+        self.store.layers_dir().join(format!("{name}.toml"))
+    }
+
+    /// The layers in the store, by name. A layer without a readable sidecar (made by hand)
+    /// is listed with an empty base and key.
+    pub fn layer_list(&self) -> Vec<LayerInfo> {
+        let dir = self.store.layers_dir();
+        let mut out = BTreeMap::new();
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.')
+                || !entry.path().is_dir()
+                || validate_image_name("layer", &name).is_err()
+            {
+                continue;
+            }
+            out.insert(name.clone(), self.load_layer_info(&name, &entry.path()));
+        }
+        out.into_values().collect()
+    }
+
+    fn load_layer_info(&self, name: &str, dir: &Path) -> LayerInfo {
+        if let Some(info) = std::fs::read_to_string(self.layer_sidecar(name))
+            .ok()
+            .and_then(|t| toml::from_str::<LayerInfo>(&t).ok())
+            .filter(|i| i.name == name)
+        {
+            return info;
+        }
+        let created = std::fs::metadata(dir)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        LayerInfo {
+            name: name.to_string(),
+            created,
+            base: String::new(),
+            layers: vec![],
+            key: String::new(),
+        }
+    }
+
+    pub fn layer_info(&self, name: &str) -> EngineResult<LayerInfo> {
+        validate_image_name("layer", name)?;
+        let dir = self.store.layers_dir().join(name);
+        if !dir.is_dir() {
+            return Err(EngineError::NotFound(format!(
+                "no layer named {name:?}; `osm-hostctl layer list` shows the layers"
+            )));
+        }
+        Ok(self.load_layer_info(name, &dir))
+    }
+
+    /// Containers and layers that stack on this layer.
+    pub fn layer_users(&self, name: &str) -> Vec<String> {
+        let mut users: Vec<String> = self
+            .all_containers()
+            .iter()
+            .filter(|c| c.info().spec.layers.iter().any(|l| l == name))
+            .map(|c| format!("container {}", c.name))
+            .collect();
+        users.extend(
+            self.layer_list()
+                .into_iter()
+                .filter(|l| l.layers.iter().any(|x| x == name))
+                .map(|l| format!("layer {}", l.name)),
+        );
+        users
+    }
+
+    /// Layers built over this base.
+    pub fn layers_on_base(&self, base: &str) -> Vec<String> {
+        self.layer_list()
+            .into_iter()
+            .filter(|l| l.base == base)
+            .map(|l| l.name)
+            .collect()
+    }
+
+    /// Starts a job that builds layer `name` from a recipe (TOML text); `key_texts` holds
+    /// the text of each `key_file` the recipe names, by its path as written there.
+    pub fn build_layer(
+        self: &Arc<Self>,
+        name: &str,
+        recipe_text: &str,
+        key_texts: &BTreeMap<String, String>,
+    ) -> EngineResult<Arc<Job>> {
+        validate_image_name("layer", name)?;
+        let mut recipe = LayerRecipe::parse(recipe_text).map_err(recipe_err)?;
+        if recipe.name != name {
+            return Err(EngineError::InvalidArgument(format!(
+                "the recipe is for layer {:?}; build it under that name (or change its name field)",
+                recipe.name
+            )));
+        }
+        recipe.resolve_keys(key_texts).map_err(recipe_err)?;
+        let base = self.base_info(&recipe.base).map_err(|_| {
+            EngineError::NotFound(format!(
+                "the recipe builds on base {:?}, which is not in the store; build or import it \
+                 first (`osm-hostctl base list` shows the bases)",
+                recipe.base
+            ))
+        })?;
+        let base_identity = match &base.source {
+            super::BaseSource::Recipe(k) => format!("recipe:{k}"),
+            other => format!("{}:{}:{}", other.describe(), base.name, base.created),
+        };
+        let mut lower_keys = vec![base_identity];
+        // overlayfs' lowerdir order: top-most first.
+        let mut lowers = vec![self.store.bases_dir().join(&recipe.base)];
+        for l in &recipe.layers {
+            let info = self.layer_info(l).map_err(|_| {
+                EngineError::NotFound(format!(
+                    "the recipe builds on layer {l:?}, which is not in the store; build it first"
+                ))
+            })?;
+            if info.base != recipe.base {
+                return Err(EngineError::InvalidArgument(format!(
+                    "layer {l} was built over base {:?}, not {:?}; a layer stacks only on the \
+                     base it was built over",
+                    info.base, recipe.base
+                )));
+            }
+            lower_keys.push(info.key);
+            lowers.insert(0, self.store.layers_dir().join(l));
+        }
+        if self.store.layers_dir().join(name).exists() {
+            return Err(EngineError::AlreadyExists(format!(
+                "layer {name} already exists; layers never change: build under a new name, or \
+                 delete it first"
+            )));
+        }
+        let key = recipe.cache_key(&lower_keys);
+        let reservation = self.reserve(name, "layer")?.into_key();
+        let job = self.jobs.create("build-layer", name);
+        let engine = self.clone();
+        let job2 = job.clone();
+        let name = name.to_string();
+        tokio::task::spawn_blocking(move || {
+            let result = engine.make_layer(&name, &recipe, &key, &lowers, &job2);
+            engine.release(&reservation);
+            match result {
+                Ok(()) => {
+                    tracing::info!(layer = %name, "layer ready");
+                    job2.finish(Ok(format!("layer {name} is ready")));
+                }
+                Err(e) => {
+                    tracing::warn!(layer = %name, error = %e, "layer build failed");
+                    job2.finish(Err(e.to_string()));
+                }
+            }
+        });
+        Ok(job)
+    }
+
+    fn make_layer(
+        &self,
+        name: &str,
+        recipe: &LayerRecipe,
+        key: &str,
+        lowers: &[PathBuf],
+        job: &Job,
+    ) -> EngineResult<()> {
+        let dir = self.store.layers_dir();
+        let staging = dir.join(format!("{BUILDING_PREFIX}{name}"));
+        let scratch = dir.join(format!("{BUILDING_PREFIX}{name}.mnt"));
+        if staging.exists() {
+            self.host.delete_subvolume(&staging)?;
+        }
+        if scratch.exists() {
+            std::fs::remove_dir_all(&scratch)
+                .map_err(|e| EngineError::io(format!("removing {}", scratch.display()), &e))?;
+        }
+        self.host.create_subvolume(&staging)?;
+        let result = (|| {
+            let dirs = BuildDirs {
+                lowers,
+                staging: &staging,
+                mountpoint: &scratch,
+            };
+            let cache_dir = self.cfg.cache_dir.join("layers");
+            let built = self
+                .host
+                .build_layer(recipe, key, &dirs, &cache_dir, &mut |f, msg| {
+                    job.set_progress(f, msg)
+                });
+            let _ = std::fs::remove_dir_all(&scratch);
+            built?;
+            self.host.set_readonly(&staging, true)?;
+            let info = LayerInfo {
+                name: name.to_string(),
+                created: crate::fsutil::now_secs(),
+                base: recipe.base.clone(),
+                layers: recipe.layers.clone(),
+                key: key.to_string(),
+            };
+            let text = toml::to_string(&info).expect("layer info serializes");
+            crate::fsutil::write_atomic(&self.layer_sidecar(name), text.as_bytes(), 0o644)
+                .map_err(|e| EngineError::io("writing the layer's sidecar", &e))?;
+            let target = dir.join(name);
+            std::fs::rename(&staging, &target)
+                .map_err(|e| EngineError::io(format!("publishing {}", target.display()), &e))?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(self.layer_sidecar(name));
+            let _ = std::fs::remove_dir_all(&scratch);
+            if let Err(cleanup) = self.host.delete_subvolume(&staging) {
+                tracing::error!(path = %staging.display(), error = %cleanup, "cannot remove a failed layer build");
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Deletes a layer no container and no other layer uses.
+    pub async fn delete_layer(self: &Arc<Self>, name: &str) -> EngineResult<()> {
+        self.layer_info(name)?;
+        let _no_creates = self.base_use.write().await;
+        let users = self.layer_users(name);
+        if !users.is_empty() {
+            return Err(EngineError::InvalidState(format!(
+                "layer {name} is used by {}; delete them first",
+                users.join(", ")
+            )));
+        }
+        let _reservation = self.reserve(name, "layer")?;
+        let engine = self.clone();
+        let dir = self.store.layers_dir().join(name);
+        super::blocking(move || engine.host.delete_subvolume(&dir)).await?;
+        let _ = std::fs::remove_file(self.layer_sidecar(name));
+        tracing::info!(layer = %name, "layer deleted");
+        Ok(())
+    }
+}
