@@ -139,6 +139,11 @@ fn mqtt_layer_builds_and_a_container_on_it_answers_mqtt() {
         .start();
     rig.ctl_ok(&["base", "build", "bookworm", "--recipe", base_recipe]);
     rig.ctl_ok(&["layer", "build", "mqtt", "--recipe", layer_recipe]);
+    // A layer stacks only on the base it was built over.
+    rig.import_busybox_base("bb");
+    let e = rig.ctl_err(&["create", "bb1", "--base", "bb", "--layer", "mqtt"]);
+    assert!(e.contains("built over base \"bookworm\""), "{e}");
+    rig.ctl_ok(&["base", "delete", "bb"]);
     rig.ctl_ok(&[
         "create", "mq1", "--base", "bookworm", "--layer", "mqtt", "--memory", "512M",
     ]);

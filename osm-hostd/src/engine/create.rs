@@ -83,6 +83,7 @@ impl Engine {
                 )));
             }
         }
+        self.check_layer_stack(&req.base, &req.layers)?;
         let _reservation = self.reserve(&req.name, "container")?;
         let (ip, _ip_reservation) = self.allocate_ipv4(req.ip.as_deref())?;
         let spec = ContainerSpec {

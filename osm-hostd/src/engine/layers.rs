@@ -249,6 +249,36 @@ impl Engine {
         Ok(())
     }
 
+    /// Checks that a container's layer stack (top-most first, as in its spec) fits
+    /// together: each layer built by osm-hostd was built over `base`, with exactly its
+    /// own lower layers below it. Layers without a sidecar (made by hand) are trusted.
+    pub(super) fn check_layer_stack(&self, base: &str, layers: &[String]) -> EngineResult<()> {
+        for (i, name) in layers.iter().enumerate() {
+            let info = self.layer_info(name)?;
+            if info.key.is_empty() {
+                continue;
+            }
+            if info.base != base {
+                return Err(EngineError::InvalidArgument(format!(
+                    "layer {name} was built over base {:?}, not {base:?}; create the container \
+                     with --base {}, or build the layer over {base}",
+                    info.base, info.base
+                )));
+            }
+            let below: Vec<&String> = layers[i + 1..].iter().collect();
+            let wanted: Vec<&String> = info.layers.iter().rev().collect();
+            if below != wanted {
+                return Err(EngineError::InvalidArgument(format!(
+                    "layer {name} was built over layers {:?} (lowest first) but would sit on \
+                     {:?}; give every layer of the stack, each once",
+                    info.layers,
+                    below.iter().rev().collect::<Vec<_>>()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Deletes a layer no container and no other layer uses.
     pub async fn delete_layer(self: &Arc<Self>, name: &str) -> EngineResult<()> {
         self.layer_info(name)?;
