@@ -81,6 +81,14 @@ fn mqtt_layer_builds_and_a_container_on_it_answers_mqtt() {
         let conf =
             std::fs::read_to_string(layer.join("etc/mosquitto/conf.d/osm-listener.conf")).unwrap();
         assert!(conf.contains("listener 1883"), "{conf}");
+        // Templates wait in the layer, with the unit that renders them at first boot.
+        let motd =
+            std::fs::read_to_string(layer.join("usr/lib/osm-host/templates/etc/motd")).unwrap();
+        assert!(motd.contains("MQTT broker {{name}}"), "{motd}");
+        assert!(layer
+            .join("etc/systemd/system/sysinit.target.wants/osm-host-templates.service")
+            .symlink_metadata()
+            .is_ok());
         // Only what the recipe added: no systemd binary (that is the base's).
         assert!(!layer.join("usr/lib/systemd/systemd").exists());
         // Cleaned of apt's downloads, caches and the build's logs and helpers.
@@ -167,6 +175,13 @@ fn mqtt_layer_builds_and_a_container_on_it_answers_mqtt() {
             String::from_utf8_lossy(&st.stdout)
         );
     }
+    // The layer's template was rendered with the container's name at its first boot.
+    let motd = rig.attach("mq1", "cat /etc/motd");
+    assert!(
+        String::from_utf8_lossy(&motd.stdout).contains("MQTT broker mq1 (osm-host mqtt layer)"),
+        "{}",
+        String::from_utf8_lossy(&motd.stdout)
+    );
     // Mosquitto comes from the layer, not from the container's own upper layer.
     let upper = rig
         .sandbox()
