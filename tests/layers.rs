@@ -68,6 +68,36 @@ fn mqtt_layer_builds_and_a_container_on_it_answers_mqtt() {
         builder.ctl_ok(&["base", "build", "bookworm", "--recipe", base_recipe]);
         let e = builder.ctl_err(&["layer", "build", "other", "--recipe", layer_recipe]);
         assert!(e.contains("recipe is for layer \"mqtt\""), "{e}");
+        // A failed build reports apt's error and leaves nothing behind.
+        let broken = cache.path().join("broken.toml");
+        std::fs::write(
+            &broken,
+            "name = \"broken\"\nbase = \"bookworm\"\npackages = [\"osm-host-no-such-package\"]\n",
+        )
+        .unwrap();
+        let e = builder.ctl_err(&[
+            "layer",
+            "build",
+            "broken",
+            "--recipe",
+            broken.to_str().unwrap(),
+        ]);
+        assert!(e.contains("apt-get install"), "{e}");
+        assert!(e.contains("osm-host-no-such-package"), "{e}");
+        let layers_dir = builder
+            .sandbox()
+            .host_path(builder.store_root().join("lxc/layers"));
+        let left: Vec<_> = std::fs::read_dir(&layers_dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "a failed build left {left:?}");
+        assert!(
+            layer_archives(&cache_dir).is_empty(),
+            "a failed build is not cached"
+        );
+
         let t = Instant::now();
         builder.ctl_ok(&["layer", "build", "mqtt", "--recipe", layer_recipe]);
         eprintln!("layer build from the mirror took {:?}", t.elapsed());
