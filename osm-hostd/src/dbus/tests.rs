@@ -313,3 +313,73 @@ async fn set_container_changes_boot_properties_and_shutdown_lists_the_stopped() 
     assert_eq!(mgr.shutdown().await.unwrap(), ["web1"]);
     assert_eq!(c.state().await.unwrap(), "stopped");
 }
+
+#[tokio::test]
+async fn layers_are_built_as_jobs_listed_and_refused_with_the_reason() {
+    assert!(
+        is_root(),
+        "this unit test builds layers and must run as root (the daemon allows only root or osm-admin)"
+    );
+    let p = peer().await;
+    let mgr = proxy::<ManagerProxy>(&p.client, api::MANAGER_PATH).await;
+    assert!(mgr.list_layers().await.unwrap().is_empty());
+    let cases = [
+        (
+            "l1",
+            "name = \"l1\"\nbase = \"bb\"\npackage = []",
+            "InvalidArgument",
+            "package",
+        ),
+        (
+            "l1",
+            "name = \"l2\"\nbase = \"bb\"",
+            "InvalidArgument",
+            "recipe is for layer \"l2\"",
+        ),
+        (
+            "l1",
+            "name = \"l1\"\nbase = \"nobase\"",
+            "NotFound",
+            "base \"nobase\"",
+        ),
+        (
+            "l1",
+            "name = \"l1\"\nbase = \"bb\"\n[[sources]]\nname = \"g\"\nuri = \"https://x\"\n\
+             suites = [\"stable\"]\ncomponents = [\"main\"]\nkey_file = \"keys/g.asc\"",
+            "InvalidArgument",
+            "keys/g.asc",
+        ),
+    ];
+    for (name, recipe, error, needle) in cases {
+        let err = mgr
+            .build_layer(name, recipe, HashMap::new())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error_name(&err),
+            format!("uk.co.devtank.OsmHost1.Error.{error}"),
+            "{recipe}: {err}"
+        );
+        assert!(err.to_string().contains(needle), "{recipe}: {err}");
+    }
+    // A valid recipe starts a job; this fake host cannot build, so the job fails and
+    // leaves no layer behind.
+    let job_path = mgr
+        .build_layer("l1", "name = \"l1\"\nbase = \"bb\"", HashMap::new())
+        .await
+        .unwrap();
+    let job = proxy::<JobProxy>(&p.client, job_path.as_str()).await;
+    assert_eq!(job.kind().await.unwrap(), "build-layer");
+    let mut finished = job.receive_finished().await.unwrap();
+    if job.state().await.unwrap() == "running" {
+        let sig = tokio::time::timeout(std::time::Duration::from_secs(5), finished.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!sig.args().unwrap().success);
+    }
+    assert_eq!(job.state().await.unwrap(), "failed");
+    assert!(mgr.list_layers().await.unwrap().is_empty());
+    let err = mgr.delete_layer("l1").await.unwrap_err();
+    assert_eq!(error_name(&err), "uk.co.devtank.OsmHost1.Error.NotFound");
+}
