@@ -264,6 +264,24 @@ fn mqtt_layer_builds_and_a_container_on_it_answers_mqtt() {
         "hello from the host"
     );
 
+    // The same upper, imported as a layer from an archive (the build cache's), serves a
+    // second container, whose template is rendered with its own name.
+    let archive = layer_archives(&cache_dir).pop().unwrap();
+    let archive = archive.to_str().unwrap();
+    let e = rig.ctl_err(&["layer", "import", "mqtt2", archive, "--base", "nobase"]);
+    assert!(e.contains("base \"nobase\""), "{e}");
+    rig.ctl_ok(&["layer", "import", "mqtt2", archive, "--base", "bookworm"]);
+    rig.ctl_ok(&["create", "mq2", "--base", "bookworm", "--layer", "mqtt2"]);
+    rig.ctl_ok(&["start", "mq2"]);
+    let mut motd = String::new();
+    let rendered = wait_until(Duration::from_secs(60), || {
+        motd = String::from_utf8_lossy(&rig.attach("mq2", "cat /etc/motd").stdout).into_owned();
+        motd.contains("MQTT broker mq2 ")
+    });
+    assert!(rendered, "{motd}");
+    rig.ctl_ok(&["delete", "mq2", "--force"]);
+    rig.ctl_ok(&["layer", "delete", "mqtt2"]);
+
     rig.ctl_ok(&["stop", "mq1", "--timeout", "30"]);
     rig.ctl_ok(&["delete", "mq1"]);
     rig.ctl_ok(&["layer", "delete", "mqtt"]);

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 use serde::Serialize;
+use zbus::zvariant::Fd;
 
 use super::args::JsonArg;
 use super::calls::Daemon;
@@ -23,6 +24,20 @@ pub enum LayerCommand {
         /// every `key_file` it names (relative to the recipe's directory)
         #[arg(long, value_name = "FILE")]
         recipe: PathBuf,
+    },
+    /// Import a layer (an overlay upper directory, whiteouts included) from a .tar,
+    /// .tar.gz or .tar.zst archive; waits for the import job
+    Import {
+        /// Name of the new layer
+        name: String,
+        /// The archive, opened here and passed to the daemon as an open file
+        file: PathBuf,
+        /// The base the layer was made over
+        #[arg(long, value_name = "B")]
+        base: String,
+        /// A layer it was made over, lowest first; repeat for several
+        #[arg(long = "over", value_name = "L")]
+        over: Vec<String>,
     },
     /// List layers, what they were built over and the containers using them
     List(JsonArg),
@@ -92,6 +107,31 @@ pub async fn run(daemon: &Daemon, cmd: LayerCommand) -> Result<(), CliError> {
             let job = m.build_layer(&name, &text, keys).await?;
             watch.follow(daemon, &job).await?;
             say(&format!("built layer {name}"));
+        }
+        LayerCommand::Import {
+            name,
+            file,
+            base,
+            over,
+        } => {
+            let archive = std::fs::File::open(&file).map_err(|e| read_error(&file, e))?;
+            if archive.metadata().is_ok_and(|md| md.is_dir()) {
+                return Err(CliError::new(
+                    ExitCode::InvalidArgument,
+                    format!(
+                        "{} is a directory; give a .tar, .tar.gz or .tar.zst archive",
+                        file.display()
+                    ),
+                ));
+            }
+            let over: Vec<&str> = over.iter().map(String::as_str).collect();
+            let watch = JobWatch::subscribe(daemon).await?;
+            let job = m
+                .import_layer(&name, &base, &over, Fd::from(&archive))
+                .await?;
+            drop(archive);
+            watch.follow(daemon, &job).await?;
+            say(&format!("imported layer {name}"));
         }
         LayerCommand::List(out) => {
             let list: Vec<LayerRow> = m

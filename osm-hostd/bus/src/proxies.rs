@@ -17,7 +17,8 @@
 //!   `overlays/` recipe; `key_files` = the text of each `key_file` it names, by that path;
 //!   returns a job), `ListLayers() -> a(stsass)` (name, created s, base, lower layers
 //!   lowest first, cache key), `DeleteLayer(name s)` (refused while a container or a layer
-//!   uses it).
+//!   uses it), `ImportLayer(name s, base s, layers as, archive h) -> o` (an upper layer
+//!   over `base` and `layers` (lowest first) as tar/tar.gz/tar.zst; returns a job).
 //! - `GetNetworkInfo() -> a{sv}`: `Bridge` s, `Address` s (CIDR), `Subnet` s, `RangeFirst`
 //!   s, `RangeLast` s, `Used` u, `Free` u, `Nat` b, `Managed` b, `DnsmasqState` s
 //!   (running|starting|restarting|failed|unmanaged), `DnsmasqPid` u, `DnsmasqRestarts` u.
@@ -106,6 +107,13 @@ pub trait Manager {
     ) -> zbus::Result<OwnedObjectPath>;
     fn list_layers(&self) -> zbus::Result<Vec<LayerWire>>;
     fn delete_layer(&self, name: &str) -> zbus::Result<()>;
+    fn import_layer(
+        &self,
+        name: &str,
+        base: &str,
+        layers: &[&str],
+        archive: Fd<'_>,
+    ) -> zbus::Result<OwnedObjectPath>;
     fn get_network_info(&self) -> zbus::Result<HashMap<String, zbus::zvariant::OwnedValue>>;
     fn create_snapshot(
         &self,

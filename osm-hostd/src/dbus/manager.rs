@@ -323,6 +323,29 @@ impl Manager {
         Ok(path(api::job_path(job.id)))
     }
 
+    #[allow(clippy::too_many_arguments)] // zbus passes the header, connection and server
+    async fn import_layer(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        name: String,
+        base: String,
+        layers: Vec<String>,
+        archive: OwnedFd,
+    ) -> Result<OwnedObjectPath> {
+        require_admin(conn, &hdr).await?;
+        let fd: std::os::fd::OwnedFd = archive.into();
+        let job = logged(
+            "import layer",
+            &name,
+            self.engine
+                .import_layer(&name, &base, &layers, std::fs::File::from(fd)),
+        )?;
+        register_job(server, &self.engine, job.id).await;
+        Ok(path(api::job_path(job.id)))
+    }
+
     async fn list_layers(&self) -> Result<Vec<api::proxies::LayerWire>> {
         Ok(self
             .engine

@@ -130,42 +130,8 @@ impl Engine {
             )));
         }
         recipe.resolve_keys(key_texts).map_err(recipe_err)?;
-        let base = self.base_info(&recipe.base).map_err(|_| {
-            EngineError::NotFound(format!(
-                "the recipe builds on base {:?}, which is not in the store; build or import it \
-                 first (`osm-hostctl base list` shows the bases)",
-                recipe.base
-            ))
-        })?;
-        let base_identity = match &base.source {
-            super::BaseSource::Recipe(k) => format!("recipe:{k}"),
-            other => format!("{}:{}:{}", other.describe(), base.name, base.created),
-        };
-        let mut lower_keys = vec![base_identity];
-        // overlayfs' lowerdir order: top-most first.
-        let mut lowers = vec![self.store.bases_dir().join(&recipe.base)];
-        for l in &recipe.layers {
-            let info = self.layer_info(l).map_err(|_| {
-                EngineError::NotFound(format!(
-                    "the recipe builds on layer {l:?}, which is not in the store; build it first"
-                ))
-            })?;
-            if info.base != recipe.base {
-                return Err(EngineError::InvalidArgument(format!(
-                    "layer {l} was built over base {:?}, not {:?}; a layer stacks only on the \
-                     base it was built over",
-                    info.base, recipe.base
-                )));
-            }
-            lower_keys.push(info.key);
-            lowers.insert(0, self.store.layers_dir().join(l));
-        }
-        if self.store.layers_dir().join(name).exists() {
-            return Err(EngineError::AlreadyExists(format!(
-                "layer {name} already exists; layers never change: build under a new name, or \
-                 delete it first"
-            )));
-        }
+        let (lower_keys, lowers) = self.lower_stack(&recipe.base, &recipe.layers)?;
+        self.require_new_layer(name)?;
         let key = recipe.cache_key(&lower_keys);
         let reservation = self.reserve(name, "layer")?.into_key();
         let job = self.jobs.create("build-layer", name);
@@ -187,6 +153,143 @@ impl Engine {
             }
         });
         Ok(job)
+    }
+
+    fn require_new_layer(&self, name: &str) -> EngineResult<()> {
+        if self.store.layers_dir().join(name).exists() {
+            return Err(EngineError::AlreadyExists(format!(
+                "layer {name} already exists; layers never change: build or import under a new \
+                 name, or delete it first"
+            )));
+        }
+        Ok(())
+    }
+
+    /// For a layer over `base` and `layers` (lowest first): the identities of what it is
+    /// built over (for the cache key) and the lower directories, top-most first.
+    fn lower_stack(
+        &self,
+        base: &str,
+        layers: &[String],
+    ) -> EngineResult<(Vec<String>, Vec<PathBuf>)> {
+        let info = self.base_info(base).map_err(|_| {
+            EngineError::NotFound(format!(
+                "the layer builds on base {base:?}, which is not in the store; build or import \
+                 it first (`osm-hostctl base list` shows the bases)"
+            ))
+        })?;
+        let base_identity = match &info.source {
+            super::BaseSource::Recipe(k) => format!("recipe:{k}"),
+            other => format!("{}:{}:{}", other.describe(), info.name, info.created),
+        };
+        let mut keys = vec![base_identity];
+        // overlayfs' lowerdir order: top-most first.
+        let mut lowers = vec![self.store.bases_dir().join(base)];
+        for l in layers {
+            let info = self.layer_info(l).map_err(|_| {
+                EngineError::NotFound(format!(
+                    "the layer builds on layer {l:?}, which is not in the store; build it first"
+                ))
+            })?;
+            if info.base != base {
+                return Err(EngineError::InvalidArgument(format!(
+                    "layer {l} was built over base {:?}, not {base:?}; a layer stacks only on the \
+                     base it was built over",
+                    info.base
+                )));
+            }
+            keys.push(info.key);
+            lowers.insert(0, self.store.layers_dir().join(l));
+        }
+        Ok((keys, lowers))
+    }
+
+    /// Starts a job that imports layer `name` (an upper layer over `base` and `layers`,
+    /// lowest first) from an open tar, tar.gz or tar.zst; overlay whiteouts are kept.
+    pub fn import_layer(
+        self: &Arc<Self>,
+        name: &str,
+        base: &str,
+        layers: &[String],
+        mut archive: std::fs::File,
+    ) -> EngineResult<Arc<Job>> {
+        validate_image_name("layer", name)?;
+        let md = archive
+            .metadata()
+            .map_err(|e| EngineError::io("inspecting the archive", &e))?;
+        if !md.is_file() {
+            return Err(EngineError::InvalidArgument(
+                "the archive must be a regular file (not a pipe or a device)".into(),
+            ));
+        }
+        if layers.iter().any(|l| l == name) {
+            return Err(EngineError::InvalidArgument(format!(
+                "layer {name} cannot be imported over itself"
+            )));
+        }
+        self.lower_stack(base, layers)?;
+        self.require_new_layer(name)?;
+        let reservation = self.reserve(name, "layer")?.into_key();
+        let job = self.jobs.create("import-layer", name);
+        let engine = self.clone();
+        let job2 = job.clone();
+        let name = name.to_string();
+        let (base, layers) = (base.to_string(), layers.to_vec());
+        tokio::task::spawn_blocking(move || {
+            let staging = engine
+                .store
+                .layers_dir()
+                .join(format!("{BUILDING_PREFIX}{name}"));
+            let result = (|| {
+                if staging.exists() {
+                    engine.host.delete_subvolume(&staging)?;
+                }
+                engine.host.create_subvolume(&staging)?;
+                engine
+                    .host
+                    .import_rootfs(&mut archive, &staging, &mut |f| {
+                        job2.set_progress(f, "extracting")
+                    })?;
+                let created = crate::fsutil::now_secs();
+                let info = LayerInfo {
+                    key: format!("import:{name}:{created}"),
+                    name: name.clone(),
+                    created,
+                    base,
+                    layers,
+                };
+                engine.publish_layer(&staging, &info)
+            })();
+            engine.release(&reservation);
+            match result {
+                Ok(()) => {
+                    tracing::info!(layer = %name, "layer imported");
+                    job2.finish(Ok(format!("layer {name} is ready")));
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(engine.layer_sidecar(&name));
+                    if staging.exists() {
+                        if let Err(cleanup) = engine.host.delete_subvolume(&staging) {
+                            tracing::error!(path = %staging.display(), error = %cleanup, "cannot remove a failed layer import");
+                        }
+                    }
+                    tracing::warn!(layer = %name, error = %e, "layer import failed");
+                    job2.finish(Err(e.to_string()));
+                }
+            }
+        });
+        Ok(job)
+    }
+
+    /// Makes the staging subvolume read-only, writes the sidecar and renames it into place.
+    fn publish_layer(&self, staging: &Path, info: &LayerInfo) -> EngineResult<()> {
+        self.host.set_readonly(staging, true)?;
+        let text = toml::to_string(info).expect("layer info serializes");
+        crate::fsutil::write_atomic(&self.layer_sidecar(&info.name), text.as_bytes(), 0o644)
+            .map_err(|e| EngineError::io("writing the layer's sidecar", &e))?;
+        let target = self.store.layers_dir().join(&info.name);
+        std::fs::rename(staging, &target)
+            .map_err(|e| EngineError::io(format!("publishing {}", target.display()), &e))
     }
 
     fn make_layer(
@@ -222,7 +325,6 @@ impl Engine {
                 });
             let _ = std::fs::remove_dir_all(&scratch);
             built?;
-            self.host.set_readonly(&staging, true)?;
             let info = LayerInfo {
                 name: name.to_string(),
                 created: crate::fsutil::now_secs(),
@@ -230,13 +332,7 @@ impl Engine {
                 layers: recipe.layers.clone(),
                 key: key.to_string(),
             };
-            let text = toml::to_string(&info).expect("layer info serializes");
-            crate::fsutil::write_atomic(&self.layer_sidecar(name), text.as_bytes(), 0o644)
-                .map_err(|e| EngineError::io("writing the layer's sidecar", &e))?;
-            let target = dir.join(name);
-            std::fs::rename(&staging, &target)
-                .map_err(|e| EngineError::io(format!("publishing {}", target.display()), &e))?;
-            Ok(())
+            self.publish_layer(&staging, &info)
         })();
         if let Err(e) = result {
             let _ = std::fs::remove_file(self.layer_sidecar(name));
