@@ -290,3 +290,69 @@ fn mqtt_layer_builds_and_a_container_on_it_answers_mqtt() {
     assert_eq!(list, serde_json::json!([]));
     rig.ctl_ok(&["base", "delete", "bookworm"]);
 }
+
+/// A daemon killed in the middle of a layer build takes the build's processes with it,
+/// and the next start removes the half-built layer.
+#[test]
+fn a_daemon_killed_mid_build_leaves_no_build_behind() {
+    require_root();
+    let shared = Path::new(SHARED_CACHE);
+    let base_recipe = project_path(BASE_RECIPE);
+    let base_recipe = base_recipe.to_str().unwrap();
+    if !base_archive(shared).exists() {
+        let builder = Rig::builder().host_network().start();
+        builder.ctl_ok(&["base", "build", "bookworm", "--recipe", base_recipe]);
+    }
+    let mut rig = Rig::new();
+    rig.ctl_ok(&["base", "build", "bookworm", "--recipe", base_recipe]);
+    let marker = format!("{}.{}", 600, std::process::id());
+    let recipe = rig.dir().join("slow.toml");
+    std::fs::write(
+        &recipe,
+        format!("name = \"slow\"\nbase = \"bookworm\"\nrun = [[\"sleep\", \"{marker}\"]]\n"),
+    )
+    .unwrap();
+    let mut ctl = rig
+        .ctl_command(&[
+            "layer",
+            "build",
+            "slow",
+            "--recipe",
+            recipe.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let sleeping = || {
+        rig::procs::all_pids()
+            .into_iter()
+            .filter(|p| rig::procs::cmdline(*p).is_some_and(|c| c.contains(&marker)))
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || !sleeping().is_empty()),
+        "the build's run command did not start"
+    );
+    let layers_dir = rig.sandbox().host_path(rig.store_root().join("lxc/layers"));
+    assert!(layers_dir.join(".building-slow").exists());
+
+    rig.daemon_mut().kill9();
+    let _ = ctl.wait();
+    assert!(
+        wait_until(Duration::from_secs(10), || sleeping().is_empty()),
+        "the build's processes outlived the daemon: {:?}",
+        sleeping()
+    );
+    rig.daemon_mut().start();
+    let left: Vec<_> = std::fs::read_dir(&layers_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "a killed build left {left:?}");
+    let list: serde_json::Value =
+        serde_json::from_str(&rig.ctl_ok(&["layer", "list", "--json"])).unwrap();
+    assert_eq!(list, serde_json::json!([]));
+    rig.ctl_ok(&["base", "delete", "bookworm"]);
+}

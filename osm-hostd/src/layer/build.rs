@@ -19,6 +19,7 @@ use nix::fcntl::OFlag;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -277,7 +278,9 @@ fn fill_upper(
         )?;
     }
     rep.at(0.87, "cleaning apt caches and logs");
-    b.run(&["apt-get", "clean"], "apt-get clean", &mut |_| {})?;
+    if !recipe.packages.is_empty() {
+        b.run(&["apt-get", "clean"], "apt-get clean", &mut |_| {})?;
+    }
     b.run(
         &["rm", "-f", "--", POLICY_RC_D],
         "removing policy-rc.d",
@@ -378,6 +381,16 @@ impl Builder {
             if let Some(v) = std::env::var_os(var) {
                 cmd.env(var, v);
             }
+        }
+        // A build step dies with the daemon's thread that waits for it, so a daemon killed
+        // mid-build leaves no apt writing into a staging subvolume the next start removes.
+        // SAFETY: the closure runs between fork and exec and only calls prctl(2), which is
+        // async-signal-safe; it allocates nothing and touches no lock.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                    .map_err(std::io::Error::from)
+            });
         }
         cmd
     }
