@@ -175,18 +175,21 @@ fn mqtt_layer_builds_and_a_container_on_it_answers_mqtt() {
             cfg.set_str("cache_dir", &c);
         })
         .start();
-    rig.ctl_ok(&["base", "build", "bookworm", "--recipe", base_recipe]);
+    // Versioned: the recipe's "bookworm" and `create --base bookworm` mean the newest
+    // bookworm@…, and the container pins it.
+    rig.ctl_ok(&["base", "build", "bookworm@1", "--recipe", base_recipe]);
     rig.ctl_ok(&["layer", "build", "mqtt", "--recipe", layer_recipe]);
     // A layer stacks only on the base it was built over.
     rig.import_busybox_base("bb");
     let e = rig.ctl_err(&["create", "bb1", "--base", "bb", "--layer", "mqtt"]);
-    assert!(e.contains("built over base \"bookworm\""), "{e}");
+    assert!(e.contains("built over base \"bookworm@1\""), "{e}");
     rig.ctl_ok(&["base", "delete", "bb"]);
     rig.ctl_ok(&[
         "create", "mq1", "--base", "bookworm", "--layer", "mqtt", "--memory", "512M",
     ]);
     let e = rig.ctl_err(&["layer", "delete", "mqtt"]);
     assert!(e.contains("container mq1"), "{e}");
+    assert_eq!(rig.info_json("mq1")["base"], "bookworm@1");
     rig.ctl_ok(&["start", "mq1"]);
 
     let mut state = String::new();
@@ -270,7 +273,7 @@ fn mqtt_layer_builds_and_a_container_on_it_answers_mqtt() {
     let archive = archive.to_str().unwrap();
     let e = rig.ctl_err(&["layer", "import", "mqtt2", archive, "--base", "nobase"]);
     assert!(e.contains("base \"nobase\""), "{e}");
-    rig.ctl_ok(&["layer", "import", "mqtt2", archive, "--base", "bookworm"]);
+    rig.ctl_ok(&["layer", "import", "mqtt2", archive, "--base", "bookworm@1"]);
     rig.ctl_ok(&["create", "mq2", "--base", "bookworm", "--layer", "mqtt2"]);
     rig.ctl_ok(&["start", "mq2"]);
     let mut motd = String::new();
@@ -288,7 +291,7 @@ fn mqtt_layer_builds_and_a_container_on_it_answers_mqtt() {
     let list: serde_json::Value =
         serde_json::from_str(&rig.ctl_ok(&["layer", "list", "--json"])).unwrap();
     assert_eq!(list, serde_json::json!([]));
-    rig.ctl_ok(&["base", "delete", "bookworm"]);
+    rig.ctl_ok(&["base", "delete", "bookworm@1"]);
 }
 
 /// A daemon killed in the middle of a layer build takes the build's processes with it,

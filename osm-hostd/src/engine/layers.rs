@@ -123,13 +123,22 @@ impl Engine {
     ) -> EngineResult<Arc<Job>> {
         validate_image_name("layer", name)?;
         let mut recipe = LayerRecipe::parse(recipe_text).map_err(recipe_err)?;
-        if recipe.name != name {
+        if recipe.name != crate::names::image_base_name(name) {
             return Err(EngineError::InvalidArgument(format!(
-                "the recipe is for layer {:?}; build it under that name (or change its name field)",
+                "the recipe is for layer {:?}; build it under that name, optionally with @VERSION \
+                 (or change its name field)",
                 recipe.name
             )));
         }
         recipe.resolve_keys(key_texts).map_err(recipe_err)?;
+        // The recipe names bases and layers without versions: build over the newest, and
+        // record the exact versions in the sidecar.
+        recipe.base = self.resolve_base(&recipe.base);
+        recipe.layers = recipe
+            .layers
+            .iter()
+            .map(|l| self.resolve_layer(l))
+            .collect();
         let (lower_keys, lowers) = self.lower_stack(&recipe.base, &recipe.layers)?;
         self.require_new_layer(name)?;
         let key = recipe.cache_key(&lower_keys);
@@ -227,14 +236,15 @@ impl Engine {
                 "layer {name} cannot be imported over itself"
             )));
         }
-        self.lower_stack(base, layers)?;
+        let base = self.resolve_base(base);
+        let layers: Vec<String> = layers.iter().map(|l| self.resolve_layer(l)).collect();
+        self.lower_stack(&base, &layers)?;
         self.require_new_layer(name)?;
         let reservation = self.reserve(name, "layer")?.into_key();
         let job = self.jobs.create("import-layer", name);
         let engine = self.clone();
         let job2 = job.clone();
         let name = name.to_string();
-        let (base, layers) = (base.to_string(), layers.to_vec());
         tokio::task::spawn_blocking(move || {
             let staging = engine
                 .store

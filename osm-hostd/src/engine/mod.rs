@@ -21,6 +21,7 @@ mod network;
 mod restore;
 mod set;
 mod snapshots;
+mod versions;
 mod watch;
 
 pub use bases::{BaseInfo, BaseSource};

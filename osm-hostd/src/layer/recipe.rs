@@ -403,15 +403,15 @@ impl LayerRecipe {
         Ok(())
     }
 
-    /// Hex SHA-256 of everything that affects the built layer: the recipe (with key texts),
-    /// the identity of what it is built over (`lower_keys`: the base's recipe key, then each
+    /// Hex SHA-256 of everything that affects the built layer: the recipe (with key texts,
+    /// without the names of base and lower layers), the identity of what it is built over (`lower_keys`: the base's recipe key, then each
     /// lower layer's key, lowest first), the host architecture and a build-format version.
     pub fn cache_key(&self, lower_keys: &[String]) -> String {
         let mut c = Canon::default();
         c.field("format", BUILD_FORMAT);
         c.field("arch", std::env::consts::ARCH);
-        c.field("base", &self.base);
-        c.list("layers", self.layers.iter().map(String::as_str));
+        // What the layer is built over counts by identity, not by name: the same base under
+        // another name or version reuses the cache.
         c.list("lower-keys", lower_keys.iter().map(String::as_str));
         c.list("packages", sorted(&self.packages));
         c.field("sources", &self.sources.len().to_string());
@@ -712,6 +712,14 @@ key_file = "keys/grafana.asc"
         );
         assert_eq!(k.len(), 64);
         assert_ne!(k, r.cache_key(&["base-b".into()]));
+        assert_ne!(k, r.cache_key(&["base-a".into(), "layer-x".into()]));
+        let mut renamed = r.clone();
+        renamed.base = "bookworm@2".into();
+        assert_eq!(
+            k,
+            renamed.cache_key(&["base-a".into()]),
+            "names do not count"
+        );
         let mut variants = Vec::new();
         let mut push = |f: &dyn Fn(&mut LayerRecipe)| {
             let mut v = r.clone();
@@ -722,7 +730,6 @@ key_file = "keys/grafana.asc"
         push(&|v| v.files[0].content.push('x'));
         push(&|v| v.run.push(vec!["true".into()]));
         push(&|v| v.enable.push("x.service".into()));
-        push(&|v| v.layers.push("l".into()));
         push(&|v| {
             v.templates.push(LayerFile {
                 path: "/etc/t".into(),

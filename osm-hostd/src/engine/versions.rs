@@ -1,0 +1,155 @@
+//! Versioned images: a base or layer may be stored as `NAME@VERSION`. A reference without
+//! `@` means the image of exactly that name if there is one, else the newest
+//! `NAME@VERSION` (by creation time, then by name); containers and layers record the
+//! exact name they were made with, so building a new version changes nothing that exists.
+
+use super::Engine;
+
+/// The newest of `candidates` `(name, created)` whose name is `plain@…`.
+fn newest<'a>(plain: &str, candidates: impl Iterator<Item = (&'a str, u64)>) -> Option<String> {
+    let prefix = format!("{plain}@");
+    candidates
+        .filter(|(n, _)| n.starts_with(&prefix))
+        .max_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(b.0)))
+        .map(|(n, _)| n.to_string())
+}
+
+impl Engine {
+    /// The exact base a reference means (see the module doc); unknown names come back
+    /// unchanged for the caller's not-found error.
+    pub(super) fn resolve_base(&self, name: &str) -> String {
+        let bases = self.bases.read().expect("bases lock");
+        if name.contains('@') || bases.contains_key(name) {
+            return name.to_string();
+        }
+        newest(name, bases.values().map(|b| (b.name.as_str(), b.created)))
+            .unwrap_or_else(|| name.to_string())
+    }
+
+    /// The exact layer a reference means, like [`Engine::resolve_base`].
+    pub(super) fn resolve_layer(&self, name: &str) -> String {
+        let layers = self.layer_list();
+        if name.contains('@') || layers.iter().any(|l| l.name == name) {
+            return name.to_string();
+        }
+        newest(name, layers.iter().map(|l| (l.name.as_str(), l.created)))
+            .unwrap_or_else(|| name.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::newest;
+    use crate::engine::{BaseInfo, BaseSource, CreateRequest, LayerInfo};
+    use crate::spec::ContainerSpec;
+
+    fn add_base(engine: &crate::engine::Engine, name: &str, created: u64) {
+        let dir = engine.store().bases_dir();
+        std::fs::create_dir_all(dir.join(name)).unwrap();
+        let info = BaseInfo {
+            name: name.into(),
+            created,
+            source: BaseSource::Import,
+        };
+        std::fs::write(
+            dir.join(format!("{name}.toml")),
+            toml::to_string(&info).unwrap(),
+        )
+        .unwrap();
+        engine.scan_bases().unwrap();
+    }
+
+    fn add_layer(engine: &crate::engine::Engine, name: &str, base: &str, created: u64) {
+        let dir = engine.store().layers_dir();
+        std::fs::create_dir_all(dir.join(name)).unwrap();
+        let info = LayerInfo {
+            name: name.into(),
+            created,
+            base: base.into(),
+            layers: vec![],
+            key: format!("import:{name}"),
+        };
+        std::fs::write(
+            dir.join(format!("{name}.toml")),
+            toml::to_string(&info).unwrap(),
+        )
+        .unwrap();
+    }
+
+    fn create(name: &str, base: &str, layers: &[&str]) -> CreateRequest {
+        CreateRequest {
+            name: name.into(),
+            base: base.into(),
+            layers: layers.iter().map(|l| l.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn containers_pin_the_newest_version_and_keep_it_when_a_newer_one_comes() {
+        let (_dir, _host, engine) = crate::testing::fake_engine();
+        add_base(&engine, "deb@1", 100);
+        add_base(&engine, "deb@2", 200);
+        add_layer(&engine, "mqtt@a", "deb@2", 300);
+        add_layer(&engine, "mqtt@b", "deb@1", 400);
+        let spec_of = |n: &str| ContainerSpec::load(&engine.store().container_dir(n)).unwrap();
+
+        engine
+            .create_container(create("c1", "deb", &[]))
+            .await
+            .unwrap();
+        assert_eq!(spec_of("c1").base, "deb@2");
+        // The same request again is the same container, not a conflict.
+        assert_eq!(
+            engine
+                .create_container(create("c1", "deb", &[]))
+                .await
+                .unwrap(),
+            crate::engine::CreateOutcome::AlreadyExisted
+        );
+        // The newest mqtt was built over deb@1, not the newest deb: refused, with the reason.
+        let e = engine
+            .create_container(create("c2", "deb", &["mqtt"]))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mqtt@b was built over base \"deb@1\""), "{e}");
+        engine
+            .create_container(create("c2", "deb@2", &["mqtt@a"]))
+            .await
+            .unwrap();
+        assert_eq!(spec_of("c2").layers, vec!["mqtt@a"]);
+
+        // A newer version changes nothing that exists; new containers get it.
+        add_base(&engine, "deb@3", 300);
+        assert_eq!(spec_of("c1").base, "deb@2");
+        engine
+            .create_container(create("c3", "deb", &[]))
+            .await
+            .unwrap();
+        assert_eq!(spec_of("c3").base, "deb@3");
+        // A plain name that exists is itself, versions or not.
+        add_base(&engine, "deb", 50);
+        engine
+            .create_container(create("c4", "deb", &[]))
+            .await
+            .unwrap();
+        assert_eq!(spec_of("c4").base, "deb");
+    }
+
+    #[test]
+    fn the_newest_version_wins_and_other_names_do_not_count() {
+        let c = [
+            ("bookworm@1", 10),
+            ("bookworm@2", 20),
+            ("bookworm-old@9", 99),
+            ("bookworm", 50),
+            ("bookworm@0", 5),
+        ];
+        assert_eq!(newest("bookworm", c.iter().copied()).unwrap(), "bookworm@2");
+        assert_eq!(newest("trixie", c.iter().copied()), None);
+        // Same creation time: the greater name.
+        let tie = [("b@a", 1), ("b@b", 1)];
+        assert_eq!(newest("b", tie.iter().copied()).unwrap(), "b@b");
+    }
+}
