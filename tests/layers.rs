@@ -190,6 +190,11 @@ fn mqtt_layer_builds_and_a_container_on_it_answers_mqtt() {
     let e = rig.ctl_err(&["layer", "delete", "mqtt"]);
     assert!(e.contains("container mq1"), "{e}");
     assert_eq!(rig.info_json("mq1")["base"], "bookworm@1");
+    // A newer base version changes nothing that exists, and prune keeps what is used.
+    rig.ctl_ok(&["base", "build", "bookworm@2", "--recipe", base_recipe]);
+    assert_eq!(rig.info_json("mq1")["base"], "bookworm@1");
+    let out = rig.ctl_ok(&["base", "prune", "bookworm"]);
+    assert!(out.contains("no unused older versions"), "{out}");
     rig.ctl_ok(&["start", "mq1"]);
 
     let mut state = String::new();
@@ -274,7 +279,10 @@ fn mqtt_layer_builds_and_a_container_on_it_answers_mqtt() {
     let e = rig.ctl_err(&["layer", "import", "mqtt2", archive, "--base", "nobase"]);
     assert!(e.contains("base \"nobase\""), "{e}");
     rig.ctl_ok(&["layer", "import", "mqtt2", archive, "--base", "bookworm@1"]);
-    rig.ctl_ok(&["create", "mq2", "--base", "bookworm", "--layer", "mqtt2"]);
+    // `--base bookworm` now means bookworm@2, which mqtt2 was not made over.
+    let e = rig.ctl_err(&["create", "mq2", "--base", "bookworm", "--layer", "mqtt2"]);
+    assert!(e.contains("built over base \"bookworm@1\""), "{e}");
+    rig.ctl_ok(&["create", "mq2", "--base", "bookworm@1", "--layer", "mqtt2"]);
     rig.ctl_ok(&["start", "mq2"]);
     let mut motd = String::new();
     let rendered = wait_until(Duration::from_secs(60), || {
@@ -291,7 +299,18 @@ fn mqtt_layer_builds_and_a_container_on_it_answers_mqtt() {
     let list: serde_json::Value =
         serde_json::from_str(&rig.ctl_ok(&["layer", "list", "--json"])).unwrap();
     assert_eq!(list, serde_json::json!([]));
-    rig.ctl_ok(&["base", "delete", "bookworm@1"]);
+    let out = rig.ctl_ok(&["base", "prune", "bookworm"]);
+    assert!(out.contains("deleted base bookworm@1"), "{out}");
+    let bases: serde_json::Value =
+        serde_json::from_str(&rig.ctl_ok(&["base", "list", "--json"])).unwrap();
+    let names: Vec<&str> = bases
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["bookworm@2"]);
+    rig.ctl_ok(&["base", "delete", "bookworm@2"]);
 }
 
 /// A daemon killed in the middle of a layer build takes the build's processes with it,

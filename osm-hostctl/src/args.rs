@@ -264,6 +264,11 @@ pub enum BaseCommand {
         /// Base image name
         name: String,
     },
+    /// Delete the older NAME@VERSION bases no container or layer uses (keeps the newest)
+    Prune {
+        /// Base name without a version
+        name: String,
+    },
 }
 
 #[derive(Debug, Args)]

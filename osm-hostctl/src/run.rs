@@ -143,6 +143,15 @@ async fn base(daemon: &Daemon, cmd: BaseCommand) -> Result<(), CliError> {
             m.delete_base(&name).await?;
             say(&format!("deleted base {name}"));
         }
+        BaseCommand::Prune { name } => {
+            let deleted = m.prune_bases(&name).await?;
+            if deleted.is_empty() {
+                say(&format!("no unused older versions of base {name}"));
+            }
+            for b in deleted {
+                say(&format!("deleted base {b}"));
+            }
+        }
     }
     Ok(())
 }

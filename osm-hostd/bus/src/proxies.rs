@@ -12,7 +12,8 @@
 //!   `DeleteContainer(name s, force b)`, `GetContainer(name s) -> o`.
 //! - `BuildBase(name s, recipe s) -> o` (recipe = TOML text; returns a job),
 //!   `ImportBase(name s, archive h) -> o` (an open tar/tar.gz/tar.zst; returns a job),
-//!   `DeleteBase(name s)`, `GetBase(name s) -> o`.
+//!   `DeleteBase(name s)`, `GetBase(name s) -> o`, `PruneBases(name s) -> as` (deletes
+//!   the unused `name@VERSION` bases but the newest; returns their names).
 //! - `BuildLayer(name s, recipe s, key_files a{ss}) -> o` (recipe = TOML text of an
 //!   `overlays/` recipe; `key_files` = the text of each `key_file` it names, by that path;
 //!   returns a job), `ListLayers() -> a(stsass)` (name, created s, base, lower layers
@@ -107,6 +108,7 @@ pub trait Manager {
     ) -> zbus::Result<OwnedObjectPath>;
     fn list_layers(&self) -> zbus::Result<Vec<LayerWire>>;
     fn delete_layer(&self, name: &str) -> zbus::Result<()>;
+    fn prune_bases(&self, name: &str) -> zbus::Result<Vec<String>>;
     fn import_layer(
         &self,
         name: &str,

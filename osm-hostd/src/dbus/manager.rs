@@ -346,6 +346,16 @@ impl Manager {
         Ok(path(api::job_path(job.id)))
     }
 
+    async fn prune_bases(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        name: String,
+    ) -> Result<Vec<String>> {
+        require_admin(conn, &hdr).await?;
+        logged("prune bases", &name, self.engine.prune_bases(&name).await)
+    }
+
     async fn list_layers(&self) -> Result<Vec<api::proxies::LayerWire>> {
         Ok(self
             .engine

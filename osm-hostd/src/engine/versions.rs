@@ -4,6 +4,8 @@
 //! exact name they were made with, so building a new version changes nothing that exists.
 
 use super::Engine;
+use crate::error::{EngineError, EngineResult};
+use crate::names::validate_image_name;
 
 /// The newest of `candidates` `(name, created)` whose name is `plain@…`.
 fn newest<'a>(plain: &str, candidates: impl Iterator<Item = (&'a str, u64)>) -> Option<String> {
@@ -34,6 +36,48 @@ impl Engine {
         }
         newest(name, layers.iter().map(|l| (l.name.as_str(), l.created)))
             .unwrap_or_else(|| name.to_string())
+    }
+}
+
+impl Engine {
+    /// Deletes every `NAME@VERSION` base but the newest that no container and no layer
+    /// uses; returns the deleted names. Bases in use are kept, never an error.
+    pub async fn prune_bases(self: &std::sync::Arc<Self>, name: &str) -> EngineResult<Vec<String>> {
+        validate_image_name("base", name)?;
+        if name.contains('@') {
+            return Err(EngineError::InvalidArgument(format!(
+                "give the name without a version (e.g. {}): prune keeps its newest version and \
+                 removes the unused older ones",
+                crate::names::image_base_name(name)
+            )));
+        }
+        let Some(newest) = ({
+            let bases = self.bases.read().expect("bases lock");
+            newest(name, bases.values().map(|b| (b.name.as_str(), b.created)))
+        }) else {
+            return Err(EngineError::NotFound(format!(
+                "no versions of base {name} (names {name}@…); `osm-hostctl base list` shows the bases"
+            )));
+        };
+        let prefix = format!("{name}@");
+        let old: Vec<String> = self
+            .base_names()
+            .into_iter()
+            .filter(|b| b.starts_with(&prefix) && *b != newest)
+            .collect();
+        let mut deleted = Vec::new();
+        for b in old {
+            if !self.base_users(&b).is_empty() || !self.layers_on_base(&b).is_empty() {
+                continue;
+            }
+            match self.delete_base(&b).await {
+                Ok(()) => deleted.push(b),
+                // Taken into use meanwhile: keep it.
+                Err(EngineError::InvalidState(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(deleted)
     }
 }
 
@@ -128,6 +172,23 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(spec_of("c3").base, "deb@3");
+        // Prune keeps the newest and every version in use.
+        add_base(&engine, "deb@0", 50);
+        let deleted = engine.prune_bases("deb").await.unwrap();
+        assert_eq!(deleted, vec!["deb@0"]);
+        let mut left = engine.base_names();
+        left.sort();
+        assert_eq!(
+            left,
+            vec!["bb", "deb@1", "deb@2", "deb@3"],
+            "deb@1 has a layer, deb@2 containers"
+        );
+        let e = engine.prune_bases("deb@2").await.unwrap_err().to_string();
+        assert!(e.contains("without a version"), "{e}");
+        assert_eq!(
+            engine.prune_bases("nope").await.unwrap_err().kind(),
+            "NotFound"
+        );
         // A plain name that exists is itself, versions or not.
         add_base(&engine, "deb", 50);
         engine
