@@ -191,7 +191,19 @@ fn mqtt_layer_builds_and_a_container_on_it_answers_mqtt() {
     assert!(e.contains("container mq1"), "{e}");
     assert_eq!(rig.info_json("mq1")["base"], "bookworm@1");
     // A newer base version changes nothing that exists, and prune keeps what is used.
-    rig.ctl_ok(&["base", "build", "bookworm@2", "--recipe", base_recipe]);
+    // `@auto`: the build date and the recipe's hash.
+    let out = rig.ctl_ok(&["base", "build", "bookworm@auto", "--recipe", base_recipe]);
+    let newer = out
+        .trim()
+        .strip_prefix("built base ")
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_string();
+    let text = std::fs::read_to_string(&base_recipe).unwrap();
+    let key = osm_hostd::base::Recipe::parse(&text).unwrap().cache_key();
+    assert!(
+        newer.starts_with("bookworm@20") && newer.ends_with(&format!("-{}", &key[..12])),
+        "{newer}"
+    );
     assert_eq!(rig.info_json("mq1")["base"], "bookworm@1");
     let out = rig.ctl_ok(&["base", "prune", "bookworm"]);
     assert!(out.contains("no unused older versions"), "{out}");
@@ -279,7 +291,7 @@ fn mqtt_layer_builds_and_a_container_on_it_answers_mqtt() {
     let e = rig.ctl_err(&["layer", "import", "mqtt2", archive, "--base", "nobase"]);
     assert!(e.contains("base \"nobase\""), "{e}");
     rig.ctl_ok(&["layer", "import", "mqtt2", archive, "--base", "bookworm@1"]);
-    // `--base bookworm` now means bookworm@2, which mqtt2 was not made over.
+    // `--base bookworm` now means the @auto version, which mqtt2 was not made over.
     let e = rig.ctl_err(&["create", "mq2", "--base", "bookworm", "--layer", "mqtt2"]);
     assert!(e.contains("built over base \"bookworm@1\""), "{e}");
     rig.ctl_ok(&["create", "mq2", "--base", "bookworm@1", "--layer", "mqtt2"]);
@@ -309,8 +321,8 @@ fn mqtt_layer_builds_and_a_container_on_it_answers_mqtt() {
         .iter()
         .map(|b| b["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, vec!["bookworm@2"]);
-    rig.ctl_ok(&["base", "delete", "bookworm@2"]);
+    assert_eq!(names, vec![newer.as_str()]);
+    rig.ctl_ok(&["base", "delete", &newer]);
 }
 
 /// A daemon killed in the middle of a layer build takes the build's processes with it,

@@ -243,7 +243,8 @@ pub struct CreateArgs {
 pub enum BaseCommand {
     /// Build a base image from a recipe (TOML); waits for the build job
     Build {
-        /// Name of the new base image
+        /// Name of the new base image, optionally with `@VERSION` (`@auto`: the build date
+        /// and the recipe's hash)
         name: String,
         /// Recipe file; it is read here and its text sent to the daemon
         #[arg(long, value_name = "FILE")]

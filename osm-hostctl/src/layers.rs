@@ -18,7 +18,8 @@ use super::run::{print_json, say};
 pub enum LayerCommand {
     /// Build a layer from a recipe (TOML, see overlays/); waits for the build job
     Build {
-        /// Name of the new layer (the recipe's `name`)
+        /// Name of the new layer: the recipe's `name`, optionally with `@VERSION`
+        /// (`@auto`: the build date and the recipe's hash)
         name: String,
         /// Recipe file; it is read here and its text sent to the daemon, with the text of
         /// every `key_file` it names (relative to the recipe's directory)
@@ -105,6 +106,7 @@ pub async fn run(daemon: &Daemon, cmd: LayerCommand) -> Result<(), CliError> {
                 keys.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             let watch = JobWatch::subscribe(daemon).await?;
             let job = m.build_layer(&name, &text, keys).await?;
+            let name = super::job::target(daemon, &job).await.unwrap_or(name);
             watch.follow(daemon, &job).await?;
             say(&format!("built layer {name}"));
         }

@@ -111,6 +111,7 @@ async fn base(daemon: &Daemon, cmd: BaseCommand) -> Result<(), CliError> {
                 std::fs::read_to_string(&recipe).map_err(|e| local_file_error(&recipe, e))?;
             let watch = JobWatch::subscribe(daemon).await?;
             let job = m.build_base(&name, &text).await?;
+            let name = super::job::target(daemon, &job).await.unwrap_or(name);
             watch.follow(daemon, &job).await?;
             say(&format!("built base {name}"));
         }

@@ -142,6 +142,8 @@ impl Engine {
         let (lower_keys, lowers) = self.lower_stack(&recipe.base, &recipe.layers)?;
         self.require_new_layer(name)?;
         let key = recipe.cache_key(&lower_keys);
+        let name = &super::versions::auto_version(name, &key, crate::fsutil::now_secs());
+        self.require_new_layer(name)?;
         let reservation = self.reserve(name, "layer")?.into_key();
         let job = self.jobs.create("build-layer", name);
         let engine = self.clone();

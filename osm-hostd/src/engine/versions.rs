@@ -39,6 +39,18 @@ impl Engine {
     }
 }
 
+/// The version `@auto` stands for: the build date (UTC) and the first 12 hex digits of
+/// the recipe's cache key, e.g. `bookworm@20261129-3f2a9c01b7de`.
+pub(super) fn auto_version(name: &str, key: &str, now_secs: u64) -> String {
+    match name.strip_suffix("@auto") {
+        Some(plain) => {
+            let (y, m, d) = crate::snapper::time::civil_from_days((now_secs / 86_400) as i64);
+            format!("{plain}@{y:04}{m:02}{d:02}-{}", &key[..key.len().min(12)])
+        }
+        None => name.to_string(),
+    }
+}
+
 impl Engine {
     /// Deletes every `NAME@VERSION` base but the newest that no container and no layer
     /// uses; returns the deleted names. Bases in use are kept, never an error.
@@ -196,6 +208,19 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(spec_of("c4").base, "deb");
+    }
+
+    #[test]
+    fn auto_versions_are_the_date_and_the_recipe_key() {
+        let key = "3f2a9c01b7de55aa";
+        // 2026-11-29 00:00:00 UTC plus a bit.
+        let now = 1_795_910_400 + 3_600;
+        assert_eq!(
+            super::auto_version("bookworm@auto", key, now),
+            "bookworm@20261129-3f2a9c01b7de"
+        );
+        assert_eq!(super::auto_version("bookworm@7", key, now), "bookworm@7");
+        assert_eq!(super::auto_version("bookworm", key, now), "bookworm");
     }
 
     #[test]
