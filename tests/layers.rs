@@ -198,7 +198,7 @@ fn mqtt_layer_builds_and_a_container_on_it_answers_mqtt() {
         .strip_prefix("built base ")
         .unwrap_or_else(|| panic!("{out}"))
         .to_string();
-    let text = std::fs::read_to_string(&base_recipe).unwrap();
+    let text = std::fs::read_to_string(base_recipe).unwrap();
     let key = osm_hostd::base::Recipe::parse(&text).unwrap().cache_key();
     assert!(
         newer.starts_with("bookworm@20") && newer.ends_with(&format!("-{}", &key[..12])),
