@@ -205,6 +205,12 @@ fn mqtt_layer_builds_and_a_container_on_it_answers_mqtt() {
         "{newer}"
     );
     assert_eq!(rig.info_json("mq1")["base"], "bookworm@1");
+    assert_eq!(rig.info_json("mq1")["newer_base"], newer.as_str());
+    let info = rig.ctl_ok(&["info", "mq1"]);
+    assert!(
+        info.contains(&format!("bookworm@1 (newer: {newer})")),
+        "{info}"
+    );
     let out = rig.ctl_ok(&["base", "prune", "bookworm"]);
     assert!(out.contains("no unused older versions"), "{out}");
     rig.ctl_ok(&["start", "mq1"]);

@@ -43,6 +43,7 @@
 //! Container (`.../container/<escaped>`): `Start()`, `Stop(force b, timeout u)`,
 //! `Restart(timeout u)`, `Delete(force b)`, `GetDiskUsage() -> t`; properties `Name`,
 //! `State` (stopped|starting|running|stopping), `InitPid` u, `Base`, `Layers` as,
+//! `NewerBase` s (a newer `NAME@VERSION` of the pinned base; "" when none),
 //! `Addresses` as (seen inside while running), `IPv4Address` s (fixed), `MacAddress`, `Autostart` b (true unless the policy is false),
 //! `AutostartPolicy` s (true|false|last-state), `BootPriority` i, `BootDelay` u,
 //! `Warning` s ("" when none), `MemoryLimit` t, `CpuLimit` u (0 = none),

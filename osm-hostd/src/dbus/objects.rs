@@ -219,6 +219,14 @@ impl ContainerObject {
         Ok(self.info()?.spec.layers)
     }
 
+    /// The newest version of the container's base when it is newer than the pinned one;
+    /// "" when none (or the base has no version).
+    #[zbus(property)]
+    fn newer_base(&self) -> zbus::fdo::Result<String> {
+        let base = self.info()?.spec.base;
+        Ok(self.engine.newer_base(&base).unwrap_or_default())
+    }
+
     #[zbus(property)]
     async fn addresses(&self) -> Vec<String> {
         let engine = self.engine.clone();

@@ -28,6 +28,17 @@ impl Engine {
             .unwrap_or_else(|| name.to_string())
     }
 
+    /// The newest `NAME@…` base when it is newer than `base` (a `NAME@VERSION`), for
+    /// `info` to say an update exists.
+    pub fn newer_base(&self, base: &str) -> Option<String> {
+        let plain = base.split_once('@')?.0;
+        let bases = self.bases.read().expect("bases lock");
+        let own = bases.get(base).map_or(0, |b| b.created);
+        let newest = newest(plain, bases.values().map(|b| (b.name.as_str(), b.created)))?;
+        let newest_created = bases.get(&newest).map_or(0, |b| b.created);
+        (newest != base && newest_created > own).then_some(newest)
+    }
+
     /// The exact layer a reference means, like [`Engine::resolve_base`].
     pub(super) fn resolve_layer(&self, name: &str) -> String {
         let layers = self.layer_list();
@@ -176,9 +187,13 @@ mod tests {
             .unwrap();
         assert_eq!(spec_of("c2").layers, vec!["mqtt@a"]);
 
+        assert_eq!(engine.newer_base("deb@2"), None);
         // A newer version changes nothing that exists; new containers get it.
         add_base(&engine, "deb@3", 300);
         assert_eq!(spec_of("c1").base, "deb@2");
+        assert_eq!(engine.newer_base("deb@2").as_deref(), Some("deb@3"));
+        assert_eq!(engine.newer_base("deb@3"), None);
+        assert_eq!(engine.newer_base("bb"), None);
         engine
             .create_container(create("c3", "deb", &[]))
             .await
