@@ -39,6 +39,8 @@ OSM_APT_PACKAGES=(
     # tests: a UDP/ICMPv6 sender and listener in containers' and the host's namespaces
     # (isolation_net), where busybox has none
     python3-minimal
+    # tests: MQTT publish/subscribe from the host to a container on the mqtt layer (layers)
+    mosquitto-clients
     # tests: systemd-analyze verify of the units. Installing the package on a host whose
     # PID 1 is not systemd changes nothing there (systemd-sysv is what makes it init).
     systemd

@@ -141,6 +141,9 @@ pub enum Command {
     /// detail): containers added and removed, state changes, warnings, snapshots,
     /// restores, backups, jobs; until interrupted
     Monitor(JsonArg),
+    /// Manage layers (read-only stacks over a base, built from overlays/ recipes)
+    #[command(subcommand)]
+    Layer(super::layers::LayerCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -298,7 +301,8 @@ pub struct CreateArgs {
 pub enum BaseCommand {
     /// Build a base image from a recipe (TOML); waits for the build job
     Build {
-        /// Name of the new base image
+        /// Name of the new base image, optionally with `@VERSION` (`@auto`: the build date
+        /// and the recipe's hash)
         name: String,
         /// Recipe file; it is read here and its text sent to the daemon
         #[arg(long, value_name = "FILE")]
@@ -317,6 +321,11 @@ pub enum BaseCommand {
     /// Delete a base image no container uses
     Delete {
         /// Base image name
+        name: String,
+    },
+    /// Delete the older NAME@VERSION bases no container or layer uses (keeps the newest)
+    Prune {
+        /// Base name without a version
         name: String,
     },
 }

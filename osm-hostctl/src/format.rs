@@ -169,7 +169,14 @@ pub fn container_detail(d: &ContainerDetail, now_us: u64) -> String {
                 c.init_pid.to_string()
             },
         ),
-        ("base", c.base.clone()),
+        (
+            "base",
+            if c.newer_base.is_empty() {
+                c.base.clone()
+            } else {
+                format!("{} (newer: {})", c.base, c.newer_base)
+            },
+        ),
         ("layers", list(&c.layers)),
         ("ipv4 address", c.ipv4_address.clone()),
         ("addresses", list(&c.addresses)),

@@ -107,6 +107,13 @@ impl JobWatch {
     }
 }
 
+/// The job's target: the name a build or import works on (for `@auto`, the version the
+/// daemon chose). `None` if it cannot be read.
+pub async fn target(daemon: &Daemon, path: &ObjectPath<'_>) -> Option<String> {
+    let props = daemon.properties_raw(path, JOB_IFACE).await.ok()?;
+    String::try_from(props.get("Target")?.clone()).ok()
+}
+
 async fn read_status(daemon: &Daemon, path: &ObjectPath<'_>) -> Result<JobStatus, CliError> {
     match daemon.properties_raw(path, JOB_IFACE).await {
         Ok(props) => JobStatus::from_properties(&props),

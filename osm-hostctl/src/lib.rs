@@ -49,6 +49,7 @@ mod exit;
 mod fleet;
 mod format;
 mod job;
+pub mod layers;
 pub mod model;
 mod monitor;
 mod publish;

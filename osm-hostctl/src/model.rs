@@ -22,6 +22,8 @@ pub struct ContainerInfo {
     pub state: String,
     pub init_pid: u32,
     pub base: String,
+    /// A newer version of the pinned base (`NewerBase`); "" when none.
+    pub newer_base: String,
     pub layers: Vec<String>,
     pub addresses: Vec<String>,
     /// The fixed address on the bridge (`IPv4Address`).
@@ -193,6 +195,7 @@ impl ContainerInfo {
             state: prop(p, "State")?,
             init_pid: prop(p, "InitPid")?,
             base: prop(p, "Base")?,
+            newer_base: prop(p, "NewerBase")?,
             layers: prop(p, "Layers")?,
             addresses: prop(p, "Addresses")?,
             ipv4_address: prop(p, "IPv4Address")?,
@@ -462,6 +465,7 @@ pub(crate) mod tests {
                 "mac_address",
                 "memory_limit",
                 "name",
+                "newer_base",
                 "newest_snapshot",
                 "preset",
                 "privileged",

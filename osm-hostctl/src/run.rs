@@ -106,6 +106,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Unpublish(args) => super::publish::unpublish(&daemon, args).await?,
         Command::Customer(cmd) => super::customer::run(&daemon, cmd).await?,
         Command::Monitor(out) => super::monitor::run(&daemon, out.json).await?,
+        Command::Layer(cmd) => super::layers::run(&daemon, cmd).await?,
     }
     Ok(())
 }
@@ -118,6 +119,7 @@ async fn base(daemon: &Daemon, cmd: BaseCommand) -> Result<(), CliError> {
                 std::fs::read_to_string(&recipe).map_err(|e| local_file_error(&recipe, e))?;
             let watch = JobWatch::subscribe(daemon).await?;
             let job = m.build_base(&name, &text).await?;
+            let name = super::job::target(daemon, &job).await.unwrap_or(name);
             watch.follow(daemon, &job).await?;
             say(&format!("built base {name}"));
         }
@@ -149,6 +151,15 @@ async fn base(daemon: &Daemon, cmd: BaseCommand) -> Result<(), CliError> {
         BaseCommand::Delete { name } => {
             m.delete_base(&name).await?;
             say(&format!("deleted base {name}"));
+        }
+        BaseCommand::Prune { name } => {
+            let deleted = m.prune_bases(&name).await?;
+            if deleted.is_empty() {
+                say(&format!("no unused older versions of base {name}"));
+            }
+            for b in deleted {
+                say(&format!("deleted base {b}"));
+            }
         }
     }
     Ok(())

@@ -47,6 +47,21 @@ pub trait HostOps: Send + Sync + 'static {
         dest: &Path,
         progress: &mut dyn FnMut(f64),
     ) -> HostResult<()>;
+    /// Fills the empty upper `dirs.upper` with a layer built from `recipe` over
+    /// `dirs.lowers` (or from `cache_dir/<key>.tar.zst`).
+    fn build_layer(
+        &self,
+        recipe: &crate::layer::LayerRecipe,
+        key: &str,
+        dirs: &crate::layer::BuildDirs<'_>,
+        cache_dir: &Path,
+        progress: &mut dyn FnMut(f64, &str),
+    ) -> HostResult<()> {
+        let _ = (recipe, key, dirs, cache_dir, progress);
+        Err(EngineError::Failed(
+            "building layers is not supported by this host".into(),
+        ))
+    }
 }
 
 /// The real host: ioctls for Btrfs, the `lxc-*` tools for containers.
@@ -141,5 +156,15 @@ impl HostOps for RealHost {
         let mut copy = base::private_copy(archive, tmp_dir).map_err(base_err)?;
         base::validate_archive(&mut copy).map_err(base_err)?;
         base::extract_archive(&mut copy, dest, progress).map_err(base_err)
+    }
+    fn build_layer(
+        &self,
+        recipe: &crate::layer::LayerRecipe,
+        key: &str,
+        dirs: &crate::layer::BuildDirs<'_>,
+        cache_dir: &Path,
+        progress: &mut dyn FnMut(f64, &str),
+    ) -> HostResult<()> {
+        crate::layer::build_layer(recipe, key, dirs, cache_dir, progress).map_err(base_err)
     }
 }

@@ -17,6 +17,7 @@ pub mod hardening;
 pub mod host;
 pub mod host_names;
 pub mod idmap;
+pub mod layer;
 pub mod lxc;
 pub mod lxcconf;
 pub mod metrics;

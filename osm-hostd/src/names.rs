@@ -56,8 +56,36 @@ pub fn validate_container_name(name: &str) -> Result<(), NameError> {
     Ok(())
 }
 
-/// A base image or layer name: `[A-Za-z0-9._-]`, 1–64 characters, starting with a letter or digit.
+/// A base image or layer name: `[A-Za-z0-9._-]`, 1–64 characters, starting with a letter
+/// or digit; optionally versioned as `NAME@VERSION` (the version by the same rules).
 pub fn validate_image_name(kind: &'static str, name: &str) -> Result<(), NameError> {
+    let Some((plain, version)) = name.split_once('@') else {
+        return validate_plain_image_name(kind, name);
+    };
+    validate_plain_image_name(kind, plain)?;
+    let ok = !version.is_empty()
+        && version.len() <= 64
+        && version.as_bytes()[0].is_ascii_alphanumeric()
+        && version
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if !ok {
+        return Err(refuse(
+            kind,
+            name,
+            "the version after '@' must be 1-64 characters of A-Z, a-z, 0-9, '.', '_' and '-', \
+             starting with a letter or a digit (e.g. bookworm@20261129)",
+        ));
+    }
+    Ok(())
+}
+
+/// The name without its `@VERSION`, if any.
+pub fn image_base_name(name: &str) -> &str {
+    name.split_once('@').map_or(name, |(n, _)| n)
+}
+
+fn validate_plain_image_name(kind: &'static str, name: &str) -> Result<(), NameError> {
     if name.is_empty() || name.len() > 64 {
         return Err(refuse(
             kind,
@@ -93,6 +121,23 @@ pub use osm_host_bus::escape::{escape_path_element, unescape_path_element};
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_names_may_carry_one_version() {
+        for ok in [
+            "bookworm@20261129",
+            "bookworm@12.5",
+            "osm-stack@2026-11-29.a1b2",
+        ] {
+            assert!(validate_image_name("base", ok).is_ok(), "{ok}");
+        }
+        for bad in ["bookworm@", "@1", "a@b@c", "a@-1", "a@b c", "a@b/c"] {
+            let e = validate_image_name("base", bad).unwrap_err().to_string();
+            assert!(e.contains("base"), "{bad}: {e}");
+        }
+        assert_eq!(image_base_name("bookworm@2"), "bookworm");
+        assert_eq!(image_base_name("bookworm"), "bookworm");
+    }
 
     #[test]
     fn container_names_follow_dns_label_rules() {

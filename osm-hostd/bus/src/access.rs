@@ -10,6 +10,7 @@ pub const ADMIN_GROUP: &str = "osm-admin";
 pub const READ_ONLY_METHODS: &[(&str, &str)] = &[
     (crate::MANAGER_IFACE, "GetContainer"),
     (crate::MANAGER_IFACE, "GetBase"),
+    (crate::MANAGER_IFACE, "ListLayers"),
     (crate::MANAGER_IFACE, "GetNetworkInfo"),
     (crate::MANAGER_IFACE, "ListSnapshots"),
     (crate::MANAGER_IFACE, "GetBackupStatus"),

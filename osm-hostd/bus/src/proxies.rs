@@ -13,7 +13,14 @@
 //!   `DeleteContainer(name s, force b)`, `GetContainer(name s) -> o`.
 //! - `BuildBase(name s, recipe s) -> o` (recipe = TOML text; returns a job),
 //!   `ImportBase(name s, archive h) -> o` (an open tar/tar.gz/tar.zst; returns a job),
-//!   `DeleteBase(name s)`, `GetBase(name s) -> o`.
+//!   `DeleteBase(name s)`, `GetBase(name s) -> o`, `PruneBases(name s) -> as` (deletes
+//!   the unused `name@VERSION` bases but the newest; returns their names).
+//! - `BuildLayer(name s, recipe s, key_files a{ss}) -> o` (recipe = TOML text of an
+//!   `overlays/` recipe; `key_files` = the text of each `key_file` it names, by that path;
+//!   returns a job), `ListLayers() -> a(stsass)` (name, created s, base, lower layers
+//!   lowest first, cache key), `DeleteLayer(name s)` (refused while a container or a layer
+//!   uses it), `ImportLayer(name s, base s, layers as, archive h) -> o` (an upper layer
+//!   over `base` and `layers` (lowest first) as tar/tar.gz/tar.zst; returns a job).
 //! - `GetNetworkInfo() -> a{sv}`: `Bridge` s, `Address` s (CIDR), `Subnet` s, `RangeFirst`
 //!   s, `RangeLast` s, `Used` u, `Free` u, `Nat` b, `Managed` b, `DnsmasqState` s
 //!   (running|starting|restarting|failed|unmanaged), `DnsmasqPid` u, `DnsmasqRestarts` u.
@@ -68,6 +75,7 @@
 //! Container (`.../container/<escaped>`): `Start()`, `Stop(force b, timeout u)`,
 //! `Restart(timeout u)`, `Delete(force b)`, `GetDiskUsage() -> t`; properties `Name`,
 //! `State` (stopped|starting|running|stopping), `InitPid` u, `Base`, `Layers` as,
+//! `NewerBase` s (a newer `NAME@VERSION` of the pinned base; "" when none),
 //! `Addresses` as (seen inside while running), `IPv4Address` s (fixed), `MacAddress`, `Autostart` b (true unless the policy is false),
 //! `AutostartPolicy` s (true|false|last-state), `BootPriority` i, `BootDelay` u,
 //! `Warning` s ("" when none), `MemoryLimit` t, `CpuLimit` u (0 = none),
@@ -94,6 +102,10 @@ use crate::wire::{BackupStatus, NetworkInfo, Snapshot};
 /// A snapshot on the bus (the older name of [`Snapshot`]).
 pub type SnapshotWire = Snapshot;
 
+/// A layer on the bus: `(name, created (s since the epoch), base, lower layers lowest
+/// first, cache key)`.
+pub type LayerWire = (String, u64, String, Vec<String>, String);
+
 #[zbus::proxy(
     interface = "uk.co.devtank.OsmHost1.Manager",
     default_service = "uk.co.devtank.OsmHost1",
@@ -118,6 +130,22 @@ pub trait Manager {
     fn get_network_info(&self) -> zbus::Result<NetworkInfo>;
     fn get_capacity(&self) -> zbus::Result<HashMap<String, zbus::zvariant::OwnedValue>>;
     fn check_health(&self, max_backup_age: u64) -> zbus::Result<Vec<String>>;
+    fn build_layer(
+        &self,
+        name: &str,
+        recipe: &str,
+        key_files: HashMap<&str, &str>,
+    ) -> zbus::Result<OwnedObjectPath>;
+    fn list_layers(&self) -> zbus::Result<Vec<LayerWire>>;
+    fn delete_layer(&self, name: &str) -> zbus::Result<()>;
+    fn prune_bases(&self, name: &str) -> zbus::Result<Vec<String>>;
+    fn import_layer(
+        &self,
+        name: &str,
+        base: &str,
+        layers: &[&str],
+        archive: Fd<'_>,
+    ) -> zbus::Result<OwnedObjectPath>;
     fn create_snapshot(
         &self,
         name: &str,

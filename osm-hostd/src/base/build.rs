@@ -366,7 +366,7 @@ impl Drop for TmpGuard {
     }
 }
 
-fn write_cache(
+pub(crate) fn write_cache(
     dest: &Path,
     cache_dir: &Path,
     key: &str,

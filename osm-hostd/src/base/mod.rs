@@ -22,10 +22,10 @@
 //! `rootfs.rs`, which resolves paths with the image as root so a symlink in the image can
 //! never redirect a write or a removal onto the host.
 
-mod archive;
-mod build;
-mod recipe;
-mod rootfs;
+pub(crate) mod archive;
+pub(crate) mod build;
+pub(crate) mod recipe;
+pub(crate) mod rootfs;
 
 pub(crate) use archive::write_tar_zst;
 pub use archive::{extract_archive, private_copy, validate_archive};

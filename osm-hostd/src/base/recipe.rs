@@ -142,7 +142,7 @@ impl Recipe {
             )));
         }
         for p in &self.include {
-            validate_package(p)?;
+            validate_package("include", p)?;
         }
         no_duplicates("include", &self.include)?;
         for f in &self.files {
@@ -211,17 +211,17 @@ impl Recipe {
 
 /// Length-prefixed canonical serialization: `tag len:value` per field.
 #[derive(Default)]
-struct Canon(Vec<u8>);
+pub(crate) struct Canon(pub(crate) Vec<u8>);
 
 impl Canon {
-    fn field(&mut self, tag: &str, value: &str) {
+    pub(crate) fn field(&mut self, tag: &str, value: &str) {
         self.0.extend_from_slice(tag.as_bytes());
         self.0
             .extend_from_slice(format!(" {}:", value.len()).as_bytes());
         self.0.extend_from_slice(value.as_bytes());
         self.0.push(b'\n');
     }
-    fn list<'a>(&mut self, tag: &str, items: impl Iterator<Item = &'a str>) {
+    pub(crate) fn list<'a>(&mut self, tag: &str, items: impl Iterator<Item = &'a str>) {
         let items: Vec<&str> = items.collect();
         self.field(tag, &items.len().to_string());
         for i in items {
@@ -230,12 +230,12 @@ impl Canon {
     }
 }
 
-fn sorted(v: &[String]) -> impl Iterator<Item = &str> {
+pub(crate) fn sorted(v: &[String]) -> impl Iterator<Item = &str> {
     let set: BTreeSet<&str> = v.iter().map(String::as_str).collect();
     set.into_iter()
 }
 
-fn no_duplicates(field: &str, values: &[String]) -> Result<(), BaseError> {
+pub(crate) fn no_duplicates(field: &str, values: &[String]) -> Result<(), BaseError> {
     let mut seen = BTreeSet::new();
     for v in values {
         if !seen.insert(v) {
@@ -245,7 +245,7 @@ fn no_duplicates(field: &str, values: &[String]) -> Result<(), BaseError> {
     Ok(())
 }
 
-fn parse_mode(path: &str, mode: &str) -> Result<u32, BaseError> {
+pub(crate) fn parse_mode(path: &str, mode: &str) -> Result<u32, BaseError> {
     let ok = (3..=4).contains(&mode.len()) && mode.bytes().all(|b| (b'0'..=b'7').contains(&b));
     if !ok {
         return Err(invalid(format!(
@@ -256,7 +256,7 @@ fn parse_mode(path: &str, mode: &str) -> Result<u32, BaseError> {
     Ok(u32::from_str_radix(mode, 8).expect("checked octal digits"))
 }
 
-fn validate_suite(s: &str) -> Result<(), BaseError> {
+pub(crate) fn validate_suite(s: &str) -> Result<(), BaseError> {
     let ok = !s.is_empty()
         && s.len() <= 32
         && s.as_bytes()[0].is_ascii_lowercase()
@@ -272,7 +272,7 @@ fn validate_suite(s: &str) -> Result<(), BaseError> {
     }
 }
 
-fn validate_component(c: &str) -> Result<(), BaseError> {
+pub(crate) fn validate_component(c: &str) -> Result<(), BaseError> {
     let ok = !c.is_empty()
         && c.len() <= 32
         && c.as_bytes()[0].is_ascii_lowercase()
@@ -287,7 +287,7 @@ fn validate_component(c: &str) -> Result<(), BaseError> {
     }
 }
 
-fn validate_mirror(m: &str) -> Result<(), BaseError> {
+pub(crate) fn validate_mirror(m: &str) -> Result<(), BaseError> {
     let rest = m
         .strip_prefix("http://")
         .or_else(|| m.strip_prefix("https://"))
@@ -325,7 +325,7 @@ fn validate_mirror(m: &str) -> Result<(), BaseError> {
 
 /// Debian policy 5.6.1: lowercase letters, digits, `+`, `-`, `.`; at least two
 /// characters; starts with a letter or digit.
-fn validate_package(p: &str) -> Result<(), BaseError> {
+pub(crate) fn validate_package(field: &str, p: &str) -> Result<(), BaseError> {
     let ok = p.len() >= 2
         && p.len() <= 100
         && (p.as_bytes()[0].is_ascii_lowercase() || p.as_bytes()[0].is_ascii_digit())
@@ -335,7 +335,7 @@ fn validate_package(p: &str) -> Result<(), BaseError> {
         Ok(())
     } else {
         Err(invalid(format!(
-            "include lists {p:?}, which is not a Debian package name \
+            "{field} lists {p:?}, which is not a Debian package name \
              (lowercase letters, digits, '+', '-' and '.', starting with a letter or digit)"
         )))
     }
@@ -353,7 +353,7 @@ const UNIT_SUFFIXES: &[&str] = &[
     ".slice",
 ];
 
-fn validate_unit(u: &str) -> Result<(), BaseError> {
+pub(crate) fn validate_unit(u: &str) -> Result<(), BaseError> {
     let suffix_ok = UNIT_SUFFIXES
         .iter()
         .any(|s| u.len() > s.len() && u.ends_with(s));
@@ -380,7 +380,7 @@ fn validate_unit(u: &str) -> Result<(), BaseError> {
 }
 
 /// An absolute path inside the image, without `.`/`..`/empty components, not `/` itself.
-fn validate_image_path(field: &str, p: &str) -> Result<(), BaseError> {
+pub(crate) fn validate_image_path(field: &str, p: &str) -> Result<(), BaseError> {
     let reason = if !p.starts_with('/') {
         Some("it is not absolute; start it with '/'")
     } else if p == "/" {
@@ -408,7 +408,7 @@ fn validate_image_path(field: &str, p: &str) -> Result<(), BaseError> {
     }
 }
 
-fn is_same_or_under(path: &str, ancestor: &str) -> bool {
+pub(crate) fn is_same_or_under(path: &str, ancestor: &str) -> bool {
     path == ancestor
         || (path.starts_with(ancestor) && path.as_bytes().get(ancestor.len()) == Some(&b'/'))
 }

@@ -299,6 +299,76 @@ impl Manager {
         Ok(self.exports.base(server, &name).await)
     }
 
+    async fn build_layer(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        name: String,
+        recipe: String,
+        key_files: HashMap<String, String>,
+    ) -> Result<OwnedObjectPath> {
+        self.auth.require_admin(conn, &hdr).await?;
+        let keys = key_files.into_iter().collect();
+        let job = logged(
+            "build layer",
+            &name,
+            self.engine.build_layer(&name, &recipe, &keys),
+        )?;
+        Ok(self.exports.job(server, job.id).await)
+    }
+
+    #[allow(clippy::too_many_arguments)] // zbus passes the header, connection and server
+    async fn import_layer(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        name: String,
+        base: String,
+        layers: Vec<String>,
+        archive: OwnedFd,
+    ) -> Result<OwnedObjectPath> {
+        self.auth.require_admin(conn, &hdr).await?;
+        let fd: std::os::fd::OwnedFd = archive.into();
+        let job = logged(
+            "import layer",
+            &name,
+            self.engine
+                .import_layer(&name, &base, &layers, std::fs::File::from(fd)),
+        )?;
+        Ok(self.exports.job(server, job.id).await)
+    }
+
+    async fn prune_bases(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        name: String,
+    ) -> Result<Vec<String>> {
+        self.auth.require_admin(conn, &hdr).await?;
+        logged("prune bases", &name, self.engine.prune_bases(&name).await)
+    }
+
+    async fn list_layers(&self) -> Result<Vec<api::proxies::LayerWire>> {
+        Ok(self
+            .engine
+            .layer_list()
+            .into_iter()
+            .map(|l| (l.name, l.created, l.base, l.layers, l.key))
+            .collect())
+    }
+
+    async fn delete_layer(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        name: String,
+    ) -> Result<()> {
+        self.auth.require_admin(conn, &hdr).await?;
+        logged("delete layer", &name, self.engine.delete_layer(&name).await)
+    }
+
     /// Starts a backup job of `names`, or of every container with `all`.
     async fn run_backup(
         &self,

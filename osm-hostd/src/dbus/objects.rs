@@ -275,6 +275,14 @@ impl ContainerObject {
         Ok(self.view(hdr.as_ref())?.info.spec.layers.clone())
     }
 
+    /// The newest version of the container's base when it is newer than the pinned one;
+    /// "" when none (or the base has no version).
+    #[zbus(property)]
+    fn newer_base(&self, #[zbus(header)] hdr: Option<Header<'_>>) -> zbus::fdo::Result<String> {
+        let base = self.view(hdr.as_ref())?.info.spec.base.clone();
+        Ok(self.engine.newer_base(&base).unwrap_or_default())
+    }
+
     #[zbus(property)]
     async fn addresses(&self) -> Vec<String> {
         let engine = self.engine.clone();

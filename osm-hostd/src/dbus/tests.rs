@@ -143,13 +143,14 @@ async fn a_caller_the_policy_refuses_may_still_read_everything() {
     assert!(mgr.list_customers().await.is_ok());
     assert!(mgr.get_capacity().await.is_ok());
     assert!(mgr.check_health(3600).await.is_ok());
+    assert!(mgr.list_layers().await.is_ok());
     if let Err(e) = mgr.list_backups_from_host("web1", "").await {
         assert_ne!(error_name(&e), DENIED, "{e}");
     }
     assert_eq!(ct.state().await.unwrap(), "stopped");
     assert_eq!(
         api::access::READ_ONLY_METHODS.len(),
-        12,
+        13,
         "a read above per method"
     );
 
@@ -565,4 +566,70 @@ async fn the_cli_decodes_every_container_property() {
     assert!(missing.is_empty(), "the CLI drops {missing:?}");
     assert_eq!(json["name"], "web1");
     assert_eq!(json["last_backup_result"], "");
+}
+
+#[tokio::test]
+async fn layers_are_built_as_jobs_listed_and_refused_with_the_reason() {
+    let p = peer().await;
+    let mgr = proxy::<ManagerProxy>(&p.client, api::MANAGER_PATH).await;
+    assert!(mgr.list_layers().await.unwrap().is_empty());
+    let cases = [
+        (
+            "l1",
+            "name = \"l1\"\nbase = \"bb\"\npackage = []",
+            "InvalidArgument",
+            "package",
+        ),
+        (
+            "l1",
+            "name = \"l2\"\nbase = \"bb\"",
+            "InvalidArgument",
+            "recipe is for layer \"l2\"",
+        ),
+        (
+            "l1",
+            "name = \"l1\"\nbase = \"nobase\"",
+            "NotFound",
+            "base \"nobase\"",
+        ),
+        (
+            "l1",
+            "name = \"l1\"\nbase = \"bb\"\n[[sources]]\nname = \"g\"\nuri = \"https://x\"\n\
+             suites = [\"stable\"]\ncomponents = [\"main\"]\nkey_file = \"keys/g.asc\"",
+            "InvalidArgument",
+            "keys/g.asc",
+        ),
+    ];
+    for (name, recipe, error, needle) in cases {
+        let err = mgr
+            .build_layer(name, recipe, HashMap::new())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error_name(&err),
+            format!("uk.co.devtank.OsmHost1.Error.{error}"),
+            "{recipe}: {err}"
+        );
+        assert!(err.to_string().contains(needle), "{recipe}: {err}");
+    }
+    // A valid recipe starts a job; this fake host cannot build, so the job fails and
+    // leaves no layer behind.
+    let job_path = mgr
+        .build_layer("l1", "name = \"l1\"\nbase = \"bb\"", HashMap::new())
+        .await
+        .unwrap();
+    let job = proxy::<JobProxy>(&p.client, job_path.as_str()).await;
+    assert_eq!(job.kind().await.unwrap(), "build-layer");
+    let mut finished = job.receive_finished().await.unwrap();
+    if job.state().await.unwrap() == "running" {
+        let sig = tokio::time::timeout(std::time::Duration::from_secs(5), finished.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!sig.args().unwrap().success);
+    }
+    assert_eq!(job.state().await.unwrap(), "failed");
+    assert!(mgr.list_layers().await.unwrap().is_empty());
+    let err = mgr.delete_layer("l1").await.unwrap_err();
+    assert_eq!(error_name(&err), "uk.co.devtank.OsmHost1.Error.NotFound");
 }

@@ -122,6 +122,8 @@ impl Engine {
         let recipe = Recipe::parse(recipe_text)
             .map_err(|e| EngineError::InvalidArgument(format!("recipe: {e}")))?;
         let source = BaseSource::Recipe(recipe.cache_key());
+        let name =
+            &super::versions::auto_version(name, &recipe.cache_key(), crate::fsutil::now_secs());
         let cache_dir = self.cfg.cache_dir.join("bases");
         self.spawn_base_job("build-base", name, source, move |host, dest, job| {
             host.build_rootfs(&recipe, dest, &cache_dir, &mut |f, msg| {
@@ -249,6 +251,13 @@ impl Engine {
             return Err(EngineError::InvalidState(format!(
                 "base {name} is used by container(s) {}; delete them first",
                 users.join(", ")
+            )));
+        }
+        let layers = self.layers_on_base(name);
+        if !layers.is_empty() {
+            return Err(EngineError::InvalidState(format!(
+                "base {name} has layer(s) {} built over it; delete them first",
+                layers.join(", ")
             )));
         }
         let _reservation = self.reserve(name, "base")?;

@@ -57,13 +57,16 @@ impl Engine {
     /// `AlreadyExisted`; a different spec under an existing name is `AlreadyExists`.
     pub async fn create_container(
         self: &Arc<Self>,
-        req: CreateRequest,
+        mut req: CreateRequest,
     ) -> EngineResult<CreateOutcome> {
         validate_container_name(&req.name)?;
         validate_image_name("base", &req.base)?;
         for layer in &req.layers {
             validate_image_name("layer", layer)?;
         }
+        // Pin the exact versions: `bookworm` means the newest `bookworm@…` if no plain one.
+        req.base = self.resolve_base(&req.base);
+        req.layers = req.layers.iter().map(|l| self.resolve_layer(l)).collect();
         self.validate_limits(&req)?;
         if let Ok(existing) = self.container(&req.name) {
             let spec = existing.info().spec;
@@ -86,6 +89,7 @@ impl Engine {
                 )));
             }
         }
+        self.check_layer_stack(&req.base, &req.layers)?;
         let _reservation = self.reserve(&req.name, "container")?;
         let (ip, _ip_reservation) = self.allocate_ipv4(req.ip.as_deref())?;
         let idmap = if req.privileged {

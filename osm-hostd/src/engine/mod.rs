@@ -21,12 +21,14 @@ mod delete;
 pub mod fleet;
 mod isolation;
 pub mod jobs;
+mod layers;
 mod lifecycle;
 mod network;
 mod publish;
 mod restore;
 mod set;
 mod snapshots;
+mod versions;
 mod view;
 mod watch;
 
@@ -35,6 +37,7 @@ pub use boot::BOOT_MARKER;
 pub use container::{ContainerInfo, RunState};
 pub use create::{CreateOutcome, CreateRequest};
 pub use customer::CustomerInfo;
+pub use layers::LayerInfo;
 pub use network::NetworkInfo;
 pub use restore::CRASH_ENV as RESTORE_CRASH_ENV;
 pub use set::SetRequest;
@@ -199,7 +202,11 @@ impl Engine {
 
     /// Removes what interrupted creates, deletes and builds left behind.
     fn recover(&self) -> EngineResult<()> {
-        for dir in [self.store.containers_dir(), self.store.bases_dir()] {
+        for dir in [
+            self.store.containers_dir(),
+            self.store.bases_dir(),
+            self.store.layers_dir(),
+        ] {
             let entries = std::fs::read_dir(&dir)
                 .map_err(|e| EngineError::io(format!("reading {}", dir.display()), &e))?;
             for entry in entries.flatten() {
