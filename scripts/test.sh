@@ -64,7 +64,7 @@ bash scripts/check-deb.sh
 osm_step "cargo test (unit + root integration tests)"
 log="$OSM_REPO_ROOT/target/test-output.log"
 set +e
-cargo test "${lock_args[@]}" --workspace --lib --bins --tests -- --test-threads=2 2>&1 | tee "$log"
+cargo test "${lock_args[@]}" --workspace --no-fail-fast --lib --bins --tests -- --test-threads=2 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # One total over every test binary, as the last line.

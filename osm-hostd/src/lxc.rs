@@ -231,7 +231,11 @@ fn remove_empty_cgroups(name: &str) {
     }
 }
 
-/// [`remove_empty_cgroups`] without waiting: for a container about to start.
+/// How old an empty LXC cgroup must be before a start treats it as left over.
+const STALE_CGROUP_AGE: Duration = Duration::from_secs(30);
+
+/// [`remove_empty_cgroups`] without waiting, for a container about to start: only
+/// cgroups older than [`STALE_CGROUP_AGE`].
 fn remove_empty_cgroups_now(name: &str) {
     let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup") else {
         return;
@@ -243,7 +247,16 @@ fn remove_empty_cgroups_now(name: &str) {
             continue;
         };
         for e in entries.flatten() {
-            if is_lxc_cgroup_of(&e.file_name().to_string_lossy(), name) {
+            // Only what is old: a cgroup made a moment ago belongs to a start under way
+            // (LXC creates it empty, then moves its monitor in), possibly of another
+            // LXC user of the same name on this host.
+            let stale = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= STALE_CGROUP_AGE);
+            if stale && is_lxc_cgroup_of(&e.file_name().to_string_lossy(), name) {
                 let _ = fs::remove_dir(e.path());
             }
         }
