@@ -637,7 +637,11 @@ fn a_backup_taken_before_the_conversion_restores_with_the_owners_the_container_s
     // As a new container: an explicit `privileged = true` would carry over; a backup
     // from before unprivileged containers (no such key) becomes unprivileged, in a
     // range of its own.
-    let spec = target_dir.path().join("lxc/old/container.toml");
+    let spec = target_dir
+        .path()
+        .join("lxc")
+        .join(rig.host_id())
+        .join("old/container.toml");
     let text = std::fs::read_to_string(&spec).unwrap();
     assert!(text.contains("privileged = true\n"), "{text}");
     std::fs::write(&spec, text.replace("privileged = true\n", "")).unwrap();

@@ -14,6 +14,8 @@ pub struct HostFacts {
     pub apparmor: bool,
     /// Controllers available in the unified (v2) hierarchy; the rest are v1.
     pub v2_controllers: Vec<String>,
+    /// Controllers of the mounted v1 hierarchies.
+    pub v1_controllers: Vec<String>,
     /// True when no v1 hierarchy is mounted (a cgroup2-only host).
     pub cgroup2_only: bool,
 }
@@ -26,6 +28,7 @@ impl HostFacts {
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let mut unified = None;
         let mut has_v1 = false;
+        let mut v1_controllers = Vec::new();
         for line in mountinfo.lines() {
             let Some((pre, post)) = line.split_once(" - ") else {
                 continue;
@@ -34,7 +37,17 @@ impl HostFacts {
             let mount_point = pre.split_whitespace().nth(4).unwrap_or("");
             match fstype {
                 "cgroup2" if unified.is_none() => unified = Some(PathBuf::from(mount_point)),
-                "cgroup" => has_v1 = true,
+                "cgroup" => {
+                    has_v1 = true;
+                    // The super options name the hierarchy's controllers (`rw,pids`).
+                    let options = post.split_whitespace().nth(2).unwrap_or("");
+                    v1_controllers.extend(
+                        options
+                            .split(',')
+                            .filter(|o| !o.contains('=') && !matches!(*o, "rw" | "ro"))
+                            .map(String::from),
+                    );
+                }
                 _ => {}
             }
         }
@@ -45,12 +58,21 @@ impl HostFacts {
         HostFacts {
             apparmor,
             v2_controllers,
+            v1_controllers,
             cgroup2_only: !has_v1,
         }
     }
 
     fn controller_is_v2(&self, controller: &str) -> bool {
         self.cgroup2_only || self.v2_controllers.iter().any(|c| c == controller)
+    }
+
+    /// Whether any hierarchy has `controller` (a nested host may have none).
+    fn has_controller(&self, controller: &str) -> bool {
+        self.v2_controllers
+            .iter()
+            .chain(&self.v1_controllers)
+            .any(|c| c == controller)
     }
 }
 
@@ -187,7 +209,9 @@ pub fn render_container(spec: &ContainerSpec, paths: &ConfPaths<'_>, facts: &Hos
             let _ = writeln!(s, "lxc.cgroup.memory.limit_in_bytes = {bytes}");
         }
     }
-    if paths.pids_max > 0 {
+    // The default pids limit applies where the host has the controller; a host without
+    // it (a nested test host with an empty cgroup2) runs containers without one.
+    if paths.pids_max > 0 && facts.has_controller("pids") {
         if facts.controller_is_v2("pids") {
             let _ = writeln!(s, "lxc.cgroup2.pids.max = {}", paths.pids_max);
         } else {
@@ -218,6 +242,11 @@ mod tests {
                 vec!["cpu".into(), "memory".into(), "pids".into()]
             } else {
                 vec![]
+            },
+            v1_controllers: if v2_only {
+                vec![]
+            } else {
+                vec!["cpu".into(), "memory".into(), "pids".into()]
             },
             cgroup2_only: v2_only,
         }
@@ -297,6 +326,12 @@ mod tests {
     fn pids_are_limited_in_the_hierarchy_the_host_has() {
         assert!(render(&facts(false), None).contains("lxc.cgroup.pids.max = 4096\n"));
         assert!(render(&facts(true), None).contains("lxc.cgroup2.pids.max = 4096\n"));
+        // A cgroup2 without controllers (a nested host): no limit LXC could not set.
+        let bare = HostFacts {
+            v2_controllers: vec![],
+            ..facts(true)
+        };
+        assert!(!render(&bare, None).contains("pids.max"));
     }
 
     #[test]

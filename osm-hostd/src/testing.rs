@@ -172,6 +172,7 @@ pub fn fake_engine_with(
     let facts = HostFacts {
         apparmor: false,
         v2_controllers: vec![],
+        v1_controllers: vec![],
         cgroup2_only: false,
     };
     let host = Arc::new(FakeHost::default());

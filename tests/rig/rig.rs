@@ -189,6 +189,16 @@ impl Rig {
             .expect("run lxc-attach")
     }
 
+    /// The daemon's host id (`host info --json`), its directory on a backup target.
+    pub fn host_id(&self) -> String {
+        let info: serde_json::Value =
+            serde_json::from_str(&self.ctl_ok(&["host", "info", "--json"])).unwrap();
+        info["host_id"]
+            .as_str()
+            .expect("host info has host_id")
+            .to_string()
+    }
+
     /// `osm-hostctl info NAME --json`, parsed.
     pub fn info_json(&self, name: &str) -> serde_json::Value {
         serde_json::from_str(&self.ctl_ok(&["info", name, "--json"])).expect("info --json is JSON")

@@ -116,6 +116,7 @@ async fn host_shutdown_stops_in_reverse_order_and_last_state_follows() {
         crate::lxcconf::HostFacts {
             apparmor: false,
             v2_controllers: vec![],
+            v1_controllers: vec![],
             cgroup2_only: false,
         },
         host.clone(),

@@ -286,6 +286,7 @@ mod tests {
         let facts = crate::lxcconf::HostFacts {
             apparmor: false,
             v2_controllers: vec![],
+            v1_controllers: vec![],
             cgroup2_only: false,
         };
         let host = Arc::new(crate::testing::FakeHost::default());
