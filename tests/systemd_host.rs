@@ -287,6 +287,10 @@ fn nightly_timer_backs_up_every_container(host: &TestHost) {
     let status = ctl(host, &["backup", "status"]);
     let all: serde_json::Value =
         serde_json::from_str(&ctl(host, &["backup", "status", "--json"])).unwrap();
+    // Backup trees live under the host's id on the target.
+    let info: serde_json::Value =
+        serde_json::from_str(&host.sh_ok("osm-hostctl host info --json")).unwrap();
+    let trees = format!("/srv/backups/lxc/{}", info["host_id"].as_str().unwrap());
     for (name, _, _) in CONTAINERS {
         assert!(status.contains(name), "{name} in backup status:\n{status}");
         let st = all
@@ -297,10 +301,10 @@ fn nightly_timer_backs_up_every_container(host: &TestHost) {
             .unwrap_or_else(|| panic!("{name} in {all}"));
         assert_eq!(st["last_result"], "ok", "{st}");
         assert!(st["last_success"].as_u64().unwrap() > 0, "{st}");
-        host.sh_ok(&format!("test -f /srv/backups/lxc/{name}/container.toml"));
+        host.sh_ok(&format!("test -f {trees}/{name}/container.toml"));
     }
     assert_eq!(
-        host.sh_ok("cat /srv/backups/lxc/bravo/rootfs-layer/root/bravo.data"),
+        host.sh_ok(&format!("cat {trees}/bravo/rootfs-layer/root/bravo.data")),
         "nightly\n"
     );
 }
