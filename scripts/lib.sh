@@ -36,16 +36,21 @@ OSM_APT_PACKAGES=(
     gcc
     libc6-dev
     ca-certificates
-    # tests: a UDP/ICMPv6 sender and listener in containers' and the host's namespaces
-    # (isolation_net), where busybox has none
-    python3-minimal
-    # tests: MQTT publish/subscribe from the host to a container on the mqtt layer (layers)
-    mosquitto-clients
     # tests: systemd-analyze verify of the units. Installing the package on a host whose
     # PID 1 is not systemd changes nothing there (systemd-sysv is what makes it init).
     systemd
-    # tests: `promtool check metrics|rules` of /metrics and the shipped alert rules. About
-    # 96 MB installed, but the only Debian package with promtool; the tests use only that.
+)
+
+# Installed by scripts/test.sh only: tools the tests drive that a host must not get
+# (prometheus would start a Prometheus server on it).
+OSM_TEST_ONLY_APT_PACKAGES=(
+    # a UDP/ICMPv6 sender and listener in containers' and the host's namespaces
+    # (isolation_net), where busybox has none
+    python3-minimal
+    # MQTT publish/subscribe from the host to a container on the mqtt layer (layers)
+    mosquitto-clients
+    # `promtool check metrics|rules` of /metrics and the shipped alert rules. About 96 MB
+    # installed, but the only Debian package with promtool; the tests use only that.
     prometheus
 )
 

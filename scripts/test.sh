@@ -22,6 +22,7 @@ osm_require_debian
 exec </dev/null
 
 osm_step "Debian packages"
+OSM_APT_PACKAGES+=("${OSM_TEST_ONLY_APT_PACKAGES[@]}")
 osm_install_packages
 osm_load_modules
 # The same inotify/keyring limits a host gets, so that tests booting several systemd
