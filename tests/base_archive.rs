@@ -336,3 +336,67 @@ fn bookworm_recipe_builds_a_systemd_tree() {
     // import checks, so a tarball exported from a base can be imported again.
     validate_archive(&mut File::open(&cached).unwrap()).unwrap();
 }
+
+/// Unmounts (lazily) on drop, so a failing test leaves no mount behind.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// The store is mounted `nosuid,nodev`; debootstrap refuses such a target ("mounted with
+/// noexec or nodev") unless the build gets a view of it without those flags. A real
+/// debootstrap (minbase, no cache) into a `nodev` tmpfs must succeed, and the mount the
+/// host sees must keep its flags.
+#[test]
+fn a_base_builds_on_a_nodev_nosuid_filesystem_like_the_store() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("store");
+    std::fs::create_dir(&mnt).unwrap();
+    let status = Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "nosuid,nodev,size=2g",
+            "osm-test-store",
+        ])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mount tmpfs");
+    let _unmount = Unmount(mnt.clone());
+    let recipe = Recipe::parse("suite = \"bookworm\"\nvariant = \"minbase\"\n").unwrap();
+    // A cache of its own, so debootstrap really runs.
+    let cache = tmp.path().join("cache");
+    let dest = mnt.join("os-bases/.building-minimal");
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    build_rootfs(&recipe, &dest, &cache, &mut |_, _| {})
+        .unwrap_or_else(|e| panic!("build on a nodev filesystem: {e}"));
+    assert!(dest.join("usr/bin/apt-get").is_file());
+    assert!(
+        std::fs::metadata(dest.join("dev/null"))
+            .unwrap()
+            .file_type()
+            .is_char_device(),
+        "debootstrap made its device nodes"
+    );
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = mountinfo
+        .lines()
+        .find(|l| l.split_whitespace().nth(4) == Some(mnt.to_str().unwrap()))
+        .expect("the test mount in mountinfo");
+    let options = line.split_whitespace().nth(5).unwrap();
+    assert!(
+        options.contains("nosuid") && options.contains("nodev"),
+        "the host's view keeps its flags: {line}"
+    );
+    assert_eq!(
+        mountinfo.matches(dest.to_str().unwrap()).count(),
+        0,
+        "no mount of the build is left in the host's namespace"
+    );
+}

@@ -210,6 +210,7 @@ fn run_debootstrap(
         cmd.arg(format!("--include={}", recipe.include.join(",")));
     }
     cmd.arg(&recipe.suite).arg(dest).arg(&recipe.mirror);
+    allow_devices_in(&mut cmd, dest)?;
     child_env(&mut cmd);
     cmd.env("DEBIAN_FRONTEND", "noninteractive");
     for var in ["http_proxy", "https_proxy", "no_proxy"] {
@@ -317,6 +318,61 @@ fn customize(recipe: &Recipe, dest: &Path, rep: &mut Reporter<'_>) -> Result<(),
     Ok(())
 }
 
+/// Runs `cmd` in a mount namespace of its own where `dir` is a bind mount of itself
+/// without `nodev` and `nosuid`. The store is mounted `nosuid,nodev` (a customer's files
+/// must not act on the host), but debootstrap refuses a target where it cannot open the
+/// device nodes it makes. Only the build's own process tree sees the difference, and it
+/// ends with it: nothing is mounted in the daemon's namespace.
+fn allow_devices_in(cmd: &mut Command, dir: &Path) -> Result<(), BaseError> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::process::CommandExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(|_| {
+        BaseError::io(
+            "a build path with a NUL byte",
+            std::io::ErrorKind::InvalidInput.into(),
+        )
+    })?;
+    let root = c"/";
+    // SAFETY: the closure runs between fork and exec and makes only the unshare(2) and
+    // mount(2) system calls on C strings prepared before the fork; it allocates nothing
+    // and takes no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            let check = |r: libc::c_int| {
+                if r == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            };
+            check(libc::unshare(libc::CLONE_NEWNS))?;
+            check(libc::mount(
+                std::ptr::null(),
+                root.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ))?;
+            check(libc::mount(
+                path.as_ptr(),
+                path.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            ))?;
+            // A remount of the bind with no flags clears nodev/nosuid on it alone.
+            check(libc::mount(
+                std::ptr::null(),
+                path.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REMOUNT | libc::MS_BIND,
+                std::ptr::null(),
+            ))
+        });
+    }
+    Ok(())
+}
+
 /// `systemctl enable` inside the image: it sees it is in a chroot and only creates the
 /// `[Install]` symlinks, which is all a build needs (no running systemd required).
 fn enable_units(fs: &Rootfs, dest: &Path, units: &[String]) -> Result<(), BaseError> {
@@ -331,6 +387,7 @@ fn enable_units(fs: &Rootfs, dest: &Path, units: &[String]) -> Result<(), BaseEr
     cmd.arg(dest)
         .args(["systemctl", "enable", "--"])
         .args(units);
+    allow_devices_in(&mut cmd, dest)?;
     child_env(&mut cmd);
     cmd.env("SYSTEMD_OFFLINE", "1").stdin(Stdio::null());
     let out = cmd
