@@ -297,4 +297,29 @@ fn the_nginx_setup_adds_both_includes_once_and_nginx_accepts_them() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
+
+    // A host that already has its own stream {} block (nginx allows only one) gets the
+    // include inside it.
+    let own = dir.path().join("own-stream.conf");
+    let frags2 = dir.path().join("osm-host-2");
+    let mut text = std::fs::read_to_string(nginx_conf).unwrap();
+    if !text.lines().any(|l| l.trim_start().starts_with("stream {")) {
+        text.push_str("\nstream {\n}\n");
+    }
+    std::fs::write(&own, text).unwrap();
+    let out = Command::new("sh")
+        .arg(&script)
+        .arg(&own)
+        .arg(&frags2)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = std::fs::read_to_string(&own).unwrap();
+    let blocks = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("stream {"))
+        .count();
+    assert_eq!(blocks, 1, "{text}");
+    let stream2 = format!("include {}/stream/*.conf;", frags2.display());
+    assert!(text.find(&stream2).unwrap() > text.find("stream {").unwrap());
 }
