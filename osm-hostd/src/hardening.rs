@@ -25,12 +25,33 @@ pub fn private_dir(dir: &Path) -> io::Result<bool> {
         changed = true;
     }
     let mode = meta.mode() & 0o7777;
-    let want = (mode & !0o077) | 0o700;
+    // With a POSIX ACL the group bits are its mask: the search-only entries that let
+    // unprivileged containers' roots reach the lxcpath (idmap) need its x to stay.
+    let keep = if has_access_acl(dir) { 0o010 } else { 0 };
+    let want = (mode & !0o077) | (mode & keep) | 0o700;
     if mode != want {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(want))?;
         changed = true;
     }
     Ok(changed)
+}
+
+/// Whether `dir` carries an access ACL beyond its mode bits.
+fn has_access_acl(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: valid C strings; a null buffer of size 0 only asks for the value's length.
+    let len = unsafe {
+        libc::getxattr(
+            c.as_ptr(),
+            c"system.posix_acl_access".as_ptr(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    len > 0
 }
 
 /// Closes the store root, `lxc/`, `containers/` and each container directory.

@@ -408,6 +408,10 @@ fn acl_with_search(current: Option<&[u8]>, mode: u32, uid: u32) -> Option<Vec<u8
 /// Lets `uid` search `dir` when others may not (an ACL entry; nothing else changes).
 fn grant_search(dir: &Path, uid: u32) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt;
+    // A read-modify-write of the ACL: containers starting in parallel (a boot group)
+    // would otherwise drop each other's entries.
+    static ACL_UPDATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = ACL_UPDATE.lock().unwrap_or_else(|e| e.into_inner());
     let md = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     if md.mode() & 0o001 != 0 {
         return Ok(());
