@@ -96,6 +96,15 @@ pub fn empty_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// When `path` was last modified, in seconds since the epoch; 0 when that cannot be read.
+pub fn modified_secs(path: &Path) -> u64 {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Seconds since the epoch.
 pub fn now_secs() -> u64 {
     std::time::SystemTime::now()

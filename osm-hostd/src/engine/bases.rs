@@ -72,12 +72,7 @@ impl Engine {
         {
             return info;
         }
-        let created = std::fs::metadata(dir)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let created = crate::fsutil::modified_secs(dir);
         BaseInfo {
             name: name.to_string(),
             created,
