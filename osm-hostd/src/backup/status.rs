@@ -9,7 +9,7 @@ use std::path::Path;
 pub const STATUS_FILE: &str = "backup-status.toml";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Outcome {
+pub struct Attempt {
     /// Seconds since the epoch when the attempt started.
     pub time: u64,
     pub duration_ms: u64,
@@ -21,7 +21,7 @@ pub struct Outcome {
     pub tree: String,
 }
 
-impl Outcome {
+impl Attempt {
     pub fn ok(&self) -> bool {
         self.result == "ok"
     }
@@ -30,9 +30,9 @@ impl Outcome {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerBackup {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_attempt: Option<Outcome>,
+    pub last_attempt: Option<Attempt>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_success: Option<Outcome>,
+    pub last_success: Option<Attempt>,
     /// Set (to the start time) while an attempt runs: still set at the daemon's next
     /// start means that attempt was interrupted, and it is recorded as failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -63,7 +63,7 @@ impl StatusFile {
         crate::fsutil::write_atomic(&lxc_dir.join(STATUS_FILE), text.as_bytes(), 0o644)
     }
 
-    pub fn record(&mut self, name: &str, outcome: Outcome) {
+    pub fn record(&mut self, name: &str, outcome: Attempt) {
         let e = self.containers.entry(name.to_string()).or_default();
         e.in_progress = None;
         if outcome.ok() {
@@ -93,7 +93,7 @@ impl StatusFile {
         for (name, time) in &stuck {
             self.record(
                 name,
-                Outcome {
+                Attempt {
                     time: *time,
                     result: "interrupted: the daemon stopped during this backup; the next run starts afresh".into(),
                     ..Default::default()
@@ -112,7 +112,7 @@ mod tests {
     fn round_trips_and_keeps_last_success() {
         let d = tempfile::tempdir().unwrap();
         let mut s = StatusFile::load(d.path());
-        let ok = Outcome {
+        let ok = Attempt {
             time: 10,
             duration_ms: 5,
             bytes_sent: 100,
@@ -122,7 +122,7 @@ mod tests {
         s.record("web1", ok.clone());
         s.record(
             "web1",
-            Outcome {
+            Attempt {
                 time: 20,
                 result: "rsync exit 255".into(),
                 ..Default::default()

@@ -4,7 +4,7 @@
 
 use super::jobs::Job;
 use super::{Engine, BACKUP_PREFIX};
-use crate::backup::status::{Outcome, StatusFile};
+use crate::backup::status::{Attempt, StatusFile};
 use crate::backup::verify::{
     compare_trees, count_markers, count_printed, differences, markers_of, tree_entries, Markers,
 };
@@ -206,14 +206,14 @@ impl Engine {
             None => self.backup_transfer(name, target, time, shipped),
         };
         let outcome = match &result {
-            Ok((bytes, tree)) => Outcome {
+            Ok((bytes, tree)) => Attempt {
                 time,
                 duration_ms: started.elapsed().as_millis() as u64,
                 bytes_sent: *bytes,
                 result: "ok".into(),
                 tree: tree.clone(),
             },
-            Err(why) => Outcome {
+            Err(why) => Attempt {
                 time,
                 duration_ms: started.elapsed().as_millis() as u64,
                 bytes_sent: 0,

@@ -244,7 +244,9 @@ impl Engine {
         let host = self.backup_host(host)?;
         let target = Target::parse(&self.cfg.backup.target)
             .map_err(|e| EngineError::InvalidArgument(format!("backup.target: {e}")))?;
-        let job = self.jobs.create("restore", &format!("all of {host}"));
+        let job = self
+            .jobs
+            .create("backup-restore", &format!("all of {host}"));
         let engine = self.clone();
         let job2 = job.clone();
         tokio::spawn(async move {

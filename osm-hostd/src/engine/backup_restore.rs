@@ -5,7 +5,7 @@
 //! journaled and swapped in as a snapshot restore is (issue 12).
 
 use super::jobs::Job;
-use super::restore::{crash_point, Journal, MARKER};
+use super::snapshot_restore::{crash_point, Journal, MARKER};
 use super::{blocking, CreateRequest, Engine, RunState};
 use crate::backup::identity::{Manifest, MANIFEST_FILE};
 use crate::backup::verify::{count_markers, count_printed, differences};
@@ -83,7 +83,7 @@ impl Engine {
         } else {
             self.check_host_name_collision(&into)?;
         }
-        let job = self.jobs.create("restore", &into);
+        let job = self.jobs.create("backup-restore", &into);
         let engine = self.clone();
         let job2 = job.clone();
         let src = format!("{}/rootfs-layer", tree);
@@ -232,7 +232,7 @@ impl Engine {
         }
         let c = self.container(into)?;
         let copied = {
-            let _op = c.begin("restore")?;
+            let _op = c.begin("backup-restore")?;
             job.set_progress(0.2, "copying the backup");
             let engine = self.clone();
             let (t, n) = (target.clone(), into.to_string());
@@ -269,7 +269,7 @@ impl Engine {
         job: &Job,
     ) -> EngineResult<String> {
         let c = self.container(name)?;
-        let _op = c.begin("restore")?;
+        let _op = c.begin("backup-restore")?;
         self.refresh_state(&c);
         let journal = Journal {
             snapshot: 0,

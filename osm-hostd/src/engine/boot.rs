@@ -20,7 +20,7 @@
 //! shutdown of at most `[boot] stop_timeout` seconds.
 
 use super::container::{Container, RunState};
-use super::lifecycle::Outcome;
+use super::lifecycle::Transition;
 use super::{Engine, Event};
 use crate::error::{EngineError, EngineResult};
 use crate::spec::Autostart;
@@ -274,7 +274,7 @@ impl Engine {
         self: &Arc<Self>,
         c: &Arc<Container>,
         timeout: Duration,
-    ) -> EngineResult<Outcome> {
+    ) -> EngineResult<Transition> {
         let deadline = Instant::now() + timeout;
         let _op = loop {
             match c.begin("host shutdown") {

@@ -1,6 +1,6 @@
 //! `set NAME --unprivileged`: converting a privileged container (one made before
 //! unprivileged containers, or with `--privileged`) to its own id range. It rides on the
-//! snapshot restore's crash-safe swap (see `restore.rs`): the same journal, staging
+//! snapshot restore's crash-safe swap (see `snapshot_restore.rs`): the same journal, staging
 //! subvolume, marker and recovery, so a daemon killed at any step leaves the old
 //! container or the converted one:
 //!
@@ -65,13 +65,13 @@ impl Engine {
         })?;
         self.write_journal(
             name,
-            &super::restore::Journal {
+            &super::snapshot_restore::Journal {
                 snapshot: 0,
                 was_running: false,
                 safety: None,
             },
         )?;
-        super::restore::crash_point("journal");
+        super::snapshot_restore::crash_point("journal");
         let result = (|| {
             let mut userdata = BTreeMap::new();
             userdata.insert("safety".to_string(), "yes".to_string());
@@ -85,9 +85,9 @@ impl Engine {
                 },
             )?;
             self.emit(Event::SnapshotCreated(name.clone(), safety));
-            super::restore::crash_point("safety");
+            super::snapshot_restore::crash_point("safety");
             self.stage_convert(name, &from, &to, map)?;
-            super::restore::crash_point("staged");
+            super::snapshot_restore::crash_point("staged");
             Ok(())
         })();
         if let Err(e) = result {
@@ -101,7 +101,7 @@ impl Engine {
             return Err(e);
         }
         self.finish_restore_files(name, true);
-        super::restore::crash_point("cleaned");
+        super::snapshot_restore::crash_point("cleaned");
         let _ = std::fs::remove_file(self.journal_path(name));
         Ok(())
     }

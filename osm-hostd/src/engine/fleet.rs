@@ -191,7 +191,7 @@ fn parse_meminfo(text: &str) -> (u64, u64) {
 
 #[cfg(test)]
 mod tests {
-    use crate::backup::status::{Outcome, StatusFile};
+    use crate::backup::status::{Attempt, StatusFile};
     use crate::engine::CreateRequest;
     use crate::spec::Autostart;
 
@@ -251,7 +251,7 @@ mod tests {
         let old = crate::fsutil::now_secs() - 7200;
         status.record(
             "manual",
-            Outcome {
+            Attempt {
                 time: old,
                 result: "ok".into(),
                 ..Default::default()

@@ -14,7 +14,7 @@ use std::time::Duration;
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Transition {
     Done,
     /// The container was already in the requested state; nothing changed.
     AlreadyThere,
@@ -22,7 +22,7 @@ pub enum Outcome {
 
 impl Engine {
     /// Starts a stopped container; a running one is left as it is (`AlreadyThere`).
-    pub async fn start_container(self: &Arc<Self>, name: &str) -> EngineResult<Outcome> {
+    pub async fn start_container(self: &Arc<Self>, name: &str) -> EngineResult<Transition> {
         let c = self.container(name)?;
         let _op = c.begin("start")?;
         self.start_locked(&c).await
@@ -35,7 +35,7 @@ impl Engine {
         name: &str,
         timeout: Option<Duration>,
         force: bool,
-    ) -> EngineResult<Outcome> {
+    ) -> EngineResult<Transition> {
         let c = self.container(name)?;
         let _op = c.begin("stop")?;
         self.stop_locked(&c, timeout.unwrap_or(DEFAULT_STOP_TIMEOUT), force)
@@ -58,7 +58,7 @@ impl Engine {
     pub(super) async fn start_locked(
         self: &Arc<Self>,
         c: &Arc<Container>,
-    ) -> EngineResult<Outcome> {
+    ) -> EngineResult<Transition> {
         // A container we saw stop is not asked about again (that costs an lxc-info on
         // every start); if it was started behind our back, lxc-start fails and the
         // state is re-read below.
@@ -67,7 +67,7 @@ impl Engine {
         }
         let info = c.info();
         if info.state == RunState::Running {
-            return Ok(Outcome::AlreadyThere);
+            return Ok(Transition::AlreadyThere);
         }
         self.require_base(&info.spec.base).map_err(|e| {
             EngineError::InvalidState(format!(
@@ -104,7 +104,7 @@ impl Engine {
                     self.watch_init(c.name.clone(), pid);
                 }
                 tracing::info!(container = %c.name, pid = ?st.init_pid, "container started");
-                Ok(Outcome::Done)
+                Ok(Transition::Done)
             }
             Ok(_) => {
                 self.set_state(c, RunState::Stopped, None);
@@ -120,7 +120,7 @@ impl Engine {
                 self.set_state(c, RunState::Stopped, None);
                 self.refresh_state(c);
                 if c.info().state == RunState::Running {
-                    return Ok(Outcome::AlreadyThere);
+                    return Ok(Transition::AlreadyThere);
                 }
                 tracing::warn!(container = %c.name, error = %e, "container failed to start");
                 Err(e)
@@ -133,10 +133,10 @@ impl Engine {
         c: &Arc<Container>,
         timeout: Duration,
         force: bool,
-    ) -> EngineResult<Outcome> {
+    ) -> EngineResult<Transition> {
         self.refresh_state(c);
         if c.info().state == RunState::Stopped {
-            return Ok(Outcome::AlreadyThere);
+            return Ok(Transition::AlreadyThere);
         }
         self.set_state(c, RunState::Stopping, c.info().init_pid);
         let engine = self.clone();
@@ -151,7 +151,7 @@ impl Engine {
                 self.set_state(c, RunState::Stopped, None);
                 self.release_rootfs(c);
                 tracing::info!(container = %c.name, force, "container stopped");
-                Ok(Outcome::Done)
+                Ok(Transition::Done)
             }
             Ok(st) => {
                 self.set_state(c, RunState::Running, st.init_pid);

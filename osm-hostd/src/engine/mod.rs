@@ -25,8 +25,8 @@ mod layers;
 mod lifecycle;
 mod network;
 mod publish;
-mod restore;
 mod set;
+mod snapshot_restore;
 mod snapshots;
 mod versions;
 mod view;
@@ -39,8 +39,8 @@ pub use create::{CreateOutcome, CreateRequest};
 pub use customer::CustomerInfo;
 pub use layers::LayerInfo;
 pub use network::NetworkInfo;
-pub use restore::CRASH_ENV as RESTORE_CRASH_ENV;
 pub use set::SetRequest;
+pub use snapshot_restore::CRASH_ENV as RESTORE_CRASH_ENV;
 pub use snapshots::{SnapshotRequest, SnapshotSummary};
 pub use view::ContainerView;
 
@@ -342,7 +342,7 @@ impl Engine {
             .map_err(|e| EngineError::io(format!("measuring {}", dir.display()), &e))
     }
 
-    fn reserve(&self, name: &str, what: &str) -> EngineResult<Reservation<'_>> {
+    fn reserve(&self, name: &str, what: &str) -> EngineResult<NameClaim<'_>> {
         let key = format!("{what}:{name}");
         let mut r = self.reserved.lock().expect("reserved lock");
         if !r.insert(key.clone()) {
@@ -350,17 +350,17 @@ impl Engine {
                 "{what} {name:?} is being created right now; wait for that to finish"
             )));
         }
-        Ok(Reservation { engine: self, key })
+        Ok(NameClaim { engine: self, key })
     }
 }
 
 /// A name held while it is being created; released on drop.
-struct Reservation<'a> {
+struct NameClaim<'a> {
     engine: &'a Engine,
     key: String,
 }
 
-impl Reservation<'_> {
+impl NameClaim<'_> {
     /// Keeps the name reserved beyond this guard; release it with [`Engine::release`].
     fn into_key(self) -> String {
         let key = self.key.clone();
@@ -375,7 +375,7 @@ impl Engine {
     }
 }
 
-impl Drop for Reservation<'_> {
+impl Drop for NameClaim<'_> {
     fn drop(&mut self) {
         self.engine.release(&self.key);
     }

@@ -2,9 +2,9 @@
 //! range, or the one asked for), stored in `container.toml`, released with the
 //! container. The host side (bridge, dnsmasq, hosts file) follows in `crate::net`.
 
-use super::{Engine, Reservation};
+use super::{Engine, NameClaim};
 use crate::error::{EngineError, EngineResult};
-use crate::net::dnsmasq::Reservation as DhcpReservation;
+use crate::net::dnsmasq::DhcpHost;
 use crate::net::ipam::{PinError, Subnet};
 use crate::net::supervisor::{DnsmasqStatus, Supervisor};
 use std::collections::BTreeSet;
@@ -47,7 +47,7 @@ impl Engine {
     pub(super) fn allocate_ipv4(
         &self,
         pinned: Option<&str>,
-    ) -> EngineResult<(Ipv4Addr, Reservation<'_>)> {
+    ) -> EngineResult<(Ipv4Addr, NameClaim<'_>)> {
         let subnet = self.subnet();
         let mut reserved = self.reserved.lock().expect("reserved lock");
         let mut used = self.used_addresses();
@@ -76,7 +76,7 @@ impl Engine {
         };
         let key = format!("{IP_KEY}{ip}");
         reserved.insert(key.clone());
-        Ok((ip, Reservation { engine: self, key }))
+        Ok((ip, NameClaim { engine: self, key }))
     }
 
     fn owner_of(&self, ip: Ipv4Addr) -> Option<String> {
@@ -117,12 +117,12 @@ impl Engine {
     }
 
     /// Every container's DHCP reservation (name, MAC, address), sorted by name.
-    pub fn reservations(&self) -> Vec<DhcpReservation> {
+    pub fn reservations(&self) -> Vec<DhcpHost> {
         self.all_containers()
             .iter()
             .filter_map(|c| {
                 let spec = c.info().spec;
-                Some(DhcpReservation {
+                Some(DhcpHost {
                     ip: spec.ipv4.as_deref()?.parse().ok()?,
                     name: spec.name,
                     mac: spec.mac,

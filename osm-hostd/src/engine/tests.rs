@@ -123,11 +123,11 @@ async fn start_stop_delete_sequence_and_state_guards() {
     assert!(err.message().contains("--force"), "{err}");
     assert_eq!(
         f.engine.stop_container("web1", None, false).await.unwrap(),
-        lifecycle::Outcome::Done
+        lifecycle::Transition::Done
     );
     assert_eq!(
         f.engine.stop_container("web1", None, false).await.unwrap(),
-        lifecycle::Outcome::AlreadyThere
+        lifecycle::Transition::AlreadyThere
     );
     f.engine.delete_container("web1", false).await.unwrap();
     assert!(f.engine.container_info("web1").is_err());

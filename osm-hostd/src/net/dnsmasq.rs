@@ -16,7 +16,7 @@ pub const LEASE_TIME: &str = "1h";
 
 /// One container's DHCP reservation and DNS name.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Reservation {
+pub struct DhcpHost {
     pub name: String,
     pub mac: String,
     pub ip: Ipv4Addr,
@@ -79,12 +79,12 @@ pub fn args(bridge: &str, subnet: &Subnet, paths: &DnsmasqPaths) -> Vec<String> 
     ]
 }
 
-pub fn reservation_line(r: &Reservation) -> String {
+pub fn reservation_line(r: &DhcpHost) -> String {
     format!("{},{},{}\n", r.mac, r.ip, r.name)
 }
 
 /// The names file (`--addn-hosts`): `IP name` per container.
-pub fn names_text(rs: &[Reservation]) -> String {
+pub fn names_text(rs: &[DhcpHost]) -> String {
     rs.iter()
         .map(|r| format!("{}\t{}\n", r.ip, r.name))
         .collect()
@@ -93,7 +93,7 @@ pub fn names_text(rs: &[Reservation]) -> String {
 /// Makes the hosts directory and names file match `rs`; returns whether anything
 /// changed (then dnsmasq needs a SIGHUP: it adds hostsdir entries on its own through
 /// inotify but only drops them on SIGHUP, and re-reads the names file only then).
-pub fn sync_files(paths: &DnsmasqPaths, rs: &[Reservation]) -> io::Result<bool> {
+pub fn sync_files(paths: &DnsmasqPaths, rs: &[DhcpHost]) -> io::Result<bool> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -129,7 +129,7 @@ fn write_if_changed(path: &Path, text: &str) -> io::Result<bool> {
 
 /// The lease file without leases that no reservation backs (a deleted container's, or
 /// an address now reserved for another MAC). Lines are `expiry mac ip name client-id`.
-pub fn purge_leases(text: &str, rs: &[Reservation]) -> String {
+pub fn purge_leases(text: &str, rs: &[DhcpHost]) -> String {
     text.lines()
         .filter(|line| {
             let f: Vec<&str> = line.split_whitespace().collect();
@@ -145,7 +145,7 @@ pub fn purge_leases(text: &str, rs: &[Reservation]) -> String {
 
 /// Rewrites the lease file through [`purge_leases`]; only while dnsmasq is not running
 /// (it keeps leases in memory and would write the stale ones back).
-pub fn purge_lease_file(paths: &DnsmasqPaths, rs: &[Reservation]) -> io::Result<usize> {
+pub fn purge_lease_file(paths: &DnsmasqPaths, rs: &[DhcpHost]) -> io::Result<usize> {
     let text = match std::fs::read_to_string(&paths.leases) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
@@ -175,8 +175,8 @@ pub fn read_leases(path: &Path) -> Vec<(String, String)> {
 mod tests {
     use super::*;
 
-    fn r(name: &str, mac: &str, ip: &str) -> Reservation {
-        Reservation {
+    fn r(name: &str, mac: &str, ip: &str) -> DhcpHost {
+        DhcpHost {
             name: name.into(),
             mac: mac.into(),
             ip: ip.parse().unwrap(),

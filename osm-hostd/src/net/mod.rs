@@ -18,7 +18,7 @@ pub mod supervisor;
 
 use crate::config::HostConfig;
 use crate::engine::{Engine, Event};
-use dnsmasq::{DnsmasqPaths, Reservation};
+use dnsmasq::{DhcpHost, DnsmasqPaths};
 use ipam::Subnet;
 use std::sync::Arc;
 use supervisor::Supervisor;
@@ -152,7 +152,7 @@ fn sync_hosts_file(engine: &Engine) {
 fn resync(engine: &Engine, supervisor: Option<&Arc<Supervisor>>, removed: bool) {
     sync_hosts_file(engine);
     let Some(sup) = supervisor else { return };
-    let rs: Vec<Reservation> = engine.reservations();
+    let rs: Vec<DhcpHost> = engine.reservations();
     match dnsmasq::sync_files(sup.paths(), &rs) {
         Ok(changed) => {
             if removed {

@@ -8,7 +8,7 @@
 //! with exactly our arguments, and watches it through a pidfd; otherwise it stops it and
 //! starts its own. Leases survive either way in the lease file.
 
-use super::dnsmasq::{self, DnsmasqPaths, Reservation, DNSMASQ};
+use super::dnsmasq::{self, DhcpHost, DnsmasqPaths, DNSMASQ};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -41,7 +41,7 @@ pub struct Supervisor {
     args: Vec<String>,
     paths: DnsmasqPaths,
     status: Mutex<DnsmasqStatus>,
-    reservations: Mutex<Vec<Reservation>>,
+    reservations: Mutex<Vec<DhcpHost>>,
     tx: mpsc::UnboundedSender<Cmd>,
 }
 
@@ -89,7 +89,7 @@ fn watch_fd(fd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
 
 impl Supervisor {
     /// Starts supervising (adopting a running dnsmasq when it is ours).
-    pub fn spawn(args: Vec<String>, paths: DnsmasqPaths, rs: Vec<Reservation>) -> Arc<Supervisor> {
+    pub fn spawn(args: Vec<String>, paths: DnsmasqPaths, rs: Vec<DhcpHost>) -> Arc<Supervisor> {
         let (tx, rx) = mpsc::unbounded_channel();
         let sup = Arc::new(Supervisor {
             args,
@@ -115,13 +115,13 @@ impl Supervisor {
     }
 
     /// New reservations: dnsmasq re-reads its files on SIGHUP.
-    pub fn reload(&self, rs: Vec<Reservation>) {
+    pub fn reload(&self, rs: Vec<DhcpHost>) {
         *self.reservations.lock().expect("reservations lock") = rs;
         let _ = self.tx.send(Cmd::Reload);
     }
 
     /// Reservations were removed: restart dnsmasq with the stale leases purged.
-    pub fn restart(&self, rs: Vec<Reservation>) {
+    pub fn restart(&self, rs: Vec<DhcpHost>) {
         *self.reservations.lock().expect("reservations lock") = rs;
         let _ = self.tx.send(Cmd::Restart);
     }
