@@ -391,7 +391,7 @@ fn store_creates_mounts_and_reopens_a_loop_image() {
     let cfg = HostConfig {
         store_root: root.clone(),
         loop_image: Some(image.clone()),
-        loop_size: "4G".into(),
+        loop_size: 4 << 30,
         ..HostConfig::default()
     };
 
@@ -523,7 +523,7 @@ fn store_refuses_a_non_btrfs_directory() {
     let image = rig.path("img/store.img");
     let with_image = HostConfig {
         loop_image: Some(image.clone()),
-        loop_size: "4G".into(),
+        loop_size: 4 << 30,
         ..cfg
     };
     rig.track_mount(&root);

@@ -442,10 +442,11 @@ fn rig_without_daemon_writes_a_valid_config_and_tears_down() {
         cfg.loop_image.as_deref(),
         Some(rig.dir().join("store.img").as_path())
     );
-    assert_eq!(cfg.loop_size, "6G");
+    assert_eq!(cfg.loop_size, 6 << 30);
     assert_eq!(cfg.network.bridge, "lxcbr0");
-    assert_eq!(cfg.network.address, "10.0.7.1/24");
-    assert_eq!(cfg.backup.mode, "history");
+    assert_eq!(cfg.network.subnet.gateway.to_string(), "10.0.7.1");
+    assert_eq!(cfg.network.subnet.cidr(), "10.0.7.0/24");
+    assert_eq!(cfg.backup.mode, osm_hostd::backup::Mode::History);
     assert_eq!(cfg.cache_dir, Path::new("/var/cache/osm-host-tests"));
 
     // The bus runs inside the sandbox; nobody reaches it from inside too.

@@ -1,9 +1,15 @@
 //! The daemon's configuration, `/etc/osm-host/hostd.toml`.
 //!
 //! Every key is optional and unknown keys are an error, so a typo never silently falls
-//! back to a default.
+//! back to a default. Values with a structure (backup target and mode, the subnet,
+//! sizes, the metrics address) are parsed here, once, into the types the modules use;
+//! the types live in those modules (`backup`, `net::ipam`, `metrics`), which never
+//! depend on this one.
 
-use serde::Deserialize;
+use crate::backup::{self, SshKey, SshOption, Target};
+use crate::net::ipam::Subnet;
+pub use crate::publish::settings::{CertPair, PublishConfig};
+use serde::{Deserialize, Deserializer};
 use std::path::{Path, PathBuf};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/osm-host/hostd.toml";
@@ -28,8 +34,9 @@ pub struct HostConfig {
     pub store_root: PathBuf,
     /// A sparse image formatted and loop-mounted at `store_root` when that is not Btrfs.
     pub loop_image: Option<PathBuf>,
-    /// Size of `loop_image` when it has to be created, e.g. "20G".
-    pub loop_size: String,
+    /// Size in bytes of `loop_image` when it has to be created; written as e.g. "20G".
+    #[serde(deserialize_with = "loop_size")]
+    pub loop_size: u64,
     /// The file whose managed block lists container names and addresses.
     pub hosts_file: PathBuf,
     /// Runtime-only state (logs of LXC, pids, leases); emptied at boot.
@@ -68,79 +75,6 @@ impl Default for IsolationConfig {
     }
 }
 
-/// `[publish]`: customers' HTTP vhosts and TLS streams through the host's NGINX.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct PublishConfig {
-    /// The domain customers' vhosts live under; "" (unset) refuses every publish.
-    pub domain: String,
-    /// The certificate (a wildcard for `domain`) and its key, for every vhost and stream.
-    pub tls_cert: PathBuf,
-    pub tls_key: PathBuf,
-    /// What `nginx -t -c` checks and `nginx -s reload -c` reloads.
-    pub nginx_conf: PathBuf,
-    /// Fragments: `<nginx_dir>/http/<name>.conf`, `<nginx_dir>/stream/<name>.conf`.
-    pub nginx_dir: PathBuf,
-    /// Per-host certificates overriding `tls_cert`/`tls_key`, by host name.
-    pub certs: std::collections::BTreeMap<String, CertPair>,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct CertPair {
-    pub tls_cert: PathBuf,
-    pub tls_key: PathBuf,
-}
-
-impl Default for PublishConfig {
-    fn default() -> Self {
-        PublishConfig {
-            domain: String::new(),
-            tls_cert: PathBuf::from("/etc/osm-host/tls/fullchain.pem"),
-            tls_key: PathBuf::from("/etc/osm-host/tls/privkey.pem"),
-            nginx_conf: PathBuf::from("/etc/nginx/nginx.conf"),
-            nginx_dir: PathBuf::from("/etc/nginx/osm-host"),
-            certs: Default::default(),
-        }
-    }
-}
-
-impl PublishConfig {
-    /// The certificate and key for `host`: its override, else the domain's.
-    pub fn cert_for(&self, host: &str) -> (&Path, &Path) {
-        match self.certs.get(host) {
-            Some(c) => (&c.tls_cert, &c.tls_key),
-            None => (&self.tls_cert, &self.tls_key),
-        }
-    }
-
-    fn validate(&self) -> Result<(), String> {
-        if !self.domain.is_empty() {
-            crate::publish::validate_host(&self.domain)
-                .map_err(|e| format!("publish.domain: {e}"))?;
-        }
-        let mut paths = vec![
-            ("publish.tls_cert", &self.tls_cert),
-            ("publish.tls_key", &self.tls_key),
-            ("publish.nginx_conf", &self.nginx_conf),
-            ("publish.nginx_dir", &self.nginx_dir),
-        ];
-        for c in self.certs.values() {
-            paths.push(("publish.certs.*.tls_cert", &c.tls_cert));
-            paths.push(("publish.certs.*.tls_key", &c.tls_key));
-        }
-        for (key, p) in paths {
-            if !p.is_absolute() {
-                return Err(format!("{key} = {p:?} must be an absolute path"));
-            }
-        }
-        for host in self.certs.keys() {
-            crate::publish::validate_host(host).map_err(|e| format!("publish.certs: {e}"))?;
-        }
-        Ok(())
-    }
-}
-
 /// `[boot]`: how the daemon starts containers at host boot and stops them at shutdown.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -169,20 +103,65 @@ impl Default for BootConfig {
     }
 }
 
+/// `[network]`, with `address` and `dhcp_range` parsed together into [`Subnet`].
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
+#[serde(try_from = "NetworkKeys")]
 pub struct NetworkConfig {
     pub bridge: String,
-    /// The bridge's address in CIDR form: the containers' gateway, DNS and DHCP server.
-    pub address: String,
-    /// `first-last`; unset means every host address of `address`'s subnet.
-    pub dhcp_range: Option<String>,
+    /// From `address` (the bridge's address in CIDR form: the containers' gateway, DNS
+    /// and DHCP server) and `dhcp_range` (`first-last`; unset means every host address
+    /// of the subnet).
+    pub subnet: Subnet,
     pub nat: bool,
     /// Whether the daemon sets up the bridge, forwarding, NAT and dnsmasq.
     pub manage: bool,
     /// Customers cannot see each other: isolated bridge ports, per-veth anti-spoofing,
     /// nothing forwarded into a container (false: the old flat bridge).
     pub isolate: bool,
+}
+
+/// `[network]` as written in the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct NetworkKeys {
+    bridge: String,
+    address: String,
+    dhcp_range: Option<String>,
+    nat: bool,
+    manage: bool,
+    isolate: bool,
+}
+
+impl Default for NetworkKeys {
+    fn default() -> Self {
+        NetworkKeys {
+            bridge: "lxcbr0".into(),
+            address: "10.0.3.1/24".into(),
+            dhcp_range: None,
+            nat: true,
+            manage: true,
+            isolate: true,
+        }
+    }
+}
+
+impl TryFrom<NetworkKeys> for NetworkConfig {
+    type Error = String;
+    fn try_from(k: NetworkKeys) -> Result<NetworkConfig, String> {
+        if k.bridge.is_empty() || k.bridge.len() > 15 {
+            return Err(format!(
+                "network.bridge = {:?} must be an interface name of 1-15 characters",
+                k.bridge
+            ));
+        }
+        Ok(NetworkConfig {
+            subnet: Subnet::parse(&k.address, k.dhcp_range.as_deref())?,
+            bridge: k.bridge,
+            nat: k.nat,
+            manage: k.manage,
+            isolate: k.isolate,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -200,9 +179,10 @@ pub struct SnapshotsConfig {
     pub timeline_create: bool,
     /// Seconds between scheduled runs (timeline snapshots, then cleanup); hourly.
     pub interval: u64,
-    /// A snapshot is refused when less than this is free in the store after a cleanup
-    /// ("0" for no floor).
-    pub min_free: String,
+    /// A snapshot is refused when less than this many bytes are free in the store after
+    /// a cleanup; written as e.g. "1G" ("0" for no floor).
+    #[serde(deserialize_with = "min_free")]
+    pub min_free: u64,
     pub number: crate::snapper::NumberLimits,
     pub timeline: crate::snapper::TimelineLimits,
 }
@@ -212,32 +192,44 @@ impl Default for SnapshotsConfig {
         SnapshotsConfig {
             timeline_create: true,
             interval: 3600,
-            min_free: "1G".into(),
+            min_free: 1 << 30,
             number: Default::default(),
             timeline: Default::default(),
         }
     }
 }
 
-impl SnapshotsConfig {
-    /// The free-space floor in bytes.
-    pub fn min_free_bytes(&self) -> u64 {
-        if self.min_free.trim() == "0" {
-            return 0;
-        }
-        parse_size(&self.min_free).unwrap_or(0)
+/// A size such as "20G" (see [`parse_size`]) for `key`, in bytes; "0" only if `zero_ok`.
+fn size<'de, D: Deserializer<'de>>(d: D, key: &str, zero_ok: bool) -> Result<u64, D::Error> {
+    let text = String::deserialize(d)?;
+    if zero_ok && text.trim() == "0" {
+        return Ok(0);
     }
+    parse_size(&text).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "{key} = {text:?}: {e}; give a size such as \"512M\" or \"20G\"{}",
+            if zero_ok { " (\"0\" for none)" } else { "" }
+        ))
+    })
+}
+
+fn loop_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    size(d, "loop_size", false)
+}
+
+fn min_free<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    size(d, "snapshots.min_free", true)
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackupConfig {
-    pub target: String,
-    pub mode: String,
+    pub target: Target,
+    pub mode: backup::Mode,
     /// ssh targets: the private key (`ssh -i`); unset means ssh's own default.
-    pub ssh_key: Option<PathBuf>,
+    pub ssh_key: Option<SshKey>,
     /// ssh targets: extra `-o` options, e.g. `"StrictHostKeyChecking=accept-new"`.
-    pub ssh_options: Vec<String>,
+    pub ssh_options: Vec<SshOption>,
     /// History mode: how many daily, weekly, monthly and yearly trees to keep, and how
     /// many of the newest whatever their dates (`keep_last`).
     pub keep_daily: u32,
@@ -251,12 +243,27 @@ pub struct BackupConfig {
     pub parallel: u32,
 }
 
+impl backup::Settings for BackupConfig {
+    fn target(&self) -> &Target {
+        &self.target
+    }
+    fn timeout(&self) -> u32 {
+        self.timeout
+    }
+    fn ssh_key(&self) -> Option<&SshKey> {
+        self.ssh_key.as_ref()
+    }
+    fn ssh_options(&self) -> &[SshOption] {
+        &self.ssh_options
+    }
+}
+
 impl Default for HostConfig {
     fn default() -> Self {
         HostConfig {
             store_root: PathBuf::from("/srv/osm-lxc"),
             loop_image: None,
-            loop_size: "20G".into(),
+            loop_size: 20 << 30,
             hosts_file: PathBuf::from("/etc/hosts"),
             runtime_dir: PathBuf::from("/run/osm-host"),
             cache_dir: PathBuf::from("/var/cache/osm-host"),
@@ -274,14 +281,7 @@ impl Default for HostConfig {
 
 impl Default for NetworkConfig {
     fn default() -> Self {
-        NetworkConfig {
-            bridge: "lxcbr0".into(),
-            address: "10.0.3.1/24".into(),
-            dhcp_range: None,
-            nat: true,
-            manage: true,
-            isolate: true,
-        }
+        NetworkConfig::try_from(NetworkKeys::default()).expect("the default network is valid")
     }
 }
 
@@ -297,8 +297,8 @@ impl Default for SnapperConfig {
 impl Default for BackupConfig {
     fn default() -> Self {
         BackupConfig {
-            target: "/srv/backups/lxc".into(),
-            mode: "mirror".into(),
+            target: Target::Local(PathBuf::from("/srv/backups/lxc")),
+            mode: backup::Mode::Mirror,
             ssh_key: None,
             ssh_options: Vec::new(),
             keep_daily: 7,
@@ -376,25 +376,8 @@ impl HostConfig {
                 ));
             }
         }
-        parse_size(&self.loop_size).map_err(|e| format!("loop_size: {e}"))?;
-        if self.network.bridge.is_empty() || self.network.bridge.len() > 15 {
-            return Err(format!(
-                "network.bridge = {:?} must be an interface name of 1-15 characters",
-                self.network.bridge
-            ));
-        }
-        crate::net::ipam::Subnet::parse(&self.network.address, self.network.dhcp_range.as_deref())?;
-        if self.snapshots.min_free.trim() != "0" {
-            parse_size(&self.snapshots.min_free).map_err(|e| format!("snapshots.min_free: {e}"))?;
-        }
         if self.snapshots.interval < 1 {
             return Err("snapshots.interval must be at least 1 second".into());
-        }
-        if !matches!(self.backup.mode.as_str(), "mirror" | "history") {
-            return Err(format!(
-                "backup.mode = {:?} must be \"mirror\" or \"history\"",
-                self.backup.mode
-            ));
         }
         if self.boot.parallel == 0 || self.boot.parallel > 64 {
             return Err(format!(
@@ -408,9 +391,6 @@ impl HostConfig {
                 self.boot.retry_delay
             ));
         }
-        crate::backup::Target::parse(&self.backup.target)
-            .map_err(|e| format!("backup.target: {e}"))?;
-        crate::backup::ssh_command(&self.backup).map_err(|e| format!("backup: {e}"))?;
         if self.backup.parallel == 0 || self.backup.parallel > 16 {
             return Err("backup.parallel must be between 1 and 16".into());
         }
@@ -439,9 +419,11 @@ mod tests {
         let c = HostConfig::parse("", Path::new("x.toml")).unwrap();
         assert_eq!(c.store_root, PathBuf::from("/srv/osm-lxc"));
         assert_eq!(c.network.bridge, "lxcbr0");
-        assert_eq!(c.network.address, "10.0.3.1/24");
+        assert_eq!(c.network.subnet.cidr(), "10.0.3.0/24");
+        assert_eq!(c.network.subnet.gateway.to_string(), "10.0.3.1");
         assert!(c.network.nat);
-        assert_eq!(c.backup.mode, "mirror");
+        assert_eq!(c.backup.mode, backup::Mode::Mirror);
+        assert_eq!(c.loop_size, 20 << 30);
         assert_eq!(c.boot.parallel, 4);
         assert_eq!(c.boot.retries, 3);
     }
@@ -507,7 +489,8 @@ mode = "history"
             c.loop_image,
             Some(PathBuf::from("/var/lib/osm-host/store.img"))
         );
-        assert_eq!(c.backup.mode, "history");
+        assert_eq!(c.backup.mode, backup::Mode::History);
+        assert_eq!(c.network.subnet.last.to_string(), "10.0.3.254");
     }
 
     #[test]
@@ -515,14 +498,14 @@ mode = "history"
         let c = HostConfig::parse("", Path::new("h.toml")).unwrap();
         assert!(c.snapshots.timeline_create);
         assert_eq!(c.snapshots.number.limit, 50);
-        assert_eq!(c.snapshots.min_free_bytes(), 1 << 30);
+        assert_eq!(c.snapshots.min_free, 1 << 30);
         let text = "[snapshots]\nmin_free = \"0\"\n[snapshots.timeline]\nhourly = 24\n";
         let c = HostConfig::parse(text, Path::new("h.toml")).unwrap();
         assert_eq!(
             (c.snapshots.timeline.hourly, c.snapshots.timeline.daily),
             (24, 10)
         );
-        assert_eq!(c.snapshots.min_free_bytes(), 0);
+        assert_eq!(c.snapshots.min_free, 0);
         assert!(HostConfig::parse("[snapshots.number]\nlimt = 1\n", Path::new("h.toml")).is_err());
     }
 
@@ -559,12 +542,23 @@ mode = "history"
         .unwrap();
         assert_eq!((c.backup.keep_daily, c.backup.timeout), (3, 10));
         assert_eq!((c.backup.keep_yearly, c.backup.keep_last), (2, 4));
-        assert_eq!(c.backup.ssh_key, Some(PathBuf::from("/etc/osm-host/k")));
+        assert_eq!(
+            c.backup.ssh_key.as_ref().map(|k| k.path()),
+            Some(Path::new("/etc/osm-host/k"))
+        );
+        assert_eq!(
+            c.backup.target,
+            Target::Ssh {
+                host: "root@198.51.100.2".into(),
+                path: "/srv/b".into()
+            }
+        );
         for text in [
             "[backup]\ntarget = \"relative/dir\"",
             "[backup]\ntarget = \"-oProxyCommand=x:/p\"",
             "[backup]\nssh_options = [\"-oProxyCommand=x\"]",
             "[backup]\nssh_options = [\"ProxyCommand='x y'\"]",
+            "[backup]\nssh_key = \"/k'ey\"",
             "[backup]\ntimeout = 0",
             "[backup]\nparallel = 0",
             "[backup]\nkeep_hourly = 3",
@@ -573,6 +567,53 @@ mode = "history"
                 HostConfig::parse(text, Path::new("h.toml")).is_err(),
                 "{text}"
             );
+        }
+    }
+
+    #[test]
+    fn refusals_name_the_key_and_what_is_accepted() {
+        for (text, key, accepted) in [
+            (
+                "[backup]\nmode = \"sometimes\"",
+                "backup.mode",
+                "\"history\"",
+            ),
+            (
+                "[backup]\ntarget = \"rel\"",
+                "backup.target",
+                "user@host:/path",
+            ),
+            (
+                "[backup]\nssh_options = [\"-oX=y\"]",
+                "backup.ssh_options",
+                "Key=value",
+            ),
+            (
+                "[network]\naddress = \"10.0.3.1\"",
+                "network.address",
+                "10.0.3.1/24",
+            ),
+            (
+                "[network]\ndhcp_range = \"x\"",
+                "network.dhcp_range",
+                "10.0.3.2-10.0.3.254",
+            ),
+            ("loop_size = \"lots\"", "loop_size", "\"20G\""),
+            (
+                "[snapshots]\nmin_free = \"-1\"",
+                "snapshots.min_free",
+                "\"0\" for none",
+            ),
+            (
+                "[metrics]\nlisten = \"9477\"",
+                "metrics.listen",
+                "ADDRESS:PORT",
+            ),
+        ] {
+            let e = HostConfig::parse(text, Path::new("h.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key) && e.contains(accepted), "{text}: {e}");
         }
     }
 

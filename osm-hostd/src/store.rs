@@ -52,8 +52,6 @@ pub enum StoreError {
         mounted: String,
         store_root: PathBuf,
     },
-    #[error("loop_size {value:?} is not valid: {message}")]
-    InvalidSize { value: String, message: String },
     #[error("mounted {image} at {path}, but {path} is still not on Btrfs (it is {fstype})")]
     MountNotVisible {
         image: PathBuf,
@@ -174,7 +172,7 @@ fn prepare_root(cfg: &HostConfig) -> Result<(), StoreError> {
             if image_mounted_at(image, root)? {
                 return Ok(());
             }
-            return mount_loop_image(root, exists, image, &cfg.loop_size);
+            return mount_loop_image(root, exists, image, cfg.loop_size);
         }
     }
     if exists && btrfs::is_btrfs(root)? {
@@ -197,7 +195,7 @@ fn prepare_root(cfg: &HostConfig) -> Result<(), StoreError> {
             fstype: fs_type_of(root),
         });
     };
-    mount_loop_image(root, exists, image, &cfg.loop_size)
+    mount_loop_image(root, exists, image, cfg.loop_size)
 }
 
 /// True if the topmost mount at `root` is a loop device backed by `image`.
@@ -220,7 +218,7 @@ fn mount_loop_image(
     root: &Path,
     root_exists: bool,
     image: &Path,
-    size: &str,
+    bytes: u64,
 ) -> Result<(), StoreError> {
     // Check everything that could refuse before creating anything.
     if root_exists {
@@ -239,10 +237,6 @@ fn mount_loop_image(
             });
         }
     }
-    let bytes = crate::config::parse_size(size).map_err(|message| StoreError::InvalidSize {
-        value: size.to_string(),
-        message,
-    })?;
 
     if image.try_exists().map_err(io_err("look at", image))? {
         if !image.is_file() {

@@ -7,15 +7,18 @@
 
 pub mod identity;
 pub mod rsync;
+pub mod settings;
 pub mod status;
 pub mod verify;
 
 pub use rsync::{classify_exit, rsync_args, ssh_command, ExitClass, RsyncJob};
+pub use settings::{Mode, Settings, SshKey, SshOption};
 
 use std::path::PathBuf;
 
 /// Where backups go: a local directory, or `user@host:/path` over ssh.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub enum Target {
     Local(PathBuf),
     Ssh { host: String, path: String },

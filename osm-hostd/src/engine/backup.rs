@@ -42,8 +42,7 @@ impl Engine {
             }
             names
         };
-        let target = Target::parse(&self.cfg.backup.target)
-            .map_err(|e| EngineError::InvalidArgument(format!("backup.target: {e}")))?;
+        let target = self.cfg.backup.target.clone();
         {
             let mut r = self.reserved.lock().expect("reserved lock");
             if !r.insert(RUN_KEY.to_string()) {
@@ -145,15 +144,14 @@ impl Engine {
     pub fn list_backups_of(&self, name: &str, host: &str) -> EngineResult<Vec<String>> {
         crate::names::validate_container_name(name)?;
         let host = self.backup_host(host)?;
-        let target = Target::parse(&self.cfg.backup.target)
-            .map_err(|e| EngineError::InvalidArgument(format!("backup.target: {e}")))?;
+        let target = self.cfg.backup.target.clone();
         let rel = self
             .backup_read_rel(&target, &host, name)
             .map_err(EngineError::Failed)?;
         let entries = self
             .list_target(&target, &rel)
             .map_err(EngineError::Failed)?;
-        if self.cfg.backup.mode == "history" {
+        if self.cfg.backup.mode == backup::Mode::History {
             Ok(entries
                 .into_iter()
                 .filter(|n| backup::parse_history_name(n).is_some())
@@ -168,9 +166,9 @@ impl Engine {
     /// Closes an existing local backup target to other users (run at daemon start; a
     /// missing one is made private when the first backup creates it).
     pub(super) fn secure_backup_target(&self) {
-        if let Ok(Target::Local(dir)) = Target::parse(&self.cfg.backup.target) {
+        if let Target::Local(dir) = &self.cfg.backup.target {
             if dir.is_dir() {
-                if let Err(e) = crate::hardening::private_dir(&dir) {
+                if let Err(e) = crate::hardening::private_dir(dir) {
                     tracing::warn!(dir = %dir.display(), error = %e, "cannot close the backup target to other users");
                 }
             }
@@ -285,7 +283,7 @@ impl Engine {
     ) -> Result<(u64, String), String> {
         let name = spec.name.as_str();
         let cfg = &self.cfg.backup;
-        let history = cfg.mode == "history";
+        let history = cfg.mode == backup::Mode::History;
         let crel = self.backup_rel(&self.host_id, name);
         let (tree, dest_rel, link_dest, prev_listing) = if history {
             let existing = self.list_target(target, &crel)?;
@@ -324,7 +322,7 @@ impl Engine {
         let (copied, listing) = std::thread::scope(|scope| {
             let lister = scope.spawn(|| self.listing_of(target, snap, prev_listing.as_deref()));
             let copied = (|| -> Result<u64, String> {
-                let args = rsync_args(cfg, &job)?;
+                let args = rsync_args(cfg, &job);
                 let mut out = run(Command::new("rsync").args(&args))?;
                 // Network trouble (socket, timeout, ssh: spec §4.3 "retry") gets one more try;
                 // the second run only sends what the first did not.
@@ -360,7 +358,7 @@ impl Engine {
                     check_markers(want, got, false)?;
                     job.check_only = true;
                     job.link_dest = None;
-                    let out = run(Command::new("rsync").args(rsync_args(cfg, &job)?))?;
+                    let out = run(Command::new("rsync").args(rsync_args(cfg, &job)))?;
                     check_exit(&out)?;
                     let diffs = differences(&String::from_utf8_lossy(&out.stdout));
                     if !diffs.is_empty() {

@@ -112,9 +112,7 @@ impl Engine {
                 )?;
                 let mut cmd = Command::new("rsync");
                 cmd.arg(format!("--timeout={}", self.cfg.backup.timeout.max(1)));
-                if let Some(e) = backup::ssh_command(&self.cfg.backup)? {
-                    cmd.args(["-e", &e]);
-                }
+                cmd.args(["-e", &backup::ssh_command(&self.cfg.backup)]);
                 cmd.arg("--").arg(file).arg(format!("{host}:{tmp}"));
                 let out = super::backup::run(&mut cmd)?;
                 super::backup::check_exit(&out)?;
@@ -198,9 +196,7 @@ impl Engine {
                     .join(format!(".base-import-{name}.tar.zst"));
                 let mut cmd = Command::new("rsync");
                 cmd.arg(format!("--timeout={}", self.cfg.backup.timeout.max(1)));
-                if let Some(e) = backup::ssh_command(&self.cfg.backup).map_err(fail)? {
-                    cmd.args(["-e", &e]);
-                }
+                cmd.args(["-e", &backup::ssh_command(&self.cfg.backup)]);
                 cmd.arg("--")
                     .arg(format!("{host}:{}", target.path_of(rel)))
                     .arg(&tmp);
@@ -242,8 +238,7 @@ impl Engine {
     /// Containers of a name that already exists here are left out (named in the result).
     pub fn restore_all_backups(self: &Arc<Self>, host: &str) -> EngineResult<Arc<Job>> {
         let host = self.backup_host(host)?;
-        let target = Target::parse(&self.cfg.backup.target)
-            .map_err(|e| EngineError::InvalidArgument(format!("backup.target: {e}")))?;
+        let target = self.cfg.backup.target.clone();
         let job = self
             .jobs
             .create("backup-restore", &format!("all of {host}"));

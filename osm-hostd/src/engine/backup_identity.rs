@@ -348,8 +348,7 @@ impl Engine {
         names: Vec<String>,
         all: bool,
     ) -> EngineResult<Arc<Job>> {
-        let target = Target::parse(&self.cfg.backup.target)
-            .map_err(|e| EngineError::InvalidArgument(format!("backup.target: {e}")))?;
+        let target = self.cfg.backup.target.clone();
         if !all && names.is_empty() {
             return Err(EngineError::InvalidArgument(
                 "name the containers whose backups to verify, or ask for all of them".into(),
@@ -420,7 +419,7 @@ impl Engine {
             .and_then(|c| c.info().spec.uuid)
             .unwrap_or_else(|| top.container_uuid.clone());
         top.check_owner(&self.host_id, name, &uuid, &target.container_dir(&rel))?;
-        let trees: Vec<String> = if self.cfg.backup.mode == "history" {
+        let trees: Vec<String> = if self.cfg.backup.mode == backup::Mode::History {
             self.list_target(target, &rel)?
                 .into_iter()
                 .filter(|n| backup::parse_history_name(n).is_some())

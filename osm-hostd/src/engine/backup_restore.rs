@@ -46,8 +46,7 @@ impl Engine {
         let host = self.backup_host(from_host)?;
         let into = if as_name.is_empty() { name } else { as_name }.to_string();
         crate::names::validate_container_name(&into)?;
-        let target = Target::parse(&self.cfg.backup.target)
-            .map_err(|e| EngineError::InvalidArgument(format!("backup.target: {e}")))?;
+        let target = self.cfg.backup.target.clone();
         let engine = self.clone();
         let (n, f) = (name.to_string(), from.to_string());
         let (tree, spec, manifest) = blocking(move || engine.find_tree(&n, &f, &host)).await?;
@@ -133,13 +132,12 @@ impl Engine {
         from: &str,
         host: &str,
     ) -> EngineResult<(String, ContainerSpec, Option<Manifest>)> {
-        let target = Target::parse(&self.cfg.backup.target)
-            .map_err(|e| EngineError::InvalidArgument(format!("backup.target: {e}")))?;
+        let target = self.cfg.backup.target.clone();
         let trees = self.list_backups_of(name, host)?;
         let crel = self
             .backup_read_rel(&target, host, name)
             .map_err(EngineError::Failed)?;
-        let tree = if self.cfg.backup.mode == "history" {
+        let tree = if self.cfg.backup.mode == backup::Mode::History {
             trees
                 .iter()
                 .rev()
@@ -419,8 +417,7 @@ impl Engine {
         };
         let fail = |m: String| EngineError::Failed(format!("restoring {name}: {m}"));
         let out =
-            super::backup::run(Command::new("rsync").args(rsync_args(cfg, &job).map_err(fail)?))
-                .map_err(fail)?;
+            super::backup::run(Command::new("rsync").args(rsync_args(cfg, &job))).map_err(fail)?;
         super::backup::check_exit(&out).map_err(fail)?;
         let work = dir.join("work");
         crate::fsutil::empty_dir(&work)
@@ -450,8 +447,7 @@ impl Engine {
         }
         job.check_only = true;
         let out =
-            super::backup::run(Command::new("rsync").args(rsync_args(cfg, &job).map_err(fail)?))
-                .map_err(fail)?;
+            super::backup::run(Command::new("rsync").args(rsync_args(cfg, &job))).map_err(fail)?;
         super::backup::check_exit(&out).map_err(fail)?;
         let diffs = differences(&String::from_utf8_lossy(&out.stdout));
         if !diffs.is_empty() {

@@ -33,7 +33,7 @@ pub struct NetworkInfo {
 
 impl Engine {
     pub(super) fn subnet(&self) -> Subnet {
-        crate::net::subnet_of(&self.cfg).expect("the network settings were validated at load")
+        self.cfg.network.subnet
     }
 
     fn used_addresses(&self) -> BTreeSet<Ipv4Addr> {

@@ -212,7 +212,7 @@ impl Engine {
     }
 
     fn ensure_free_space(self: &Arc<Self>, c: &Arc<Container>) -> EngineResult<()> {
-        let floor = self.cfg.snapshots.min_free_bytes();
+        let floor = self.cfg.snapshots.min_free;
         if floor == 0 {
             return Ok(());
         }

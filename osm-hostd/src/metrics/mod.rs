@@ -23,7 +23,7 @@ use std::time::Duration;
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     /// `address:port`, an absolute unix socket path, or "" for no metrics.
-    pub listen: String,
+    pub listen: Listen,
     /// Seconds between background measurements of each container's disk usage.
     pub disk_usage_interval: u64,
 }
@@ -31,23 +31,25 @@ pub struct MetricsConfig {
 impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig {
-            listen: "127.0.0.1:9477".into(),
+            listen: Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], 9477))),
             disk_usage_interval: 300,
         }
     }
 }
 
-/// Where the metrics are served.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the metrics are served (`metrics.listen`, parsed when the config is loaded).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
 pub enum Listen {
     Off,
     Tcp(SocketAddr),
     Unix(PathBuf),
 }
 
-impl MetricsConfig {
-    pub fn listen(&self) -> Result<Listen, String> {
-        let l = self.listen.trim();
+impl TryFrom<String> for Listen {
+    type Error = String;
+    fn try_from(text: String) -> Result<Listen, String> {
+        let l = text.trim();
         if l.is_empty() {
             return Ok(Listen::Off);
         }
@@ -61,9 +63,20 @@ impl MetricsConfig {
             )
         })
     }
+}
 
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Off => f.write_str(""),
+            Listen::Tcp(a) => write!(f, "{a}"),
+            Listen::Unix(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+impl MetricsConfig {
     pub fn validate(&self) -> Result<(), String> {
-        self.listen()?;
         if self.disk_usage_interval == 0 {
             return Err("metrics.disk_usage_interval must be at least 1 second".into());
         }
@@ -172,13 +185,9 @@ impl Metrics {
 /// the containers matter more than their graphs, and Prometheus reports the target down.
 pub async fn start(engine: &Arc<Engine>) -> Option<Arc<Metrics>> {
     let cfg = engine.config().metrics.clone();
-    let listen = match cfg.listen() {
-        Ok(Listen::Off) => return None,
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(error = %e, "metrics are off");
-            return None;
-        }
+    let listen = match &cfg.listen {
+        Listen::Off => return None,
+        l => l.clone(),
     };
     let metrics = Metrics::new(engine.clone());
     let mut events = engine.subscribe();
@@ -224,21 +233,22 @@ mod tests {
 
     #[test]
     fn listen_forms() {
-        let c = |l: &str| MetricsConfig {
-            listen: l.into(),
-            disk_usage_interval: 1,
-        };
-        assert_eq!(c("").listen().unwrap(), Listen::Off);
+        let c = |l: &str| Listen::try_from(l.to_string());
+        assert_eq!(c("").unwrap(), Listen::Off);
         assert_eq!(
-            c("127.0.0.1:9477").listen().unwrap(),
+            c("127.0.0.1:9477").unwrap(),
             Listen::Tcp("127.0.0.1:9477".parse().unwrap())
         );
         assert_eq!(
-            c("/run/osm-host/metrics.sock").listen().unwrap(),
+            c("/run/osm-host/metrics.sock").unwrap(),
             Listen::Unix("/run/osm-host/metrics.sock".into())
         );
-        let e = c("localhost").listen().unwrap_err();
+        let e = c("localhost").unwrap_err();
         assert!(e.contains("ADDRESS:PORT"), "{e}");
-        assert!(c("9477").validate().is_err());
+        assert!(c("9477").is_err());
+        assert_eq!(
+            MetricsConfig::default().listen.to_string(),
+            "127.0.0.1:9477"
+        );
     }
 }

@@ -16,7 +16,6 @@ pub mod nat;
 pub mod publish_fw;
 pub mod supervisor;
 
-use crate::config::HostConfig;
 use crate::engine::{Engine, Event};
 use dnsmasq::{DhcpHost, DnsmasqPaths};
 use ipam::Subnet;
@@ -28,8 +27,8 @@ use tokio::sync::broadcast::error::RecvError;
 /// containers. Returns the dnsmasq supervisor when the daemon manages networking.
 pub async fn start(engine: &Arc<Engine>) -> Result<Option<Arc<Supervisor>>, String> {
     let cfg = engine.config().clone();
-    let subnet = subnet_of(&cfg)?;
     let net = &cfg.network;
+    let subnet = net.subnet;
     let supervisor = if net.manage {
         let report = bridge::ensure(&net.bridge, &subnet).await?;
         tracing::info!(bridge = %net.bridge, address = %format!("{}/{}", subnet.gateway, subnet.prefix),
@@ -119,14 +118,10 @@ async fn isolate_ports(engine: &Engine, name: &str) {
 /// Replaces the daemon's nftables tables in one batch: NAT, forwarding and the bridge
 /// isolation for the containers as they stand now, plus the published ports' accepts.
 pub fn apply_ruleset(engine: &Engine) -> Result<(), String> {
-    let subnet = subnet_of(engine.config())?;
+    let subnet = engine.config().network.subnet;
     let mut batch = firewall(engine, &subnet).ruleset();
     batch.push_str(&publish_fw::rules(&engine.published_ports()));
     nat::apply(&batch)
-}
-
-pub fn subnet_of(cfg: &HostConfig) -> Result<Subnet, String> {
-    Subnet::parse(&cfg.network.address, cfg.network.dhcp_range.as_deref())
 }
 
 fn sync_hosts_file(engine: &Engine) {

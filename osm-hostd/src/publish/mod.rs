@@ -8,6 +8,7 @@
 
 pub mod nginx;
 pub mod ports;
+pub mod settings;
 
 use serde::{Deserialize, Serialize};
 

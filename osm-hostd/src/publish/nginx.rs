@@ -6,8 +6,8 @@
 //! NGINX reloaded (`nginx -s reload -c <nginx_conf>`). On any failure the previous
 //! fragments are put back, so the running NGINX never sees a broken configuration.
 
+use super::settings::PublishConfig;
 use super::{HttpRoute, PublishSpec, TlsStream};
-use crate::config::PublishConfig;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -312,7 +312,7 @@ mod tests {
         };
         c.certs.insert(
             "special.example.test".into(),
-            crate::config::CertPair {
+            crate::publish::settings::CertPair {
                 tls_cert: "/etc/tls/special.pem".into(),
                 tls_key: "/etc/tls/special.key".into(),
             },
