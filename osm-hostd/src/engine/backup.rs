@@ -51,10 +51,9 @@ impl Engine {
                 ));
             }
         }
-        let job = self.jobs.create("backup", &names.join(","));
         let engine = self.clone();
-        let job2 = job.clone();
-        tokio::task::spawn_blocking(move || {
+        let label = names.join(",");
+        let job = self.jobs.start_blocking("backup", &label, move |job2| {
             // Every attempt of the run is marked as started (one write): one still marked at
             // the next daemon start was interrupted and is recorded as failed then.
             {
@@ -108,14 +107,14 @@ impl Engine {
                 .collect();
             engine.release(RUN_KEY);
             if failed.is_empty() {
-                job2.finish(Ok(format!("backed up {} container(s)", names.len())));
+                Ok(format!("backed up {} container(s)", names.len()))
             } else {
-                job2.finish(Err(format!(
+                Err(format!(
                     "backup failed for {} of {} container(s): {}",
                     failed.len(),
                     names.len(),
                     failed.join("; ")
-                )));
+                ))
             }
         });
         Ok(job)

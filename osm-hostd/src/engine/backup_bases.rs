@@ -239,20 +239,10 @@ impl Engine {
     pub fn restore_all_backups(self: &Arc<Self>, host: &str) -> EngineResult<Arc<Job>> {
         let host = self.backup_host(host)?;
         let target = self.cfg.backup.target.clone();
-        let job = self
-            .jobs
-            .create("backup-restore", &format!("all of {host}"));
         let engine = self.clone();
-        let job2 = job.clone();
-        tokio::spawn(async move {
-            let result = engine.restore_all(&target, &host, &job2).await;
-            match &result {
-                Ok(m) => tracing::info!(host = %host, "{m}"),
-                Err(e) => {
-                    tracing::warn!(host = %host, error = %e, "restoring a host's containers failed")
-                }
-            }
-            job2.finish(result);
+        let label = format!("all of {host}");
+        let job = self.jobs.start("backup-restore", &label, |job| async move {
+            engine.restore_all(&target, &host, &job).await
         });
         Ok(job)
     }

@@ -357,11 +357,11 @@ impl Engine {
         for n in &names {
             crate::names::validate_container_name(n)?;
         }
-        let job = self.jobs.create("backup-verify", &names.join(","));
         let engine = self.clone();
-        let job2 = job.clone();
-        tokio::task::spawn_blocking(move || {
-            let result = (|| {
+        let label = names.join(",");
+        let job = self
+            .jobs
+            .start_blocking("backup-verify", &label, move |job2| {
                 let names = if all {
                     engine
                         .list_target(&target, &engine.host_id.clone())?
@@ -391,13 +391,7 @@ impl Engine {
                 } else {
                     Err(format!("verification failed: {}", problems.join("; ")))
                 }
-            })();
-            match &result {
-                Ok(m) => tracing::info!("{m}"),
-                Err(e) => tracing::warn!(error = %e, "backup verification failed"),
-            }
-            job2.finish(result);
-        });
+            });
         Ok(job)
     }
 

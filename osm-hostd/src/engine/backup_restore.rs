@@ -82,45 +82,30 @@ impl Engine {
         } else {
             self.check_host_name_collision(&into)?;
         }
-        let job = self.jobs.create("backup-restore", &into);
         let engine = self.clone();
-        let job2 = job.clone();
         let src = format!("{}/rootfs-layer", tree);
         let from = crate::shift::Range::of(spec.unprivileged_map());
-        tokio::spawn(async move {
-            if let Some(rel) = import {
-                let (e2, t2, j3, base) = (
-                    engine.clone(),
-                    target.clone(),
-                    job2.clone(),
-                    spec.base.clone(),
-                );
-                if let Err(e) =
-                    blocking(move || e2.import_base_from_target(&t2, &base, &rel, &j3)).await
-                {
-                    tracing::warn!(container = %into, error = %e, "restore failed");
-                    job2.finish(Err(e.to_string()));
-                    return;
+        let label = into.clone();
+        let job = self
+            .jobs
+            .start("backup-restore", &label, |job2| async move {
+                if let Some(rel) = import {
+                    let (e2, t2, j3, base) = (
+                        engine.clone(),
+                        target.clone(),
+                        job2.clone(),
+                        spec.base.clone(),
+                    );
+                    blocking(move || e2.import_base_from_target(&t2, &base, &rel, &j3)).await?;
                 }
-            }
-            let result = if over {
-                engine.restore_over(&into, &target, src, from, &job2).await
-            } else {
-                engine
-                    .restore_new(&into, spec, &target, src, from, &job2, false)
-                    .await
-            };
-            match result {
-                Ok(msg) => {
-                    tracing::info!(container = %into, "restored from backup");
-                    job2.finish(Ok(msg))
+                if over {
+                    engine.restore_over(&into, &target, src, from, &job2).await
+                } else {
+                    engine
+                        .restore_new(&into, spec, &target, src, from, &job2, false)
+                        .await
                 }
-                Err(e) => {
-                    tracing::warn!(container = %into, error = %e, "restore failed");
-                    job2.finish(Err(e.to_string()))
-                }
-            }
-        });
+            });
         Ok(job)
     }
 

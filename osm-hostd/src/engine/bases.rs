@@ -167,23 +167,11 @@ impl Engine {
         }
         // Held until the job ends, so a second build of the same name is Busy.
         let reservation = self.reserve(name, "base")?.into_key();
-        let job = self.jobs.create(kind, name);
         let engine = self.clone();
-        let job2 = job.clone();
-        let name = name.to_string();
-        tokio::task::spawn_blocking(move || {
-            let result = engine.make_base(&name, source, &job2, fill);
+        let job = self.jobs.start_blocking(kind, name, move |job| {
+            let result = engine.make_base(&job.target, source, job, fill);
             engine.release(&reservation);
-            match result {
-                Ok(()) => {
-                    tracing::info!(base = %name, kind, "base ready");
-                    job2.finish(Ok(format!("base {name} is ready")));
-                }
-                Err(e) => {
-                    tracing::warn!(base = %name, kind, error = %e, "base job failed");
-                    job2.finish(Err(e.to_string()));
-                }
-            }
+            result.map(|()| format!("base {} is ready", job.target))
         });
         Ok(job)
     }

@@ -1,4 +1,5 @@
-//! Long-running work (base builds and imports) as jobs with progress (DESIGN.md §4).
+//! Long-running work (base and layer builds and imports, backups, restores) as jobs
+//! with progress, started through [`Jobs::start`] or [`Jobs::start_blocking`].
 
 use super::Event;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -151,6 +152,48 @@ impl Jobs {
         job
     }
 
+    /// Starts `work` as a job of `kind` on `target`: creates the job, runs the future
+    /// on the runtime, logs how it ended and finishes the job with its message. The
+    /// one way the engine runs a job; `work` reports progress on the job it is given.
+    pub fn start<F, Fut, E>(&self, kind: &'static str, target: &str, work: F) -> Arc<Job>
+    where
+        F: FnOnce(Arc<Job>) -> Fut,
+        Fut: std::future::Future<Output = Result<String, E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        let job = self.create(kind, target);
+        let running = work(job.clone());
+        let finished = job.clone();
+        tokio::spawn(async move {
+            let result = running.await.map_err(|e| e.to_string());
+            match &result {
+                Ok(message) => tracing::info!(
+                    job = finished.id, kind, target = %finished.target, "{message}"
+                ),
+                Err(error) => tracing::warn!(
+                    job = finished.id, kind, target = %finished.target, %error, "job failed"
+                ),
+            }
+            finished.finish(result);
+        });
+        job
+    }
+
+    /// [`Jobs::start`] for work that blocks (file systems, rsync, archives): `work` runs
+    /// on the blocking pool. A panic in it fails the job instead of leaving it running.
+    pub fn start_blocking<F, E>(&self, kind: &'static str, target: &str, work: F) -> Arc<Job>
+    where
+        F: FnOnce(&Arc<Job>) -> Result<String, E> + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        self.start(kind, target, move |job| async move {
+            match tokio::task::spawn_blocking(move || work(&job).map_err(|e| e.to_string())).await {
+                Ok(result) => result,
+                Err(e) => Err(format!("the job stopped unexpectedly: {e}")),
+            }
+        })
+    }
+
     /// The kinds of the jobs still running, one entry per job.
     pub fn running_kinds(&self) -> Vec<&'static str> {
         self.live
@@ -185,6 +228,42 @@ impl Jobs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn started_work_finishes_its_job_with_the_message_or_the_error() {
+        let (tx, _rx) = broadcast::channel(16);
+        let jobs = Jobs::new(tx);
+        let ok = jobs.start_blocking("backup", "web1", |job| {
+            job.set_progress(0.5, "half way");
+            Ok::<_, String>("backed up 1 container(s)".into())
+        });
+        let bad = jobs.start("restore", "web2", |_job| async {
+            Err::<String, _>("no snapshot 7")
+        });
+        let panics =
+            jobs.start_blocking("backup-verify", "web3", |_job| -> Result<String, String> {
+                panic!("a bug in the work")
+            });
+        for job in [&ok, &bad, &panics] {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while job.status().state == JobState::Running {
+                assert!(Instant::now() < deadline, "job {} still running", job.kind);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        let s = ok.status();
+        assert_eq!((s.state, s.progress), (JobState::Completed, 1.0));
+        assert_eq!(s.message, "backed up 1 container(s)");
+        let s = bad.status();
+        assert_eq!(
+            (s.state, s.message.as_str()),
+            (JobState::Failed, "no snapshot 7")
+        );
+        let s = panics.status();
+        assert_eq!(s.state, JobState::Failed);
+        assert!(s.message.contains("stopped unexpectedly"), "{}", s.message);
+        assert_eq!((ok.kind, ok.target.as_str()), ("backup", "web1"));
+    }
 
     #[tokio::test]
     async fn a_finished_job_is_forgotten_after_it_lingers() {

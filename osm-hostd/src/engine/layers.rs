@@ -140,23 +140,12 @@ impl Engine {
         let name = &super::versions::auto_version(name, &key, crate::fsutil::now_secs());
         self.require_new_layer(name)?;
         let reservation = self.reserve(name, "layer")?.into_key();
-        let job = self.jobs.create("build-layer", name);
         let engine = self.clone();
-        let job2 = job.clone();
-        let name = name.to_string();
-        tokio::task::spawn_blocking(move || {
-            let result = engine.make_layer(&name, &recipe, &key, &lowers, &job2);
+        let job = self.jobs.start_blocking("build-layer", name, move |job| {
+            let name = &job.target;
+            let result = engine.make_layer(name, &recipe, &key, &lowers, job);
             engine.release(&reservation);
-            match result {
-                Ok(()) => {
-                    tracing::info!(layer = %name, "layer ready");
-                    job2.finish(Ok(format!("layer {name} is ready")));
-                }
-                Err(e) => {
-                    tracing::warn!(layer = %name, error = %e, "layer build failed");
-                    job2.finish(Err(e.to_string()));
-                }
-            }
+            result.map(|()| format!("layer {name} is ready"))
         });
         Ok(job)
     }
@@ -238,11 +227,9 @@ impl Engine {
         self.lower_stack(&base, &layers)?;
         self.require_new_layer(name)?;
         let reservation = self.reserve(name, "layer")?.into_key();
-        let job = self.jobs.create("import-layer", name);
         let engine = self.clone();
-        let job2 = job.clone();
-        let name = name.to_string();
-        tokio::task::spawn_blocking(move || {
+        let job = self.jobs.start_blocking("import-layer", name, move |job2| {
+            let name = job2.target.clone();
             let staging = engine
                 .store
                 .layers_dir()
@@ -268,22 +255,15 @@ impl Engine {
                 engine.publish_layer(&staging, &info)
             })();
             engine.release(&reservation);
-            match result {
-                Ok(()) => {
-                    tracing::info!(layer = %name, "layer imported");
-                    job2.finish(Ok(format!("layer {name} is ready")));
-                }
-                Err(e) => {
-                    let _ = std::fs::remove_file(engine.layer_sidecar(&name));
-                    if staging.exists() {
-                        if let Err(cleanup) = engine.host.delete_subvolume(&staging) {
-                            tracing::error!(path = %staging.display(), error = %cleanup, "cannot remove a failed layer import");
-                        }
+            if result.is_err() {
+                let _ = std::fs::remove_file(engine.layer_sidecar(&name));
+                if staging.exists() {
+                    if let Err(cleanup) = engine.host.delete_subvolume(&staging) {
+                        tracing::error!(path = %staging.display(), error = %cleanup, "cannot remove a failed layer import");
                     }
-                    tracing::warn!(layer = %name, error = %e, "layer import failed");
-                    job2.finish(Err(e.to_string()));
                 }
             }
+            result.map(|()| format!("layer {name} is ready"))
         });
         Ok(job)
     }

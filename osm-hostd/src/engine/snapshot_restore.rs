@@ -111,25 +111,16 @@ impl Engine {
             })?;
         }
         let guard = c.begin_owned("restore")?;
-        let job = self.jobs.create("restore", name);
         let engine = self.clone();
-        let job2 = job.clone();
-        tokio::spawn(async move {
-            let result = engine.run_restore(&c, num, &job2).await;
+        let job = self.jobs.start("restore", name, |job2| async move {
+            let safety = engine.run_restore(&c, num, &job2).await;
             drop(guard);
-            match result {
-                Ok(safety) => {
-                    engine.emit(Event::Restored(c.name.clone(), num));
-                    job2.finish(Ok(format!(
-                        "restored {} to snapshot {num}; the state before is snapshot {safety}",
-                        c.name
-                    )));
-                }
-                Err(e) => {
-                    tracing::error!(container = %c.name, num, error = %e, "restore failed");
-                    job2.finish(Err(e.to_string()));
-                }
-            }
+            let safety = safety?;
+            engine.emit(Event::Restored(c.name.clone(), num));
+            Ok::<_, EngineError>(format!(
+                "restored {} to snapshot {num}; the state before is snapshot {safety}",
+                c.name
+            ))
         });
         Ok(job)
     }
