@@ -18,11 +18,11 @@ change state need root or membership of the osm-admin group; reading is open to 
 The bus address can be overridden with DBUS_SYSTEM_BUS_ADDRESS.";
 
 /// Kept in step with `ExitCode` in `exit.rs` (a unit test checks every code is listed).
-/// Kept in step with `ExitCode` in `exit.rs` (a unit test checks every code is listed).
+/// Every repository path it names exists (a unit test checks that too).
 const EXIT_CODES: &str = "\
 Examples:
-  osm-hostctl base build debian12 --recipe base-images/debian12.toml
-  osm-hostctl create web1 --base debian12 --layer osm-stack --memory 2G --cpus 2 --autostart
+  osm-hostctl base build bookworm --recipe base-images/debian-bookworm.toml
+  osm-hostctl create web1 --base bookworm --layer osm-stack --memory 2G --cpus 2 --autostart
   osm-hostctl start web1
   osm-hostctl list
   osm-hostctl info web1 --json

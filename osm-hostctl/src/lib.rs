@@ -93,4 +93,44 @@ mod tests {
     fn command_is_well_formed() {
         super::command().debug_assert();
     }
+
+    /// Paths into the repository (`base-images/…`, `overlays/…`) in a text.
+    fn repo_paths(text: &str) -> Vec<String> {
+        let dirs = [
+            "base-images/",
+            "overlays/",
+            "packaging/",
+            "scripts/",
+            "docs/",
+        ];
+        text.split(|c: char| c.is_whitespace() || "`'\"(),;".contains(c))
+            .filter(|w| dirs.iter().any(|d| w.starts_with(d)))
+            .map(|w| w.trim_end_matches(['.', ':']).to_string())
+            .collect()
+    }
+
+    #[test]
+    fn help_and_readme_name_only_files_that_exist() {
+        fn help(cmd: &mut clap::Command, out: &mut String) {
+            out.push_str(&cmd.render_long_help().to_string());
+            for sub in cmd.get_subcommands_mut() {
+                help(sub, out);
+            }
+        }
+        let mut text = String::new();
+        help(&mut super::command(), &mut text);
+        let help_paths = repo_paths(&text);
+        assert!(
+            help_paths.iter().any(|p| p.starts_with("base-images/")),
+            "the help's examples name a recipe: {help_paths:?}"
+        );
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let readme = include_str!("../../README.md");
+        for p in help_paths.iter().chain(&repo_paths(readme)) {
+            assert!(
+                repo.join(p).exists(),
+                "{p} is named in the help or README but is not in the repository"
+            );
+        }
+    }
 }

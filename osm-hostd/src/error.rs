@@ -1,4 +1,5 @@
-//! The engine's error: one kind per D-Bus error name (DESIGN.md §2), each with a message
+//! The engine's error: one kind per D-Bus error name (`Error.NotFound` … `Error.Failed`,
+//! eight in all), each with a message
 //! a person can act on. Subsystem errors convert into it in exactly one place each.
 
 use crate::names::NameError;

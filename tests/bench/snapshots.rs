@@ -4,7 +4,8 @@
 //! `cargo bench --bench snapshots` (it is not part of `cargo test`).
 //!
 //! Data is synced before every timed step, so the numbers measure the operations, not
-//! flushing freshly written data (TEST-RIG.md trap 7). Before each restore, 10 % of the
+//! flushing freshly written data (a read-only snapshot flushes it first: about 0.8 s for
+//! 200 MB unsynced, 5 ms once synced). Before each restore, 10 % of the
 //! files are rewritten so the rsync baseline has real work to undo.
 
 use rig::Rig;

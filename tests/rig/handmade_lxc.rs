@@ -24,7 +24,7 @@ pub fn unpack_tar(inside: &SandboxHandle, tar: &Path, into: &Path) {
 
 /// A minimal privileged LXC config for a busybox root at `rootfs`, with a veth on
 /// `lxcbr0` and its log at `<lxc_path>/<name>/lxc.log`. No AppArmor on the test
-/// machines (TEST-RIG.md trap 5), hence `unconfined`.
+/// machines (a production Debian host has it; the daemon detects it), hence `unconfined`.
 pub fn busybox_lxc_config(lxc_path: &Path, name: &str, rootfs: &Path) -> String {
     format!(
         "lxc.uts.name = {name}\n\

@@ -9,7 +9,8 @@ if [ "$new_net" = 1 ]; then
     ip link set lo up
     # LXC looks bridges up in /sys/class/net, which only a sysfs mounted from inside
     # this network namespace shows. A new sysfs hides the host's cgroup hierarchies,
-    # so park them first and put them back on top (TEST-RIG.md traps 1 and 2).
+    # so park them first and put them back on top (else LXC fails with "Failed to setup
+    # cgroup limits").
     mkdir -p "$stage"
     mount --rbind /sys/fs/cgroup "$stage"
     mount -t sysfs sysfs /sys

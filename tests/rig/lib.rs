@@ -5,7 +5,7 @@
 //!
 //! * [`Sandbox`]: a holder process in fresh mount + network + PID namespaces; LXC tools
 //!   and the daemon run inside it (LXC's command socket is scoped to the network
-//!   namespace, see TEST-RIG.md trap 2).
+//!   namespace: run elsewhere, `lxc-info` reports STOPPED).
 //! * [`PrivateBus`]: a `dbus-daemon` with a system-bus-like policy on a path socket.
 //! * [`Daemon`]: the real `osm-hostd` binary, started inside the sandbox.
 //! * [`Rig`]: all of the above plus a temp dir and CLI helpers, torn down in order.

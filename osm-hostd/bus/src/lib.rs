@@ -1,4 +1,4 @@
-//! The D-Bus contract of `osm-hostd` (DESIGN.md §2): the fixed bus name, object paths and
+//! The D-Bus contract of `osm-hostd`: the fixed bus name, object paths and
 //! error names, the values both sides spell the same way (states, autostart policies,
 //! sizes) and the typed proxies. The daemon serves it and `osm-hostctl` calls it; neither
 //! spells a name of the contract anywhere else, so the two cannot drift apart.

@@ -1,4 +1,5 @@
-//! The D-Bus API's fixed names (DESIGN.md §2), shared by the daemon and the CLI.
+//! The D-Bus API's fixed names (bus name, object paths, interfaces, error names), shared
+//! by the daemon and the CLI; they are part of the published API and never change.
 
 use crate::escape::escape_path_element;
 

@@ -1,4 +1,6 @@
-//! Backups of containers with rsync (issue 5; facts in SNAPSHOT-BACKUP-SPEC.md §4–5).
+//! Backups of containers with rsync (issue 5): `-aHAXS --numeric-ids -x` from a read-only
+//! snapshot, as root on both sides without rrsync (which drops whiteouts), and a check
+//! of every copy because rsync's exit code 0 does not prove the overlay markers arrived.
 //!
 //! Pure pieces live here so they are unit-tested without root: the target, the rsync and
 //! ssh argument vectors (never a shell string), the exit-code policy, history names and

@@ -1,4 +1,5 @@
-//! rsync and ssh argument vectors, and rsync's exit-code policy (spec §4.1, §4.3).
+//! rsync and ssh argument vectors, and rsync's exit-code policy (from rsync's man page:
+//! which codes fail a run and which are worth one more try).
 
 use super::Settings;
 
@@ -104,7 +105,8 @@ pub enum ExitClass {
     Fail(String),
 }
 
-/// Maps rsync's exit code (spec §4.3). 23 and 24 are failures: a read-only snapshot
+/// Maps rsync's exit code. 23 and 24 are failures (rsync only warns on 24, and rsnapshot
+/// and many scripts accept both; not here): a read-only snapshot
 /// cannot have vanishing files, and 23 includes lost xattrs and owners.
 pub fn classify_exit(code: Option<i32>) -> ExitClass {
     let what = match code {

@@ -1,5 +1,6 @@
-//! Verification of a copy (spec §4.2): exit code 0 proves nothing when a receiver drops
-//! device files, so the overlay markers are counted on both sides independently.
+//! Verification of a copy: rsync exits 0 even when the receiver drops device files (rrsync
+//! does, and a non-root receiver drops `trusted.*` xattrs silently), so the overlay
+//! markers are counted on both sides independently.
 
 use std::ffi::CString;
 use std::fs;

@@ -323,7 +323,7 @@ impl Engine {
             let copied = (|| -> Result<u64, String> {
                 let args = rsync_args(cfg, &job);
                 let mut out = run(Command::new("rsync").args(&args))?;
-                // Network trouble (socket, timeout, ssh: spec §4.3 "retry") gets one more try;
+                // Network trouble (socket, timeouts, ssh: codes 10, 30, 35, 255) gets one more try;
                 // the second run only sends what the first did not.
                 if let ExitClass::Retry(why) = classify_exit(out.status.code()) {
                     tracing::warn!(container = %name, error = %why, "rsync failed; retrying once");

@@ -1,4 +1,5 @@
-//! Restoring a container to one of its snapshots by swapping subvolumes (spec §5.3), as
+//! Restoring a container to one of its snapshots by swapping subvolumes (the order below
+//! was tried by hand: snapper still lists every snapshot afterwards), as
 //! a job. Nothing is copied, so the time does not grow with the container's size:
 //!
 //! 1. journal `containers/.restore-<name>.toml` (snapshot, whether it ran);
@@ -16,7 +17,7 @@
 //! old data (roll back: drop the staging subvolume) or `.snapshots` in the staging
 //! subvolume (roll forward: exchange), and finishes from there ([`Engine::recover_restores`]).
 //!
-//! The safety snapshot follows the stop (the spec's order), so it holds everything the
+//! The safety snapshot follows the stop, so it holds everything the
 //! container wrote until it stopped.
 
 use super::container::{Container, RunState};

@@ -248,7 +248,7 @@ impl Engine {
     }
 
     /// Allocates a number, snapshots the subvolume read-only and writes info.xml; on
-    /// failure removes what it made (spec §1.5).
+    /// failure removes what it made, as snapper does: the subvolume, then `<N>/`.
     pub(super) fn snapshot_locked(
         &self,
         c: &Container,

@@ -1,4 +1,4 @@
-//! Snapper's number and timeline cleanup (client/cleanup.cc, spec §2), as pure functions
+//! Snapper's number and timeline cleanup (snapper's client/cleanup.cc), as pure functions
 //! of the snapshot set, the limits, `now` and a time-zone conversion. Only plain limits
 //! are supported (no `min-max` ranges), so snapper's quota and free-space passes never
 //! apply, exactly as in snapper when every limit is a plain number.
@@ -216,7 +216,8 @@ mod tests {
         s
     }
 
-    /// Spec §2.1's worked example: snapper left {1,6,8,9,10}.
+    /// A case run through snapper itself (LIMIT=3, LIMIT_IMPORTANT=2, 1 a pre paired with
+    /// post 10, 2, 4, 6 and 9 important): snapper left {1,6,8,9,10}.
     #[test]
     fn number_cleanup_matches_the_worked_example() {
         let mut snaps = vec![snap(1, SnapshotKind::Pre, "2026-11-22 01:00:00", "number")];
@@ -250,7 +251,8 @@ mod tests {
         assert!(number_cleanup(&snaps, &limits, now).is_empty());
     }
 
-    /// Spec §2.2's worked example (TZ=UTC): k, j (too young), i, f and c stay.
+    /// A case run through snapper itself (TZ=UTC, H=2 D=2 W=1 M=1, min age 10000 s):
+    /// k, j (too young), i, f and c stay.
     #[test]
     fn timeline_cleanup_matches_the_worked_example() {
         let dates = [
@@ -288,7 +290,8 @@ mod tests {
         );
     }
 
-    /// Spec §2.2's time-zone case: the zone decides which snapshot is first of its day.
+    /// As with snapper (TZ=UTC kept A, TZ=America/New_York kept B): the zone decides
+    /// which snapshot is first of its day.
     #[test]
     fn timeline_cleanup_uses_the_given_zone() {
         let snaps = vec![

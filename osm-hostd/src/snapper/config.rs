@@ -1,6 +1,7 @@
 //! The files snapper reads to find a container's snapshots: `/etc/snapper/configs/<name>`
-//! and the `SNAPPER_CONFIGS` list in `/etc/default/snapper` (spec §1.4). osm-hostd owns
-//! cleanup (spec §2.4 option B), so the configs it writes turn snapper's own timeline
+//! and the `SNAPPER_CONFIGS` list in `/etc/default/snapper` (which only enumerates
+//! configs for `list-configs` and snapper's timers). osm-hostd owns cleanup (only one
+//! owner may prune, or the two race), so the configs it writes turn snapper's own timeline
 //! creation and every cleanup off: snapper's timers never race the daemon.
 
 use super::cleanup::{NumberLimits, TimelineLimits};

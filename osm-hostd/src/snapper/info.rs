@@ -1,4 +1,5 @@
-//! `info.xml`, snapper's per-snapshot metadata (spec §1.1): written in snapper's element
+//! `info.xml`, snapper's per-snapshot metadata (type, num, date in UTC, uid, pre_num,
+//! description, cleanup, userdata): written in snapper's element
 //! order with XML escaping, read tolerantly (unknown elements are ignored, as snapper
 //! does).
 

@@ -1,6 +1,7 @@
 //! A container's `.snapshots` directory: reading the valid snapshots as snapper does
-//! (spec §1.1), allocating numbers by the daemon rule (spec §1.2) and removing one
-//! snapshot's directory the way `snapper delete` does (spec §1.3).
+//! (all-digit name, a valid `info.xml` whose num matches, a `snapshot` subvolume),
+//! allocating numbers by the daemon rule (one more than every numeric entry, never
+//! reused) and removing one snapshot's directory the way `snapper delete` does.
 
 use super::info::SnapshotInfo;
 use std::io;

@@ -2,7 +2,7 @@
 //! `<N>/snapshot`), number allocation, the config files snapper reads, and snapper's
 //! number and timeline cleanup algorithms as pure functions.
 //!
-//! See SNAPSHOT-BACKUP-SPEC.md §1-§2. Everything here is plain data and files; the
+//! Checked against snapper 0.10.4's behaviour. Everything here is plain data and files; the
 //! Btrfs effects stay behind [`crate::host::HostOps`].
 
 pub mod cleanup;
