@@ -58,7 +58,7 @@ pub trait HostOps: Send + Sync + 'static {
         progress: &mut dyn FnMut(f64, &str),
     ) -> HostResult<()> {
         let _ = (recipe, key, dirs, cache_dir, progress);
-        Err(EngineError::Failed(
+        Err(EngineError::failed(
             "building layers is not supported by this host".into(),
         ))
     }
@@ -76,21 +76,15 @@ impl RealHost {
 }
 
 fn btrfs_err(e: btrfs::BtrfsError) -> EngineError {
-    EngineError::io(format!("{} {}", e.op, e.path.display()), &e.source)
+    EngineError::from(e)
 }
 
 fn lxc_err(e: crate::lxc::LxcError) -> EngineError {
-    EngineError::Failed(e.to_string())
+    EngineError::from(e)
 }
 
 fn base_err(e: base::BaseError) -> EngineError {
-    if e.is_invalid_input() {
-        EngineError::InvalidArgument(e.to_string())
-    } else if e.is_no_space() {
-        EngineError::NoSpace(format!("{e}; free space in the store first"))
-    } else {
-        EngineError::Failed(e.to_string())
-    }
+    EngineError::from(e)
 }
 
 impl HostOps for RealHost {
@@ -122,11 +116,11 @@ impl HostOps for RealHost {
         crate::lxc::addresses_of(init_pid)
     }
     fn mount_rootfs(&self, m: &crate::idmap::RootfsMount) -> HostResult<()> {
-        m.mount().map_err(EngineError::Failed)
+        m.mount().map_err(EngineError::failed)
     }
 
     fn unmount_rootfs(&self, m: &crate::idmap::RootfsMount) -> HostResult<()> {
-        m.unmount().map_err(EngineError::Failed)
+        m.unmount().map_err(EngineError::failed)
     }
 
     fn bridge_exists(&self, bridge: &str) -> bool {

@@ -83,7 +83,7 @@ impl HostOps for FakeHost {
     fn lxc_start(&self, name: &str) -> HostResult<LxcState> {
         self.log(format!("lxc-start {name}"));
         if *self.fail_start.lock().unwrap() || self.fail_names.lock().unwrap().contains(name) {
-            return Err(EngineError::Failed(format!(
+            return Err(EngineError::failed(format!(
                 "lxc-start failed for container {name}"
             )));
         }

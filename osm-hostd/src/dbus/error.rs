@@ -1,6 +1,6 @@
 //! The one mapping from engine errors to D-Bus errors.
 
-use crate::error::EngineError;
+use crate::error::{EngineError, ErrorKind};
 
 #[derive(Debug, zbus::DBusError)]
 #[zbus(prefix = "uk.co.devtank.OsmHost1.Error")]
@@ -19,15 +19,16 @@ pub enum Error {
 
 impl From<EngineError> for Error {
     fn from(e: EngineError) -> Self {
-        match e {
-            EngineError::NotFound(m) => Error::NotFound(m),
-            EngineError::AlreadyExists(m) => Error::AlreadyExists(m),
-            EngineError::InvalidArgument(m) => Error::InvalidArgument(m),
-            EngineError::InvalidState(m) => Error::InvalidState(m),
-            EngineError::Busy(m) => Error::Busy(m),
-            EngineError::AccessDenied(m) => Error::AccessDenied(m),
-            EngineError::NoSpace(m) => Error::NoSpace(m),
-            EngineError::Failed(m) => Error::Failed(m),
+        let m = e.message().to_string();
+        match e.kind() {
+            ErrorKind::NotFound => Error::NotFound(m),
+            ErrorKind::AlreadyExists => Error::AlreadyExists(m),
+            ErrorKind::InvalidArgument => Error::InvalidArgument(m),
+            ErrorKind::InvalidState => Error::InvalidState(m),
+            ErrorKind::Busy => Error::Busy(m),
+            ErrorKind::AccessDenied => Error::AccessDenied(m),
+            ErrorKind::NoSpace => Error::NoSpace(m),
+            ErrorKind::Failed => Error::Failed(m),
         }
     }
 }
@@ -44,7 +45,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// its error: one log line per operation, with the target and the outcome.
 pub fn logged<T>(op: &str, target: &str, result: crate::error::EngineResult<T>) -> Result<T> {
     if let Err(e) = &result {
-        tracing::info!(op, target, outcome = e.kind(), error = %e, "operation refused or failed");
+        tracing::info!(op, target, outcome = e.kind().as_str(), error = %e, "operation refused or failed");
     }
     result.map_err(Into::into)
 }

@@ -33,7 +33,7 @@ impl Engine {
             self.container_names()
         } else {
             if names.is_empty() {
-                return Err(EngineError::InvalidArgument(
+                return Err(EngineError::invalid_argument(
                     "name the containers to back up, or ask for all of them".into(),
                 ));
             }
@@ -46,7 +46,7 @@ impl Engine {
         {
             let mut r = self.reserved.lock().expect("reserved lock");
             if !r.insert(RUN_KEY.to_string()) {
-                return Err(EngineError::Busy(
+                return Err(EngineError::busy(
                     "a backup run is already in progress; wait for it to finish".into(),
                 ));
             }
@@ -146,10 +146,10 @@ impl Engine {
         let target = self.cfg.backup.target.clone();
         let rel = self
             .backup_read_rel(&target, &host, name)
-            .map_err(EngineError::Failed)?;
+            .map_err(EngineError::failed)?;
         let entries = self
             .list_target(&target, &rel)
-            .map_err(EngineError::Failed)?;
+            .map_err(EngineError::failed)?;
         if self.cfg.backup.mode == backup::Mode::History {
             Ok(entries
                 .into_iter()

@@ -180,7 +180,7 @@ impl Engine {
             return Ok(());
         }
         crate::names::validate_image_name("base", name)?;
-        let fail = |m: String| EngineError::Failed(format!("importing base {name}: {m}"));
+        let fail = |m: String| EngineError::failed(format!("importing base {name}: {m}"));
         let hash = rel
             .strip_prefix(&format!("{BASES_DIR}/"))
             .and_then(|f| f.strip_suffix(".tar.zst"))
@@ -256,7 +256,7 @@ impl Engine {
         let engine = self.clone();
         let (t, h) = (target.clone(), host.to_string());
         let names: Vec<String> =
-            blocking(move || engine.list_target(&t, &h).map_err(EngineError::Failed))
+            blocking(move || engine.list_target(&t, &h).map_err(EngineError::failed))
                 .await
                 .map_err(|e| e.to_string())?
                 .into_iter()
@@ -306,7 +306,7 @@ impl Engine {
         let (tree, spec, manifest) = blocking(move || engine.find_tree(&n, "", &h)).await?;
         if self.require_base(&spec.base).is_err() {
             let Some(rel) = manifest.as_ref().and_then(|m| m.base.archive.clone()) else {
-                return Err(EngineError::NotFound(format!(
+                return Err(EngineError::not_found(format!(
                     "base {} is not here and the backup names no archive of it; import or build it first",
                     spec.base
                 )));

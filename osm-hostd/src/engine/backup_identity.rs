@@ -83,7 +83,7 @@ impl Engine {
             return Ok(self.host_id.clone());
         }
         if !identity::is_uuid(host) {
-            return Err(EngineError::InvalidArgument(format!(
+            return Err(EngineError::invalid_argument(format!(
                 "{host:?} is not a host id: give the uuid `osm-hostctl host info` shows on that host (the directories at the top of the backup target)"
             )));
         }
@@ -350,7 +350,7 @@ impl Engine {
     ) -> EngineResult<Arc<Job>> {
         let target = self.cfg.backup.target.clone();
         if !all && names.is_empty() {
-            return Err(EngineError::InvalidArgument(
+            return Err(EngineError::invalid_argument(
                 "name the containers whose backups to verify, or ask for all of them".into(),
             ));
         }

@@ -63,20 +63,20 @@ impl Engine {
             let have = self.container(name)?.info().spec;
             if let (Some(m), Some(uuid)) = (&manifest, &have.uuid) {
                 if m.container_uuid != *uuid {
-                    return Err(EngineError::InvalidState(format!(
+                    return Err(EngineError::invalid_state(format!(
                         "that backup is of another container named {name} (uuid {}; this one is {uuid}, made since); restore it as a new container with --as",
                         m.container_uuid
                     )));
                 }
             }
             if have.base != spec.base || have.layers != spec.layers {
-                return Err(EngineError::InvalidState(format!(
+                return Err(EngineError::invalid_state(format!(
                     "the backup of {name} is a delta against base {} (layers {:?}) but the container now uses base {} (layers {:?}); restore it as a new container with --as",
                     spec.base, spec.layers, have.base, have.layers
                 )));
             }
         } else if self.container(&into).is_ok() {
-            return Err(EngineError::AlreadyExists(format!(
+            return Err(EngineError::already_exists(format!(
                 "container {into} already exists; choose another name with --as"
             )));
         } else {
@@ -121,7 +121,7 @@ impl Engine {
         let trees = self.list_backups_of(name, host)?;
         let crel = self
             .backup_read_rel(&target, host, name)
-            .map_err(EngineError::Failed)?;
+            .map_err(EngineError::failed)?;
         let tree = if self.cfg.backup.mode == backup::Mode::History {
             trees
                 .iter()
@@ -129,12 +129,12 @@ impl Engine {
                 .find(|t| t.starts_with(from))
                 .cloned()
                 .ok_or_else(|| {
-                    EngineError::NotFound(format!(
+                    EngineError::not_found(format!(
                         "no backup of {name} matches {from:?}; `osm-hostctl backup list {name}` shows them"
                     ))
                 })?
         } else if trees.is_empty() {
-            return Err(EngineError::NotFound(format!(
+            return Err(EngineError::not_found(format!(
                 "no backup of {name} on the target"
             )));
         } else {
@@ -147,21 +147,21 @@ impl Engine {
         };
         let manifest = self
             .target_read(&target, &format!("{rel}/{MANIFEST_FILE}"))
-            .map_err(EngineError::Failed)?
+            .map_err(EngineError::failed)?
             .map(|t| Manifest::parse(&t))
             .transpose()
-            .map_err(|e| EngineError::Failed(format!("{}: {e}", target.container_dir(&rel))))?;
+            .map_err(|e| EngineError::failed(format!("{}: {e}", target.container_dir(&rel))))?;
         let path = target.path_of(&rel);
         let toml_path = format!("{path}/{}", crate::spec::SPEC_FILE);
         let text = match &target {
             Target::Local(_) => std::fs::read_to_string(&toml_path)
-                .map_err(|e| EngineError::Failed(format!("cannot read {toml_path}: {e}")))?,
+                .map_err(|e| EngineError::failed(format!("cannot read {toml_path}: {e}")))?,
             Target::Ssh { .. } => {
                 let out = self
                     .ssh(&target, &["cat", "--", &toml_path])
-                    .map_err(EngineError::Failed)?;
+                    .map_err(EngineError::failed)?;
                 if !out.status.success() {
-                    return Err(EngineError::Failed(format!(
+                    return Err(EngineError::failed(format!(
                         "cannot read {toml_path} on the backup host: {}",
                         String::from_utf8_lossy(&out.stderr).trim()
                     )));
@@ -170,7 +170,7 @@ impl Engine {
             }
         };
         let spec: ContainerSpec = toml::from_str(&text).map_err(|e| {
-            EngineError::Failed(format!("{toml_path} is not a container spec: {e}"))
+            EngineError::failed(format!("{toml_path} is not a container spec: {e}"))
         })?;
         Ok((path, spec, manifest))
     }
@@ -337,7 +337,7 @@ impl Engine {
         };
         let _ = std::fs::remove_file(self.journal_path(name));
         started.map_err(|e| {
-            EngineError::Failed(format!(
+            EngineError::failed(format!(
                 "{name} was restored from its backup, but did not start again: {}",
                 e.message()
             ))
@@ -400,7 +400,7 @@ impl Engine {
             excludes: false,
             checksum: true,
         };
-        let fail = |m: String| EngineError::Failed(format!("restoring {name}: {m}"));
+        let fail = |m: String| EngineError::failed(format!("restoring {name}: {m}"));
         let out =
             super::backup::run(Command::new("rsync").args(rsync_args(cfg, &job))).map_err(fail)?;
         super::backup::check_exit(&out).map_err(fail)?;

@@ -96,7 +96,7 @@ impl Engine {
             .get(name)
             .cloned()
             .ok_or_else(|| {
-                EngineError::NotFound(format!(
+                EngineError::not_found(format!(
                     "no base named {name:?}; `osm-hostctl base list` shows the bases"
                 ))
             })
@@ -115,7 +115,7 @@ impl Engine {
     pub fn build_base(self: &Arc<Self>, name: &str, recipe_text: &str) -> EngineResult<Arc<Job>> {
         validate_image_name("base", name)?;
         let recipe = Recipe::parse(recipe_text)
-            .map_err(|e| EngineError::InvalidArgument(format!("recipe: {e}")))?;
+            .map_err(|e| EngineError::invalid_argument(format!("recipe: {e}")))?;
         let source = BaseSource::Recipe(recipe.cache_key());
         let name =
             &super::versions::auto_version(name, &recipe.cache_key(), crate::fsutil::now_secs());
@@ -134,7 +134,7 @@ impl Engine {
             .metadata()
             .map_err(|e| EngineError::io("inspecting the archive", &e))?;
         if !md.is_file() {
-            return Err(EngineError::InvalidArgument(
+            return Err(EngineError::invalid_argument(
                 "the archive must be a regular file (not a pipe or a device)".into(),
             ));
         }
@@ -161,7 +161,7 @@ impl Engine {
         F: FnOnce(&dyn crate::host::HostOps, &Path, &Job) -> EngineResult<()> + Send + 'static,
     {
         if self.bases.read().expect("bases lock").contains_key(name) {
-            return Err(EngineError::AlreadyExists(format!(
+            return Err(EngineError::already_exists(format!(
                 "base {name} already exists; bases never change: build or import under a new name, or delete it first"
             )));
         }
@@ -231,14 +231,14 @@ impl Engine {
         let _no_creates = self.base_use.write().await;
         let users = self.base_users(name);
         if !users.is_empty() {
-            return Err(EngineError::InvalidState(format!(
+            return Err(EngineError::invalid_state(format!(
                 "base {name} is used by container(s) {}; delete them first",
                 users.join(", ")
             )));
         }
         let layers = self.layers_on_base(name);
         if !layers.is_empty() {
-            return Err(EngineError::InvalidState(format!(
+            return Err(EngineError::invalid_state(format!(
                 "base {name} has layer(s) {} built over it; delete them first",
                 layers.join(", ")
             )));

@@ -160,7 +160,7 @@ impl Engine {
 
     async fn boot_attempt(self: &Arc<Self>, c: &Arc<Container>) -> EngineResult<()> {
         if self.shutting_down.load(Ordering::SeqCst) {
-            return Err(EngineError::InvalidState(
+            return Err(EngineError::invalid_state(
                 "the host is shutting down".to_string(),
             ));
         }
@@ -263,7 +263,7 @@ impl Engine {
         if failed.is_empty() {
             Ok(stopped)
         } else {
-            Err(EngineError::Failed(format!(
+            Err(EngineError::failed(format!(
                 "some containers did not stop: {}",
                 failed.join("; ")
             )))

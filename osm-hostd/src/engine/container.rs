@@ -106,7 +106,7 @@ impl Container {
                     .lock()
                     .expect("op lock")
                     .unwrap_or("another operation");
-                Err(EngineError::Busy(format!(
+                Err(EngineError::busy(format!(
                     "container {} is busy ({running} in progress); retry when it has finished",
                     self.name
                 )))
@@ -122,7 +122,7 @@ impl Container {
                 .lock()
                 .expect("op lock")
                 .unwrap_or("another operation");
-            EngineError::Busy(format!(
+            EngineError::busy(format!(
                 "container {} is busy ({running} in progress); retry when it has finished",
                 self.name
             ))

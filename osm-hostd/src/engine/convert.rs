@@ -35,7 +35,7 @@ impl Engine {
             return Ok(());
         }
         if info.state != RunState::Stopped {
-            return Err(EngineError::InvalidState(format!(
+            return Err(EngineError::invalid_state(format!(
                 "container {} is {}; stop it first (`osm-hostctl stop {}`), then convert it",
                 c.name,
                 info.state.as_str(),
@@ -61,7 +61,7 @@ impl Engine {
         let from = Range::of(None);
         let to = Range::of(Some(map));
         shift::check(&upper, &from).map_err(|e| {
-            EngineError::InvalidState(format!("cannot convert {name} to unprivileged: {e}"))
+            EngineError::invalid_state(format!("cannot convert {name} to unprivileged: {e}"))
         })?;
         self.write_journal(
             name,
@@ -126,13 +126,13 @@ impl Engine {
             crate::fsutil::empty_dir(&work).map_err(|e| io("emptying work", e))?;
         }
         shift::shift(&staging.join("rootfs-layer"), from, to)
-            .map_err(|e| EngineError::Failed(format!("shifting the upper layer of {name}: {e}")))?;
+            .map_err(|e| EngineError::failed(format!("shifting the upper layer of {name}: {e}")))?;
         let mut spec =
-            ContainerSpec::load(&staging).map_err(|e| EngineError::Failed(e.to_string()))?;
+            ContainerSpec::load(&staging).map_err(|e| EngineError::failed(e.to_string()))?;
         spec.privileged = false;
         spec.idmap = Some(map);
         spec.save(&staging)
-            .map_err(|e| EngineError::Failed(e.to_string()))?;
+            .map_err(|e| EngineError::failed(e.to_string()))?;
         self.write_restore_marker(name, 0)
     }
 }

@@ -73,7 +73,7 @@ impl Engine {
             if req.matches(&spec) {
                 return Ok(CreateOutcome::AlreadyExisted);
             }
-            return Err(EngineError::AlreadyExists(format!(
+            return Err(EngineError::already_exists(format!(
                 "container {} already exists (base {}) with different settings; delete it first or choose another name",
                 req.name, spec.base
             )));
@@ -83,7 +83,7 @@ impl Engine {
         self.require_base(&req.base)?;
         for layer in &req.layers {
             if !self.host.is_subvolume(&self.store.layers_dir().join(layer)) {
-                return Err(EngineError::NotFound(format!(
+                return Err(EngineError::not_found(format!(
                     "layer {layer:?} not found under {}",
                     self.store.layers_dir().display()
                 )));
@@ -142,15 +142,15 @@ impl Engine {
             hostname: crate::host_names::hostname(),
         };
         crate::host_names::check(name, &src).map_err(|c| match c {
-            crate::host_names::Collision::Reserved(m) => EngineError::InvalidArgument(m),
-            crate::host_names::Collision::Taken(m) => EngineError::AlreadyExists(m),
+            crate::host_names::Collision::Reserved(m) => EngineError::invalid_argument(m),
+            crate::host_names::Collision::Taken(m) => EngineError::already_exists(m),
         })
     }
 
     pub(super) fn validate_limits(&self, req: &CreateRequest) -> EngineResult<()> {
         if let Some(m) = req.memory {
             if m < MIN_MEMORY {
-                return Err(EngineError::InvalidArgument(format!(
+                return Err(EngineError::invalid_argument(format!(
                     "memory limit {} is too small; give at least {}",
                     crate::config::format_size(m),
                     crate::config::format_size(MIN_MEMORY)
@@ -162,7 +162,7 @@ impl Engine {
                 .map(|n| n.get() as u32)
                 .unwrap_or(1);
             if c == 0 || c > host_cpus {
-                return Err(EngineError::InvalidArgument(format!(
+                return Err(EngineError::invalid_argument(format!(
                     "cpus {c} is out of range; this host has {host_cpus} CPUs, give 1 to {host_cpus}"
                 )));
             }
@@ -174,7 +174,7 @@ impl Engine {
         if self.bases.read().expect("bases lock").contains_key(base) {
             return Ok(());
         }
-        Err(EngineError::NotFound(format!(
+        Err(EngineError::not_found(format!(
             "base {base:?} not found; `osm-hostctl base list` shows the bases, `osm-hostctl base build` or `base import` adds one"
         )))
     }
@@ -242,7 +242,7 @@ impl Engine {
         fs::set_permissions(&snapshots, fs::Permissions::from_mode(0o750))
             .map_err(|e| io("setting mode of .snapshots", e))?;
         spec.save_new(dir)
-            .map_err(|e| EngineError::Failed(e.to_string()))?;
+            .map_err(|e| EngineError::failed(e.to_string()))?;
         // Not synced: the LXC config is regenerated from container.toml at every start.
         let conf = self.render_lxc_config(spec);
         crate::fsutil::write_new(

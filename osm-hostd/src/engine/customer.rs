@@ -32,15 +32,15 @@ impl Engine {
         mqtt_port: u16,
     ) -> EngineResult<bool> {
         let name = req.name.clone();
-        publish::validate_customer_name(&name).map_err(EngineError::InvalidArgument)?;
+        publish::validate_customer_name(&name).map_err(EngineError::invalid_argument)?;
         if mqtt_port == 0 {
-            return Err(EngineError::InvalidArgument(
+            return Err(EngineError::invalid_argument(
                 "MQTT port 0 is not valid; give the customer's public port, 1-65535".into(),
             ));
         }
         self.nginx()?;
         let (http, streams) = publish::customer_routes(&name, &self.cfg.publish.domain, mqtt_port);
-        publish::validate_request(&http, &streams).map_err(EngineError::InvalidArgument)?;
+        publish::validate_request(&http, &streams).map_err(EngineError::invalid_argument)?;
         let mut wanted = PublishSpec {
             preset: Some(CUSTOMER_PRESET.into()),
             ..Default::default()
@@ -50,7 +50,7 @@ impl Engine {
             if c.info().spec.publish == wanted {
                 return Ok(false);
             }
-            return Err(EngineError::AlreadyExists(format!(
+            return Err(EngineError::already_exists(format!(
                 "a container named {name} already exists and is not this customer; choose another name"
             )));
         }
@@ -88,12 +88,12 @@ impl Engine {
     pub async fn delete_customer(self: &Arc<Self>, name: &str) -> EngineResult<()> {
         let c = self.container(name)?;
         if c.info().spec.publish.preset.as_deref() != Some(CUSTOMER_PRESET) {
-            return Err(EngineError::InvalidArgument(format!(
+            return Err(EngineError::invalid_argument(format!(
                 "container {name} is not a customer (made by `customer add`); delete it with `osm-hostctl delete {name}`"
             )));
         }
         if self.backup_running() {
-            return Err(EngineError::Busy(format!(
+            return Err(EngineError::busy(format!(
                 "a backup run is in progress; delete customer {name} when it has finished"
             )));
         }
@@ -133,7 +133,7 @@ impl Engine {
             .max_by_key(|b| (b.created, b.name.clone()))
             .map(|b| b.name.clone())
             .ok_or_else(|| {
-                EngineError::NotFound(
+                EngineError::not_found(
                     "there is no base image to create the customer from; build one with `osm-hostctl base build`".into(),
                 )
             })
@@ -143,7 +143,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use crate::engine::CreateRequest;
-    use crate::error::EngineError;
+    use crate::error::ErrorKind;
 
     fn req(name: &str) -> CreateRequest {
         CreateRequest {
@@ -163,16 +163,16 @@ mod tests {
         };
         let err = e.publish("acme", vec![route], vec![]).await.unwrap_err();
         assert!(
-            matches!(&err, EngineError::InvalidState(m) if m.contains("[publish] domain")),
+            (err.kind() == ErrorKind::InvalidState && err.message().contains("[publish] domain")),
             "{err:?}"
         );
         let err = e.add_customer(req("Acme Corp"), 8883).await.unwrap_err();
         assert!(
-            matches!(&err, EngineError::InvalidArgument(m) if m.contains("\"acme-corp\"")),
+            (err.kind() == ErrorKind::InvalidArgument && err.message().contains("\"acme-corp\"")),
             "{err:?}"
         );
         let err = e.add_customer(req("beta"), 8883).await.unwrap_err();
-        assert!(matches!(err, EngineError::InvalidState(_)), "{err:?}");
+        assert_eq!(err.kind(), ErrorKind::InvalidState, "{err:?}");
         assert!(
             e.container_info("beta").is_err(),
             "a refused add creates nothing"
@@ -188,13 +188,13 @@ mod tests {
             .unwrap()
             .update(|s| s.spec.publish.preset = Some(crate::publish::CUSTOMER_PRESET.into()));
         let err = e.delete_customer("plain").await.unwrap_err();
-        assert!(matches!(err, EngineError::InvalidArgument(_)), "{err:?}");
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err:?}");
         assert_eq!(e.customers().len(), 1);
         assert_eq!(e.customers()[0].name, "acme");
         e.reserved.lock().unwrap().insert("backup:run".into());
         assert!(e.backup_running());
         let err = e.delete_customer("acme").await.unwrap_err();
-        assert!(matches!(err, EngineError::Busy(_)), "{err:?}");
+        assert_eq!(err.kind(), ErrorKind::Busy, "{err:?}");
         assert!(e.container_info("acme").is_ok());
         e.release("backup:run");
         e.delete_customer("acme").await.unwrap();

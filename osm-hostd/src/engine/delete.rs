@@ -16,7 +16,7 @@ impl Engine {
         self.refresh_state(&c);
         if c.info().state != RunState::Stopped {
             if !force {
-                return Err(EngineError::InvalidState(format!(
+                return Err(EngineError::invalid_state(format!(
                     "container {name} is running; stop it first, or delete with --force to kill it"
                 )));
             }
@@ -25,7 +25,7 @@ impl Engine {
             blocking(move || engine.host.lxc_stop(&n, Duration::from_secs(1), true)).await?;
             self.refresh_state(&c);
             if c.info().state != RunState::Stopped {
-                return Err(EngineError::Failed(format!(
+                return Err(EngineError::failed(format!(
                     "container {name} could not be killed; not deleted"
                 )));
             }
@@ -54,7 +54,7 @@ impl Engine {
             }
             Err(e) => {
                 tracing::error!(container = %name, error = %e, "container removed but its subvolume was not deleted");
-                Err(EngineError::Failed(format!(
+                Err(EngineError::failed(format!(
                     "container {name} is removed, but deleting its data failed ({e}); osm-hostd retries at its next start"
                 )))
             }

@@ -42,7 +42,7 @@ impl Engine {
         let map = self
             .subids()
             .allocate(&used)
-            .map_err(EngineError::InvalidState)?;
+            .map_err(EngineError::invalid_state)?;
         pending.push(map);
         Ok(PendingIdMap { engine: self, map })
     }

@@ -27,7 +27,7 @@ pub struct LayerInfo {
 }
 
 fn recipe_err(e: BaseError) -> EngineError {
-    EngineError::InvalidArgument(format!("layer recipe: {e}"))
+    EngineError::invalid_argument(format!("layer recipe: {e}")).with_source(e)
 }
 
 impl Engine {
@@ -75,7 +75,7 @@ impl Engine {
         validate_image_name("layer", name)?;
         let dir = self.store.layers_dir().join(name);
         if !dir.is_dir() {
-            return Err(EngineError::NotFound(format!(
+            return Err(EngineError::not_found(format!(
                 "no layer named {name:?}; `osm-hostctl layer list` shows the layers"
             )));
         }
@@ -119,7 +119,7 @@ impl Engine {
         validate_image_name("layer", name)?;
         let mut recipe = LayerRecipe::parse(recipe_text).map_err(recipe_err)?;
         if recipe.name != crate::names::image_base_name(name) {
-            return Err(EngineError::InvalidArgument(format!(
+            return Err(EngineError::invalid_argument(format!(
                 "the recipe is for layer {:?}; build it under that name, optionally with @VERSION \
                  (or change its name field)",
                 recipe.name
@@ -152,7 +152,7 @@ impl Engine {
 
     fn require_new_layer(&self, name: &str) -> EngineResult<()> {
         if self.store.layers_dir().join(name).exists() {
-            return Err(EngineError::AlreadyExists(format!(
+            return Err(EngineError::already_exists(format!(
                 "layer {name} already exists; layers never change: build or import under a new \
                  name, or delete it first"
             )));
@@ -168,7 +168,7 @@ impl Engine {
         layers: &[String],
     ) -> EngineResult<(Vec<String>, Vec<PathBuf>)> {
         let info = self.base_info(base).map_err(|_| {
-            EngineError::NotFound(format!(
+            EngineError::not_found(format!(
                 "the layer builds on base {base:?}, which is not in the store; build or import \
                  it first (`osm-hostctl base list` shows the bases)"
             ))
@@ -182,12 +182,12 @@ impl Engine {
         let mut lowers = vec![self.store.bases_dir().join(base)];
         for l in layers {
             let info = self.layer_info(l).map_err(|_| {
-                EngineError::NotFound(format!(
+                EngineError::not_found(format!(
                     "the layer builds on layer {l:?}, which is not in the store; build it first"
                 ))
             })?;
             if info.base != base {
-                return Err(EngineError::InvalidArgument(format!(
+                return Err(EngineError::invalid_argument(format!(
                     "layer {l} was built over base {:?}, not {base:?}; a layer stacks only on the \
                      base it was built over",
                     info.base
@@ -213,12 +213,12 @@ impl Engine {
             .metadata()
             .map_err(|e| EngineError::io("inspecting the archive", &e))?;
         if !md.is_file() {
-            return Err(EngineError::InvalidArgument(
+            return Err(EngineError::invalid_argument(
                 "the archive must be a regular file (not a pipe or a device)".into(),
             ));
         }
         if layers.iter().any(|l| l == name) {
-            return Err(EngineError::InvalidArgument(format!(
+            return Err(EngineError::invalid_argument(format!(
                 "layer {name} cannot be imported over itself"
             )));
         }
@@ -342,7 +342,7 @@ impl Engine {
                 continue;
             }
             if info.base != base {
-                return Err(EngineError::InvalidArgument(format!(
+                return Err(EngineError::invalid_argument(format!(
                     "layer {name} was built over base {:?}, not {base:?}; create the container \
                      with --base {}, or build the layer over {base}",
                     info.base, info.base
@@ -351,7 +351,7 @@ impl Engine {
             let below: Vec<&String> = layers[i + 1..].iter().collect();
             let wanted: Vec<&String> = info.layers.iter().rev().collect();
             if below != wanted {
-                return Err(EngineError::InvalidArgument(format!(
+                return Err(EngineError::invalid_argument(format!(
                     "layer {name} was built over layers {:?} (lowest first) but would sit on \
                      {:?}; give every layer of the stack, each once",
                     info.layers,
@@ -368,7 +368,7 @@ impl Engine {
         let _no_creates = self.base_use.write().await;
         let users = self.layer_users(name);
         if !users.is_empty() {
-            return Err(EngineError::InvalidState(format!(
+            return Err(EngineError::invalid_state(format!(
                 "layer {name} is used by {}; delete them first",
                 users.join(", ")
             )));

@@ -70,7 +70,7 @@ impl Engine {
             return Ok(Transition::AlreadyThere);
         }
         self.require_base(&info.spec.base).map_err(|e| {
-            EngineError::InvalidState(format!(
+            EngineError::invalid_state(format!(
                 "container {} cannot start: {}",
                 c.name,
                 e.message()
@@ -110,7 +110,7 @@ impl Engine {
                 self.set_state(c, RunState::Stopped, None);
                 let log = self.lxc_log(&c.name);
                 tracing::warn!(container = %c.name, "container stopped right after starting");
-                Err(EngineError::Failed(format!(
+                Err(EngineError::failed(format!(
                     "container {} stopped right after starting; its init exited (see {})",
                     c.name,
                     log.display()
@@ -155,7 +155,7 @@ impl Engine {
             }
             Ok(st) => {
                 self.set_state(c, RunState::Running, st.init_pid);
-                Err(EngineError::Failed(format!(
+                Err(EngineError::failed(format!(
                     "container {} is still running after lxc-stop",
                     c.name
                 )))

@@ -144,7 +144,7 @@ impl Engine {
             idmaps_pending: Mutex::new(Vec::new()),
             host_id,
         });
-        engine.subids().ensure_pool().map_err(EngineError::Failed)?;
+        engine.subids().ensure_pool().map_err(EngineError::failed)?;
         engine.write_common_conf()?;
         engine.recover()?;
         engine.recover_restores();
@@ -301,7 +301,7 @@ impl Engine {
             .get(name)
             .cloned()
             .ok_or_else(|| {
-                EngineError::NotFound(format!(
+                EngineError::not_found(format!(
                     "no container named {name:?}; `osm-hostctl list` shows the containers"
                 ))
             })
@@ -346,7 +346,7 @@ impl Engine {
         let key = format!("{what}:{name}");
         let mut r = self.reserved.lock().expect("reserved lock");
         if !r.insert(key.clone()) {
-            return Err(EngineError::Busy(format!(
+            return Err(EngineError::busy(format!(
                 "{what} {name:?} is being created right now; wait for that to finish"
             )));
         }
@@ -387,7 +387,7 @@ async fn blocking<T: Send + 'static>(
 ) -> EngineResult<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| EngineError::Failed(format!("internal task failed: {e}")))?
+        .map_err(|e| EngineError::failed(format!("internal task failed: {e}")))?
 }
 
 #[cfg(test)]

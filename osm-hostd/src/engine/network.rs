@@ -59,14 +59,14 @@ impl Engine {
         );
         let ip = match pinned {
             Some(text) => subnet.check_pinned(text, &used).map_err(|e| match e {
-                PinError::Invalid(m) => EngineError::InvalidArgument(m),
-                PinError::Taken(ip) => EngineError::AlreadyExists(format!(
+                PinError::Invalid(m) => EngineError::invalid_argument(m),
+                PinError::Taken(ip) => EngineError::already_exists(format!(
                     "address {ip} is already taken{}; choose another or leave --ip out to get a free one",
                     self.owner_of(ip).map(|n| format!(" by container {n}")).unwrap_or_default()
                 )),
             })?,
             None => subnet.allocate(&used).ok_or_else(|| {
-                EngineError::NoSpace(format!(
+                EngineError::no_space(format!(
                     "no free address left in {} to {} ({} in use); widen network.dhcp_range or delete unused containers",
                     subnet.first,
                     subnet.last,
@@ -163,7 +163,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use crate::engine::{CreateRequest, Engine};
-    use crate::error::EngineError;
+    use crate::error::ErrorKind;
     use std::sync::Arc;
 
     fn req(name: &str, ip: Option<&str>) -> CreateRequest {
@@ -224,15 +224,12 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            matches!(&err, EngineError::AlreadyExists(m) if m.contains("container p")),
+            (err.kind() == ErrorKind::AlreadyExists && err.message().contains("container p")),
             "{err:?}"
         );
         for bad in ["10.0.3.1", "10.0.4.9", "nonsense"] {
             let err = e.create_container(req("q", Some(bad))).await.unwrap_err();
-            assert!(
-                matches!(err, EngineError::InvalidArgument(_)),
-                "{bad}: {err:?}"
-            );
+            assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{bad}: {err:?}");
         }
         assert!(
             e.container_info("q").is_err(),

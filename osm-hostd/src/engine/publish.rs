@@ -22,10 +22,11 @@ const LISTEN_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl From<NginxError> for EngineError {
     fn from(e: NginxError) -> Self {
-        match e {
-            NginxError::Refused(_) => EngineError::InvalidArgument(e.to_string()),
-            NginxError::Reload(_) | NginxError::Io(_) => EngineError::Failed(e.to_string()),
-        }
+        let kind = match e {
+            NginxError::Refused(_) => crate::error::ErrorKind::InvalidArgument,
+            NginxError::Reload(_) | NginxError::Io(_) => crate::error::ErrorKind::Failed,
+        };
+        EngineError::new(kind, e.to_string()).with_source(e)
     }
 }
 
@@ -34,7 +35,7 @@ impl Engine {
     pub(super) fn nginx(&self) -> EngineResult<Nginx> {
         let cfg = &self.cfg.publish;
         if cfg.domain.is_empty() {
-            return Err(EngineError::InvalidState(
+            return Err(EngineError::invalid_state(
                 "publishing is not configured on this host: set [publish] domain, tls_cert and \
                  tls_key in /etc/osm-host/hostd.toml, install nginx and libnginx-mod-stream, \
                  then restart osm-hostd"
@@ -43,12 +44,12 @@ impl Engine {
         }
         let n = Nginx::new(cfg);
         if !n.bin.exists() {
-            return Err(EngineError::InvalidState(format!(
+            return Err(EngineError::invalid_state(format!(
                 "nginx is not installed ({NGINX} is missing): apt install nginx libnginx-mod-stream"
             )));
         }
         if !cfg.nginx_conf.is_file() {
-            return Err(EngineError::InvalidState(format!(
+            return Err(EngineError::invalid_state(format!(
                 "publish.nginx_conf {} does not exist; point it at the nginx.conf that includes {}/http/*.conf and {}/stream/*.conf",
                 cfg.nginx_conf.display(),
                 cfg.nginx_dir.display(),
@@ -89,7 +90,7 @@ impl Engine {
         preset: Option<&str>,
     ) -> EngineResult<bool> {
         let (http, streams) =
-            publish::validate_request(&http, &streams).map_err(EngineError::InvalidArgument)?;
+            publish::validate_request(&http, &streams).map_err(EngineError::invalid_argument)?;
         let c = self.container(name)?;
         let nginx = self.nginx()?;
         let _publishing = self.publish_lock.lock().await;
@@ -119,7 +120,7 @@ impl Engine {
         all: bool,
     ) -> EngineResult<bool> {
         if !all && hosts.is_empty() && publics.is_empty() {
-            return Err(EngineError::InvalidArgument(
+            return Err(EngineError::invalid_argument(
                 "say what to unpublish: host names, public ports, or all".into(),
             ));
         }
@@ -129,7 +130,7 @@ impl Engine {
         let spec = c.info().spec;
         let mut next = spec.publish.clone();
         next.remove(&hosts, &publics, all).map_err(|e| {
-            EngineError::NotFound(format!(
+            EngineError::not_found(format!(
                 "{e} ({name}); `osm-hostctl info {name}` lists what it publishes"
             ))
         })?;
@@ -157,7 +158,7 @@ impl Engine {
             let theirs = other.info().spec.publish;
             for r in &next.http {
                 if theirs.http.iter().any(|o| o.host == r.host) {
-                    return Err(EngineError::AlreadyExists(format!(
+                    return Err(EngineError::already_exists(format!(
                         "host {} is already published by container {}; unpublish it there first or choose another name",
                         r.host, other.name
                     )));
@@ -165,7 +166,7 @@ impl Engine {
             }
             for s in &next.tls_streams {
                 if theirs.tls_streams.iter().any(|o| o.public == s.public) {
-                    return Err(EngineError::AlreadyExists(format!(
+                    return Err(EngineError::already_exists(format!(
                         "port {} is already published by container {}; choose another public port",
                         s.public, other.name
                     )));
@@ -176,7 +177,7 @@ impl Engine {
         for s in &next.tls_streams {
             let ours = old.tls_streams.iter().any(|o| o.public == s.public);
             if !ours && listening.contains(&s.public) {
-                return Err(EngineError::AlreadyExists(format!(
+                return Err(EngineError::already_exists(format!(
                     "port {} is already in use on this host by another program (see `ss -ltnp sport = :{}`); choose another public port",
                     s.public, s.public
                 )));
@@ -195,7 +196,7 @@ impl Engine {
     ) -> EngineResult<()> {
         let name = spec.name.clone();
         let ip = spec.ipv4.clone().ok_or_else(|| {
-            EngineError::InvalidState(format!(
+            EngineError::invalid_state(format!(
                 "container {name} has no address yet; restart osm-hostd so it gets one"
             ))
         })?;
@@ -221,13 +222,13 @@ impl Engine {
             // cannot bind a port: only a port it listens on is published.
             if let Some(port) = publish::ports::wait_listening(&opened, LISTEN_TIMEOUT) {
                 engine.put_back_fragments(&nginx2, &saved.name, &old2);
-                return Err(EngineError::Failed(format!(
+                return Err(EngineError::failed(format!(
                     "NGINX reloaded but does not listen on port {port} (is another program holding it? see NGINX's error log); nothing was changed"
                 )));
             }
             if let Err(e) = saved.save(&engine.store.container_dir(&saved.name)) {
                 engine.put_back_fragments(&nginx2, &saved.name, &old2);
-                return Err(EngineError::Failed(e.to_string()));
+                return Err(EngineError::failed(e.to_string()));
             }
             Ok(())
         })
@@ -242,11 +243,11 @@ impl Engine {
                     engine.put_back_fragments(&nginx, &old_spec.name, &old_frags);
                     old_spec
                         .save(&engine.store.container_dir(&old_spec.name))
-                        .map_err(|e| EngineError::Failed(e.to_string()))
+                        .map_err(|e| EngineError::failed(e.to_string()))
                 })
                 .await?;
                 c.update(|s| s.spec = spec);
-                return Err(EngineError::Failed(format!(
+                return Err(EngineError::failed(format!(
                     "the firewall could not be updated, nothing was changed: {e}"
                 )));
             }

@@ -35,13 +35,13 @@ impl Engine {
     /// holds it. Setting what is already set is a no-op.
     pub async fn set_container(self: &Arc<Self>, name: &str, req: SetRequest) -> EngineResult<()> {
         if req.is_empty() {
-            return Err(EngineError::InvalidArgument(
+            return Err(EngineError::invalid_argument(
                 "nothing to change; give at least one setting".to_string(),
             ));
         }
         if let Some(d) = req.boot_delay {
             if d > MAX_BOOT_DELAY {
-                return Err(EngineError::InvalidArgument(format!(
+                return Err(EngineError::invalid_argument(format!(
                     "boot delay {d} s is too long; give 0 to {MAX_BOOT_DELAY} seconds"
                 )));
             }
@@ -82,7 +82,7 @@ impl Engine {
             let dir = engine.store.container_dir(&spec2.name);
             spec2
                 .save(&dir)
-                .map_err(|e| EngineError::Failed(e.to_string()))
+                .map_err(|e| EngineError::failed(e.to_string()))
         })
         .await?;
         c.update(|s| s.spec = spec);

@@ -97,14 +97,14 @@ impl Engine {
         if let Ok(spec) = ContainerSpec::load(&snap) {
             let now = c.info().spec.unprivileged_map();
             if now.is_some() && spec.unprivileged_map() != now {
-                return Err(EngineError::InvalidState(format!(
+                return Err(EngineError::invalid_state(format!(
                     "snapshot {num} of {name} was taken before {name} was converted to unprivileged \
                      (its files belong to another id range); restoring it would undo the conversion. \
                      Pick a snapshot taken since, or restore a backup (`osm-hostctl backup restore`), which is shifted"
                 )));
             }
             self.require_base(&spec.base).map_err(|e| {
-                EngineError::InvalidState(format!(
+                EngineError::invalid_state(format!(
                     "snapshot {num} of {name} was taken on base {:?}, which is not here any more: {}",
                     spec.base,
                     e.message()
@@ -222,7 +222,7 @@ impl Engine {
         };
         let _ = std::fs::remove_file(self.journal_path(&c.name));
         started.map_err(|e| {
-            EngineError::Failed(format!(
+            EngineError::failed(format!(
                 "{} was restored to snapshot {num}, but did not start again: {}",
                 c.name,
                 e.message()
@@ -397,7 +397,7 @@ impl Engine {
         self.finish_restore_files(name, !running);
         if journal.is_some_and(|j| j.was_running) && !running {
             let started = ContainerSpec::load(&dir)
-                .map_err(|e| EngineError::Failed(e.to_string()))
+                .map_err(|e| EngineError::failed(e.to_string()))
                 .and_then(|spec| {
                     self.prepare_for_start(&dir, &spec)?;
                     self.host.lxc_start(name)

@@ -30,18 +30,18 @@ impl SnapshotRequest {
             self.cleanup.as_str(),
             "" | CLEANUP_NUMBER | CLEANUP_TIMELINE
         ) {
-            return Err(EngineError::InvalidArgument(format!(
+            return Err(EngineError::invalid_argument(format!(
                 "cleanup {:?} is not known; use \"number\", \"timeline\" or nothing",
                 self.cleanup
             )));
         }
         if self.description.chars().any(|c| c.is_control()) {
-            return Err(EngineError::InvalidArgument(
+            return Err(EngineError::invalid_argument(
                 "the description must not contain control characters".into(),
             ));
         }
         for (k, v) in &self.userdata {
-            snapper::info::validate_userdata(k, v).map_err(EngineError::InvalidArgument)?;
+            snapper::info::validate_userdata(k, v).map_err(EngineError::invalid_argument)?;
         }
         Ok(())
     }
@@ -238,7 +238,7 @@ impl Engine {
         if avail >= floor {
             return Ok(());
         }
-        Err(EngineError::NoSpace(format!(
+        Err(EngineError::no_space(format!(
             "not taking a snapshot of {}: {} free in the store after cleanup, below the floor of {} \
              (snapshots.min_free); delete snapshots or containers to free space",
             c.name,
@@ -302,7 +302,7 @@ impl Engine {
         let dir = self.store.container_dir(name);
         match layout::read_entry(&dir, num, &self.subvol_check()) {
             Entry::Valid(info) if num != 0 => Ok(info),
-            _ => Err(EngineError::NotFound(format!(
+            _ => Err(EngineError::not_found(format!(
                 "container {name} has no snapshot {num}; `osm-hostctl snapshot list {name}` shows them"
             ))),
         }

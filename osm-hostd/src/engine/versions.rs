@@ -68,7 +68,7 @@ impl Engine {
     pub async fn prune_bases(self: &std::sync::Arc<Self>, name: &str) -> EngineResult<Vec<String>> {
         validate_image_name("base", name)?;
         if name.contains('@') {
-            return Err(EngineError::InvalidArgument(format!(
+            return Err(EngineError::invalid_argument(format!(
                 "give the name without a version (e.g. {}): prune keeps its newest version and \
                  removes the unused older ones",
                 crate::names::image_base_name(name)
@@ -78,7 +78,7 @@ impl Engine {
             let bases = self.bases.read().expect("bases lock");
             newest(name, bases.values().map(|b| (b.name.as_str(), b.created)))
         }) else {
-            return Err(EngineError::NotFound(format!(
+            return Err(EngineError::not_found(format!(
                 "no versions of base {name} (names {name}@…); `osm-hostctl base list` shows the bases"
             )));
         };
@@ -96,7 +96,7 @@ impl Engine {
             match self.delete_base(&b).await {
                 Ok(()) => deleted.push(b),
                 // Taken into use meanwhile: keep it.
-                Err(EngineError::InvalidState(_)) => {}
+                Err(e) if e.kind() == crate::error::ErrorKind::InvalidState => {}
                 Err(e) => return Err(e),
             }
         }
