@@ -4,7 +4,7 @@ use crate::base::Recipe;
 use crate::config::HostConfig;
 use crate::engine::Engine;
 use crate::error::EngineError;
-use crate::host::{HostOps, HostResult};
+use crate::host::{Containers, HostResult, Images, Networking, Subvolumes};
 use crate::lxc::LxcState;
 use crate::lxcconf::HostFacts;
 use crate::store::Store;
@@ -36,7 +36,7 @@ impl FakeHost {
     }
 }
 
-impl HostOps for FakeHost {
+impl Subvolumes for FakeHost {
     fn create_subvolume(&self, path: &Path) -> HostResult<()> {
         self.log(format!(
             "subvol-create {}",
@@ -80,6 +80,9 @@ impl HostOps for FakeHost {
     fn is_subvolume(&self, path: &Path) -> bool {
         self.subvols.lock().unwrap().contains(path) || path.is_dir()
     }
+}
+
+impl Containers for FakeHost {
     fn lxc_start(&self, name: &str) -> HostResult<LxcState> {
         self.log(format!("lxc-start {name}"));
         if *self.fail_start.lock().unwrap() || self.fail_names.lock().unwrap().contains(name) {
@@ -118,10 +121,15 @@ impl HostOps for FakeHost {
         let _ = std::fs::remove_dir(&m.merged);
         Ok(())
     }
+}
 
+impl Networking for FakeHost {
     fn bridge_exists(&self, _bridge: &str) -> bool {
         true
     }
+}
+
+impl Images for FakeHost {
     fn build_rootfs(
         &self,
         _r: &Recipe,

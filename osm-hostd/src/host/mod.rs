@@ -1,0 +1,48 @@
+//! The seam for privileged effects. Every effect the engine and the network service have
+//! on the host goes through one of these narrow traits; [`HostOps`] is their sum, held by
+//! the engine as `Arc<dyn HostOps>`:
+//!
+//! - [`Subvolumes`]: Btrfs subvolumes, snapshots, read-only flags, atomic exchange;
+//! - [`Containers`]: `lxc-*` and the idmapped root filesystem mounts;
+//! - [`Images`]: filling base and layer images (build, import);
+//! - [`Transfer`]: `rsync` and `ssh` processes (backups, restores, base archives);
+//! - [`Networking`]: the bridge, forwarding, nftables and the dnsmasq process;
+//! - [`SystemFiles`]: files other programs read (snapper's configs, the hosts file);
+//! - [`StoreMount`]: making the store's Btrfs available (the loop image).
+//!
+//! The real implementations are all in this module ([`RealHost`]; they call the lower
+//! modules `crate::btrfs`, `crate::lxc`, `crate::net::*`, ...). Unit tests use the
+//! recording fake in [`crate::testing`], which logs typed calls and injects failures.
+
+mod containers;
+mod images;
+mod networking;
+mod subvolumes;
+
+pub use containers::Containers;
+pub use images::Images;
+pub use networking::Networking;
+pub use subvolumes::Subvolumes;
+
+use crate::error::EngineError;
+use crate::lxc::Lxc;
+
+pub type HostResult<T> = Result<T, EngineError>;
+
+/// Everything the engine needs from the host. Implemented for every type that
+/// implements each narrow trait, so `self.host.snapshot(..)` reads as before.
+pub trait HostOps: Subvolumes + Containers + Images + Networking + Send + Sync + 'static {}
+
+impl<T> HostOps for T where T: Subvolumes + Containers + Images + Networking + Send + Sync + 'static {}
+
+/// The real host: ioctls for Btrfs, the `lxc-*` tools for containers, the tools and
+/// kernel interfaces named in each trait's implementation.
+pub struct RealHost {
+    lxc: Lxc,
+}
+
+impl RealHost {
+    pub fn new(lxc: Lxc) -> RealHost {
+        RealHost { lxc }
+    }
+}

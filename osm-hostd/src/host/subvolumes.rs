@@ -1,0 +1,37 @@
+//! Btrfs subvolumes (real implementation: [`crate::btrfs`]).
+
+use super::{HostResult, RealHost};
+use crate::btrfs;
+use crate::error::EngineError;
+use std::path::Path;
+
+pub trait Subvolumes {
+    fn create_subvolume(&self, path: &Path) -> HostResult<()>;
+    fn snapshot(&self, src: &Path, dst: &Path, readonly: bool) -> HostResult<()>;
+    /// Deletes a subvolume and every subvolume nested in it.
+    fn delete_subvolume(&self, path: &Path) -> HostResult<()>;
+    fn set_readonly(&self, path: &Path, readonly: bool) -> HostResult<()>;
+    fn is_subvolume(&self, path: &Path) -> bool;
+}
+
+fn btrfs_err(e: btrfs::BtrfsError) -> EngineError {
+    EngineError::io(format!("{} {}", e.op, e.path.display()), &e.source)
+}
+
+impl Subvolumes for RealHost {
+    fn create_subvolume(&self, path: &Path) -> HostResult<()> {
+        btrfs::create_subvolume(path).map_err(btrfs_err)
+    }
+    fn snapshot(&self, src: &Path, dst: &Path, readonly: bool) -> HostResult<()> {
+        btrfs::snapshot(src, dst, readonly).map_err(btrfs_err)
+    }
+    fn delete_subvolume(&self, path: &Path) -> HostResult<()> {
+        btrfs::delete_subvolume_recursive(path).map_err(btrfs_err)
+    }
+    fn set_readonly(&self, path: &Path, readonly: bool) -> HostResult<()> {
+        btrfs::set_readonly(path, readonly).map_err(btrfs_err)
+    }
+    fn is_subvolume(&self, path: &Path) -> bool {
+        btrfs::is_subvolume(path).unwrap_or(false)
+    }
+}
