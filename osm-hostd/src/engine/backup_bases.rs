@@ -10,8 +10,8 @@ use crate::backup::identity;
 use crate::backup::{self, Target};
 use crate::error::{EngineError, EngineResult};
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 pub const BASES_DIR: &str = "bases";
@@ -110,13 +110,13 @@ impl Engine {
                 super::backup::check_ok(
                     &self.ssh(target, &["mkdir", "-p", "--", &target.path_of(BASES_DIR)])?,
                 )?;
-                let mut cmd = Command::new("rsync");
-                cmd.arg(format!("--timeout={}", self.cfg.backup.timeout.max(1)));
+                let mut args: Vec<OsString> =
+                    vec![format!("--timeout={}", self.cfg.backup.timeout.max(1)).into()];
                 if let Some(e) = backup::ssh_command(&self.cfg.backup)? {
-                    cmd.args(["-e", &e]);
+                    args.extend(["-e".into(), e.into()]);
                 }
-                cmd.arg("--").arg(file).arg(format!("{host}:{tmp}"));
-                let out = super::backup::run(&mut cmd)?;
+                args.extend(["--".into(), file.into(), format!("{host}:{tmp}").into()]);
+                let out = self.rsync(&args)?;
                 super::backup::check_exit(&out)?;
             }
         }
@@ -196,15 +196,17 @@ impl Engine {
                     .store
                     .lxc_dir()
                     .join(format!(".base-import-{name}.tar.zst"));
-                let mut cmd = Command::new("rsync");
-                cmd.arg(format!("--timeout={}", self.cfg.backup.timeout.max(1)));
+                let mut args: Vec<OsString> =
+                    vec![format!("--timeout={}", self.cfg.backup.timeout.max(1)).into()];
                 if let Some(e) = backup::ssh_command(&self.cfg.backup).map_err(fail)? {
-                    cmd.args(["-e", &e]);
+                    args.extend(["-e".into(), e.into()]);
                 }
-                cmd.arg("--")
-                    .arg(format!("{host}:{}", target.path_of(rel)))
-                    .arg(&tmp);
-                let out = super::backup::run(&mut cmd).map_err(fail)?;
+                args.extend([
+                    "--".into(),
+                    format!("{host}:{}", target.path_of(rel)).into(),
+                    tmp.clone().into(),
+                ]);
+                let out = self.rsync(&args).map_err(fail)?;
                 super::backup::check_exit(&out).map_err(fail)?;
                 tmp
             }

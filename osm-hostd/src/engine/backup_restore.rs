@@ -14,7 +14,6 @@ use crate::error::{EngineError, EngineResult};
 use crate::snapper::layout::SNAPSHOTS_DIR;
 use crate::spec::ContainerSpec;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 
 /// Safety snapshots taken before a restore over a container.
@@ -418,9 +417,9 @@ impl Engine {
             checksum: true,
         };
         let fail = |m: String| EngineError::Failed(format!("restoring {name}: {m}"));
-        let out =
-            super::backup::run(Command::new("rsync").args(rsync_args(cfg, &job).map_err(fail)?))
-                .map_err(fail)?;
+        let out = self
+            .rsync(&rsync_args(cfg, &job).map_err(fail)?)
+            .map_err(fail)?;
         super::backup::check_exit(&out).map_err(fail)?;
         let work = dir.join("work");
         crate::fsutil::empty_dir(&work)
@@ -449,9 +448,9 @@ impl Engine {
             )));
         }
         job.check_only = true;
-        let out =
-            super::backup::run(Command::new("rsync").args(rsync_args(cfg, &job).map_err(fail)?))
-                .map_err(fail)?;
+        let out = self
+            .rsync(&rsync_args(cfg, &job).map_err(fail)?)
+            .map_err(fail)?;
         super::backup::check_exit(&out).map_err(fail)?;
         let diffs = differences(&String::from_utf8_lossy(&out.stdout));
         if !diffs.is_empty() {

@@ -395,3 +395,6 @@ mod tests;
 
 #[cfg(test)]
 mod boot_tests;
+
+#[cfg(test)]
+mod seam_tests;

@@ -12,17 +12,21 @@
 //!
 //! The real implementations are all in this module ([`RealHost`]; they call the lower
 //! modules `crate::btrfs`, `crate::lxc`, `crate::net::*`, ...). Unit tests use the
-//! recording fake in [`crate::testing`], which logs typed calls and injects failures.
+//! recording fake in `host/fake.rs`, which logs typed calls and injects failures.
 
 mod containers;
+#[cfg(test)]
+pub mod fake;
 mod images;
 mod networking;
 mod subvolumes;
+mod transfer;
 
 pub use containers::Containers;
 pub use images::Images;
 pub use networking::Networking;
 pub use subvolumes::Subvolumes;
+pub use transfer::Transfer;
 
 use crate::error::EngineError;
 use crate::lxc::Lxc;
@@ -31,9 +35,15 @@ pub type HostResult<T> = Result<T, EngineError>;
 
 /// Everything the engine needs from the host. Implemented for every type that
 /// implements each narrow trait, so `self.host.snapshot(..)` reads as before.
-pub trait HostOps: Subvolumes + Containers + Images + Networking + Send + Sync + 'static {}
+pub trait HostOps:
+    Subvolumes + Containers + Images + Transfer + Networking + Send + Sync + 'static
+{
+}
 
-impl<T> HostOps for T where T: Subvolumes + Containers + Images + Networking + Send + Sync + 'static {}
+impl<T> HostOps for T where
+    T: Subvolumes + Containers + Images + Transfer + Networking + Send + Sync + 'static
+{
+}
 
 /// The real host: ioctls for Btrfs, the `lxc-*` tools for containers, the tools and
 /// kernel interfaces named in each trait's implementation.

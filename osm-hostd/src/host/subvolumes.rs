@@ -12,6 +12,9 @@ pub trait Subvolumes {
     fn delete_subvolume(&self, path: &Path) -> HostResult<()>;
     fn set_readonly(&self, path: &Path, readonly: bool) -> HostResult<()>;
     fn is_subvolume(&self, path: &Path) -> bool;
+    /// Swaps the two paths atomically (`renameat2(RENAME_EXCHANGE)`): each name then
+    /// refers to what the other did. Both must exist on the same filesystem.
+    fn exchange(&self, a: &Path, b: &Path) -> HostResult<()>;
 }
 
 fn btrfs_err(e: btrfs::BtrfsError) -> EngineError {
@@ -33,5 +36,9 @@ impl Subvolumes for RealHost {
     }
     fn is_subvolume(&self, path: &Path) -> bool {
         btrfs::is_subvolume(path).unwrap_or(false)
+    }
+    fn exchange(&self, a: &Path, b: &Path) -> HostResult<()> {
+        nix::fcntl::renameat2(None, a, None, b, nix::fcntl::RenameFlags::RENAME_EXCHANGE)
+            .map_err(|e| EngineError::io(format!("exchanging with {}", b.display()), &e.into()))
     }
 }
