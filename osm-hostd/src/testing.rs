@@ -24,6 +24,8 @@ pub fn fake_engine_with(
     let cfg = HostConfig {
         store_root: root.clone(),
         runtime_dir: dir.path().join("run"),
+        // Never the host's /etc/hosts either.
+        hosts_file: dir.path().join("hosts"),
         cache_dir: dir.path().join("cache"),
         // Never the host's /etc: unit tests must not touch snapper's real files.
         snapper: crate::config::SnapperConfig {

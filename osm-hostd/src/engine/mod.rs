@@ -166,6 +166,11 @@ impl Engine {
         self.events.subscribe()
     }
 
+    /// The host seam the engine's effects go through (the network service uses it too).
+    pub fn host(&self) -> &dyn HostOps {
+        self.host.as_ref()
+    }
+
     pub fn config(&self) -> &HostConfig {
         &self.cfg
     }

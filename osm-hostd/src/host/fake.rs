@@ -5,18 +5,29 @@
 //! subvolumes empty as Btrfs does), containers are a table of running names, a local
 //! rsync copies the tree, and the network is a record of what was applied.
 
-use super::{Containers, HostResult, Images, Networking, Subvolumes, Transfer};
+use super::{
+    Containers, HostResult, Images, NetFuture, Networking, StoreMount, Subvolumes, SystemFiles,
+    Transfer,
+};
 use crate::base::Recipe;
+use crate::config::{HostConfig, SnapperConfig};
 use crate::error::EngineError;
 use crate::idmap::RootfsMount;
 use crate::lxc::LxcState;
+use crate::net::bridge::BridgeReport;
+use crate::net::dnsmasq::{DhcpHost, DnsmasqPaths};
+use crate::net::ipam::Subnet;
+use crate::net::supervisor::Supervisor;
+use crate::store::{Store, StoreError};
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::File;
 use std::io;
+use std::net::Ipv4Addr;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Output};
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -74,6 +85,34 @@ pub enum Call {
         command: String,
         input: Option<Vec<u8>>,
     },
+    EnsureBridge {
+        bridge: String,
+        gateway: Ipv4Addr,
+        prefix: u8,
+    },
+    EnableForwarding,
+    NftApply {
+        ruleset: String,
+    },
+    IsolatePorts {
+        bridge: String,
+    },
+    DnsmasqStart {
+        args: Vec<String>,
+    },
+    WriteSnapperConfig {
+        name: String,
+    },
+    RemoveSnapperConfig {
+        name: String,
+    },
+    SyncHostsFile {
+        path: PathBuf,
+        entries: Vec<(String, Ipv4Addr)>,
+    },
+    OpenStore {
+        root: PathBuf,
+    },
 }
 
 /// The kind of a [`Call`], for failure injection and filtering.
@@ -92,6 +131,15 @@ pub enum Kind {
     ImportRootfs,
     Rsync,
     Ssh,
+    EnsureBridge,
+    EnableForwarding,
+    NftApply,
+    IsolatePorts,
+    DnsmasqStart,
+    WriteSnapperConfig,
+    RemoveSnapperConfig,
+    SyncHostsFile,
+    OpenStore,
 }
 
 impl Call {
@@ -110,6 +158,15 @@ impl Call {
             Call::ImportRootfs { .. } => Kind::ImportRootfs,
             Call::Rsync { .. } => Kind::Rsync,
             Call::Ssh { .. } => Kind::Ssh,
+            Call::EnsureBridge { .. } => Kind::EnsureBridge,
+            Call::EnableForwarding => Kind::EnableForwarding,
+            Call::NftApply { .. } => Kind::NftApply,
+            Call::IsolatePorts { .. } => Kind::IsolatePorts,
+            Call::DnsmasqStart { .. } => Kind::DnsmasqStart,
+            Call::WriteSnapperConfig { .. } => Kind::WriteSnapperConfig,
+            Call::RemoveSnapperConfig { .. } => Kind::RemoveSnapperConfig,
+            Call::SyncHostsFile { .. } => Kind::SyncHostsFile,
+            Call::OpenStore { .. } => Kind::OpenStore,
         }
     }
 
@@ -509,8 +566,111 @@ impl Transfer for FakeHost {
     }
 }
 
+fn injected_io(what: &str) -> io::Error {
+    io::Error::other(format!("injected failure: {what}"))
+}
+
+/// Records; applies nothing (there is no network to change).
 impl Networking for FakeHost {
     fn bridge_exists(&self, _bridge: &str) -> bool {
         true
+    }
+    fn ensure_bridge<'a>(
+        &'a self,
+        bridge: &'a str,
+        subnet: &'a Subnet,
+    ) -> NetFuture<'a, BridgeReport> {
+        let fail = self.record(Call::EnsureBridge {
+            bridge: bridge.into(),
+            gateway: subnet.gateway,
+            prefix: subnet.prefix,
+        });
+        Box::pin(async move {
+            if fail {
+                return Err(format!("injected failure: creating bridge {bridge}"));
+            }
+            Ok(BridgeReport::default())
+        })
+    }
+    fn enable_forwarding(&self) -> Result<(), String> {
+        if self.record(Call::EnableForwarding) {
+            return Err("injected failure: enabling forwarding".into());
+        }
+        Ok(())
+    }
+    fn apply_nft(&self, ruleset: &str) -> Result<(), String> {
+        if self.record(Call::NftApply {
+            ruleset: ruleset.into(),
+        }) {
+            return Err("nft refused the containers' firewall ruleset (injected failure)".into());
+        }
+        Ok(())
+    }
+    fn isolate_bridge_ports<'a>(&'a self, bridge: &'a str) -> NetFuture<'a, Vec<String>> {
+        let fail = self.record(Call::IsolatePorts {
+            bridge: bridge.into(),
+        });
+        Box::pin(async move {
+            if fail {
+                return Err(format!("injected failure: isolating the ports of {bridge}"));
+            }
+            Ok(Vec::new())
+        })
+    }
+    fn start_dnsmasq(
+        &self,
+        args: Vec<String>,
+        paths: DnsmasqPaths,
+        rs: Vec<DhcpHost>,
+    ) -> Arc<Supervisor> {
+        self.record(Call::DnsmasqStart { args: args.clone() });
+        Supervisor::detached(args, paths, rs)
+    }
+}
+
+/// Records, then writes the files for real: the fake engine's config points them into
+/// its temp dir.
+impl SystemFiles for FakeHost {
+    fn write_snapper_config(
+        &self,
+        snapper: &SnapperConfig,
+        name: &str,
+        text: &str,
+    ) -> io::Result<()> {
+        if self.record(Call::WriteSnapperConfig { name: name.into() }) {
+            return Err(injected_io("writing the snapper config"));
+        }
+        super::system_files::write_snapper_config(snapper, name, text)
+    }
+    fn remove_snapper_config(&self, snapper: &SnapperConfig, name: &str) -> io::Result<bool> {
+        if self.record(Call::RemoveSnapperConfig { name: name.into() }) {
+            return Err(injected_io("removing the snapper config"));
+        }
+        super::system_files::remove_snapper_config(snapper, name)
+    }
+    fn sync_hosts_file(&self, path: &Path, entries: &[(String, Ipv4Addr)]) -> io::Result<bool> {
+        if self.record(Call::SyncHostsFile {
+            path: path.into(),
+            entries: entries.to_vec(),
+        }) {
+            return Err(injected_io("writing the hosts file"));
+        }
+        crate::net::hosts_file::sync(path, entries)
+    }
+}
+
+/// The store is the directory the config names, as it is.
+impl StoreMount for FakeHost {
+    fn open_store(&self, cfg: &HostConfig) -> Result<Store, StoreError> {
+        if self.record(Call::OpenStore {
+            root: cfg.store_root.clone(),
+        }) {
+            return Err(StoreError::Io {
+                action: "mount",
+                path: cfg.store_root.clone(),
+                source: injected_io("mounting the store"),
+            });
+        }
+        Ok(Store::at(&cfg.store_root))
     }
 }

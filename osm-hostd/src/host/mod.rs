@@ -19,13 +19,17 @@ mod containers;
 pub mod fake;
 mod images;
 mod networking;
+mod store_mount;
 mod subvolumes;
+mod system_files;
 mod transfer;
 
 pub use containers::Containers;
 pub use images::Images;
-pub use networking::Networking;
+pub use networking::{NetFuture, Networking};
+pub use store_mount::StoreMount;
 pub use subvolumes::Subvolumes;
+pub use system_files::SystemFiles;
 pub use transfer::Transfer;
 
 use crate::error::EngineError;
@@ -36,12 +40,30 @@ pub type HostResult<T> = Result<T, EngineError>;
 /// Everything the engine needs from the host. Implemented for every type that
 /// implements each narrow trait, so `self.host.snapshot(..)` reads as before.
 pub trait HostOps:
-    Subvolumes + Containers + Images + Transfer + Networking + Send + Sync + 'static
+    Subvolumes
+    + Containers
+    + Images
+    + Transfer
+    + Networking
+    + SystemFiles
+    + StoreMount
+    + Send
+    + Sync
+    + 'static
 {
 }
 
 impl<T> HostOps for T where
-    T: Subvolumes + Containers + Images + Transfer + Networking + Send + Sync + 'static
+    T: Subvolumes
+        + Containers
+        + Images
+        + Transfer
+        + Networking
+        + SystemFiles
+        + StoreMount
+        + Send
+        + Sync
+        + 'static
 {
 }
 

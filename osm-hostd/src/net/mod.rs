@@ -30,12 +30,13 @@ pub async fn start(engine: &Arc<Engine>) -> Result<Option<Arc<Supervisor>>, Stri
     let cfg = engine.config().clone();
     let subnet = subnet_of(&cfg)?;
     let net = &cfg.network;
+    let host = engine.host();
     let supervisor = if net.manage {
-        let report = bridge::ensure(&net.bridge, &subnet).await?;
+        let report = host.ensure_bridge(&net.bridge, &subnet).await?;
         tracing::info!(bridge = %net.bridge, address = %format!("{}/{}", subnet.gateway, subnet.prefix),
             created = report.created, address_added = report.address_added, set_up = report.set_up,
             "bridge ready");
-        bridge::enable_forwarding()?;
+        host.enable_forwarding()?;
         apply_ruleset(engine)?;
         tracing::info!(
             nat = net.nat,
@@ -45,7 +46,7 @@ pub async fn start(engine: &Arc<Engine>) -> Result<Option<Arc<Supervisor>>, Stri
         );
         if net.isolate {
             // Containers that kept running while the daemon was away.
-            let ports = isolation::isolate_bridge_ports(&net.bridge).await?;
+            let ports = host.isolate_bridge_ports(&net.bridge).await?;
             tracing::info!(ports = ports.len(), "bridge ports isolated");
         }
         let paths = DnsmasqPaths::under(&cfg.runtime_dir);
@@ -53,7 +54,7 @@ pub async fn start(engine: &Arc<Engine>) -> Result<Option<Arc<Supervisor>>, Stri
         dnsmasq::sync_files(&paths, &rs)
             .map_err(|e| format!("writing dnsmasq's files in {}: {e}", paths.dir.display()))?;
         let args = dnsmasq::args(&net.bridge, &subnet, &paths);
-        Some(Supervisor::spawn(args, paths, rs))
+        Some(host.start_dnsmasq(args, paths, rs))
     } else {
         tracing::info!("network.manage = false: leaving the bridge, NAT and dnsmasq alone");
         None
@@ -108,7 +109,7 @@ async fn isolate_ports(engine: &Engine, name: &str) {
     if !running {
         return;
     }
-    match isolation::isolate_bridge_ports(&net.bridge).await {
+    match engine.host().isolate_bridge_ports(&net.bridge).await {
         Ok(ports) => {
             tracing::debug!(container = %name, ports = ports.len(), "bridge ports isolated")
         }
@@ -122,7 +123,7 @@ pub fn apply_ruleset(engine: &Engine) -> Result<(), String> {
     let subnet = subnet_of(engine.config())?;
     let mut batch = firewall(engine, &subnet).ruleset();
     batch.push_str(&publish_fw::rules(&engine.published_ports()));
-    nat::apply(&batch)
+    engine.host().apply_nft(&batch)
 }
 
 pub fn subnet_of(cfg: &HostConfig) -> Result<Subnet, String> {
@@ -136,7 +137,7 @@ fn sync_hosts_file(engine: &Engine) {
         .into_iter()
         .map(|r| (r.name, r.ip))
         .collect();
-    match hosts_file::sync(path, &entries) {
+    match engine.host().sync_hosts_file(path, &entries) {
         Ok(true) => {
             tracing::info!(file = %path.display(), entries = entries.len(), "hosts file updated")
         }
@@ -186,3 +187,6 @@ async fn follow(
         }
     }
 }
+
+#[cfg(test)]
+mod seam_tests;
