@@ -230,9 +230,7 @@ impl Engine {
         let m = Manifest {
             format: 1,
             host_id: self.host_id.clone(),
-            hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_string())
-                .unwrap_or_default(),
+            hostname: self.host.hostname().unwrap_or_default(),
             container: spec.name.clone(),
             container_uuid: spec.uuid.clone().unwrap_or_default(),
             base,

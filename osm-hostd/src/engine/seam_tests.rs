@@ -332,3 +332,27 @@ async fn a_restore_failing_at_any_step_leaves_the_old_container_running() {
         drop(f.dir);
     }
 }
+
+#[tokio::test]
+async fn a_container_named_like_the_host_is_refused_and_the_manifest_names_the_host() {
+    let f = fixture().await;
+    let err = f
+        .engine
+        .create_container(CreateRequest {
+            name: crate::host::fake::FAKE_HOSTNAME.into(),
+            base: "bb".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "InvalidArgument", "{err}");
+    assert!(err.message().contains("own hostname"), "{err}");
+    assert_eq!(backup(&f).await.state, JobState::Completed);
+    let tree = trees_dir(&f).join(&f.engine.list_backups("web1").unwrap()[0]);
+    let manifest =
+        std::fs::read_to_string(tree.join(crate::backup::identity::MANIFEST_FILE)).unwrap();
+    assert!(
+        manifest.contains(crate::host::fake::FAKE_HOSTNAME),
+        "{manifest}"
+    );
+}

@@ -5,7 +5,14 @@ use super::{HostResult, RealHost};
 use crate::error::EngineError;
 use crate::idmap::RootfsMount;
 use crate::lxc::LxcState;
+use std::future::Future;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::pin::Pin;
 use std::time::Duration;
+
+/// Resolves once the watched process has exited.
+pub type ExitWatch = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
 pub trait Containers {
     /// Starts a container; returns its state afterwards (running, with init's pid).
@@ -18,6 +25,41 @@ pub trait Containers {
     fn mount_rootfs(&self, m: &RootfsMount) -> HostResult<()>;
     /// Unmounts it again; nothing mounted is not an error.
     fn unmount_rootfs(&self, m: &RootfsMount) -> HostResult<()>;
+    /// Watches process `pid` (a container's init). The returned future must be polled
+    /// inside the runtime.
+    fn watch_exit(&self, pid: u32) -> io::Result<ExitWatch>;
+    /// When process `pid` started, in µs since the epoch (for adopted containers).
+    fn process_started_at(&self, pid: u32) -> Option<u64>;
+}
+
+fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd to us and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// From /proc/<pid>/stat's start time (clock ticks since boot) and /proc/stat's btime.
+fn process_start_usecs(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_comm = &stat[stat.rfind(')')? + 2..];
+    let start_ticks: u64 = after_comm.split_whitespace().nth(19)?.parse().ok()?;
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let btime: u64 = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    if hz <= 0 {
+        return None;
+    }
+    Some(btime * 1_000_000 + start_ticks * 1_000_000 / hz as u64)
 }
 
 fn lxc_err(e: crate::lxc::LxcError) -> EngineError {
@@ -42,5 +84,22 @@ impl Containers for RealHost {
     }
     fn unmount_rootfs(&self, m: &RootfsMount) -> HostResult<()> {
         m.unmount().map_err(EngineError::Failed)
+    }
+    /// A pidfd turns readable when the process exits.
+    fn watch_exit(&self, pid: u32) -> io::Result<ExitWatch> {
+        let fd = pidfd_open(pid)?;
+        Ok(Box::pin(async move {
+            // SAFETY: `fd` is an OwnedFd moved into the AsyncFd, which owns it until
+            // it is dropped; nothing else closes or reuses the descriptor meanwhile.
+            let registered = unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+            };
+            if let Ok(afd) = registered {
+                let _ = afd.readable().await;
+            }
+        }))
+    }
+    fn process_started_at(&self, pid: u32) -> Option<u64> {
+        process_start_usecs(pid)
     }
 }

@@ -5,6 +5,7 @@
 //! subvolumes empty as Btrfs does), containers are a table of running names, a local
 //! rsync copies the tree, and the network is a record of what was applied.
 
+use super::containers::ExitWatch;
 use super::{
     Containers, HostResult, Images, NetFuture, Networking, StoreMount, Subvolumes, SystemFiles,
     Transfer,
@@ -212,6 +213,9 @@ pub struct FakeHost {
     /// Containers whose every start fails.
     pub fail_names: Mutex<HashSet<String>>,
 }
+
+/// The host name the fake reports.
+pub const FAKE_HOSTNAME: &str = "fakehost";
 
 /// The exit code an injected rsync failure reports: 23, a partial transfer.
 pub const RSYNC_FAILURE: i32 = 23;
@@ -461,6 +465,13 @@ impl Containers for FakeHost {
         let _ = std::fs::remove_dir(&m.merged);
         Ok(())
     }
+    /// Init processes never exit on their own here.
+    fn watch_exit(&self, _pid: u32) -> io::Result<ExitWatch> {
+        Ok(Box::pin(std::future::pending()))
+    }
+    fn process_started_at(&self, _pid: u32) -> Option<u64> {
+        None
+    }
 }
 
 impl Images for FakeHost {
@@ -656,6 +667,13 @@ impl SystemFiles for FakeHost {
             return Err(injected_io("writing the hosts file"));
         }
         crate::net::hosts_file::sync(path, entries)
+    }
+    fn hostname(&self) -> Option<String> {
+        Some(FAKE_HOSTNAME.into())
+    }
+    /// 8 GiB, half of it available.
+    fn memory(&self) -> (u64, u64) {
+        (8 << 30, 4 << 30)
     }
 }
 

@@ -24,7 +24,7 @@ mod subvolumes;
 mod system_files;
 mod transfer;
 
-pub use containers::Containers;
+pub use containers::{Containers, ExitWatch};
 pub use images::Images;
 pub use networking::{NetFuture, Networking};
 pub use store_mount::StoreMount;

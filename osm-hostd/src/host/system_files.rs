@@ -25,6 +25,10 @@ pub trait SystemFiles {
     /// Makes the managed block of the hosts file at `path` list `entries`; `true` when
     /// the file changed.
     fn sync_hosts_file(&self, path: &Path, entries: &[(String, Ipv4Addr)]) -> io::Result<bool>;
+    /// The host's hostname, as the daemon's UTS namespace has it (/proc).
+    fn hostname(&self) -> Option<String>;
+    /// (MemTotal, MemAvailable) in bytes (/proc/meminfo).
+    fn memory(&self) -> (u64, u64);
 }
 
 impl SystemFiles for RealHost {
@@ -41,6 +45,13 @@ impl SystemFiles for RealHost {
     }
     fn sync_hosts_file(&self, path: &Path, entries: &[(String, Ipv4Addr)]) -> io::Result<bool> {
         crate::net::hosts_file::sync(path, entries)
+    }
+    fn hostname(&self) -> Option<String> {
+        crate::host_names::hostname()
+    }
+    fn memory(&self) -> (u64, u64) {
+        let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        crate::engine::fleet::parse_meminfo(&text)
     }
 }
 
