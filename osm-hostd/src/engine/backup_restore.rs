@@ -462,8 +462,8 @@ impl Engine {
         }
         let to = crate::shift::Range::of(self.container(name)?.info().spec.unprivileged_map());
         if from != to {
-            crate::shift::check(&upper, &from).map_err(fail)?;
-            crate::shift::shift(&upper, &from, &to).map_err(fail)?;
+            self.host.check_owners(&upper, &from).map_err(fail)?;
+            self.host.shift_owners(&upper, &from, &to).map_err(fail)?;
             tracing::info!(container = %name, from = from.uid, to = to.uid, "restored upper layer shifted into the container's id range");
         }
         Ok(())

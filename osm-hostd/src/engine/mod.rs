@@ -144,7 +144,10 @@ impl Engine {
             idmaps_pending: Mutex::new(Vec::new()),
             host_id,
         });
-        engine.subids().ensure_pool().map_err(EngineError::Failed)?;
+        engine
+            .host
+            .ensure_subid_pool(&engine.subids())
+            .map_err(EngineError::Failed)?;
         engine.write_common_conf()?;
         engine.recover()?;
         engine.recover_restores();

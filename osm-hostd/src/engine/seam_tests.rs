@@ -356,3 +356,44 @@ async fn a_container_named_like_the_host_is_refused_and_the_manifest_names_the_h
         "{manifest}"
     );
 }
+
+#[tokio::test]
+async fn a_restore_as_a_new_container_shifts_the_copy_into_its_own_id_range() {
+    let f = fixture().await;
+    assert_eq!(backup(&f).await.state, JobState::Completed);
+    let job = f.engine.restore_backup("web1", "", "web2").await.unwrap();
+    let status = finished(&job).await;
+    assert_eq!(status.state, JobState::Completed, "{}", status.message);
+    let range = |name: &str| {
+        f.engine
+            .container_info(name)
+            .unwrap()
+            .spec
+            .unprivileged_map()
+            .map(|m| crate::shift::Range::of(Some(m)).uid)
+            .unwrap()
+    };
+    let upper = f.engine.store().container_dir("web2").join("rootfs-layer");
+    let calls = f.host.recorded();
+    let verify = calls
+        .iter()
+        .rposition(|c| matches!(c, Call::Rsync { dry_run: true, .. }))
+        .unwrap();
+    let shift = index_of(&calls, |c| matches!(c, Call::ShiftOwners { .. }));
+    assert_eq!(
+        calls[shift],
+        Call::ShiftOwners {
+            root: upper.clone(),
+            from: range("web1"),
+            to: range("web2"),
+        }
+    );
+    assert!(verify < shift, "shifted only once verified: {calls:#?}");
+    assert!(calls[shift..].contains(&Call::LxcStart {
+        name: "web2".into()
+    }));
+    assert_eq!(
+        std::fs::read_to_string(upper.join("srv/index.html")).unwrap(),
+        "v1"
+    );
+}

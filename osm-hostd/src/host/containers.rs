@@ -5,9 +5,11 @@ use super::{HostResult, RealHost};
 use crate::error::EngineError;
 use crate::idmap::RootfsMount;
 use crate::lxc::LxcState;
+use crate::shift::Range;
 use std::future::Future;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::Path;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -30,6 +32,12 @@ pub trait Containers {
     fn watch_exit(&self, pid: u32) -> io::Result<ExitWatch>;
     /// When process `pid` started, in µs since the epoch (for adopted containers).
     fn process_started_at(&self, pid: u32) -> Option<u64>;
+    /// Checks that every owner, ACL and file capability under `root` is inside id range
+    /// `from`; returns the entries seen. Changes nothing.
+    fn check_owners(&self, root: &Path, from: &Range) -> Result<u64, String>;
+    /// Moves every owner, ACL and file capability under `root` from id range `from` to
+    /// `to` (see [`crate::shift`]); [`Containers::check_owners`] first.
+    fn shift_owners(&self, root: &Path, from: &Range, to: &Range) -> Result<(), String>;
 }
 
 fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
@@ -101,5 +109,11 @@ impl Containers for RealHost {
     }
     fn process_started_at(&self, pid: u32) -> Option<u64> {
         process_start_usecs(pid)
+    }
+    fn check_owners(&self, root: &Path, from: &Range) -> Result<u64, String> {
+        crate::shift::check(root, from)
+    }
+    fn shift_owners(&self, root: &Path, from: &Range, to: &Range) -> Result<(), String> {
+        crate::shift::shift(root, from, to)
     }
 }

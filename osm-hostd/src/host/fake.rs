@@ -114,6 +114,17 @@ pub enum Call {
     OpenStore {
         root: PathBuf,
     },
+    CheckOwners {
+        root: PathBuf,
+        from: u32,
+    },
+    /// Owners moved from the range starting at uid `from` to the one at `to`.
+    ShiftOwners {
+        root: PathBuf,
+        from: u32,
+        to: u32,
+    },
+    EnsureSubidPool,
 }
 
 /// The kind of a [`Call`], for failure injection and filtering.
@@ -141,6 +152,9 @@ pub enum Kind {
     RemoveSnapperConfig,
     SyncHostsFile,
     OpenStore,
+    CheckOwners,
+    ShiftOwners,
+    EnsureSubidPool,
 }
 
 impl Call {
@@ -168,6 +182,9 @@ impl Call {
             Call::RemoveSnapperConfig { .. } => Kind::RemoveSnapperConfig,
             Call::SyncHostsFile { .. } => Kind::SyncHostsFile,
             Call::OpenStore { .. } => Kind::OpenStore,
+            Call::CheckOwners { .. } => Kind::CheckOwners,
+            Call::ShiftOwners { .. } => Kind::ShiftOwners,
+            Call::EnsureSubidPool => Kind::EnsureSubidPool,
         }
     }
 
@@ -472,6 +489,35 @@ impl Containers for FakeHost {
     fn process_started_at(&self, _pid: u32) -> Option<u64> {
         None
     }
+    /// Every owner is taken to be in range (a normal user cannot make them so).
+    fn check_owners(&self, root: &Path, from: &crate::shift::Range) -> Result<u64, String> {
+        if self.record(Call::CheckOwners {
+            root: root.into(),
+            from: from.uid,
+        }) {
+            return Err(format!(
+                "injected failure: {} is owned by ids outside the range",
+                root.display()
+            ));
+        }
+        Ok(0)
+    }
+    /// Records the shift; owners are left as they are (a normal user cannot chown).
+    fn shift_owners(
+        &self,
+        root: &Path,
+        from: &crate::shift::Range,
+        to: &crate::shift::Range,
+    ) -> Result<(), String> {
+        if self.record(Call::ShiftOwners {
+            root: root.into(),
+            from: from.uid,
+            to: to.uid,
+        }) {
+            return Err(format!("injected failure: shifting {}", root.display()));
+        }
+        Ok(())
+    }
 }
 
 impl Images for FakeHost {
@@ -667,6 +713,13 @@ impl SystemFiles for FakeHost {
             return Err(injected_io("writing the hosts file"));
         }
         crate::net::hosts_file::sync(path, entries)
+    }
+    /// Records, then runs the real file work on the fake engine's own files.
+    fn ensure_subid_pool(&self, subids: &crate::idmap::SubIds) -> Result<(), String> {
+        if self.record(Call::EnsureSubidPool) {
+            return Err("injected failure: adding root's subordinate ids".into());
+        }
+        subids.ensure_pool()
     }
     fn hostname(&self) -> Option<String> {
         Some(FAKE_HOSTNAME.into())

@@ -5,6 +5,7 @@
 
 use super::RealHost;
 use crate::config::SnapperConfig;
+use crate::idmap::SubIds;
 use crate::snapper::config as sconf;
 use std::io;
 use std::net::Ipv4Addr;
@@ -25,6 +26,9 @@ pub trait SystemFiles {
     /// Makes the managed block of the hosts file at `path` list `entries`; `true` when
     /// the file changed.
     fn sync_hosts_file(&self, path: &Path, entries: &[(String, Ipv4Addr)]) -> io::Result<bool>;
+    /// Makes sure root has a pool of subordinate ids in /etc/subuid and /etc/subgid
+    /// (the files `subids` names), adding one when it has none.
+    fn ensure_subid_pool(&self, subids: &SubIds) -> Result<(), String>;
     /// The host's hostname, as the daemon's UTS namespace has it (/proc).
     fn hostname(&self) -> Option<String>;
     /// (MemTotal, MemAvailable) in bytes (/proc/meminfo).
@@ -45,6 +49,9 @@ impl SystemFiles for RealHost {
     }
     fn sync_hosts_file(&self, path: &Path, entries: &[(String, Ipv4Addr)]) -> io::Result<bool> {
         crate::net::hosts_file::sync(path, entries)
+    }
+    fn ensure_subid_pool(&self, subids: &SubIds) -> Result<(), String> {
+        subids.ensure_pool()
     }
     fn hostname(&self) -> Option<String> {
         crate::host_names::hostname()
