@@ -3,15 +3,19 @@
 //! the engine as `Arc<dyn HostOps>`:
 //!
 //! - [`Subvolumes`]: Btrfs subvolumes, snapshots, read-only flags, atomic exchange;
-//! - [`Containers`]: `lxc-*` and the idmapped root filesystem mounts;
+//! - [`Containers`]: `lxc-*`, the idmapped root filesystem mounts, watching a
+//!   container's init (pidfd, /proc) and shifting the owners of an upper layer;
 //! - [`Images`]: filling base and layer images (build, import);
 //! - [`Transfer`]: `rsync` and `ssh` processes (backups, restores, base archives);
 //! - [`Networking`]: the bridge, forwarding, nftables and the dnsmasq process;
-//! - [`SystemFiles`]: files other programs read (snapper's configs, the hosts file);
+//! - [`SystemFiles`]: files other programs read (snapper's configs, the hosts file,
+//!   /etc/subuid and /etc/subgid), and the hostname and memory the kernel reports;
 //! - [`StoreMount`]: making the store's Btrfs available (the loop image).
 //!
-//! The real implementations are all in this module ([`RealHost`]; they call the lower
-//! modules `crate::btrfs`, `crate::lxc`, `crate::net::*`, ...). Unit tests use the
+//! Outside it, on purpose: the daemon's own files in the store and the runtime directory,
+//! the D-Bus caller lookup, metrics counters and NGINX (`docs/architecture.md`, "The host
+//! seam"). The real implementations are all in this module ([`RealHost`]; they call the
+//! lower modules `crate::btrfs`, `crate::lxc`, `crate::net::*`, ...). Unit tests use the
 //! recording fake in `host/fake.rs`, which logs typed calls and injects failures.
 
 mod containers;

@@ -2,8 +2,9 @@
 //! dnsmasq with one reservation per container, and the managed block of the hosts file.
 //!
 //! The engine owns the addresses (each container's `ipv4` in `container.toml`, chosen
-//! at create); this service makes the host follow them. It reacts to the engine's
-//! container events, so it never changes what the engine decided. With
+//! at create); this service makes the host follow them, every effect through the
+//! host seam ([`crate::host::Networking`], [`crate::host::SystemFiles`]). It reacts to
+//! the engine's container events, so it never changes what the engine decided. With
 //! `[network] manage = false` only the hosts file is kept; the bridge, forwarding, NAT
 //! and dnsmasq are left to someone else.
 

@@ -3,7 +3,8 @@
 //! number and timeline cleanup algorithms as pure functions.
 //!
 //! See SNAPSHOT-BACKUP-SPEC.md §1-§2. Everything here is plain data and files; the
-//! Btrfs effects stay behind [`crate::host::HostOps`].
+//! engine's Btrfs effects go through [`crate::host::Subvolumes`] and its writes of
+//! snapper's config files through [`crate::host::SystemFiles`].
 
 pub mod cleanup;
 pub mod config;
