@@ -397,3 +397,46 @@ async fn a_restore_as_a_new_container_shifts_the_copy_into_its_own_id_range() {
         "v1"
     );
 }
+
+#[tokio::test]
+async fn an_unreachable_ssh_target_fails_every_container_without_a_snapshot() {
+    let (_dir, host, engine) = fake_engine_with(|c| {
+        c.backup.target = "backup@vault.example:/srv/backups".into();
+    });
+    for name in ["web1", "web2"] {
+        engine
+            .create_container(CreateRequest {
+                name: name.into(),
+                base: "bb".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    host.fail_nth(Kind::Ssh, host.count(Kind::Ssh) + 1);
+    let job = engine.run_backup(Vec::new(), true).unwrap();
+    let status = finished(&job).await;
+    assert_eq!(status.state, JobState::Failed);
+    assert!(status.message.contains("2 of 2"), "{}", status.message);
+    // One probe, nothing else: no snapshot, no transfer.
+    let ssh = host.recorded_of(Kind::Ssh);
+    assert_eq!(ssh.len(), 1, "{ssh:#?}");
+    assert!(
+        matches!(&ssh[0], Call::Ssh { host, command, .. } if host == "backup@vault.example" && command == "'true'"),
+        "{ssh:#?}"
+    );
+    assert!(host.recorded_of(Kind::Rsync).is_empty());
+    assert!(!host
+        .recorded_of(Kind::Snapshot)
+        .iter()
+        .any(|c| matches!(c, Call::Snapshot { dst, .. } if dst.ends_with(".backup-web1"))));
+    let st = engine.backup_status();
+    for name in ["web1", "web2"] {
+        let attempt = st.containers[name].last_attempt.as_ref().unwrap();
+        assert!(
+            attempt.result.contains("backup host backup@vault.example"),
+            "{attempt:?}"
+        );
+        assert!(attempt.result.contains("unreachable"), "{attempt:?}");
+    }
+}
