@@ -16,7 +16,7 @@
 //! the D-Bus caller lookup, metrics counters and NGINX (`docs/architecture.md`, "The host
 //! seam"). The real implementations are all in this module ([`RealHost`]; they call the
 //! lower modules `crate::btrfs`, `crate::lxc`, `crate::net::*`, ...). Unit tests use the
-//! recording fake in `host/fake.rs`, which logs typed calls and injects failures.
+//! recording fake in `host/fake/`, which logs typed calls and injects failures.
 
 mod containers;
 #[cfg(test)]
