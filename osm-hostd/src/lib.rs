@@ -2,8 +2,9 @@
 //! over D-Bus. `osm-hostd` is the root daemon, `osm-hostctl` its thin client.
 //!
 //! Layering (see `docs/architecture.md`): the engine owns the store, containers, bases
-//! and jobs and knows nothing of D-Bus; privileged effects go through the [`host::HostOps`]
-//! seam; the `dbus` module owns object paths, caller checks and error mapping.
+//! and jobs and knows nothing of D-Bus; its and the network service's effects on the host
+//! go through the narrow traits of the [`host`] seam (summed by [`host::HostOps`]); the
+//! `dbus` module owns object paths, caller checks and error mapping.
 
 pub mod backup;
 pub mod base;

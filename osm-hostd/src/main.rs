@@ -6,7 +6,7 @@ use clap::Parser;
 use osm_host_bus as api;
 use osm_hostd::config::{HostConfig, DEFAULT_CONFIG_PATH};
 use osm_hostd::engine::Engine;
-use osm_hostd::host::RealHost;
+use osm_hostd::host::{RealHost, StoreMount};
 use osm_hostd::lxc::Lxc;
 use osm_hostd::lxcconf::HostFacts;
 use osm_hostd::store::Store;
@@ -61,19 +61,23 @@ fn run(args: Args) -> anyhow::Result<()> {
     // Before touching the store: a second daemon would roll back the first one's
     // operations in progress, taking them for leftovers of a crash.
     let _instance = single_instance(&cfg.runtime_dir)?;
-    let store = Store::open_or_create(&cfg)?;
+    let lxc = Lxc::new(
+        &Store::at(&cfg.store_root).containers_dir(),
+        &cfg.runtime_dir.join("lxc"),
+    );
+    let host = RealHost::new(lxc);
+    let store = host.open_store(&cfg)?;
     tracing::info!(store = %cfg.store_root.display(), "store ready");
-    let lxc = Lxc::new(&store.containers_dir(), &cfg.runtime_dir.join("lxc"));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(64)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(cfg, store, lxc))
+    runtime.block_on(serve(cfg, store, host))
 }
 
-async fn serve(cfg: HostConfig, store: Store, lxc: Lxc) -> anyhow::Result<()> {
+async fn serve(cfg: HostConfig, store: Store, host: RealHost) -> anyhow::Result<()> {
     // Once, before anything starts: every new container is unprivileged over idmapped
     // mounts of the shared bases.
     osm_hostd::idmap::probe(&store.bases_dir())
@@ -85,12 +89,7 @@ async fn serve(cfg: HostConfig, store: Store, lxc: Lxc) -> anyhow::Result<()> {
                 store.bases_dir().display()
             )
         })?;
-    let engine = Engine::open(
-        cfg,
-        store,
-        HostFacts::detect(),
-        Arc::new(RealHost::new(lxc)),
-    )?;
+    let engine = Engine::open(cfg, store, HostFacts::detect(), Arc::new(host))?;
     tracing::info!(
         containers = engine.container_names().len(),
         bases = engine.base_names().len(),

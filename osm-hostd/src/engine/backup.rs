@@ -11,8 +11,9 @@ use crate::backup::verify::{
 use crate::backup::{self, classify_exit, rsync_args, ExitClass, RsyncJob, Target};
 use crate::error::{EngineError, EngineResult};
 use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -322,13 +323,13 @@ impl Engine {
             let lister = scope.spawn(|| self.listing_of(target, snap, prev_listing.as_deref()));
             let copied = (|| -> Result<u64, String> {
                 let args = rsync_args(cfg, &job);
-                let mut out = run(Command::new("rsync").args(&args))?;
-                // Network trouble (socket, timeouts, ssh: codes 10, 30, 35, 255) gets one more try;
+                let mut out = self.rsync(&args)?;
+                // Network trouble (socket, timeout, ssh: spec §4.3 "retry") gets one more try;
                 // the second run only sends what the first did not.
                 if let ExitClass::Retry(why) = classify_exit(out.status.code()) {
                     tracing::warn!(container = %name, error = %why, "rsync failed; retrying once");
                     std::thread::sleep(RETRY_DELAY);
-                    out = run(Command::new("rsync").args(&args))?;
+                    out = self.rsync(&args)?;
                 }
                 check_exit(&out)?;
                 let bytes = backup::rsync::parse_bytes_sent(&String::from_utf8_lossy(&out.stdout));
@@ -357,7 +358,7 @@ impl Engine {
                     check_markers(want, got, false)?;
                     job.check_only = true;
                     job.link_dest = None;
-                    let out = run(Command::new("rsync").args(rsync_args(cfg, &job)))?;
+                    let out = self.rsync(&rsync_args(cfg, &job))?;
                     check_exit(&out)?;
                     let diffs = differences(&String::from_utf8_lossy(&out.stdout));
                     if !diffs.is_empty() {
@@ -495,11 +496,22 @@ impl Engine {
             .iter()
             .map(|w| backup::rsync::shell_quote(w))
             .collect();
-        run(Command::new("ssh")
-            .args(backup::rsync::ssh_options(&self.cfg.backup))
-            .arg("--")
-            .arg(host)
-            .arg(remote.join(" ")))
+        let mut args: Vec<OsString> = backup::rsync::ssh_options(&self.cfg.backup)
+            .into_iter()
+            .map(OsString::from)
+            .collect();
+        args.extend(["--".into(), host.into(), remote.join(" ").into()]);
+        self.host
+            .ssh(&args, None)
+            .map_err(|e| format!("cannot run \"ssh\": {e}"))
+    }
+
+    /// Runs rsync with `args` through the host seam.
+    pub(super) fn rsync<S: AsRef<OsStr>>(&self, args: &[S]) -> Result<Output, String> {
+        let args: Vec<OsString> = args.iter().map(|a| a.as_ref().to_os_string()).collect();
+        self.host
+            .rsync(&args)
+            .map_err(|e| format!("cannot run \"rsync\": {e}"))
     }
 }
 
@@ -517,12 +529,6 @@ fn check_markers(want: Markers, got: Markers, opaque: bool) -> Result<(), String
         ));
     }
     Ok(())
-}
-
-pub(super) fn run(cmd: &mut Command) -> Result<Output, String> {
-    cmd.stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run {:?}: {e}", cmd.get_program()))
 }
 
 fn last_line(out: &Output) -> String {

@@ -10,8 +10,8 @@ use crate::backup::identity;
 use crate::backup::{self, Target};
 use crate::error::{EngineError, EngineResult};
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 pub const BASES_DIR: &str = "bases";
@@ -110,11 +110,11 @@ impl Engine {
                 super::backup::check_ok(
                     &self.ssh(target, &["mkdir", "-p", "--", &target.path_of(BASES_DIR)])?,
                 )?;
-                let mut cmd = Command::new("rsync");
-                cmd.arg(format!("--timeout={}", self.cfg.backup.timeout.max(1)));
-                cmd.args(["-e", &backup::ssh_command(&self.cfg.backup)]);
-                cmd.arg("--").arg(file).arg(format!("{host}:{tmp}"));
-                let out = super::backup::run(&mut cmd)?;
+                let mut args: Vec<OsString> =
+                    vec![format!("--timeout={}", self.cfg.backup.timeout.max(1)).into()];
+                args.extend(["-e".into(), backup::ssh_command(&self.cfg.backup).into()]);
+                args.extend(["--".into(), file.into(), format!("{host}:{tmp}").into()]);
+                let out = self.rsync(&args)?;
                 super::backup::check_exit(&out)?;
             }
         }
@@ -194,13 +194,15 @@ impl Engine {
                     .store
                     .lxc_dir()
                     .join(format!(".base-import-{name}.tar.zst"));
-                let mut cmd = Command::new("rsync");
-                cmd.arg(format!("--timeout={}", self.cfg.backup.timeout.max(1)));
-                cmd.args(["-e", &backup::ssh_command(&self.cfg.backup)]);
-                cmd.arg("--")
-                    .arg(format!("{host}:{}", target.path_of(rel)))
-                    .arg(&tmp);
-                let out = super::backup::run(&mut cmd).map_err(fail)?;
+                let mut args: Vec<OsString> =
+                    vec![format!("--timeout={}", self.cfg.backup.timeout.max(1)).into()];
+                args.extend(["-e".into(), backup::ssh_command(&self.cfg.backup).into()]);
+                args.extend([
+                    "--".into(),
+                    format!("{host}:{}", target.path_of(rel)).into(),
+                    tmp.clone().into(),
+                ]);
+                let out = self.rsync(&args).map_err(fail)?;
                 super::backup::check_exit(&out).map_err(fail)?;
                 tmp
             }

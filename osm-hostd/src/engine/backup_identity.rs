@@ -10,9 +10,8 @@ use crate::backup::status::StatusFile;
 use crate::backup::{self, Target};
 use crate::error::{EngineError, EngineResult};
 use crate::spec::ContainerSpec;
-use std::io::Write;
+use std::ffi::OsString;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 /// Where a new tree is being written: its target-relative directory, its name, start
@@ -231,9 +230,7 @@ impl Engine {
         let m = Manifest {
             format: 1,
             host_id: self.host_id.clone(),
-            hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_string())
-                .unwrap_or_default(),
+            hostname: self.host.hostname().unwrap_or_default(),
             container: spec.name.clone(),
             container_uuid: spec.uuid.clone().unwrap_or_default(),
             base,
@@ -303,19 +300,19 @@ impl Engine {
             Target::Ssh { host, .. } => {
                 let q = backup::rsync::shell_quote(&path);
                 let tq = backup::rsync::shell_quote(&format!("{path}.tmp"));
-                let mut child = Command::new("ssh")
-                    .args(backup::rsync::ssh_options(&self.cfg.backup))
-                    .arg("--")
-                    .arg(host)
-                    .arg(format!("cat > {tq} && mv -f {tq} {q}"))
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .map_err(|e| format!("cannot run ssh: {e}"))?;
-                let wrote = child.stdin.take().expect("piped stdin").write_all(data);
-                let out = child.wait_with_output().map_err(|e| format!("ssh: {e}"))?;
-                wrote.map_err(|e| format!("writing {path} over ssh: {e}"))?;
+                let mut args: Vec<OsString> = backup::rsync::ssh_options(&self.cfg.backup)
+                    .into_iter()
+                    .map(OsString::from)
+                    .collect();
+                args.extend([
+                    "--".into(),
+                    host.into(),
+                    format!("cat > {tq} && mv -f {tq} {q}").into(),
+                ]);
+                let out = self
+                    .host
+                    .ssh(&args, Some(data))
+                    .map_err(|e| format!("writing {path} over ssh: {e}"))?;
                 check_ok(&out)
             }
         }

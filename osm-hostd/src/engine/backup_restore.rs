@@ -14,7 +14,6 @@ use crate::error::{EngineError, EngineResult};
 use crate::snapper::layout::SNAPSHOTS_DIR;
 use crate::spec::ContainerSpec;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 
 /// Safety snapshots taken before a restore over a container.
@@ -401,8 +400,7 @@ impl Engine {
             checksum: true,
         };
         let fail = |m: String| EngineError::failed(format!("restoring {name}: {m}"));
-        let out =
-            super::backup::run(Command::new("rsync").args(rsync_args(cfg, &job))).map_err(fail)?;
+        let out = self.rsync(&rsync_args(cfg, &job)).map_err(fail)?;
         super::backup::check_exit(&out).map_err(fail)?;
         let work = dir.join("work");
         crate::fsutil::empty_dir(&work)
@@ -431,8 +429,7 @@ impl Engine {
             )));
         }
         job.check_only = true;
-        let out =
-            super::backup::run(Command::new("rsync").args(rsync_args(cfg, &job))).map_err(fail)?;
+        let out = self.rsync(&rsync_args(cfg, &job)).map_err(fail)?;
         super::backup::check_exit(&out).map_err(fail)?;
         let diffs = differences(&String::from_utf8_lossy(&out.stdout));
         if !diffs.is_empty() {
@@ -444,8 +441,8 @@ impl Engine {
         }
         let to = crate::shift::Range::of(self.container(name)?.info().spec.unprivileged_map());
         if from != to {
-            crate::shift::check(&upper, &from).map_err(fail)?;
-            crate::shift::shift(&upper, &from, &to).map_err(fail)?;
+            self.host.check_owners(&upper, &from).map_err(fail)?;
+            self.host.shift_owners(&upper, &from, &to).map_err(fail)?;
             tracing::info!(container = %name, from = from.uid, to = to.uid, "restored upper layer shifted into the container's id range");
         }
         Ok(())

@@ -17,7 +17,7 @@ use super::snapshots::SnapshotRequest;
 use super::{blocking, Engine, Event};
 use crate::error::{EngineError, EngineResult};
 use crate::idmap::IdMap;
-use crate::shift::{self, Range};
+use crate::shift::Range;
 use crate::snapper::layout::SNAPSHOTS_DIR;
 use crate::spec::ContainerSpec;
 use std::collections::BTreeMap;
@@ -60,7 +60,7 @@ impl Engine {
         let upper = dir.join("rootfs-layer");
         let from = Range::of(None);
         let to = Range::of(Some(map));
-        shift::check(&upper, &from).map_err(|e| {
+        self.host.check_owners(&upper, &from).map_err(|e| {
             EngineError::invalid_state(format!("cannot convert {name} to unprivileged: {e}"))
         })?;
         self.write_journal(
@@ -125,7 +125,8 @@ impl Engine {
         if work.is_dir() {
             crate::fsutil::empty_dir(&work).map_err(|e| io("emptying work", e))?;
         }
-        shift::shift(&staging.join("rootfs-layer"), from, to)
+        self.host
+            .shift_owners(&staging.join("rootfs-layer"), from, to)
             .map_err(|e| EngineError::failed(format!("shifting the upper layer of {name}: {e}")))?;
         let mut spec =
             ContainerSpec::load(&staging).map_err(|e| EngineError::failed(e.to_string()))?;

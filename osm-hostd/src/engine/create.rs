@@ -139,7 +139,7 @@ impl Engine {
         let src = crate::host_names::HostNameSources {
             hosts_file: &self.cfg.hosts_file,
             snapper_configs_dir: &self.cfg.snapper.configs_dir,
-            hostname: crate::host_names::hostname(),
+            hostname: self.host.hostname(),
         };
         crate::host_names::check(name, &src).map_err(|c| match c {
             crate::host_names::Collision::Reserved(m) => EngineError::invalid_argument(m),

@@ -57,7 +57,7 @@ impl Engine {
     pub fn capacity(&self) -> Capacity {
         use super::RunState;
         let infos: Vec<ContainerInfo> = self.all_containers().iter().map(|c| c.info()).collect();
-        let (memory_total, memory_available) = meminfo();
+        let (memory_total, memory_available) = self.host.memory();
         let (store_total, store_free) = self.store.space().unwrap_or((0, 0));
         let net = self.network_info();
         let states = [
@@ -166,13 +166,8 @@ fn online_cpus() -> u32 {
     u32::try_from(n).unwrap_or(1).max(1)
 }
 
-/// (MemTotal, MemAvailable) in bytes from /proc/meminfo.
-fn meminfo() -> (u64, u64) {
-    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    parse_meminfo(&text)
-}
-
-fn parse_meminfo(text: &str) -> (u64, u64) {
+/// (MemTotal, MemAvailable) in bytes from /proc/meminfo's text.
+pub fn parse_meminfo(text: &str) -> (u64, u64) {
     let field = |name: &str| -> u64 {
         text.lines()
             .find_map(|l| l.strip_prefix(name))

@@ -193,7 +193,7 @@ impl Engine {
                 if before.started_at == 0 {
                     let started = st
                         .init_pid
-                        .and_then(process_start_usecs)
+                        .and_then(|pid| self.host.process_started_at(pid))
                         .unwrap_or_else(crate::fsutil::now_usecs);
                     c.update(|s| s.started_at = started);
                 }
@@ -260,24 +260,4 @@ impl Engine {
         crate::fsutil::write_atomic(&path, text.as_bytes(), 0o644)
             .map_err(|e| EngineError::io(format!("writing {}", path.display()), &e))
     }
-}
-
-/// When a process started, in µs since the epoch (from /proc, for adopted containers).
-fn process_start_usecs(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_comm = &stat[stat.rfind(')')? + 2..];
-    let start_ticks: u64 = after_comm.split_whitespace().nth(19)?.parse().ok()?;
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    let btime: u64 = std::fs::read_to_string("/proc/stat")
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("btime "))?
-        .trim()
-        .parse()
-        .ok()?;
-    if hz <= 0 {
-        return None;
-    }
-    Some(btime * 1_000_000 + start_ticks * 1_000_000 / hz as u64)
 }

@@ -144,7 +144,10 @@ impl Engine {
             idmaps_pending: Mutex::new(Vec::new()),
             host_id,
         });
-        engine.subids().ensure_pool().map_err(EngineError::failed)?;
+        engine
+            .host
+            .ensure_subid_pool(&engine.subids())
+            .map_err(EngineError::failed)?;
         engine.write_common_conf()?;
         engine.recover()?;
         engine.recover_restores();
@@ -164,6 +167,11 @@ impl Engine {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
+    }
+
+    /// The host seam the engine's effects go through (the network service uses it too).
+    pub fn host(&self) -> &dyn HostOps {
+        self.host.as_ref()
     }
 
     pub fn config(&self) -> &HostConfig {
@@ -395,3 +403,6 @@ mod tests;
 
 #[cfg(test)]
 mod boot_tests;
+
+#[cfg(test)]
+mod seam_tests;

@@ -62,11 +62,6 @@ fn io_err(what: &str, path: &Path, e: std::io::Error) -> EngineError {
     EngineError::io(format!("{what} {}", path.display()), &e)
 }
 
-fn exchange(a: &Path, b: &Path) -> EngineResult<()> {
-    nix::fcntl::renameat2(None, a, None, b, nix::fcntl::RenameFlags::RENAME_EXCHANGE)
-        .map_err(|e| io_err("exchanging with", b, e.into()))
-}
-
 impl Engine {
     pub(super) fn journal_path(&self, name: &str) -> PathBuf {
         self.store
@@ -268,7 +263,7 @@ impl Engine {
         let to = staging.join(SNAPSHOTS_DIR);
         std::fs::rename(&from, &to).map_err(|e| io_err("moving", &from, e))?;
         crash_point("moved");
-        if let Err(e) = exchange(&staging, &dir) {
+        if let Err(e) = self.host.exchange(&staging, &dir) {
             // Put .snapshots back where it was; recovery at the next start would too.
             if let Err(back) = std::fs::rename(&to, &from) {
                 tracing::error!(container = %name, error = %back, "cannot move .snapshots back; the next daemon start finishes the restore");
@@ -385,7 +380,7 @@ impl Engine {
             }
         } else if moved {
             tracing::info!(container = %name, "finishing an interrupted restore");
-            if let Err(e) = exchange(&staging, &dir) {
+            if let Err(e) = self.host.exchange(&staging, &dir) {
                 tracing::error!(container = %name, error = %e, "cannot finish the interrupted restore; .snapshots is in {}", staging.display());
                 return;
             }

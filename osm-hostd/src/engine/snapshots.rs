@@ -94,8 +94,9 @@ impl Engine {
             &self.number_limits(c),
             &self.timeline_limits(c),
         );
-        let result = sconf::write_config(&self.cfg.snapper.configs_dir, &c.name, &text)
-            .and_then(|()| sconf::set_listed(&self.cfg.snapper.defaults_file, &c.name, true));
+        let result = self
+            .host
+            .write_snapper_config(&self.cfg.snapper, &c.name, &text);
         if let Err(e) = result {
             tracing::warn!(container = %c.name, error = %e, "cannot write the snapper config");
         }
@@ -121,16 +122,14 @@ impl Engine {
     }
 
     pub(super) fn remove_snapper_config(&self, name: &str) {
-        let result = sconf::remove_config(&self.cfg.snapper.configs_dir, name).and_then(|ours| {
-            if ours {
-                sconf::set_listed(&self.cfg.snapper.defaults_file, name, false)
-            } else {
-                tracing::warn!(container = %name, "keeping a snapper config osm-hostd did not write");
-                Ok(())
+        match self.host.remove_snapper_config(&self.cfg.snapper, name) {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(container = %name, "keeping a snapper config osm-hostd did not write")
             }
-        });
-        if let Err(e) = result {
-            tracing::warn!(container = %name, error = %e, "cannot remove the snapper config");
+            Err(e) => {
+                tracing::warn!(container = %name, error = %e, "cannot remove the snapper config")
+            }
         }
     }
 

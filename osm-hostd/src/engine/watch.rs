@@ -3,22 +3,10 @@
 //! tools behind the daemon's back.
 
 use super::Engine;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::unix::AsyncFd;
 
 const RECONCILE_EVERY: Duration = Duration::from_secs(10);
-
-fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just returned this fd to us and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
 
 impl Engine {
     /// Watches the init process of a running container; when it exits, the container's
@@ -27,8 +15,8 @@ impl Engine {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let fd = match pidfd_open(pid) {
-            Ok(fd) => fd,
+        let exited = match self.host.watch_exit(pid) {
+            Ok(exited) => exited,
             Err(e) => {
                 tracing::debug!(container = %name, pid, error = %e, "cannot watch init");
                 return;
@@ -36,14 +24,7 @@ impl Engine {
         };
         let engine = Arc::downgrade(self);
         handle.spawn(async move {
-            // SAFETY: `fd` is an OwnedFd moved into the AsyncFd, which owns it until
-            // it is dropped; nothing else closes or reuses the descriptor meanwhile.
-            let Ok(afd) =
-                (unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) })
-            else {
-                return;
-            };
-            let _ = afd.readable().await;
+            exited.await;
             let Some(engine) = engine.upgrade() else {
                 return;
             };

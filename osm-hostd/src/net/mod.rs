@@ -2,8 +2,9 @@
 //! dnsmasq with one reservation per container, and the managed block of the hosts file.
 //!
 //! The engine owns the addresses (each container's `ipv4` in `container.toml`, chosen
-//! at create); this service makes the host follow them. It reacts to the engine's
-//! container events, so it never changes what the engine decided. With
+//! at create); this service makes the host follow them, every effect through the
+//! host seam ([`crate::host::Networking`], [`crate::host::SystemFiles`]). It reacts to
+//! the engine's container events, so it never changes what the engine decided. With
 //! `[network] manage = false` only the hosts file is kept; the bridge, forwarding, NAT
 //! and dnsmasq are left to someone else.
 
@@ -29,12 +30,13 @@ pub async fn start(engine: &Arc<Engine>) -> Result<Option<Arc<Supervisor>>, Stri
     let cfg = engine.config().clone();
     let net = &cfg.network;
     let subnet = net.subnet;
+    let host = engine.host();
     let supervisor = if net.manage {
-        let report = bridge::ensure(&net.bridge, &subnet).await?;
+        let report = host.ensure_bridge(&net.bridge, &subnet).await?;
         tracing::info!(bridge = %net.bridge, address = %format!("{}/{}", subnet.gateway, subnet.prefix),
             created = report.created, address_added = report.address_added, set_up = report.set_up,
             "bridge ready");
-        bridge::enable_forwarding()?;
+        host.enable_forwarding()?;
         apply_ruleset(engine)?;
         tracing::info!(
             nat = net.nat,
@@ -44,7 +46,7 @@ pub async fn start(engine: &Arc<Engine>) -> Result<Option<Arc<Supervisor>>, Stri
         );
         if net.isolate {
             // Containers that kept running while the daemon was away.
-            let ports = isolation::isolate_bridge_ports(&net.bridge).await?;
+            let ports = host.isolate_bridge_ports(&net.bridge).await?;
             tracing::info!(ports = ports.len(), "bridge ports isolated");
         }
         let paths = DnsmasqPaths::under(&cfg.runtime_dir);
@@ -52,7 +54,7 @@ pub async fn start(engine: &Arc<Engine>) -> Result<Option<Arc<Supervisor>>, Stri
         dnsmasq::sync_files(&paths, &rs)
             .map_err(|e| format!("writing dnsmasq's files in {}: {e}", paths.dir.display()))?;
         let args = dnsmasq::args(&net.bridge, &subnet, &paths);
-        Some(Supervisor::spawn(args, paths, rs))
+        Some(host.start_dnsmasq(args, paths, rs))
     } else {
         tracing::info!("network.manage = false: leaving the bridge, NAT and dnsmasq alone");
         None
@@ -107,7 +109,7 @@ async fn isolate_ports(engine: &Engine, name: &str) {
     if !running {
         return;
     }
-    match isolation::isolate_bridge_ports(&net.bridge).await {
+    match engine.host().isolate_bridge_ports(&net.bridge).await {
         Ok(ports) => {
             tracing::debug!(container = %name, ports = ports.len(), "bridge ports isolated")
         }
@@ -121,7 +123,7 @@ pub fn apply_ruleset(engine: &Engine) -> Result<(), String> {
     let subnet = engine.config().network.subnet;
     let mut batch = firewall(engine, &subnet).ruleset();
     batch.push_str(&publish_fw::rules(&engine.published_ports()));
-    nat::apply(&batch)
+    engine.host().apply_nft(&batch)
 }
 
 fn sync_hosts_file(engine: &Engine) {
@@ -131,7 +133,7 @@ fn sync_hosts_file(engine: &Engine) {
         .into_iter()
         .map(|r| (r.name, r.ip))
         .collect();
-    match hosts_file::sync(path, &entries) {
+    match engine.host().sync_hosts_file(path, &entries) {
         Ok(true) => {
             tracing::info!(file = %path.display(), entries = entries.len(), "hosts file updated")
         }
@@ -181,3 +183,6 @@ async fn follow(
         }
     }
 }
+
+#[cfg(test)]
+mod seam_tests;

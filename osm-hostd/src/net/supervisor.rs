@@ -106,6 +106,28 @@ impl Supervisor {
         sup
     }
 
+    /// A supervisor that runs nothing (the fake host's dnsmasq): reloads and restarts
+    /// are queued and never carried out.
+    #[cfg(test)]
+    pub(crate) fn detached(
+        args: Vec<String>,
+        paths: DnsmasqPaths,
+        rs: Vec<DhcpHost>,
+    ) -> Arc<Supervisor> {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        Arc::new(Supervisor {
+            args,
+            paths,
+            status: Mutex::new(DnsmasqStatus {
+                state: "running".into(),
+                pid: None,
+                restarts: 0,
+            }),
+            reservations: Mutex::new(rs),
+            tx,
+        })
+    }
+
     pub fn status(&self) -> DnsmasqStatus {
         self.status.lock().expect("dnsmasq status lock").clone()
     }

@@ -3,7 +3,8 @@
 //! number and timeline cleanup algorithms as pure functions.
 //!
 //! Checked against snapper 0.10.4's behaviour. Everything here is plain data and files; the
-//! Btrfs effects stay behind [`crate::host::HostOps`].
+//! engine's Btrfs effects go through [`crate::host::Subvolumes`] and its writes of
+//! snapper's config files through [`crate::host::SystemFiles`].
 
 pub mod cleanup;
 pub mod config;
