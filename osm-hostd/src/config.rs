@@ -249,6 +249,9 @@ pub struct BackupConfig {
     pub timeout: u32,
     /// Containers backed up at the same time.
     pub parallel: u32,
+    /// `rsync` (the default) or `btrfs-send` (incremental `btrfs send | btrfs receive`;
+    /// the target must be on Btrfs, see `backup::send`).
+    pub transport: String,
 }
 
 impl Default for HostConfig {
@@ -308,6 +311,7 @@ impl Default for BackupConfig {
             keep_last: 1,
             timeout: 300,
             parallel: 2,
+            transport: "rsync".into(),
         }
     }
 }
@@ -396,6 +400,8 @@ impl HostConfig {
                 self.backup.mode
             ));
         }
+        crate::backup::send::Transport::parse(&self.backup.transport)
+            .map_err(|e| format!("backup.transport: {e}"))?;
         if self.boot.parallel == 0 || self.boot.parallel > 64 {
             return Err(format!(
                 "boot.parallel = {} must be between 1 and 64",

@@ -7,6 +7,7 @@
 
 pub mod identity;
 pub mod rsync;
+pub mod send;
 pub mod status;
 pub mod verify;
 

@@ -73,7 +73,9 @@ impl Engine {
             let total = names.len().max(1) as f64;
             // One connection first: an unreachable host gets a clear reason, not
             // rsync's "error in protocol data stream" once per container.
-            let reachable = engine.probe_target(&target);
+            let reachable = engine
+                .probe_target(&target)
+                .and_then(|()| engine.check_send_target(&target));
             // A few containers at a time: a small incremental run is bound by rsync's
             // file-list walk and the snapshot commits, not by the disk.
             let next = AtomicUsize::new(0);
@@ -153,7 +155,7 @@ impl Engine {
         let entries = self
             .list_target(&target, &rel)
             .map_err(EngineError::Failed)?;
-        if self.cfg.backup.mode == "history" {
+        if self.dated_trees() {
             Ok(entries
                 .into_iter()
                 .filter(|n| backup::parse_history_name(n).is_some())
@@ -246,6 +248,9 @@ impl Engine {
         time: u64,
         shipped: &super::backup_bases::Shipments,
     ) -> Result<(u64, String), String> {
+        if self.send_mode() {
+            return self.backup_send(name, target, time, shipped);
+        }
         let staging = self
             .store
             .containers_dir()

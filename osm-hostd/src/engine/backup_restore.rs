@@ -86,9 +86,30 @@ impl Engine {
         let job = self.jobs.create("restore", &into);
         let engine = self.clone();
         let job2 = job.clone();
-        let src = format!("{}/rootfs-layer", tree);
+        let mut src = format!("{}/rootfs-layer", tree);
         let from = crate::shift::Range::of(spec.unprivileged_map());
+        // A send-mode tree on an ssh target comes back by `btrfs send` there.
+        let fetch = target.is_remote()
+            && tree.ends_with(&format!("/{}", crate::backup::send::TREE_SUBVOLUME));
         tokio::spawn(async move {
+            let mut target = target;
+            let mut fetched = None;
+            if fetch {
+                job2.set_progress(0.02, "receiving the backup with btrfs send");
+                let (e2, t2, n2) = (engine.clone(), target.clone(), into.clone());
+                match blocking(move || e2.fetch_send_tree(&t2, &tree, &n2)).await {
+                    Ok(local) => {
+                        src = format!("{}/rootfs-layer", local.display());
+                        target = Target::Local(local.clone());
+                        fetched = local.parent().map(|p| p.to_path_buf());
+                    }
+                    Err(e) => {
+                        tracing::warn!(container = %into, error = %e, "restore failed");
+                        job2.finish(Err(e.to_string()));
+                        return;
+                    }
+                }
+            }
             if let Some(rel) = import {
                 let (e2, t2, j3, base) = (
                     engine.clone(),
@@ -99,6 +120,9 @@ impl Engine {
                 if let Err(e) =
                     blocking(move || e2.import_base_from_target(&t2, &base, &rel, &j3)).await
                 {
+                    if let Some(dir) = &fetched {
+                        engine.drop_fetched(dir);
+                    }
                     tracing::warn!(container = %into, error = %e, "restore failed");
                     job2.finish(Err(e.to_string()));
                     return;
@@ -111,6 +135,9 @@ impl Engine {
                     .restore_new(&into, spec, &target, src, from, &job2, false)
                     .await
             };
+            if let Some(dir) = fetched {
+                engine.drop_fetched(&dir);
+            }
             match result {
                 Ok(msg) => {
                     tracing::info!(container = %into, "restored from backup");
@@ -139,7 +166,7 @@ impl Engine {
         let crel = self
             .backup_read_rel(&target, host, name)
             .map_err(EngineError::Failed)?;
-        let tree = if self.cfg.backup.mode == "history" {
+        let tree = if self.dated_trees() {
             trees
                 .iter()
                 .rev()
@@ -168,7 +195,11 @@ impl Engine {
             .map(|t| Manifest::parse(&t))
             .transpose()
             .map_err(|e| EngineError::Failed(format!("{}: {e}", target.container_dir(&rel))))?;
-        let path = target.path_of(&rel);
+        let path = target.path_of(
+            &self
+                .tree_data_rel(&target, &rel)
+                .map_err(EngineError::Failed)?,
+        );
         let toml_path = format!("{path}/{}", crate::spec::SPEC_FILE);
         let text = match &target {
             Target::Local(_) => std::fs::read_to_string(&toml_path)

@@ -11,6 +11,7 @@ mod backup;
 mod backup_bases;
 mod backup_identity;
 mod backup_restore;
+mod backup_send;
 mod bases;
 mod boot;
 mod container;

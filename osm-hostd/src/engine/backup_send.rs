@@ -1,0 +1,598 @@
+//! Backups with `btrfs send | btrfs receive` (issue 12, `[backup] transport =
+//! "btrfs-send"`; pure pieces and the target layout in [`crate::backup::send`]).
+//!
+//! A run takes a read-only snapshot of the container into
+//! `containers/.send-parents/<uuid>/<tree>` (writable first, to leave out `.snapshots` and
+//! `work/`'s contents as rsync does, then made read-only), sends it, incrementally from
+//! the newest tree both sides have, into `<target>/<host>/<name>/.incomplete-<tree>/`,
+//! verifies the received copy, writes the manifest and listing beside it, renames the
+//! directory to `<tree>`, prunes, and keeps only the newest snapshot on the host side as
+//! the next run's parent. A failed run deletes what it received and its own snapshot.
+
+use super::backup::{check_ok, run};
+use super::Engine;
+use crate::backup::send::{self, common_parent, PARENTS_DIR, TREE_SUBVOLUME};
+use crate::backup::verify::{compare_trees, count_printed, differences, markers_of, tree_entries};
+use crate::backup::{self, identity, rsync_args, RsyncJob, Target};
+use crate::error::{EngineError, EngineResult};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+const INCOMPLETE_PREFIX: &str = ".incomplete-";
+
+impl Engine {
+    /// Whether backups use `btrfs send` (`[backup] transport`).
+    pub(super) fn send_mode(&self) -> bool {
+        send::Transport::parse(&self.cfg.backup.transport) == Ok(send::Transport::BtrfsSend)
+    }
+
+    /// Whether a container's backups are dated trees (history mode, or any send mode).
+    pub(super) fn dated_trees(&self) -> bool {
+        self.cfg.backup.mode == "history" || self.send_mode()
+    }
+
+    /// In send mode, the target must be a Btrfs file system (checked once per run, after
+    /// the target answered); the error says what to change.
+    pub(super) fn check_send_target(&self, target: &Target) -> Result<(), String> {
+        if !self.send_mode() {
+            return Ok(());
+        }
+        let top = target.path_of("");
+        let top = top.trim_end_matches('/');
+        let out = match target {
+            Target::Local(_) => run(Command::new("stat").args(["-f", "-c", "%T", "--", top]))?,
+            Target::Ssh { .. } => {
+                let q = backup::rsync::shell_quote(top);
+                self.ssh(
+                    target,
+                    &[
+                        "sh",
+                        "-c",
+                        &format!("mkdir -p -- {q} && stat -f -c %T -- {q}"),
+                    ],
+                )?
+            }
+        };
+        check_ok(&out).map_err(|e| format!("checking the target's file system: {e}"))?;
+        match send::not_btrfs(
+            target.container_dir("").trim_end_matches('/'),
+            &String::from_utf8_lossy(&out.stdout),
+        ) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// The directory holding a tree's files: `<rel>/snapshot` for a send-mode tree (a
+    /// plain directory holding the received subvolume), else `rel` itself.
+    pub(super) fn tree_data_rel(&self, target: &Target, rel: &str) -> Result<String, String> {
+        let entries = self.list_target(target, rel)?;
+        if entries.iter().any(|n| n == TREE_SUBVOLUME)
+            && !entries.iter().any(|n| n == crate::spec::SPEC_FILE)
+        {
+            Ok(format!("{rel}/{TREE_SUBVOLUME}"))
+        } else {
+            Ok(rel.to_string())
+        }
+    }
+
+    fn parents_dir(&self, uuid: &str) -> PathBuf {
+        self.store.containers_dir().join(PARENTS_DIR).join(uuid)
+    }
+
+    /// One container's send-mode backup; returns bytes sent and the tree's name.
+    pub(super) fn backup_send(
+        &self,
+        name: &str,
+        target: &Target,
+        time: u64,
+        shipped: &super::backup_bases::Shipments,
+    ) -> Result<(u64, String), String> {
+        let tree = backup::history_name(time);
+        let (spec, snap) = {
+            let c = self.container(name).map_err(|e| e.to_string())?;
+            let spec = c.info().spec;
+            let uuid = spec
+                .uuid
+                .clone()
+                .ok_or_else(|| format!("{name} has no uuid yet; restart the daemon"))?;
+            let dir = self.parents_dir(&uuid);
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            let snap = dir.join(&tree);
+            if snap.exists() {
+                return Err(format!(
+                    "a backup of {name} already started at {tree}; try again in a second"
+                ));
+            }
+            let _op = c.begin("backup").map_err(|e| e.to_string())?;
+            self.host
+                .snapshot(&self.store.container_dir(name), &snap, false)
+                .map_err(|e| e.to_string())?;
+            (spec, snap)
+        };
+        let result = self
+            .prepare_source(&snap)
+            .and_then(|()| self.claim_backup_dir(target, &spec))
+            .and_then(|()| {
+                let archive = self.ship_base_once(target, &spec.base, shipped)?;
+                self.send_and_verify(&spec, target, &snap, &tree, time, &archive)
+            });
+        let keep = if result.is_ok() { Some(&snap) } else { None };
+        self.prune_parents(&snap, keep);
+        result.map(|b| (b, tree))
+    }
+
+    /// The snapshot as a backup holds it: no `.snapshots` placeholder, `work/` empty;
+    /// then read-only, as `btrfs send` requires.
+    fn prepare_source(&self, snap: &Path) -> Result<(), String> {
+        let placeholder = snap.join(crate::snapper::layout::SNAPSHOTS_DIR);
+        if placeholder.is_dir() {
+            std::fs::remove_dir(&placeholder)
+                .map_err(|e| format!("removing {}: {e}", placeholder.display()))?;
+        }
+        let work = snap.join("work");
+        if work.is_dir() {
+            crate::fsutil::empty_dir(&work)
+                .map_err(|e| format!("emptying {}: {e}", work.display()))?;
+        }
+        self.host
+            .set_readonly(snap, true)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Keeps `keep` (the snapshot just sent) as the next run's parent and deletes the
+    /// container's other host-side snapshots; without `keep` (a failed run) only `snap`
+    /// goes, so the previous parent stays. Directories of containers that no longer
+    /// exist are removed too.
+    fn prune_parents(&self, snap: &Path, keep: Option<&PathBuf>) {
+        let Some(dir) = snap.parent() else { return };
+        let doomed: Vec<PathBuf> = match keep {
+            None => vec![snap.to_path_buf()],
+            Some(k) => std::fs::read_dir(dir)
+                .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p != k).collect())
+                .unwrap_or_default(),
+        };
+        for p in doomed {
+            if let Err(e) = self.host.delete_subvolume(&p) {
+                tracing::warn!(path = %p.display(), error = %e, "cannot delete an old backup source snapshot");
+            }
+        }
+        let uuids: Vec<String> = self
+            .all_containers()
+            .iter()
+            .filter_map(|c| c.info().spec.uuid)
+            .collect();
+        let Some(top) = dir.parent() else { return };
+        for e in std::fs::read_dir(top).into_iter().flatten().flatten() {
+            let id = e.file_name().to_string_lossy().into_owned();
+            if uuids.contains(&id) || !identity::is_uuid(&id) {
+                continue;
+            }
+            tracing::info!(uuid = %id, "removing the backup source snapshots of a deleted container");
+            for s in std::fs::read_dir(e.path()).into_iter().flatten().flatten() {
+                let _ = self.host.delete_subvolume(&s.path());
+            }
+            let _ = std::fs::remove_dir(e.path());
+        }
+    }
+
+    fn send_and_verify(
+        &self,
+        spec: &crate::spec::ContainerSpec,
+        target: &Target,
+        snap: &Path,
+        tree: &str,
+        time: u64,
+        base_archive: &str,
+    ) -> Result<u64, String> {
+        let name = spec.name.as_str();
+        let crel = self.backup_rel(&self.host_id, name);
+        let entries = self.list_target(target, &crel)?;
+        // What an interrupted run received is deleted first.
+        for stale in entries.iter().filter(|n| n.starts_with(INCOMPLETE_PREFIX)) {
+            self.delete_send_tree(target, &format!("{crel}/{stale}"))?;
+        }
+        let trees: Vec<String> = entries
+            .iter()
+            .filter(|n| backup::parse_history_name(n).is_some())
+            .cloned()
+            .collect();
+        let host_parents: Vec<String> = std::fs::read_dir(snap.parent().expect("parent dir"))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n != tree)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let parent = common_parent(&host_parents, &trees);
+        let prev_listing = trees
+            .iter()
+            .max()
+            .map(|p| format!("{crel}/{p}/{}", identity::LISTING_FILE));
+        let incomplete = format!("{crel}/{INCOMPLETE_PREFIX}{tree}");
+        self.target_mkdir(target, &incomplete)?;
+        let result = (|| {
+            let (sent, listing) = std::thread::scope(|scope| {
+                let lister = scope.spawn(|| self.listing_of(target, snap, prev_listing.as_deref()));
+                let mut sent = self.send_to(target, snap, parent.as_deref(), &incomplete);
+                if let (Err(e), Some(p)) = (&sent, &parent) {
+                    // The target may have lost or changed the parent: one full send.
+                    tracing::warn!(container = %name, parent = %p, error = %e, "incremental send failed; sending in full");
+                    sent = self
+                        .delete_send_tree(target, &incomplete)
+                        .and_then(|()| self.target_mkdir(target, &incomplete))
+                        .and_then(|()| self.send_to(target, snap, None, &incomplete));
+                }
+                let listing = lister
+                    .join()
+                    .unwrap_or_else(|_| Err("listing the snapshot panicked".into()));
+                (sent, listing)
+            });
+            let bytes = sent?;
+            let listing = listing?;
+            let received = format!("{incomplete}/{TREE_SUBVOLUME}");
+            self.target_rename_dir(
+                target,
+                &target.path_of(&format!("{incomplete}/{tree}")),
+                &target.path_of(&received),
+            )?;
+            self.verify_received(target, snap, &received, &listing, prev_listing.as_deref())?;
+            let at = super::backup_identity::TreeAt {
+                rel: &incomplete,
+                tree,
+                time,
+                base_archive,
+            };
+            let manifest = self.write_manifest(target, spec, &listing, &at)?;
+            self.target_rename_dir(
+                target,
+                &target.path_of(&incomplete),
+                &target.path_of(&format!("{crel}/{tree}")),
+            )?;
+            self.target_write(
+                target,
+                &format!("{crel}/{}", identity::MANIFEST_FILE),
+                manifest.to_toml().as_bytes(),
+            )?;
+            Ok(bytes)
+        })();
+        match result {
+            Ok(bytes) => {
+                tracing::info!(container = %name, tree = %tree, parent = %parent.as_deref().unwrap_or("none (full send)"), bytes, "btrfs send verified");
+                self.prune_send_trees(target, &crel);
+                Ok(bytes)
+            }
+            Err(e) => {
+                if let Err(d) = self.delete_send_tree(target, &incomplete) {
+                    tracing::error!(container = %name, error = %d, "cannot delete a failed receive on the target");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// `btrfs send` of `snap` into the target directory `dir_rel` (`btrfs receive` there,
+    /// through ssh for a remote target); returns the stream's size.
+    fn send_to(
+        &self,
+        target: &Target,
+        snap: &Path,
+        parent: Option<&str>,
+        dir_rel: &str,
+    ) -> Result<u64, String> {
+        let parent_path = parent.map(|p| snap.with_file_name(p).display().to_string());
+        let mut sender = Command::new("btrfs");
+        sender.args(send::send_args(
+            &snap.display().to_string(),
+            parent_path.as_deref(),
+        ));
+        let recv = send::receive_args(&target.path_of(dir_rel));
+        let receiver = self.target_command(target, "btrfs", &recv);
+        pipe(sender, receiver)
+    }
+
+    /// `program args` on the target: locally, or through ssh.
+    fn target_command(&self, target: &Target, program: &str, args: &[String]) -> Command {
+        match target {
+            Target::Local(_) => {
+                let mut c = Command::new(program);
+                c.args(args);
+                c
+            }
+            Target::Ssh { host, .. } => {
+                let mut words = vec![program.to_string()];
+                words.extend(args.iter().cloned());
+                let mut c = Command::new("ssh");
+                c.args(backup::rsync::ssh_options(&self.cfg.backup))
+                    .arg("--")
+                    .arg(host)
+                    .arg(send::remote_command(&words));
+                c
+            }
+        }
+    }
+
+    /// The received copy against the snapshot: every entry's metadata, xattrs and the
+    /// overlay markers (local), or the marker count and rsync's itemized comparison
+    /// (ssh); locally also the content of every file that changed since the previous
+    /// tree, re-read from the copy and compared with the snapshot's checksum.
+    fn verify_received(
+        &self,
+        target: &Target,
+        snap: &Path,
+        received: &str,
+        listing: &identity::Listing,
+        prev_listing: Option<&str>,
+    ) -> Result<(), String> {
+        match target {
+            Target::Local(_) => {
+                let want = tree_entries(snap)
+                    .map_err(|e| format!("reading the snapshot for verification: {e}"))?;
+                let copy = target.path_of(received);
+                let got = tree_entries(Path::new(&copy))
+                    .map_err(|e| format!("reading the copy for verification: {e}"))?;
+                let (mw, mg) = (markers_of(&want), markers_of(&got));
+                if mw != mg {
+                    return Err(format!(
+                        "verification failed: {} whiteouts and {} opaque directories in the container, {} and {} in the backup",
+                        mw.whiteouts, mw.opaque_dirs, mg.whiteouts, mg.opaque_dirs
+                    ));
+                }
+                let diffs = compare_trees(&want, &got, 3);
+                if !diffs.is_empty() {
+                    return Err(format!(
+                        "verification failed: the copy differs from the snapshot: {}",
+                        diffs.join("; ")
+                    ));
+                }
+                let sums = self.listing_of(target, Path::new(&copy), prev_listing)?;
+                let diffs = listing.differences(&sums, 3);
+                if !diffs.is_empty() {
+                    return Err(format!(
+                        "verification failed: the copy's contents differ from the snapshot: {}",
+                        diffs.join("; ")
+                    ));
+                }
+            }
+            Target::Ssh { .. } => {
+                let path = target.path_of(received);
+                let out = self.ssh(
+                    target,
+                    &["find", &path, "-xdev", "-type", "c", "-printf", "c"],
+                )?;
+                check_ok(&out)?;
+                let want = listing.0.values().filter(|l| l.content == "c:0").count() as u64;
+                let have = count_printed(&out.stdout);
+                if have != want {
+                    return Err(format!(
+                        "verification failed: {want} whiteouts in the container, {have} in the backup"
+                    ));
+                }
+                let job = RsyncJob {
+                    src: snap.display().to_string(),
+                    dest: target.container_dir(received),
+                    link_dest: None,
+                    check_only: true,
+                    excludes: true,
+                    checksum: false,
+                };
+                let out = run(Command::new("rsync").args(rsync_args(&self.cfg.backup, &job)?))?;
+                super::backup::check_exit(&out)?;
+                let diffs = differences(&String::from_utf8_lossy(&out.stdout));
+                if !diffs.is_empty() {
+                    return Err(format!(
+                        "verification failed: {} entries differ from the snapshot, e.g. {}",
+                        diffs.len(),
+                        diffs.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes a send-mode tree directory on the target: its received subvolumes first
+    /// (a read-only subvolume cannot be emptied file by file), then the directory.
+    pub(super) fn delete_send_tree(&self, target: &Target, rel: &str) -> Result<(), String> {
+        let path = target.path_of(rel);
+        match target {
+            Target::Local(_) => {
+                let dir = Path::new(&path);
+                if !dir.exists() {
+                    return Ok(());
+                }
+                for e in std::fs::read_dir(dir)
+                    .map_err(|e| format!("reading {path}: {e}"))?
+                    .flatten()
+                {
+                    if self.host.is_subvolume(&e.path()) {
+                        self.host
+                            .delete_subvolume(&e.path())
+                            .map_err(|e| e.to_string())?;
+                    }
+                }
+                std::fs::remove_dir_all(dir).map_err(|e| format!("removing {path}: {e}"))
+            }
+            Target::Ssh { .. } => {
+                let q = backup::rsync::shell_quote(&path);
+                let cmd = format!(
+                    "d={q}; [ -d \"$d\" ] || exit 0; for s in \"$d\"/*; do \
+                     if btrfs subvolume show \"$s\" >/dev/null 2>&1; then \
+                     btrfs subvolume delete -- \"$s\" >/dev/null || exit 1; fi; done; rm -rf -- \"$d\""
+                );
+                check_ok(&self.ssh(target, &["sh", "-c", &cmd])?)
+            }
+        }
+    }
+
+    /// Prunes send-mode trees by the history policy; mirror mode keeps only the newest.
+    /// The newest tree (the next run's parent) is always kept.
+    fn prune_send_trees(&self, target: &Target, crel: &str) {
+        let cfg = &self.cfg.backup;
+        let keep = if cfg.mode == "history" {
+            backup::KeepPolicy {
+                last: cfg.keep_last,
+                daily: cfg.keep_daily,
+                weekly: cfg.keep_weekly,
+                monthly: cfg.keep_monthly,
+                yearly: cfg.keep_yearly,
+            }
+        } else {
+            backup::KeepPolicy {
+                last: 1,
+                ..Default::default()
+            }
+        };
+        let Ok(entries) = self.list_target(target, crel) else {
+            return;
+        };
+        for doomed in backup::prune_plan_with(&entries, keep) {
+            tracing::info!(dir = %crel, tree = %doomed, "pruning backup tree");
+            if let Err(e) = self.delete_send_tree(target, &format!("{crel}/{doomed}")) {
+                tracing::warn!(dir = %crel, tree = %doomed, error = %e, "cannot prune backup tree");
+            }
+        }
+    }
+
+    /// A send-mode tree on an ssh target brought to this host with `btrfs send` there
+    /// and `btrfs receive` here, for a restore to copy from; returns the local copy.
+    pub(super) fn fetch_send_tree(
+        &self,
+        target: &Target,
+        remote: &str,
+        name: &str,
+    ) -> EngineResult<PathBuf> {
+        let dir = self
+            .store
+            .containers_dir()
+            .join(PARENTS_DIR)
+            .join(format!(".restore-{name}"));
+        self.drop_fetched(&dir);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| EngineError::io(format!("creating {}", dir.display()), &e))?;
+        let sender = self.target_command(target, "btrfs", &send::send_args(remote, None));
+        let mut receiver = Command::new("btrfs");
+        receiver.args(send::receive_args(&dir.display().to_string()));
+        let fetched = pipe(sender, receiver).and_then(|_| {
+            let base = Path::new(remote)
+                .file_name()
+                .map(|n| dir.join(n))
+                .ok_or_else(|| format!("{remote} names no subvolume"))?;
+            Ok(base)
+        });
+        match fetched {
+            Ok(p) => Ok(p),
+            Err(e) => {
+                self.drop_fetched(&dir);
+                Err(EngineError::Failed(format!(
+                    "fetching the backup of {name} with btrfs send: {e}"
+                )))
+            }
+        }
+    }
+
+    /// Deletes a directory [`Engine::fetch_send_tree`] made, received subvolumes included.
+    pub(super) fn drop_fetched(&self, dir: &Path) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            if self.host.is_subvolume(&e.path()) {
+                if let Err(err) = self.host.delete_subvolume(&e.path()) {
+                    tracing::warn!(path = %e.path().display(), error = %err, "cannot delete a fetched backup");
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// Runs `sender | receiver`, copying the stream through this process to count it, with
+/// both stderrs collected; an error names the side that failed and its last message.
+fn pipe(mut sender: Command, mut receiver: Command) -> Result<u64, String> {
+    let name = |c: &Command| {
+        let p = c.get_program().to_string_lossy().into_owned();
+        if p == "ssh" {
+            "ssh (the target's btrfs)".to_string()
+        } else {
+            p
+        }
+    };
+    let (sn, rn) = (name(&sender), name(&receiver));
+    let mut s = sender
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {sn}: {e}"))?;
+    let mut r = match receiver
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = s.kill();
+            let _ = s.wait();
+            return Err(format!("cannot run {rn}: {e}"));
+        }
+    };
+    let mut out = s.stdout.take().expect("piped stdout");
+    let mut input = r.stdin.take().expect("piped stdin");
+    let (copied, s_err, r_err) = std::thread::scope(|scope| {
+        let se = scope.spawn(|| read_all(&mut s));
+        let re = scope.spawn(|| read_all(&mut r));
+        let copied = std::io::copy(&mut out, &mut input);
+        // Closing both ends lets a side still running see the end or a broken pipe.
+        drop(out);
+        drop(input);
+        (
+            copied,
+            se.join().unwrap_or_default(),
+            re.join().unwrap_or_default(),
+        )
+    });
+    let s_status = s.wait().map_err(|e| format!("waiting for {sn}: {e}"))?;
+    let r_status = r.wait().map_err(|e| format!("waiting for {rn}: {e}"))?;
+    let last = |t: &str| {
+        t.lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    };
+    if !r_status.success() {
+        let why = if r_status.code() == Some(255) && rn.starts_with("ssh") {
+            "ssh failed: the target is unreachable or refused the key"
+        } else {
+            "receive failed"
+        };
+        return Err(format!(
+            "{why} ({rn} exit {:?}: {}; sender: {})",
+            r_status.code(),
+            last(&r_err),
+            last(&s_err)
+        ));
+    }
+    if !s_status.success() {
+        return Err(format!(
+            "send failed ({sn} exit {:?}: {})",
+            s_status.code(),
+            last(&s_err)
+        ));
+    }
+    copied.map_err(|e| format!("copying the send stream: {e}"))
+}
+
+fn read_all(child: &mut Child) -> String {
+    let mut text = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut text);
+    }
+    text
+}
