@@ -867,6 +867,61 @@ fn btrfs_send_backups_are_incremental_verified_and_restore_like_rsync() {
         "{err}"
     );
 
+    // The target's copy of the parent is no longer the one the host sent (replaced by a
+    // writable snapshot, which drops the received uuid, made read-only again): the
+    // incremental receive fails, what it left is deleted, and the run sends in full.
+    // (Run in the sandbox: btrfs finds the file system by the mount it sees.)
+    let newest = target.join(host_id(&rig)).join("web1").join(&trees[1]);
+    let (snap, copy) = (newest.join("snapshot"), newest.join("copy"));
+    rig.sandbox().run_ok(
+        "btrfs",
+        &[
+            "subvolume".as_ref(),
+            "snapshot".as_ref(),
+            snap.as_os_str(),
+            copy.as_os_str(),
+        ],
+    );
+    rig.sandbox().run_ok(
+        "btrfs",
+        &[
+            "property".as_ref(),
+            "set".as_ref(),
+            "-ts".as_ref(),
+            copy.as_os_str(),
+            "ro".as_ref(),
+            "true".as_ref(),
+        ],
+    );
+    rig.sandbox().run_ok(
+        "btrfs",
+        &["subvolume".as_ref(), "delete".as_ref(), snap.as_os_str()],
+    );
+    rig.sandbox()
+        .run_ok("mv", &[copy.as_os_str(), snap.as_os_str()]);
+    std::thread::sleep(Duration::from_millis(1100));
+    rig.ctl_ok(&["backup", "run", "web1"]);
+    assert!(
+        rig.daemon().log().contains("sending in full"),
+        "{}",
+        rig.daemon().log_tail(20)
+    );
+    let st = status_of(&rig, "web1");
+    assert_eq!(st["last_result"], "ok", "{st}");
+    assert!(
+        st["last_attempt_bytes_sent"].as_u64().unwrap() > 8 << 20,
+        "{st}"
+    );
+    let trees = send_trees(&dir);
+    assert_eq!(trees.len(), 3, "{trees:?}");
+    assert_copy_matches(&rig, "web1", &dir.join(&trees[2]).join("snapshot"));
+    let leftovers: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".incomplete-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
     // The same container backed up and restored with rsync gives the same upper dir,
     // byte for byte, owners, modes, xattrs and whiteouts included.
     let mut cfg = DaemonConfig::for_test_dir(rig.dir());
