@@ -1063,3 +1063,108 @@ fn btrfs_send_over_ssh_receives_at_the_far_end_and_restores_from_there() {
         "the fetched copy is deleted: {fetched:?}"
     );
 }
+
+#[test]
+fn layers_travel_to_the_target_and_a_restore_imports_a_missing_one() {
+    require_root();
+    let work = test_tempdir("osm-backup-layers-");
+    let target = work.path().join("lxc");
+    let t = target.display().to_string();
+    let rig = Rig::builder()
+        .config(move |c| {
+            c.set_str("backup.target", &t);
+        })
+        .start();
+    rig.import_busybox_base("bb");
+    // A layer from an archive: a file, and a whiteout hiding a base file.
+    let tree = work.path().join("layer");
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::write(tree.join("etc/layer-note"), "from the layer\n").unwrap();
+    let st = Command::new("mknod")
+        .arg(tree.join("etc/udhcpc.script"))
+        .args(["c", "0", "0"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let archive = work.path().join("layer.tar");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&tree)
+        .arg("-cf")
+        .arg(&archive)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    rig.ctl_ok(&[
+        "layer",
+        "import",
+        "ly1",
+        archive.to_str().unwrap(),
+        "--base",
+        "bb",
+    ]);
+    rig.ctl_ok(&["create", "web1", "--base", "bb", "--layer", "ly1"]);
+    rig.ctl_ok(&["start", "web1"]);
+    let check = "cat /etc/layer-note; [ -e /etc/udhcpc.script ] && echo base-file; cat /root/data";
+    attach(
+        &rig,
+        "web1",
+        "mkdir -p /root && echo mine > /root/data && sync",
+    );
+    let before = attach(&rig, "web1", check).stdout;
+    assert_eq!(String::from_utf8_lossy(&before), "from the layer\nmine\n");
+
+    rig.ctl_ok(&["backup", "run", "web1"]);
+    let archives = |dir: &str| -> Vec<String> {
+        std::fs::read_dir(target.join(dir))
+            .map(|rd| {
+                rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let layers = archives("layers");
+    assert_eq!(layers.len(), 1, "{layers:?}");
+    let m: toml::Value = toml::from_str(
+        &std::fs::read_to_string(target.join(host_id(&rig)).join("web1/.osm-backup.toml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(m["layers"][0]["name"].as_str(), Some("ly1"), "{m}");
+    assert_eq!(
+        m["layers"][0]["archive"].as_str(),
+        Some(format!("layers/{}", layers[0]).as_str()),
+        "{m}"
+    );
+    assert!(
+        m["layers"][0]["version"]
+            .as_str()
+            .unwrap()
+            .starts_with("import:"),
+        "{m}"
+    );
+    // Stored once: a second run finds it there.
+    rig.ctl_ok(&["backup", "run", "web1"]);
+    assert_eq!(archives("layers"), layers);
+
+    // The container and its layer are gone; the restore brings the layer back first.
+    rig.ctl_ok(&["delete", "web1", "--force"]);
+    rig.ctl_ok(&["layer", "delete", "ly1"]);
+    assert!(!rig.ctl_ok(&["layer", "list"]).contains("ly1"));
+    rig.ctl_ok(&["backup", "restore", "web1"]);
+    assert!(rig.ctl_ok(&["layer", "list"]).contains("ly1"));
+    assert_eq!(attach(&rig, "web1", check).stdout, before);
+
+    // A damaged archive is refused, and leaves no half-imported layer.
+    rig.ctl_ok(&["delete", "web1", "--force"]);
+    rig.ctl_ok(&["layer", "delete", "ly1"]);
+    let path = target.join("layers").join(&layers[0]);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    let err = rig.ctl_err(&["backup", "restore", "web1"]);
+    assert!(err.contains("damaged") && err.contains("ly1"), "{err}");
+    assert!(!rig.ctl_ok(&["layer", "list"]).contains("ly1"));
+    assert!(!rig.ctl_ok(&["list"]).contains("web1"));
+}

@@ -272,6 +272,7 @@ impl Engine {
         };
         let result = self.claim_backup_dir(target, &spec).and_then(|()| {
             let archive = self.ship_base_once(target, &spec.base, shipped)?;
+            self.ship_layers_once(target, &spec, shipped)?;
             self.copy_and_verify(&spec, target, &staging, time, &archive)
         });
         if let Err(e) = self.host.delete_subvolume(&staging) {

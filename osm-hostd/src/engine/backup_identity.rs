@@ -131,8 +131,12 @@ impl Engine {
             .iter()
             .map(|l| ImageRef {
                 name: l.clone(),
-                version: "layer".into(),
-                archive: None,
+                version: match self.layer_info(l) {
+                    Ok(i) if !i.key.is_empty() => i.key,
+                    Ok(i) => format!("unknown:{}", i.created),
+                    Err(_) => "missing".into(),
+                },
+                archive: self.layer_archive(l),
             })
             .collect();
         (base, layers)

@@ -92,7 +92,8 @@ impl Engine {
         let fetch = target.is_remote()
             && tree.ends_with(&format!("/{}", crate::backup::send::TREE_SUBVOLUME));
         tokio::spawn(async move {
-            let mut target = target;
+            // The tree is copied from `copy_from`; bases and layers come from `target`.
+            let mut copy_from = target.clone();
             let mut fetched = None;
             if fetch {
                 job2.set_progress(0.02, "receiving the backup with btrfs send");
@@ -100,7 +101,7 @@ impl Engine {
                 match blocking(move || e2.fetch_send_tree(&t2, &tree, &n2)).await {
                     Ok(local) => {
                         src = format!("{}/rootfs-layer", local.display());
-                        target = Target::Local(local.clone());
+                        copy_from = Target::Local(local.clone());
                         fetched = local.parent().map(|p| p.to_path_buf());
                     }
                     Err(e) => {
@@ -128,11 +129,25 @@ impl Engine {
                     return;
                 }
             }
+            let (e2, t2, s2, j3) = (engine.clone(), target.clone(), spec.clone(), job2.clone());
+            if let Err(e) =
+                blocking(move || e2.import_layers_from_target(&t2, &s2, manifest.as_ref(), &j3))
+                    .await
+            {
+                if let Some(dir) = &fetched {
+                    engine.drop_fetched(dir);
+                }
+                tracing::warn!(container = %into, error = %e, "restore failed");
+                job2.finish(Err(e.to_string()));
+                return;
+            }
             let result = if over {
-                engine.restore_over(&into, &target, src, from, &job2).await
+                engine
+                    .restore_over(&into, &copy_from, src, from, &job2)
+                    .await
             } else {
                 engine
-                    .restore_new(&into, spec, &target, src, from, &job2, false)
+                    .restore_new(&into, spec, &copy_from, src, from, &job2, false)
                     .await
             };
             if let Some(dir) = fetched {

@@ -117,6 +117,7 @@ impl Engine {
             .and_then(|()| self.claim_backup_dir(target, &spec))
             .and_then(|()| {
                 let archive = self.ship_base_once(target, &spec.base, shipped)?;
+                self.ship_layers_once(target, &spec, shipped)?;
                 self.send_and_verify(&spec, target, &snap, &tree, time, &archive)
             });
         let keep = if result.is_ok() { Some(&snap) } else { None };
