@@ -89,8 +89,7 @@ impl Engine {
         time: u64,
         shipped: &super::backup_bases::Shipments,
     ) -> Result<(u64, String), String> {
-        let tree = backup::history_name(time);
-        let (spec, snap) = {
+        let (spec, snap, tree) = {
             let c = self.container(name).map_err(|e| e.to_string())?;
             let spec = c.info().spec;
             let uuid = spec
@@ -100,17 +99,30 @@ impl Engine {
             let dir = self.parents_dir(&uuid);
             std::fs::create_dir_all(&dir)
                 .map_err(|e| format!("creating {}: {e}", dir.display()))?;
-            let snap = dir.join(&tree);
-            if snap.exists() {
-                return Err(format!(
-                    "a backup of {name} already started at {tree}; try again in a second"
-                ));
-            }
             let _op = c.begin("backup").map_err(|e| e.to_string())?;
+            // Tree names sort by time and are never reused: a run within the second of
+            // the last one (whose snapshot is kept as the parent) takes the next second.
+            let newest = std::fs::read_dir(&dir)
+                .map(|rd| {
+                    rd.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .filter(|n| backup::parse_history_name(n).is_some())
+                        .max()
+                })
+                .unwrap_or_default();
+            let mut t = time;
+            while newest
+                .as_ref()
+                .is_some_and(|n| backup::history_name(t) <= *n)
+            {
+                t += 1;
+            }
+            let tree = backup::history_name(t);
+            let snap = dir.join(&tree);
             self.host
                 .snapshot(&self.store.container_dir(name), &snap, false)
                 .map_err(|e| e.to_string())?;
-            (spec, snap)
+            (spec, snap, tree)
         };
         let result = self
             .prepare_source(&snap)
