@@ -104,6 +104,13 @@ impl Engine {
                     });
                 }
             });
+            {
+                let lxc_dir = engine.store.lxc_dir();
+                let _serialised = STATUS_LOCK.lock().expect("status lock");
+                if let Err(e) = StatusFile::load(&lxc_dir).save(&lxc_dir) {
+                    tracing::error!(error = %e, "cannot write the backup status");
+                }
+            }
             let failed: Vec<String> = failures
                 .into_inner()
                 .expect("failures lock")
@@ -233,7 +240,8 @@ impl Engine {
         let _serialised = STATUS_LOCK.lock().expect("status lock");
         let mut status = StatusFile::load(&lxc_dir);
         status.record(name, outcome);
-        if let Err(e) = status.save(&lxc_dir) {
+        // Each result is visible at once; the run ends with one durable save.
+        if let Err(e) = status.save_quick(&lxc_dir) {
             tracing::error!(error = %e, "cannot write the backup status");
         }
         self.emit(super::Event::ContainerChanged(name.to_string()));
@@ -329,6 +337,13 @@ impl Engine {
         // same frozen snapshot.
         let (copied, listing) = std::thread::scope(|scope| {
             let lister = scope.spawn(|| self.listing_of(target, snap, prev_listing.as_deref()));
+            // The snapshot's entries too (local verification), off the critical path.
+            let entries = scope.spawn(|| {
+                matches!(target, Target::Local(_)).then(|| {
+                    tree_entries(snap)
+                        .map_err(|e| format!("reading the snapshot for verification: {e}"))
+                })
+            });
             let copied = (|| -> Result<u64, String> {
                 let args = rsync_args(cfg, &job)?;
                 let mut out = run(Command::new("rsync").args(&args))?;
@@ -345,8 +360,10 @@ impl Engine {
                 // Verification. Local: every entry's metadata and the marker counts from one
                 // walk of each side. ssh: whiteouts counted remotely, then an itemized dry run.
                 if let Target::Local(_) = target {
-                    let want = tree_entries(snap)
-                        .map_err(|e| format!("reading the snapshot for verification: {e}"))?;
+                    let want = entries
+                        .join()
+                        .unwrap_or_else(|_| Some(Err("reading the snapshot panicked".into())))
+                        .ok_or("the snapshot's entries were not read")??;
                     let copy = target.path_of(&dest_rel);
                     let got = tree_entries(Path::new(&copy))
                         .map_err(|e| format!("reading the copy for verification: {e}"))?;

@@ -228,8 +228,16 @@ impl Engine {
         let incomplete = format!("{crel}/{INCOMPLETE_PREFIX}{tree}");
         self.target_mkdir(target, &incomplete)?;
         let result = (|| {
-            let (sent, listing) = std::thread::scope(|scope| {
+            // The snapshot is frozen: its listing and (local target) its entries are read
+            // while the stream is sent.
+            let (sent, listing, want) = std::thread::scope(|scope| {
                 let lister = scope.spawn(|| self.listing_of(target, snap, prev_listing.as_deref()));
+                let entries = scope.spawn(|| {
+                    matches!(target, Target::Local(_)).then(|| {
+                        tree_entries(snap)
+                            .map_err(|e| format!("reading the snapshot for verification: {e}"))
+                    })
+                });
                 let mut sent = self.send_to(target, snap, parent.as_deref(), &incomplete);
                 if let (Err(e), Some(p)) = (&sent, &parent) {
                     // The target may have lost or changed the parent: one full send.
@@ -242,17 +250,28 @@ impl Engine {
                 let listing = lister
                     .join()
                     .unwrap_or_else(|_| Err("listing the snapshot panicked".into()));
-                (sent, listing)
+                let want = entries
+                    .join()
+                    .unwrap_or_else(|_| Some(Err("reading the snapshot panicked".into())));
+                (sent, listing, want)
             });
             let bytes = sent?;
             let listing = listing?;
+            let want = want.transpose()?;
             let received = format!("{incomplete}/{TREE_SUBVOLUME}");
             self.target_rename_dir(
                 target,
                 &target.path_of(&format!("{incomplete}/{tree}")),
                 &target.path_of(&received),
             )?;
-            self.verify_received(target, snap, &received, &listing, prev_listing.as_deref())?;
+            self.verify_received(
+                target,
+                snap,
+                want.as_ref(),
+                &received,
+                &listing,
+                prev_listing.as_deref(),
+            )?;
             let at = super::backup_identity::TreeAt {
                 rel: &incomplete,
                 tree,
@@ -336,32 +355,42 @@ impl Engine {
         &self,
         target: &Target,
         snap: &Path,
+        want: Option<&std::collections::BTreeMap<String, crate::backup::verify::Entry>>,
         received: &str,
         listing: &identity::Listing,
         prev_listing: Option<&str>,
     ) -> Result<(), String> {
         match target {
             Target::Local(_) => {
-                let want = tree_entries(snap)
-                    .map_err(|e| format!("reading the snapshot for verification: {e}"))?;
+                let want = want.ok_or("the snapshot's entries were not read")?;
                 let copy = target.path_of(received);
-                let got = tree_entries(Path::new(&copy))
-                    .map_err(|e| format!("reading the copy for verification: {e}"))?;
-                let (mw, mg) = (markers_of(&want), markers_of(&got));
+                // Two walks of the copy at once: entries with xattrs, and the checksums.
+                let (got, sums) = std::thread::scope(|scope| {
+                    let sums =
+                        scope.spawn(|| self.listing_of(target, Path::new(&copy), prev_listing));
+                    let got = tree_entries(Path::new(&copy))
+                        .map_err(|e| format!("reading the copy for verification: {e}"));
+                    (
+                        got,
+                        sums.join()
+                            .unwrap_or_else(|_| Err("listing the copy panicked".into())),
+                    )
+                });
+                let (got, sums) = (got?, sums?);
+                let (mw, mg) = (markers_of(want), markers_of(&got));
                 if mw != mg {
                     return Err(format!(
                         "verification failed: {} whiteouts and {} opaque directories in the container, {} and {} in the backup",
                         mw.whiteouts, mw.opaque_dirs, mg.whiteouts, mg.opaque_dirs
                     ));
                 }
-                let diffs = compare_trees(&want, &got, 3);
+                let diffs = compare_trees(want, &got, 3);
                 if !diffs.is_empty() {
                     return Err(format!(
                         "verification failed: the copy differs from the snapshot: {}",
                         diffs.join("; ")
                     ));
                 }
-                let sums = self.listing_of(target, Path::new(&copy), prev_listing)?;
                 let diffs = listing.differences(&sums, 3);
                 if !diffs.is_empty() {
                     return Err(format!(
