@@ -638,3 +638,43 @@ fn read_all(child: &mut Child) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::pipe;
+    use std::process::Command;
+
+    fn sh(script: &str) -> Command {
+        let mut c = Command::new("sh");
+        c.args(["-c", script]);
+        c
+    }
+
+    #[test]
+    fn the_stream_is_counted_and_each_side_is_named_when_it_fails() {
+        assert_eq!(
+            pipe(sh("head -c 100000 /dev/zero"), sh("cat >/dev/null")).unwrap(),
+            100_000
+        );
+        let e = pipe(
+            sh("head -c 100000 /dev/zero"),
+            sh("echo 'ERROR: cannot find parent subvolume' >&2; exit 1"),
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("receive failed") && e.contains("cannot find parent subvolume"),
+            "{e}"
+        );
+        let e = pipe(
+            sh("echo 'ERROR: not read-only' >&2; exit 1"),
+            sh("cat >/dev/null"),
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("send failed") && e.contains("not read-only"),
+            "{e}"
+        );
+        let e = pipe(sh("true"), Command::new("/nonexistent/btrfs")).unwrap_err();
+        assert!(e.contains("cannot run /nonexistent/btrfs"), "{e}");
+    }
+}
