@@ -922,6 +922,11 @@ fn btrfs_send_backups_are_incremental_verified_and_restore_like_rsync() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
+    // Restore over the running container from the newest send-mode tree (journaled swap).
+    attach(&rig, "web1", "echo changed > /root/note && sync");
+    rig.ctl_ok(&["backup", "restore", "web1"]);
+    assert_eq!(attach(&rig, "web1", "cat /root/note").stdout, b"hello\n");
+
     // The same container backed up and restored with rsync gives the same upper dir,
     // byte for byte, owners, modes, xattrs and whiteouts included.
     let mut cfg = DaemonConfig::for_test_dir(rig.dir());
@@ -1061,6 +1066,22 @@ fn btrfs_send_over_ssh_receives_at_the_far_end_and_restores_from_there() {
     assert!(
         fetched.is_empty(),
         "the fetched copy is deleted: {fetched:?}"
+    );
+    // Over the existing container too (fetched, then the journaled swap).
+    attach(&rig, "web1", "echo changed > /root/note && sync");
+    rig.ctl_ok(&["backup", "restore", "web1"]);
+    assert_eq!(attach(&rig, "web1", "cat /root/note").stdout, b"hello\n");
+    assert_eq!(
+        std::fs::read_dir(&parents)
+            .unwrap()
+            .filter(|e| e
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".restore-"))
+            .count(),
+        0
     );
 }
 
