@@ -934,6 +934,10 @@ fn btrfs_send_backups_are_incremental_verified_and_restore_like_rsync() {
     rig.daemon().write_config(&cfg);
     rig.daemon_mut().restart();
     rig.ctl_ok(&["backup", "run", "web1"]);
+    assert!(
+        send_parents(&rig, &uuid).is_empty(),
+        "rsync mode drops the kept send parents"
+    );
     rig.ctl_ok(&["backup", "restore", "web1", "--as", "web3"]);
     let (a, b) = (container_dir(&rig, "web2"), container_dir(&rig, "web3"));
     assert_eq!(

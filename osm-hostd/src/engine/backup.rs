@@ -70,6 +70,7 @@ impl Engine {
                     tracing::error!(error = %e, "cannot write the backup status");
                 }
             }
+            engine.prune_send_parent_dirs();
             let total = names.len().max(1) as f64;
             // One connection first: an unreachable host gets a clear reason, not
             // rsync's "error in protocol data stream" once per container.

@@ -157,8 +157,7 @@ impl Engine {
 
     /// Keeps `keep` (the snapshot just sent) as the next run's parent and deletes the
     /// container's other host-side snapshots; without `keep` (a failed run) only `snap`
-    /// goes, so the previous parent stays. Directories of containers that no longer
-    /// exist are removed too.
+    /// goes, so the previous parent stays.
     fn prune_parents(&self, snap: &Path, keep: Option<&PathBuf>) {
         let Some(dir) = snap.parent() else { return };
         let doomed: Vec<PathBuf> = match keep {
@@ -172,20 +171,32 @@ impl Engine {
                 tracing::warn!(path = %p.display(), error = %e, "cannot delete an old backup source snapshot");
             }
         }
+    }
+
+    /// At the start of a run: the kept parents of containers that no longer exist are
+    /// deleted, and in rsync mode all of them (they only pin disk space; switching back
+    /// to send mode then starts with a full send).
+    pub(super) fn prune_send_parent_dirs(&self) {
+        let top = self.store.containers_dir().join(PARENTS_DIR);
+        let Ok(rd) = std::fs::read_dir(&top) else {
+            return;
+        };
         let uuids: Vec<String> = self
             .all_containers()
             .iter()
             .filter_map(|c| c.info().spec.uuid)
             .collect();
-        let Some(top) = dir.parent() else { return };
-        for e in std::fs::read_dir(top).into_iter().flatten().flatten() {
+        let send = self.send_mode();
+        for e in rd.flatten() {
             let id = e.file_name().to_string_lossy().into_owned();
-            if uuids.contains(&id) || !identity::is_uuid(&id) {
+            if !identity::is_uuid(&id) || (send && uuids.contains(&id)) {
                 continue;
             }
-            tracing::info!(uuid = %id, "removing the backup source snapshots of a deleted container");
+            tracing::info!(uuid = %id, "removing kept btrfs send parents no longer needed");
             for s in std::fs::read_dir(e.path()).into_iter().flatten().flatten() {
-                let _ = self.host.delete_subvolume(&s.path());
+                if let Err(err) = self.host.delete_subvolume(&s.path()) {
+                    tracing::warn!(path = %s.path().display(), error = %err, "cannot delete a kept send parent");
+                }
             }
             let _ = std::fs::remove_dir(e.path());
         }
