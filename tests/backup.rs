@@ -949,6 +949,17 @@ fn btrfs_send_backups_are_incremental_verified_and_restore_like_rsync() {
         std::fs::read(b.join("rootfs-layer/root/big")).unwrap()
     );
 
+    // rsync cannot continue the send-mode trees (nor the other way round): refused.
+    let mut cfg = DaemonConfig::for_test_dir(rig.dir());
+    cfg.set_str("backup.target", &target.display().to_string());
+    rig.daemon().write_config(&cfg);
+    rig.daemon_mut().restart();
+    let err = rig.ctl_err(&["backup", "run", "web1"]);
+    assert!(
+        err.contains("transport = \"btrfs-send\"") && err.contains("move that directory away"),
+        "{err}"
+    );
+
     // Back in send mode: a re-created web1 (another uuid) may not write into the tree.
     let mut cfg = DaemonConfig::for_test_dir(rig.dir());
     send_config(&mut cfg);

@@ -279,11 +279,14 @@ impl Engine {
                 .map_err(|e| e.to_string())?;
             c.info().spec
         };
-        let result = self.claim_backup_dir(target, &spec).and_then(|()| {
-            let archive = self.ship_base_once(target, &spec.base, shipped)?;
-            self.ship_layers_once(target, &spec, shipped)?;
-            self.copy_and_verify(&spec, target, &staging, time, &archive)
-        });
+        let result = self
+            .claim_backup_dir(target, &spec)
+            .and_then(|()| self.check_tree_transport(target, name))
+            .and_then(|()| {
+                let archive = self.ship_base_once(target, &spec.base, shipped)?;
+                self.ship_layers_once(target, &spec, shipped)?;
+                self.copy_and_verify(&spec, target, &staging, time, &archive)
+            });
         if let Err(e) = self.host.delete_subvolume(&staging) {
             tracing::error!(path = %staging.display(), error = %e, "cannot drop the backup snapshot; the next start removes it");
         }

@@ -77,6 +77,38 @@ impl Engine {
         }
     }
 
+    /// A container's backup directory holds the trees of one transport: an rsync tree
+    /// cannot be continued with btrfs send or the other way round (rsync cannot delete
+    /// inside read-only subvolumes; a send tree is not a mirror). The error says what to do.
+    pub(super) fn check_tree_transport(&self, target: &Target, name: &str) -> Result<(), String> {
+        let crel = self.backup_rel(&self.host_id, name);
+        let entries = self.list_target(target, &crel)?;
+        let newest = entries
+            .iter()
+            .filter(|n| backup::parse_history_name(n).is_some())
+            .max();
+        let send_tree = match newest {
+            Some(t) => {
+                let rel = format!("{crel}/{t}");
+                Some(self.tree_data_rel(target, &rel)? != rel)
+            }
+            None => None,
+        };
+        let mirror = entries.iter().any(|n| n == crate::spec::SPEC_FILE);
+        let (made_with, wrong) = if self.send_mode() {
+            ("rsync", mirror || send_tree == Some(false))
+        } else {
+            ("btrfs-send", send_tree == Some(true))
+        };
+        if wrong {
+            return Err(format!(
+                "{} holds backups made with transport = \"{made_with}\", which this transport cannot continue; move that directory away on the target to start afresh, or set [backup] transport back to \"{made_with}\"",
+                target.container_dir(&crel)
+            ));
+        }
+        Ok(())
+    }
+
     fn parents_dir(&self, uuid: &str) -> PathBuf {
         self.store.containers_dir().join(PARENTS_DIR).join(uuid)
     }
@@ -127,6 +159,7 @@ impl Engine {
         let result = self
             .prepare_source(&snap)
             .and_then(|()| self.claim_backup_dir(target, &spec))
+            .and_then(|()| self.check_tree_transport(target, name))
             .and_then(|()| {
                 let archive = self.ship_base_once(target, &spec.base, shipped)?;
                 self.ship_layers_once(target, &spec, shipped)?;
