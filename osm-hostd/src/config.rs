@@ -490,6 +490,22 @@ mod tests {
     }
 
     #[test]
+    fn backup_transport_is_rsync_or_btrfs_send() {
+        let c = HostConfig::parse("", Path::new("h.toml")).unwrap();
+        assert_eq!(c.backup.transport, "rsync");
+        let c =
+            HostConfig::parse("[backup]\ntransport = \"btrfs-send\"", Path::new("h.toml")).unwrap();
+        assert_eq!(c.backup.transport, "btrfs-send");
+        let err = HostConfig::parse("[backup]\ntransport = \"send\"", Path::new("h.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("backup.transport") && err.contains("btrfs-send"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn design_example_parses() {
         let text = r#"
 store_root = "/srv/osm-lxc"
