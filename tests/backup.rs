@@ -805,6 +805,18 @@ fn btrfs_send_backups_are_incremental_verified_and_restore_like_rsync() {
         first,
         "the parent kept on the host"
     );
+    let kept = rig
+        .sandbox()
+        .host_path(rig.store_root().join("lxc/containers/.send-parents"));
+    for d in [kept.clone(), kept.join(&uuid)] {
+        let md = std::fs::metadata(&d).unwrap();
+        assert_eq!(
+            (md.uid(), md.mode() & 0o077),
+            (0, 0),
+            "{} closed to other users",
+            d.display()
+        );
+    }
 
     // Incremental: only the change travels; the host keeps only the newest parent.
     std::thread::sleep(Duration::from_millis(1100));

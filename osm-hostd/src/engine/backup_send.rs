@@ -129,7 +129,10 @@ impl Engine {
                 .clone()
                 .ok_or_else(|| format!("{name} has no uuid yet; restart the daemon"))?;
             let dir = self.parents_dir(&uuid);
+            // Snapshots of every customer's files: closed to other users.
             std::fs::create_dir_all(&dir)
+                .and_then(|()| crate::hardening::private_dir(dir.parent().expect("parent")))
+                .and_then(|_| crate::hardening::private_dir(&dir))
                 .map_err(|e| format!("creating {}: {e}", dir.display()))?;
             let _op = c.begin("backup").map_err(|e| e.to_string())?;
             // Tree names sort by time and are never reused: a run within the second of
@@ -558,6 +561,8 @@ impl Engine {
             .join(format!(".restore-{name}"));
         self.drop_fetched(&dir);
         std::fs::create_dir_all(&dir)
+            .and_then(|()| crate::hardening::private_dir(dir.parent().expect("parent")))
+            .and_then(|_| crate::hardening::private_dir(&dir))
             .map_err(|e| EngineError::io(format!("creating {}", dir.display()), &e))?;
         let sender = self.target_command(target, "btrfs", &send::send_args(remote, None));
         let mut receiver = Command::new("btrfs");
