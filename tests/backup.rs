@@ -961,11 +961,26 @@ fn btrfs_send_backups_are_incremental_verified_and_restore_like_rsync() {
         std::fs::read(b.join("rootfs-layer/root/big")).unwrap()
     );
 
+    // A copy a restore fetched, left by a killed daemon, is deleted at the next start.
+    let stale = rig
+        .store_root()
+        .join("lxc/containers/.send-parents/.restore-web9");
+    std::fs::create_dir_all(rig.sandbox().host_path(&stale)).unwrap();
+    rig.sandbox().run_ok(
+        "btrfs",
+        &[
+            "subvolume",
+            "create",
+            &stale.join("snapshot").display().to_string(),
+        ],
+    );
+
     // rsync cannot continue the send-mode trees (nor the other way round): refused.
     let mut cfg = DaemonConfig::for_test_dir(rig.dir());
     cfg.set_str("backup.target", &target.display().to_string());
     rig.daemon().write_config(&cfg);
     rig.daemon_mut().restart();
+    assert!(!rig.sandbox().host_path(&stale).exists());
     let err = rig.ctl_err(&["backup", "run", "web1"]);
     assert!(
         err.contains("transport = \"btrfs-send\"") && err.contains("move that directory away"),

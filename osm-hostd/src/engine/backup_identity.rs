@@ -65,6 +65,7 @@ impl Engine {
                 }
             }
         }
+        self.drop_stale_fetches();
         let mut status = StatusFile::load(&lxc_dir);
         let stuck = status.fail_interrupted();
         if stuck.is_empty() {

@@ -585,6 +585,18 @@ impl Engine {
         }
     }
 
+    /// At daemon start (no restore runs): copies fetched by restores that a killed daemon
+    /// left behind.
+    pub(super) fn drop_stale_fetches(&self) {
+        let top = self.store.containers_dir().join(PARENTS_DIR);
+        for e in std::fs::read_dir(top).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().starts_with(".restore-") {
+                tracing::info!(path = %e.path().display(), "removing a backup copy an interrupted restore fetched");
+                self.drop_fetched(&e.path());
+            }
+        }
+    }
+
     /// Deletes a directory [`Engine::fetch_send_tree`] made, received subvolumes included.
     pub(super) fn drop_fetched(&self, dir: &Path) {
         let Ok(rd) = std::fs::read_dir(dir) else {
