@@ -241,6 +241,9 @@ pub struct BackupConfig {
     pub timeout: u32,
     /// Containers backed up at the same time.
     pub parallel: u32,
+    /// `rsync` (the default) or `btrfs-send` (incremental `btrfs send | btrfs receive`;
+    /// the target must be on Btrfs, see `backup::send`).
+    pub transport: crate::backup::send::Transport,
 }
 
 impl backup::Settings for BackupConfig {
@@ -308,6 +311,7 @@ impl Default for BackupConfig {
             keep_last: 1,
             timeout: 300,
             parallel: 2,
+            transport: crate::backup::send::Transport::Rsync,
         }
     }
 }
@@ -463,6 +467,25 @@ mod tests {
         assert!(err.to_string().contains("store_rot"), "{err}");
         let err = HostConfig::parse("[network]\nbrige = \"x\"", Path::new("h.toml")).unwrap_err();
         assert!(err.to_string().contains("brige"), "{err}");
+    }
+
+    #[test]
+    fn backup_transport_is_rsync_or_btrfs_send() {
+        let c = HostConfig::parse("", Path::new("h.toml")).unwrap();
+        assert_eq!(c.backup.transport, crate::backup::send::Transport::Rsync);
+        let c =
+            HostConfig::parse("[backup]\ntransport = \"btrfs-send\"", Path::new("h.toml")).unwrap();
+        assert_eq!(
+            c.backup.transport,
+            crate::backup::send::Transport::BtrfsSend
+        );
+        let err = HostConfig::parse("[backup]\ntransport = \"send\"", Path::new("h.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("backup.transport") && err.contains("btrfs-send"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 pub mod identity;
 pub mod rsync;
+pub mod send;
 pub mod settings;
 pub mod status;
 pub mod verify;

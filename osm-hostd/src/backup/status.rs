@@ -63,6 +63,15 @@ impl StatusFile {
         crate::fsutil::write_atomic(&lxc_dir.join(STATUS_FILE), text.as_bytes(), 0o644)
     }
 
+    /// As [`StatusFile::save`] without waiting for the disk (a crash keeps the old file
+    /// or the new one): for each container's result within a run, which ends with one
+    /// [`StatusFile::save`]. A host crash before that loses at most the run's results,
+    /// and its start marks (saved durably) then record the attempts as interrupted.
+    pub fn save_quick(&self, lxc_dir: &Path) -> std::io::Result<()> {
+        let text = toml::to_string(self).expect("status serializes");
+        crate::fsutil::replace_file(&lxc_dir.join(STATUS_FILE), text.as_bytes(), 0o644)
+    }
+
     pub fn record(&mut self, name: &str, outcome: Attempt) {
         let e = self.containers.entry(name.to_string()).or_default();
         e.in_progress = None;

@@ -69,10 +69,13 @@ impl Engine {
                     tracing::error!(error = %e, "cannot write the backup status");
                 }
             }
+            engine.prune_send_parent_dirs();
             let total = names.len().max(1) as f64;
             // One connection first: an unreachable host gets a clear reason, not
             // rsync's "error in protocol data stream" once per container.
-            let reachable = engine.probe_target(&target);
+            let reachable = engine
+                .probe_target(&target)
+                .and_then(|()| engine.check_send_target(&target));
             // A few containers at a time: a small incremental run is bound by rsync's
             // file-list walk and the snapshot commits, not by the disk.
             let next = AtomicUsize::new(0);
@@ -101,6 +104,13 @@ impl Engine {
                     });
                 }
             });
+            {
+                let lxc_dir = engine.store.lxc_dir();
+                let _serialised = STATUS_LOCK.lock().expect("status lock");
+                if let Err(e) = StatusFile::load(&lxc_dir).save(&lxc_dir) {
+                    tracing::error!(error = %e, "cannot write the backup status");
+                }
+            }
             let failed: Vec<String> = failures
                 .into_inner()
                 .expect("failures lock")
@@ -151,7 +161,7 @@ impl Engine {
         let entries = self
             .list_target(&target, &rel)
             .map_err(EngineError::failed)?;
-        if self.cfg.backup.mode == backup::Mode::History {
+        if self.dated_trees() {
             Ok(entries
                 .into_iter()
                 .filter(|n| backup::parse_history_name(n).is_some())
@@ -229,7 +239,8 @@ impl Engine {
         let _serialised = STATUS_LOCK.lock().expect("status lock");
         let mut status = StatusFile::load(&lxc_dir);
         status.record(name, outcome);
-        if let Err(e) = status.save(&lxc_dir) {
+        // Each result is visible at once; the run ends with one durable save.
+        if let Err(e) = status.save_quick(&lxc_dir) {
             tracing::error!(error = %e, "cannot write the backup status");
         }
         self.emit(super::Event::ContainerChanged(name.to_string()));
@@ -244,6 +255,9 @@ impl Engine {
         time: u64,
         shipped: &super::backup_bases::Shipments,
     ) -> Result<(u64, String), String> {
+        if self.send_mode() {
+            return self.backup_send(name, target, time, shipped);
+        }
         let staging = self
             .store
             .containers_dir()
@@ -263,10 +277,14 @@ impl Engine {
                 .map_err(|e| e.to_string())?;
             c.info().spec
         };
-        let result = self.claim_backup_dir(target, &spec).and_then(|()| {
-            let archive = self.ship_base_once(target, &spec.base, shipped)?;
-            self.copy_and_verify(&spec, target, &staging, time, &archive)
-        });
+        let result = self
+            .claim_backup_dir(target, &spec)
+            .and_then(|()| self.check_tree_transport(target, name))
+            .and_then(|()| {
+                let archive = self.ship_base_once(target, &spec.base, shipped)?;
+                self.ship_layers_once(target, &spec, shipped)?;
+                self.copy_and_verify(&spec, target, &staging, time, &archive)
+            });
         if let Err(e) = self.host.delete_subvolume(&staging) {
             tracing::error!(path = %staging.display(), error = %e, "cannot drop the backup snapshot; the next start removes it");
         }
@@ -321,6 +339,13 @@ impl Engine {
         // same frozen snapshot.
         let (copied, listing) = std::thread::scope(|scope| {
             let lister = scope.spawn(|| self.listing_of(target, snap, prev_listing.as_deref()));
+            // The snapshot's entries too (local verification), off the critical path.
+            let entries = scope.spawn(|| {
+                matches!(target, Target::Local(_)).then(|| {
+                    tree_entries(snap)
+                        .map_err(|e| format!("reading the snapshot for verification: {e}"))
+                })
+            });
             let copied = (|| -> Result<u64, String> {
                 let args = rsync_args(cfg, &job);
                 let mut out = self.rsync(&args)?;
@@ -337,8 +362,10 @@ impl Engine {
                 // Verification. Local: every entry's metadata and the marker counts from one
                 // walk of each side. ssh: whiteouts counted remotely, then an itemized dry run.
                 if let Target::Local(_) = target {
-                    let want = tree_entries(snap)
-                        .map_err(|e| format!("reading the snapshot for verification: {e}"))?;
+                    let want = entries
+                        .join()
+                        .unwrap_or_else(|_| Some(Err("reading the snapshot panicked".into())))
+                        .ok_or("the snapshot's entries were not read")??;
                     let copy = target.path_of(&dest_rel);
                     let got = tree_entries(Path::new(&copy))
                         .map_err(|e| format!("reading the copy for verification: {e}"))?;

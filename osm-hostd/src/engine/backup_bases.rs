@@ -93,14 +93,25 @@ impl Engine {
     }
 
     fn upload_archive(&self, target: &Target, file: &Path, hash: &str) -> Result<(), String> {
+        self.upload_archive_to(target, BASES_DIR, file, hash)
+    }
+
+    /// Stores `file` as `<dir>/<hash>.tar.zst` at the target, checked by its hash.
+    pub(super) fn upload_archive_to(
+        &self,
+        target: &Target,
+        dir: &str,
+        file: &Path,
+        hash: &str,
+    ) -> Result<(), String> {
         // Per host: two hosts storing the same archive at once do not share a file.
-        let tmp_rel = format!("{BASES_DIR}/.tmp-{hash}-{}", self.host_id);
+        let tmp_rel = format!("{dir}/.tmp-{hash}-{}", self.host_id);
         let tmp = target.path_of(&tmp_rel);
-        let fin = target.path_of(&archive_rel(hash));
+        let fin = target.path_of(&format!("{dir}/{hash}.tar.zst"));
         match target {
             Target::Local(_) => {
-                std::fs::create_dir_all(target.path_of(BASES_DIR))
-                    .map_err(|e| format!("cannot create {}: {e}", target.path_of(BASES_DIR)))?;
+                std::fs::create_dir_all(target.path_of(dir))
+                    .map_err(|e| format!("cannot create {}: {e}", target.path_of(dir)))?;
                 std::fs::copy(file, &tmp).map_err(|e| format!("copying to {tmp}: {e}"))?;
                 std::fs::File::open(&tmp)
                     .and_then(|f| f.sync_all())
@@ -108,7 +119,7 @@ impl Engine {
             }
             Target::Ssh { host, .. } => {
                 super::backup::check_ok(
-                    &self.ssh(target, &["mkdir", "-p", "--", &target.path_of(BASES_DIR)])?,
+                    &self.ssh(target, &["mkdir", "-p", "--", &target.path_of(dir)])?,
                 )?;
                 let mut args: Vec<OsString> =
                     vec![format!("--timeout={}", self.cfg.backup.timeout.max(1)).into()];
@@ -134,7 +145,7 @@ impl Engine {
         }
     }
 
-    fn target_exists(&self, target: &Target, rel: &str) -> Result<bool, String> {
+    pub(super) fn target_exists(&self, target: &Target, rel: &str) -> Result<bool, String> {
         let path = target.path_of(rel);
         match target {
             Target::Local(_) => Ok(Path::new(&path).is_file()),
@@ -149,7 +160,7 @@ impl Engine {
         }
     }
 
-    fn target_sha256(&self, target: &Target, rel: &str) -> Result<String, String> {
+    pub(super) fn target_sha256(&self, target: &Target, rel: &str) -> Result<String, String> {
         let path = target.path_of(rel);
         match target {
             Target::Local(_) => {
@@ -318,6 +329,8 @@ impl Engine {
             let job_ref = job.clone();
             blocking(move || engine.import_base_from_target(&t, &base, &rel, &job_ref)).await?;
         }
+        let (engine, t, s, j) = (self.clone(), target.clone(), spec.clone(), job.clone());
+        blocking(move || engine.import_layers_from_target(&t, &s, manifest.as_ref(), &j)).await?;
         let from = crate::shift::Range::of(spec.unprivileged_map());
         self.restore_new(
             name,

@@ -64,6 +64,7 @@ impl Engine {
                 }
             }
         }
+        self.drop_stale_fetches();
         let mut status = StatusFile::load(&lxc_dir);
         let stuck = status.fail_interrupted();
         if stuck.is_empty() {
@@ -130,8 +131,12 @@ impl Engine {
             .iter()
             .map(|l| ImageRef {
                 name: l.clone(),
-                version: "layer".into(),
-                archive: None,
+                version: match self.layer_info(l) {
+                    Ok(i) if !i.key.is_empty() => i.key,
+                    Ok(i) => format!("unknown:{}", i.created),
+                    Err(_) => "missing".into(),
+                },
+                archive: self.layer_archive(l),
             })
             .collect();
         (base, layers)
@@ -318,7 +323,7 @@ impl Engine {
         }
     }
 
-    fn target_mkdir(&self, target: &Target, rel: &str) -> Result<(), String> {
+    pub(super) fn target_mkdir(&self, target: &Target, rel: &str) -> Result<(), String> {
         let path = target.path_of(rel);
         match target {
             Target::Local(_) => {
@@ -328,7 +333,12 @@ impl Engine {
         }
     }
 
-    fn target_rename_dir(&self, target: &Target, from: &str, to: &str) -> Result<(), String> {
+    pub(super) fn target_rename_dir(
+        &self,
+        target: &Target,
+        from: &str,
+        to: &str,
+    ) -> Result<(), String> {
         match target {
             Target::Local(_) => {
                 std::fs::rename(from, to).map_err(|e| format!("renaming {from} to {to}: {e}"))
@@ -410,7 +420,7 @@ impl Engine {
             .and_then(|c| c.info().spec.uuid)
             .unwrap_or_else(|| top.container_uuid.clone());
         top.check_owner(&self.host_id, name, &uuid, &target.container_dir(&rel))?;
-        let trees: Vec<String> = if self.cfg.backup.mode == backup::Mode::History {
+        let trees: Vec<String> = if self.dated_trees() {
             self.list_target(target, &rel)?
                 .into_iter()
                 .filter(|n| backup::parse_history_name(n).is_some())
@@ -445,6 +455,7 @@ impl Engine {
             ));
         }
         let want = Listing::parse(&text).map_err(|e| format!("{shown}: {e}"))?;
+        let tree = &self.tree_data_rel(target, tree)?;
         match target {
             Target::Local(_) => {
                 let got = Listing::of_tree(Path::new(&target.path_of(tree)), None)

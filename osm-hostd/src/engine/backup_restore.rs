@@ -82,28 +82,57 @@ impl Engine {
             self.check_host_name_collision(&into)?;
         }
         let engine = self.clone();
-        let src = format!("{}/rootfs-layer", tree);
+        let mut src = format!("{}/rootfs-layer", tree);
         let from = crate::shift::Range::of(spec.unprivileged_map());
+        // A send-mode tree on an ssh target comes back by `btrfs send` there.
+        let fetch = target.is_remote()
+            && tree.ends_with(&format!("/{}", crate::backup::send::TREE_SUBVOLUME));
         let label = into.clone();
         let job = self
             .jobs
             .start("backup-restore", &label, |job2| async move {
-                if let Some(rel) = import {
-                    let (e2, t2, j3, base) = (
-                        engine.clone(),
-                        target.clone(),
-                        job2.clone(),
-                        spec.base.clone(),
-                    );
-                    blocking(move || e2.import_base_from_target(&t2, &base, &rel, &j3)).await?;
+                // The tree is copied from `copy_from`; bases and layers come from `target`.
+                let mut copy_from = target.clone();
+                let mut fetched = None;
+                if fetch {
+                    job2.set_progress(0.02, "receiving the backup with btrfs send");
+                    let (e2, t2, n2) = (engine.clone(), target.clone(), into.clone());
+                    let local = blocking(move || e2.fetch_send_tree(&t2, &tree, &n2)).await?;
+                    src = format!("{}/rootfs-layer", local.display());
+                    copy_from = Target::Local(local.clone());
+                    fetched = local.parent().map(|p| p.to_path_buf());
                 }
-                if over {
-                    engine.restore_over(&into, &target, src, from, &job2).await
-                } else {
-                    engine
-                        .restore_new(&into, spec, &target, src, from, &job2, false)
-                        .await
+                let result = async {
+                    if let Some(rel) = import {
+                        let (e2, t2, j3, base) = (
+                            engine.clone(),
+                            target.clone(),
+                            job2.clone(),
+                            spec.base.clone(),
+                        );
+                        blocking(move || e2.import_base_from_target(&t2, &base, &rel, &j3)).await?;
+                    }
+                    let (e2, t2, s2, j3) =
+                        (engine.clone(), target.clone(), spec.clone(), job2.clone());
+                    blocking(move || {
+                        e2.import_layers_from_target(&t2, &s2, manifest.as_ref(), &j3)
+                    })
+                    .await?;
+                    if over {
+                        engine
+                            .restore_over(&into, &copy_from, src, from, &job2)
+                            .await
+                    } else {
+                        engine
+                            .restore_new(&into, spec, &copy_from, src, from, &job2, false)
+                            .await
+                    }
                 }
+                .await;
+                if let Some(dir) = fetched {
+                    engine.drop_fetched(&dir);
+                }
+                result
             });
         Ok(job)
     }
@@ -121,7 +150,7 @@ impl Engine {
         let crel = self
             .backup_read_rel(&target, host, name)
             .map_err(EngineError::failed)?;
-        let tree = if self.cfg.backup.mode == backup::Mode::History {
+        let tree = if self.dated_trees() {
             trees
                 .iter()
                 .rev()
@@ -150,7 +179,11 @@ impl Engine {
             .map(|t| Manifest::parse(&t))
             .transpose()
             .map_err(|e| EngineError::failed(format!("{}: {e}", target.container_dir(&rel))))?;
-        let path = target.path_of(&rel);
+        let path = target.path_of(
+            &self
+                .tree_data_rel(&target, &rel)
+                .map_err(EngineError::failed)?,
+        );
         let toml_path = format!("{path}/{}", crate::spec::SPEC_FILE);
         let text = match &target {
             Target::Local(_) => std::fs::read_to_string(&toml_path)

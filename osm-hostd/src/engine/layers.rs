@@ -31,7 +31,7 @@ fn recipe_err(e: BaseError) -> EngineError {
 }
 
 impl Engine {
-    fn layer_sidecar(&self, name: &str) -> PathBuf {
+    pub(super) fn layer_sidecar(&self, name: &str) -> PathBuf {
         self.store.layers_dir().join(format!("{name}.toml"))
     }
 
@@ -269,7 +269,7 @@ impl Engine {
     }
 
     /// Makes the staging subvolume read-only, writes the sidecar and renames it into place.
-    fn publish_layer(&self, staging: &Path, info: &LayerInfo) -> EngineResult<()> {
+    pub(super) fn publish_layer(&self, staging: &Path, info: &LayerInfo) -> EngineResult<()> {
         self.host.set_readonly(staging, true)?;
         let text = toml::to_string(info).expect("layer info serializes");
         crate::fsutil::write_atomic(&self.layer_sidecar(&info.name), text.as_bytes(), 0o644)

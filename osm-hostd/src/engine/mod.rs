@@ -10,7 +10,9 @@
 mod backup;
 mod backup_bases;
 mod backup_identity;
+mod backup_layers;
 mod backup_restore;
+mod backup_send;
 mod bases;
 mod boot;
 mod container;

@@ -89,6 +89,14 @@ pub enum Call {
         command: String,
         input: Option<Vec<u8>>,
     },
+    /// `sender | receiver`, each an argument vector with the program first.
+    Pipe {
+        sender: Vec<String>,
+        receiver: Vec<String>,
+    },
+    RunLocal {
+        argv: Vec<String>,
+    },
     EnsureBridge {
         bridge: String,
         gateway: Ipv4Addr,
@@ -146,6 +154,8 @@ pub enum Kind {
     ImportRootfs,
     Rsync,
     Ssh,
+    Pipe,
+    RunLocal,
     EnsureBridge,
     EnableForwarding,
     NftApply,
@@ -176,6 +186,8 @@ impl Call {
             Call::ImportRootfs { .. } => Kind::ImportRootfs,
             Call::Rsync { .. } => Kind::Rsync,
             Call::Ssh { .. } => Kind::Ssh,
+            Call::Pipe { .. } => Kind::Pipe,
+            Call::RunLocal { .. } => Kind::RunLocal,
             Call::EnsureBridge { .. } => Kind::EnsureBridge,
             Call::EnableForwarding => Kind::EnableForwarding,
             Call::NftApply { .. } => Kind::NftApply,

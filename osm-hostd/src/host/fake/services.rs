@@ -78,6 +78,31 @@ impl Transfer for FakeHost {
             output(0, "", "")
         })
     }
+
+    /// Records the pipe; nothing is sent (no stream, 0 bytes).
+    fn pipe(&self, sender: &[OsString], receiver: &[OsString]) -> Result<u64, String> {
+        if self.record(Call::Pipe {
+            sender: words(sender),
+            receiver: words(receiver),
+        }) {
+            return Err("receive failed (injected failure)".into());
+        }
+        Ok(0)
+    }
+
+    /// Records the command; answers with exit 0 and no output.
+    fn run_local(&self, argv: &[OsString]) -> io::Result<Output> {
+        if self.record(Call::RunLocal { argv: words(argv) }) {
+            return Err(injected_io("running a local command"));
+        }
+        Ok(output(0, "", ""))
+    }
+}
+
+fn words(args: &[OsString]) -> Vec<String> {
+    args.iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect()
 }
 
 fn injected_io(what: &str) -> io::Error {
