@@ -246,7 +246,12 @@ fn remove_empty_cgroups_now(name: &str) {
         let Ok(entries) = fs::read_dir(&root) else {
             continue;
         };
-        for e in entries.flatten() {
+        // The name is matched before anything is stat'ed: each hierarchy holds the
+        // cgroups of every running container, and a boot starts them all.
+        for e in entries
+            .flatten()
+            .filter(|e| is_lxc_cgroup_of(&e.file_name().to_string_lossy(), name))
+        {
             // Only what is old: a cgroup made a moment ago belongs to a start under way
             // (LXC creates it empty, then moves its monitor in), possibly of another
             // LXC user of the same name on this host.
@@ -256,7 +261,7 @@ fn remove_empty_cgroups_now(name: &str) {
                 .ok()
                 .and_then(|t| t.elapsed().ok())
                 .is_some_and(|age| age >= STALE_CGROUP_AGE);
-            if stale && is_lxc_cgroup_of(&e.file_name().to_string_lossy(), name) {
+            if stale {
                 let _ = fs::remove_dir(e.path());
             }
         }
