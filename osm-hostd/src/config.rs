@@ -160,7 +160,7 @@ pub struct BootConfig {
 impl Default for BootConfig {
     fn default() -> Self {
         BootConfig {
-            parallel: 4,
+            parallel: 16,
             retries: 3,
             retry_delay: 1.0,
             wait_timeout: 60,
@@ -442,7 +442,7 @@ mod tests {
         assert_eq!(c.network.address, "10.0.3.1/24");
         assert!(c.network.nat);
         assert_eq!(c.backup.mode, "mirror");
-        assert_eq!(c.boot.parallel, 4);
+        assert_eq!(c.boot.parallel, 16);
         assert_eq!(c.boot.retries, 3);
     }
 
