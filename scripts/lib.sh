@@ -36,6 +36,13 @@ OSM_APT_PACKAGES=(
     gcc
     libc6-dev
     ca-certificates
+    # build: the libbtrfsutil crate (0.7.1) generates its bindings with bindgen (clang,
+    # libclang) against the C library's header, found through pkg-config
+    libbtrfsutil-dev
+    clang
+    libclang-dev
+    # run time: the C library osm-hostd links for subvolume operations
+    libbtrfsutil1
     # tests: systemd-analyze verify of the units. Installing the package on a host whose
     # PID 1 is not systemd changes nothing there (systemd-sysv is what makes it init).
     systemd

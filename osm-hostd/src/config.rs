@@ -94,7 +94,7 @@ pub struct BootConfig {
 impl Default for BootConfig {
     fn default() -> Self {
         BootConfig {
-            parallel: 4,
+            parallel: 16,
             retries: 3,
             retry_delay: 1.0,
             wait_timeout: 60,
@@ -428,7 +428,7 @@ mod tests {
         assert!(c.network.nat);
         assert_eq!(c.backup.mode, backup::Mode::Mirror);
         assert_eq!(c.loop_size, 20 << 30);
-        assert_eq!(c.boot.parallel, 4);
+        assert_eq!(c.boot.parallel, 16);
         assert_eq!(c.boot.retries, 3);
     }
 

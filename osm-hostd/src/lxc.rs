@@ -156,6 +156,14 @@ impl Lxc {
     }
 
     pub fn state(&self, name: &str) -> Result<LxcState, LxcError> {
+        // With no LXC monitor at all in this network namespace (a host boot, before the
+        // first start), every container is stopped: no `lxc-info` process per container.
+        if !std::fs::read("/proc/net/unix").map_or(true, |t| lists_lxc_monitor(&t)) {
+            return Ok(LxcState {
+                running: false,
+                init_pid: None,
+            });
+        }
         let out = self.info(name, &["-s", "-p"])?;
         Ok(parse_info(&out))
     }
@@ -183,6 +191,19 @@ impl Lxc {
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
+}
+
+/// Whether `/proc/net/unix` (`table`) lists an LXC command socket: each running (or
+/// starting, or stopping) container's monitor listens on an abstract socket named
+/// `<lxcpath>/<name>/command`, or `lxc/<hash>/command` when that is too long. Only the
+/// suffix is matched, so a path spelled another way (`-P` with a trailing slash) still
+/// counts; something else's socket of that name only costs the `lxc-info` it saves.
+fn lists_lxc_monitor(table: &[u8]) -> bool {
+    table.split(|&b| b == b'\n').any(|line| {
+        line.rsplit(|&b| b == b' ')
+            .next()
+            .is_some_and(|path| path.starts_with(b"@") && path.ends_with(b"/command"))
+    })
 }
 
 /// Parses `lxc-info -s -p -H`, which prints `State: RUNNING` and `PID: 12` lines (or a
@@ -246,7 +267,12 @@ fn remove_empty_cgroups_now(name: &str) {
         let Ok(entries) = fs::read_dir(&root) else {
             continue;
         };
-        for e in entries.flatten() {
+        // The name is matched before anything is stat'ed: each hierarchy holds the
+        // cgroups of every running container, and a boot starts them all.
+        for e in entries
+            .flatten()
+            .filter(|e| is_lxc_cgroup_of(&e.file_name().to_string_lossy(), name))
+        {
             // Only what is old: a cgroup made a moment ago belongs to a start under way
             // (LXC creates it empty, then moves its monitor in), possibly of another
             // LXC user of the same name on this host.
@@ -256,7 +282,7 @@ fn remove_empty_cgroups_now(name: &str) {
                 .ok()
                 .and_then(|t| t.elapsed().ok())
                 .is_some_and(|age| age >= STALE_CGROUP_AGE);
-            if stale && is_lxc_cgroup_of(&e.file_name().to_string_lossy(), name) {
+            if stale {
                 let _ = fs::remove_dir(e.path());
             }
         }
@@ -349,6 +375,22 @@ fn tail(path: &Path, lines: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_lxc_monitor_is_seen_by_its_command_socket() {
+        let none = b"Num       RefCount Protocol Flags    Type St Inode Path\n\
+0000000074247428: 00000003 00000000 00000000 0001 03 4846733 /tmp/rig/bus/system_bus_socket\n\
+00000000b6921969: 00000002 00000000 00010000 0001 01 4846683 @/tmp/other/command-line\n\
+00000000b6921960: 00000002 00000000 00010000 0001 01 4846684 /run/x/command\n";
+        assert!(!lists_lxc_monitor(none));
+        let mut one = none.to_vec();
+        one.extend_from_slice(
+            b"00000000bf1f77ab: 00000002 00000000 00010000 0001 01 4846898 @/srv/osm-lxc/lxc/containers/s1/command\n",
+        );
+        assert!(lists_lxc_monitor(&one));
+        let hashed = b"00000000bf1f77ab: 00000002 00000000 00010000 0001 01 4846898 @lxc/0123456789abcdef/command";
+        assert!(lists_lxc_monitor(hashed));
+    }
 
     #[test]
     fn reads_addresses_from_proc() {

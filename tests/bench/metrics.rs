@@ -76,6 +76,18 @@ fn main() {
         size = scrape(&sock).len();
         scrapes.push(t.elapsed());
     }
+    // `osm-hostctl list` through the bus, the same {defined} containers.
+    let mut lists = Vec::new();
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let out = rig.ctl_ok(&["list"]);
+        lists.push(t.elapsed());
+        assert_eq!(
+            out.lines().filter(|l| l.starts_with('m')).count(),
+            defined,
+            "{out}"
+        );
+    }
     let path = rig.lxc_path();
     let mut baseline = Vec::new();
     for _ in 0..rounds.min(5) {
@@ -107,10 +119,14 @@ fn main() {
         scrape_med.as_secs_f64() / base_med.as_secs_f64()
     );
     println!(
+        "osm-hostctl list of {defined} containers: {} (median of {rounds})",
+        ms(median(lists))
+    );
+    println!(
         "daemon resident memory: {:.1} MB",
         rss as f64 / 1024.0 / 1024.0
     );
-    println!("targets: scrape of 100 containers under 50 ms; resident memory under 25 MB");
+    println!("targets: scrape and list of 100 containers under 50 ms; resident memory under 25 MB");
 
     for n in &names[..running] {
         rig.ctl_ok(&["stop", n, "--force"]);

@@ -153,6 +153,7 @@ impl Engine {
         engine.write_common_conf()?;
         engine.recover()?;
         engine.recover_restores();
+        engine.empty_trash();
         engine.scan_bases()?;
         engine.scan_containers()?;
         engine.assign_missing_addresses();

@@ -349,11 +349,26 @@ async fn restore_swaps_in_a_writable_snapshot_and_keeps_the_snapshots() {
         .position(|c| c == "snapshot snapshot -> .restore-web1 ro=false")
         .unwrap();
     assert!(safety < staged, "{calls:?}");
-    assert_eq!(
-        calls.last().unwrap(),
-        "subvol-delete .restore-web1",
+    // The replaced data goes to the trash and is deleted in the background.
+    let trash = f.engine.trash_dir();
+    let deleted = |calls: &[String]| {
+        calls
+            .iter()
+            .any(|c| c.starts_with("subvol-delete web1-replaced-"))
+    };
+    let empty = || std::fs::read_dir(&trash).unwrap().count() == 0;
+    for _ in 0..100 {
+        if deleted(&f.host.calls()) && empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(deleted(&f.host.calls()), "{:?}", f.host.calls());
+    assert!(
+        !calls.iter().any(|c| c == "subvol-delete .restore-web1"),
         "{calls:?}"
     );
+    assert!(empty(), "the trash is emptied");
     let list = f.engine.list_snapshots("web1").unwrap();
     assert_eq!(list.iter().map(|s| s.num).collect::<Vec<_>>(), vec![1, 2]);
     assert_eq!(list[1].userdata["restore_of"], "1");

@@ -71,7 +71,7 @@ impl<T> HostOps for T where
 {
 }
 
-/// The real host: ioctls for Btrfs, the `lxc-*` tools for containers, the tools and
+/// The real host: libbtrfsutil for Btrfs, the `lxc-*` tools for containers, the tools and
 /// kernel interfaces named in each trait's implementation.
 pub struct RealHost {
     lxc: Lxc,

@@ -98,6 +98,12 @@ fn read_last_number(container_dir: &Path) -> u32 {
 /// Allocates the next number: 1 + max(every numeric entry, the highest number ever
 /// allocated), claimed with `mkdir` (retrying on EEXIST, as snapper does), and recorded
 /// so it is never reused.
+///
+/// The record is not fsynced here: the caller creates the snapshot next, and creating a
+/// Btrfs snapshot commits the transaction, which makes the `mkdir` and the record's
+/// rename durable. Should the record's content be lost in a crash, it reads as 0 and
+/// the number's directory, made durable by the same commit, still counts. A caller whose
+/// snapshot fails calls [`sync_last_number`] before removing the directory.
 pub fn allocate(container_dir: &Path) -> io::Result<u32> {
     let top = numeric_entries(container_dir)?.last().copied().unwrap_or(0);
     let mut n = top.max(read_last_number(container_dir)) + 1;
@@ -111,8 +117,22 @@ pub fn allocate(container_dir: &Path) -> io::Result<u32> {
             Err(e) => return Err(e),
         }
     }
-    note_number(container_dir, n)?;
+    if n > read_last_number(container_dir) {
+        crate::fsutil::replace_file(
+            &snapshots_dir(container_dir).join(LAST_NUMBER_FILE),
+            format!("{n}\n").as_bytes(),
+            0o644,
+        )?;
+    }
     Ok(n)
+}
+
+/// Makes the record of the highest number durable (after an [`allocate`] whose snapshot
+/// was not taken, so no transaction commit followed it).
+pub fn sync_last_number(container_dir: &Path) -> io::Result<()> {
+    let path = snapshots_dir(container_dir).join(LAST_NUMBER_FILE);
+    std::fs::File::open(&path)?.sync_all()?;
+    crate::fsutil::sync_dir(&snapshots_dir(container_dir))
 }
 
 /// Records that number `n` has been used (by anyone), so it is never allocated again.
@@ -131,6 +151,48 @@ pub fn note_number(container_dir: &Path, n: u32) -> io::Result<()> {
 pub fn write_info(container_dir: &Path, info: &SnapshotInfo) -> io::Result<()> {
     let path = number_dir(container_dir, info.num).join(INFO_FILE);
     crate::fsutil::write_atomic(&path, info.to_xml().as_bytes(), 0o644)
+}
+
+/// Writes `<N>/info.xml` (temp file, fsync, rename) before `<N>/snapshot` is created:
+/// the snapshot's creation commits the transaction, which makes the rename durable, so
+/// the directory needs no fsync of its own. Until the snapshot exists, snapper and the
+/// daemon skip the entry (no subvolume); a crash in between leaves an info.xml of
+/// osm-hostd's without a snapshot, which [`interrupted_create`] recognises.
+pub fn write_info_before_snapshot(container_dir: &Path, info: &SnapshotInfo) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = number_dir(container_dir, info.num);
+    let tmp = dir.join(format!(".{INFO_FILE}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .open(&tmp)?;
+        f.write_all(info.to_xml().as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dir.join(INFO_FILE))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// True if `<N>` holds what a create killed before its snapshot leaves: an info.xml
+/// written by osm-hostd and no `snapshot` at all.
+pub fn interrupted_create(container_dir: &Path, num: u32) -> bool {
+    let dir = number_dir(container_dir, num);
+    if std::fs::symlink_metadata(dir.join(SNAPSHOT_SUBVOL)).is_ok() {
+        return false;
+    }
+    std::fs::read_to_string(dir.join(INFO_FILE))
+        .ok()
+        .and_then(|t| SnapshotInfo::from_xml(&t).ok())
+        .is_some_and(|i| {
+            i.num == num && i.userdata.get("created_by").map(String::as_str) == Some("osm-hostd")
+        })
 }
 
 /// Removes what `snapper delete` removes after the subvolume: info.xml, filelists and
@@ -172,6 +234,31 @@ mod tests {
             9,
             "the top number is not reused"
         );
+    }
+
+    #[test]
+    fn an_info_xml_of_ours_without_a_snapshot_is_an_interrupted_create() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(snapshots_dir(dir.path())).unwrap();
+        let n = allocate(dir.path()).unwrap();
+        assert_eq!(read_last_number(dir.path()), n);
+        let mut info = SnapshotInfo::single(n, 1_790_000_000);
+        write_info_before_snapshot(dir.path(), &info).unwrap();
+        assert!(
+            !interrupted_create(dir.path(), n),
+            "not written by osm-hostd"
+        );
+        info.userdata
+            .insert("created_by".into(), "osm-hostd".into());
+        write_info_before_snapshot(dir.path(), &info).unwrap();
+        assert!(interrupted_create(dir.path(), n));
+        std::fs::create_dir(snapshot_subvol(dir.path(), n)).unwrap();
+        assert!(!interrupted_create(dir.path(), n), "the snapshot is there");
+        sync_last_number(dir.path()).unwrap();
+        remove_number_dir(dir.path(), n).unwrap_err();
+        std::fs::remove_dir(snapshot_subvol(dir.path(), n)).unwrap();
+        remove_number_dir(dir.path(), n).unwrap();
+        assert_eq!(allocate(dir.path()).unwrap(), n + 1, "never reused");
     }
 
     #[test]
