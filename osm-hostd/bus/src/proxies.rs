@@ -21,6 +21,15 @@
 //!   lowest first, cache key), `DeleteLayer(name s)` (refused while a container or a layer
 //!   uses it), `ImportLayer(name s, base s, layers as, archive h) -> o` (an upper layer
 //!   over `base` and `layers` (lowest first) as tar/tar.gz/tar.zst; returns a job).
+//! - `Rebase(name s, base s, layers as, dry_run b) -> o` (a job: moves the container's
+//!   upper layer onto `base` and `layers` (lowest first) after a safety snapshot, with
+//!   the three-way conflict rules; `dry_run` only reports; the job's `Output` is the
+//!   report as JSON: `container`, `from`/`to` {`base`, `layers`}, `dry_run`,
+//!   `safety_snapshot`, `conflicts` [{`path`, `change` changed|deleted, `rule`
+//!   new-lower|merged-status|keep-with-osm-new|keep}]),
+//!   `RebaseAll(from s, to s) -> o` (a job: every container on base `from`, one at a
+//!   time, stopping at the first failure; `Output`: `moved` [reports], `failed`
+//!   {`container`, `error`}, `not_moved` as).
 //! - `GetNetworkInfo() -> a{sv}`: `Bridge` s, `Address` s (CIDR), `Subnet` s, `RangeFirst`
 //!   s, `RangeLast` s, `Used` u, `Free` u, `Nat` b, `Managed` b, `DnsmasqState` s
 //!   (running|starting|restarting|failed|unmanaged), `DnsmasqPid` u, `DnsmasqRestarts` u.
@@ -139,6 +148,14 @@ pub trait Manager {
     fn list_layers(&self) -> zbus::Result<Vec<LayerWire>>;
     fn delete_layer(&self, name: &str) -> zbus::Result<()>;
     fn prune_bases(&self, name: &str) -> zbus::Result<Vec<String>>;
+    fn rebase(
+        &self,
+        name: &str,
+        base: &str,
+        layers: &[&str],
+        dry_run: bool,
+    ) -> zbus::Result<OwnedObjectPath>;
+    fn rebase_all(&self, from: &str, to: &str) -> zbus::Result<OwnedObjectPath>;
     fn import_layer(
         &self,
         name: &str,
