@@ -227,11 +227,36 @@ fn differs(a: Option<&Path>, b: Option<&Path>) -> io::Result<bool> {
 /// Overlay metadata that ties an upper to the lowers it was made over; the rebase
 /// refuses an upper that has it (containers mount with index, metacopy and redirects
 /// off, so only an upper made by other means can).
-const TIED_XATTRS: [&str; 3] = [
-    "trusted.overlay.redirect",
-    "trusted.overlay.metacopy",
-    "trusted.overlay.origin",
-];
+const TIED_XATTRS: [&str; 2] = ["trusted.overlay.redirect", "trusted.overlay.metacopy"];
+
+/// Copied-up entries record a file handle of their lower origin (for inode numbers);
+/// after a rebase it would name a file of the old lower.
+const ORIGIN_XATTR: &str = "trusted.overlay.origin";
+
+/// Removes every [`ORIGIN_XATTR`] below `upper` (the entries stay, now plain files of
+/// the upper); returns how many there were.
+pub fn strip_origins(upper: &Path) -> io::Result<u64> {
+    let mut n = 0;
+    let mut stack = vec![upper.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir)? {
+            let p = e?.path();
+            let c = crate::shift::cpath(&p);
+            if crate::shift::get_xattr(&c, ORIGIN_XATTR).is_some() {
+                let name = std::ffi::CString::new(ORIGIN_XATTR).expect("static name");
+                // SAFETY: valid C strings.
+                if unsafe { libc::lremovexattr(c.as_ptr(), name.as_ptr()) } != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                n += 1;
+            }
+            if fs::symlink_metadata(&p)?.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    Ok(n)
+}
 
 /// The conflicts between `upper` (over `old`) and `new`, by path.
 pub fn plan(upper: &Path, old: &Stack, new: &Stack) -> io::Result<Vec<Conflict>> {

@@ -42,6 +42,7 @@ pub use layers::LayerInfo;
 pub use network::NetworkInfo;
 pub use rebase::{RebaseAllReport, RebaseReport, StackRef};
 pub use restore::CRASH_ENV as RESTORE_CRASH_ENV;
+pub use restore::CRASH_STEPS as RESTORE_CRASH_STEPS;
 pub use set::SetRequest;
 pub use snapshots::{SnapshotRequest, SnapshotSummary};
 pub use view::ContainerView;

@@ -503,6 +503,8 @@ impl Engine {
         let upper = staging.join("rootfs-layer");
         let conflicts = threeway::plan(&upper, old, new)
             .map_err(|e| EngineError::InvalidState(format!("cannot rebase {name}: {e}")))?;
+        threeway::strip_origins(&upper)
+            .map_err(|e| EngineError::Failed(format!("rebasing the upper layer of {name}: {e}")))?;
         let shift = spec.unprivileged_map().map_or((0, 0), |m| (m.uid, m.gid));
         threeway::apply(&upper, old, new, &conflicts, shift)
             .map_err(|e| EngineError::Failed(format!("rebasing the upper layer of {name}: {e}")))?;
