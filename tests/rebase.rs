@@ -423,3 +423,104 @@ fn a_debian_customer_moves_to_a_bookworm_with_a_new_package() {
     );
     rig.ctl_ok(&["stop", "cust1", "--force"]);
 }
+
+/// An overlay upper as an archive: a file of its own and a whiteout over busybox's od.
+fn layer_tar(rig: &Rig) -> PathBuf {
+    let root = rig.dir().join("images/extra");
+    std::fs::create_dir_all(root.join("opt/extra")).unwrap();
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::write(root.join("opt/extra/file"), "extra\n").unwrap();
+    let ok = |c: &mut Command| assert!(c.status().unwrap().success(), "{c:?}");
+    ok(Command::new("mknod")
+        .arg(root.join("bin/od"))
+        .args(["c", "0", "0"]));
+    let tar = rig.dir().join("images/extra.tar");
+    ok(Command::new("tar")
+        .arg("-cf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&root)
+        .arg("."));
+    tar
+}
+
+fn is_whiteout(p: &Path) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_char_device() && m.rdev() == 0)
+}
+
+#[test]
+fn layers_move_with_their_base_and_a_layer_export_imports_again() {
+    require_root();
+    let rig = Rig::new();
+    two_busybox_bases(&rig);
+    let tar = layer_tar(&rig);
+    let tar = tar.to_str().unwrap();
+    rig.ctl_ok(&["layer", "import", "extra@1", tar, "--base", "bb@1"]);
+    rig.ctl_ok(&["layer", "import", "extra@2", tar, "--base", "bb@2"]);
+
+    // Export, then import the archive again: the same tree, whiteout included.
+    let out = rig.dir().join("extra-export.tar.zst");
+    let outs = out.to_str().unwrap();
+    let said = rig.ctl_ok(&["layer", "export", "extra@1", outs]);
+    assert!(
+        said.contains(&format!("layer import extra@1 {outs} --base bb@1")),
+        "{said}"
+    );
+    let e = rig.ctl_err(&["layer", "export", "extra@1", outs]);
+    assert!(e.contains("cannot create"), "an existing file is kept: {e}");
+    let e = rig.ctl_err(&["layer", "export", "nope@1", &format!("{outs}.2")]);
+    assert!(e.contains("nope@1"), "{e}");
+    assert!(
+        !Path::new(&format!("{outs}.2")).exists(),
+        "a refused export leaves no file"
+    );
+    rig.ctl_ok(&["layer", "import", "copy@1", outs, "--base", "bb@1"]);
+    let layers = rig.sandbox().host_path(rig.store_root().join("lxc/layers"));
+    assert_eq!(
+        std::fs::read_to_string(layers.join("copy@1/opt/extra/file")).unwrap(),
+        "extra\n"
+    );
+    assert!(is_whiteout(&layers.join("copy@1/bin/od")));
+
+    rig.ctl_ok(&["create", "web1", "--base", "bb@1", "--layer", "extra@1"]);
+    rig.ctl_ok(&["start", "web1"]);
+    inside(&rig, "web1", CUSTOMER);
+    let e = rig.ctl_err(&["rebase", "web1", "--base", "bb@2"]);
+    assert!(e.contains("--layer"), "{e}");
+    let e = rig.ctl_err(&["rebase", "web1", "--base", "bb@2", "--layer", "extra@1"]);
+    assert!(e.contains("built over base \"bb@1\""), "{e}");
+    assert_eq!(rig.info_json("web1")["base"], "bb@1");
+
+    let done = rebase_json(&rig, &["web1", "--base", "bb@2", "--layer", "extra@2"]);
+    assert_eq!(
+        done["to"]["layers"],
+        serde_json::json!(["extra@2"]),
+        "{done}"
+    );
+    wait_running(&rig, "web1");
+    assert_eq!(
+        rig.info_json("web1")["layers"],
+        serde_json::json!(["extra@2"])
+    );
+    assert_on(&rig, "web1", "bb@2");
+    let seen = inside(&rig, "web1", "cat /opt/extra/file; ls /bin/od 2>&1 || true");
+    assert!(
+        seen.starts_with("extra\n") && seen.contains("No such file"),
+        "{seen}"
+    );
+
+    // --all picks each layer's version built over the target base.
+    let all = rebase_json(&rig, &["--all", "--from", "bb@2", "--to", "bb@1"]);
+    assert_eq!(
+        all["moved"][0]["to"]["layers"],
+        serde_json::json!(["extra@1"]),
+        "{all}"
+    );
+    wait_running(&rig, "web1");
+    assert_eq!(
+        rig.info_json("web1")["layers"],
+        serde_json::json!(["extra@1"])
+    );
+    rig.ctl_ok(&["stop", "web1", "--force"]);
+}

@@ -20,7 +20,9 @@
 //!   returns a job), `ListLayers() -> a(stsass)` (name, created s, base, lower layers
 //!   lowest first, cache key), `DeleteLayer(name s)` (refused while a container or a layer
 //!   uses it), `ImportLayer(name s, base s, layers as, archive h) -> o` (an upper layer
-//!   over `base` and `layers` (lowest first) as tar/tar.gz/tar.zst; returns a job).
+//!   over `base` and `layers` (lowest first) as tar/tar.gz/tar.zst; returns a job),
+//!   `ExportLayer(name s, archive h) -> o` (writes the layer as tar.zst, whiteouts and
+//!   overlay xattrs included, to a regular file open for writing; returns a job).
 //! - `Rebase(name s, base s, layers as, dry_run b) -> o` (a job: moves the container's
 //!   upper layer onto `base` and `layers` (lowest first) after a safety snapshot, with
 //!   the three-way conflict rules; `dry_run` only reports; the job's `Output` is the
@@ -156,6 +158,7 @@ pub trait Manager {
         dry_run: bool,
     ) -> zbus::Result<OwnedObjectPath>;
     fn rebase_all(&self, from: &str, to: &str) -> zbus::Result<OwnedObjectPath>;
+    fn export_layer(&self, name: &str, archive: Fd<'_>) -> zbus::Result<OwnedObjectPath>;
     fn import_layer(
         &self,
         name: &str,

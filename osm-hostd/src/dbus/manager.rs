@@ -350,6 +350,25 @@ impl Manager {
         logged("prune bases", &name, self.engine.prune_bases(&name).await)
     }
 
+    /// Starts a job writing layer `name` as a tar.zst to `archive` (open for writing).
+    async fn export_layer(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        name: String,
+        archive: OwnedFd,
+    ) -> Result<OwnedObjectPath> {
+        self.auth.require_admin(conn, &hdr).await?;
+        let fd: std::os::fd::OwnedFd = archive.into();
+        let job = logged(
+            "export layer",
+            &name,
+            self.engine.export_layer(&name, std::fs::File::from(fd)),
+        )?;
+        Ok(self.exports.job(server, job.id).await)
+    }
+
     /// Starts a job moving `name` onto `base` and `layers` (lowest first); `dry_run`
     /// only reports the conflicts (the job's `Output`).
     #[allow(clippy::too_many_arguments)] // zbus passes the header, connection and server

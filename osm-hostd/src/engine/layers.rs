@@ -402,3 +402,61 @@ impl Engine {
         Ok(())
     }
 }
+
+impl Engine {
+    /// Starts a job writing layer `name` (its upper tree, whiteouts and overlay xattrs
+    /// included) as a zstd-compressed tar to `out`, an open regular file the caller made;
+    /// `layer import` reads it back. The layer is read-only, so it needs no snapshot.
+    pub fn export_layer(
+        self: &Arc<Self>,
+        name: &str,
+        mut out: std::fs::File,
+    ) -> EngineResult<Arc<Job>> {
+        let info = self.layer_info(name)?;
+        let md = out
+            .metadata()
+            .map_err(|e| EngineError::io("inspecting the output file", &e))?;
+        if !md.is_file() {
+            return Err(EngineError::InvalidArgument(
+                "the output must be a regular file (not a pipe or a device)".into(),
+            ));
+        }
+        let writable = nix::fcntl::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&out),
+            nix::fcntl::FcntlArg::F_GETFL,
+        )
+        .map(|f| nix::fcntl::OFlag::from_bits_truncate(f) & nix::fcntl::OFlag::O_ACCMODE)
+        .is_ok_and(|m| m != nix::fcntl::OFlag::O_RDONLY);
+        if !writable {
+            return Err(EngineError::InvalidArgument(
+                "the output file was opened read-only; open it for writing".into(),
+            ));
+        }
+        let job = self.jobs.create("export-layer", name);
+        let (engine, job2) = (self.clone(), job.clone());
+        tokio::task::spawn_blocking(move || {
+            let dir = engine.store.layers_dir().join(&info.name);
+            let size = crate::fsutil::disk_usage(&dir).unwrap_or(1).max(1);
+            let result = crate::base::write_tar_zst(&dir, &mut out, size, &mut |f| {
+                job2.set_progress(f, "archiving")
+            });
+            match result {
+                Ok(()) => {
+                    let mut over = vec![format!("--base {}", info.base)];
+                    over.extend(info.layers.iter().map(|l| format!("--over {l}")));
+                    job2.finish(Ok(format!(
+                        "exported layer {}; import it with `osm-hostctl layer import {} FILE {}`",
+                        info.name,
+                        info.name,
+                        over.join(" ")
+                    )));
+                }
+                Err(e) => {
+                    tracing::warn!(layer = %info.name, error = %e, "layer export failed");
+                    job2.finish(Err(format!("exporting layer {}: {e}", info.name)));
+                }
+            }
+        });
+        Ok(job)
+    }
+}
