@@ -5,7 +5,7 @@
 //! Manager (`/uk/co/devtank/OsmHost1`):
 //! - `CreateContainer(name s, base s, options a{sv}) -> o`; options: `autostart` b (or s:
 //!   "true", "false", "last-state"), `boot_priority` i, `boot_delay` u (seconds),
-//!   `memory` t (bytes), `cpus` u, `layers` as, `ip` s (a fixed IPv4 address from the
+//!   `memory` t (bytes), `cpus` u, `layers` as (lowest first), `ip` s (a fixed IPv4 address from the
 //!   range; default: the lowest free one), `privileged` b (no user namespace; default
 //!   false: the container gets its own id range).
 //! - `StartContainer(name s)`, `StopContainer(name s, force b, timeout u)` (timeout in

@@ -352,7 +352,7 @@ impl Engine {
         Ok(())
     }
 
-    /// Checks that a container's layer stack (top-most first, as in its spec) fits
+    /// Checks that a container's layer stack (lowest first, as in its spec) fits
     /// together: each layer built by osm-hostd was built over `base`, with exactly its
     /// own lower layers below it. Layers without a sidecar (made by hand) are trusted.
     pub(super) fn check_layer_stack(&self, base: &str, layers: &[String]) -> EngineResult<()> {
@@ -368,14 +368,12 @@ impl Engine {
                     info.base, info.base
                 )));
             }
-            let below: Vec<&String> = layers[i + 1..].iter().collect();
-            let wanted: Vec<&String> = info.layers.iter().rev().collect();
-            if below != wanted {
+            let below = &layers[..i];
+            if below != info.layers.as_slice() {
                 return Err(EngineError::InvalidArgument(format!(
                     "layer {name} was built over layers {:?} (lowest first) but would sit on \
-                     {:?}; give every layer of the stack, each once",
+                     {below:?}; give every layer of the stack, lowest first, each once",
                     info.layers,
-                    below.iter().rev().collect::<Vec<_>>()
                 )));
             }
         }

@@ -40,7 +40,7 @@ impl StackRef {
     fn of(spec: &ContainerSpec) -> StackRef {
         StackRef {
             base: spec.base.clone(),
-            layers: spec.layers.iter().rev().cloned().collect(),
+            layers: spec.layers.clone(),
         }
     }
 
@@ -119,17 +119,19 @@ pub struct RebaseFailure {
 }
 
 impl Engine {
-    fn stack_of(&self, base: &str, layers_top_first: &[String]) -> Stack {
-        let mut lowers: Vec<_> = layers_top_first
+    /// The lower stack of `base` and `layers` (lowest first), top-most first.
+    fn stack_of(&self, base: &str, layers: &[String]) -> Stack {
+        let mut lowers: Vec<_> = layers
             .iter()
+            .rev()
             .map(|l| self.store.layers_dir().join(l))
             .collect();
         lowers.push(self.store.bases_dir().join(base));
         Stack { lowers }
     }
 
-    /// Checks a rebase request against the container's spec; returns the new base and
-    /// layers in spec order (top-most first).
+    /// Checks a rebase request against the container's spec; returns the exact new base
+    /// and layers (lowest first).
     fn check_rebase(
         &self,
         spec: &ContainerSpec,
@@ -151,12 +153,7 @@ impl Engine {
                 "{} has layers {} (lowest first), which were built over {}; give the layers for \
                  the new base with --layer, lowest first (`osm-hostctl layer list` shows them)",
                 spec.name,
-                spec.layers
-                    .iter()
-                    .rev()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                spec.layers.join(", "),
                 spec.base
             )));
         }
@@ -168,7 +165,7 @@ impl Engine {
                     "layer {l:?} not found; `osm-hostctl layer list` shows the layers and their versions"
                 ))
             })?;
-            layers.insert(0, l);
+            layers.push(l);
         }
         self.check_layer_stack(&base, &layers)?;
         if base == spec.base && layers == spec.layers {
@@ -312,7 +309,7 @@ impl Engine {
     fn layers_over(&self, spec: &ContainerSpec, to: &str) -> EngineResult<Vec<String>> {
         let all = self.layer_list();
         let mut chosen: Vec<String> = Vec::new();
-        for old in spec.layers.iter().rev() {
+        for old in &spec.layers {
             let plain = image_base_name(old);
             let found = all
                 .iter()
@@ -352,7 +349,7 @@ impl Engine {
             from: StackRef::of(&spec),
             to: StackRef {
                 base: base.to_string(),
-                layers: layers.iter().rev().cloned().collect(),
+                layers: layers.to_vec(),
             },
             dry_run,
             safety_snapshot: None,
@@ -532,5 +529,115 @@ fn sync_tree(path: &Path) {
     if let Ok(f) = std::fs::File::open(path) {
         // SAFETY: syncfs on an open descriptor has no memory-safety preconditions.
         unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f)) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::{BaseInfo, BaseSource, CreateRequest, Engine, LayerInfo};
+    use crate::spec::ContainerSpec;
+
+    fn add_base(engine: &Engine, name: &str) {
+        let dir = engine.store().bases_dir();
+        std::fs::create_dir_all(dir.join(name)).unwrap();
+        let info = BaseInfo {
+            name: name.into(),
+            created: 1,
+            source: BaseSource::Import,
+        };
+        std::fs::write(
+            dir.join(format!("{name}.toml")),
+            toml::to_string(&info).unwrap(),
+        )
+        .unwrap();
+        engine.scan_bases().unwrap();
+    }
+
+    fn add_layer(engine: &Engine, name: &str, base: &str, below: &[&str]) {
+        let dir = engine.store().layers_dir();
+        std::fs::create_dir_all(dir.join(name)).unwrap();
+        let info = LayerInfo {
+            name: name.into(),
+            created: 1,
+            base: base.into(),
+            layers: below.iter().map(|s| s.to_string()).collect(),
+            key: format!("import:{name}"),
+        };
+        std::fs::write(
+            dir.join(format!("{name}.toml")),
+            toml::to_string(&info).unwrap(),
+        )
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn layers_are_lowest_first_for_users_and_top_most_first_for_overlayfs() {
+        let (_dir, _host, engine) = crate::testing::fake_engine();
+        add_base(&engine, "deb@1");
+        add_layer(&engine, "mqtt@1", "deb@1", &[]);
+        add_layer(&engine, "stack@1", "deb@1", &["mqtt@1"]);
+        let req = |layers: &[&str]| CreateRequest {
+            name: "c1".into(),
+            base: "deb@1".into(),
+            layers: layers.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        let e = engine
+            .create_container(req(&["stack@1", "mqtt@1"]))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("lowest first"), "{e}");
+        engine
+            .create_container(req(&["mqtt@1", "stack@1"]))
+            .await
+            .unwrap();
+        let spec = ContainerSpec::load(&engine.store().container_dir("c1")).unwrap();
+        assert_eq!(spec.layers, ["mqtt@1", "stack@1"]);
+        let conf = engine.render_lxc_config(&ContainerSpec {
+            privileged: true,
+            ..spec
+        });
+        let layers = engine.store().layers_dir();
+        let want = format!(
+            "overlay:{}:{}:",
+            layers.join("stack@1").display(),
+            layers.join("mqtt@1").display()
+        );
+        assert!(conf.contains(&want), "{conf}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_rebase_says_why() {
+        let (_dir, _host, engine) = crate::testing::fake_engine();
+        add_base(&engine, "deb@1");
+        add_base(&engine, "deb@2");
+        add_layer(&engine, "mqtt@1", "deb@1", &[]);
+        add_layer(&engine, "mqtt@2", "deb@2", &[]);
+        engine
+            .create_container(CreateRequest {
+                name: "c1".into(),
+                base: "deb@1".into(),
+                layers: vec!["mqtt@1".into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let refused = |base: &str, layers: &[&str]| {
+            let layers: Vec<String> = layers.iter().map(|s| s.to_string()).collect();
+            engine
+                .rebase("c1", base, &layers, false)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(refused("deb@1", &["mqtt@1"]).contains("already on deb@1 + mqtt@1"));
+        assert!(refused("deb@3", &["mqtt@2"]).contains("\"deb@3\" not found"));
+        assert!(refused("deb@2", &[]).contains("give the layers for the new base"));
+        assert!(refused("deb@2", &["mqtt@1"]).contains("built over base \"deb@1\""));
+        assert!(refused("deb@2", &["mqtt@9"]).contains("\"mqtt@9\" not found"));
+        let e = engine.rebase_all("deb@1", "deb@1").unwrap_err().to_string();
+        assert!(e.contains("both deb@1"), "{e}");
+        let e = engine.rebase_all("deb@7", "deb@2").unwrap_err().to_string();
+        assert!(e.contains("no container is on base deb@7"), "{e}");
     }
 }
