@@ -47,6 +47,20 @@ fn conflicts(report: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+fn set_xattr(p: &Path, name: &str, value: Option<&[u8]>) {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    let name = std::ffi::CString::new(name).unwrap();
+    // SAFETY: valid C strings; the value is readable for its length.
+    let r = unsafe {
+        match value {
+            Some(v) => libc::lsetxattr(path.as_ptr(), name.as_ptr(), v.as_ptr().cast(), v.len(), 0),
+            None => libc::lremovexattr(path.as_ptr(), name.as_ptr()),
+        }
+    };
+    assert_eq!(r, 0, "{}: {}", p.display(), std::io::Error::last_os_error());
+}
+
 fn snapshot_nums(rig: &Rig, name: &str) -> Vec<u64> {
     let list: Value =
         serde_json::from_str(&rig.ctl_ok(&["snapshot", "list", name, "--json"])).unwrap();
@@ -185,6 +199,28 @@ fn a_rebase_keeps_what_the_customer_changed_and_a_dry_run_changes_nothing() {
     assert!(e.contains("nope@1") && e.contains("not found"), "{e}");
     let e = rig.ctl_err(&["rebase", "nosuch", "--base", "bb@2"]);
     assert!(e.contains("nosuch"), "{e}");
+    let out = rig.ctl_as_nobody(&["rebase", "web1", "--base", "bb@2", "--dry-run"]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("osm-admin"),
+        "{out:?}"
+    );
+
+    // A rebase that fails half-way (an upper tied to its lower by a redirect) leaves the
+    // container as it was, running again.
+    let tied = upper.join("var/lib/foo");
+    set_xattr(&tied, "trusted.overlay.redirect", Some(b"/elsewhere"));
+    let e = rig.ctl_err(&["rebase", "web1", "--base", "bb@2"]);
+    assert!(e.contains("trusted.overlay.redirect"), "{e}");
+    set_xattr(&tied, "trusted.overlay.redirect", None);
+    wait_running(&rig, "web1");
+    assert_on(&rig, "web1", "bb@1");
+    let stray: Vec<String> = std::fs::read_dir(container_dir(&rig, "web1").parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "web1")
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
 
     // Dry run: the conflicts and their rules, nothing touched.
     let before = snapshot_nums(&rig, "web1");

@@ -635,6 +635,15 @@ mod tests {
         assert!(refused("deb@2", &[]).contains("give the layers for the new base"));
         assert!(refused("deb@2", &["mqtt@1"]).contains("built over base \"deb@1\""));
         assert!(refused("deb@2", &["mqtt@9"]).contains("\"mqtt@9\" not found"));
+        // Another operation holds the container: Busy, nothing started.
+        let c = engine.container("c1").unwrap();
+        let guard = c.begin_owned("restore").unwrap();
+        let busy = engine.rebase("c1", "deb@2", &["mqtt@2".into()], true);
+        assert!(
+            matches!(busy, Err(crate::error::EngineError::Busy(_))),
+            "{busy:?}"
+        );
+        drop(guard);
         let e = engine.rebase_all("deb@1", "deb@1").unwrap_err().to_string();
         assert!(e.contains("both deb@1"), "{e}");
         let e = engine.rebase_all("deb@7", "deb@2").unwrap_err().to_string();
