@@ -332,7 +332,11 @@ fn walk(
             if (non_dir(&o) || non_dir(&n)) && differs(o.as_deref(), n.as_deref())? {
                 found.push((format!("/{}", r.display()), change));
             }
-            walk(upper, &r, old, new, found)?;
+            // An opaque directory (the customer removed one and made it again) hides
+            // every lower below it: what is inside is wholly the customer's.
+            if !is_opaque(&full) {
+                walk(upper, &r, old, new, found)?;
+            }
             continue;
         }
         if differs(o.as_deref(), n.as_deref())? {
