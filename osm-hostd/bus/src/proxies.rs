@@ -343,6 +343,9 @@ pub trait Job {
     fn state(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn message(&self) -> zbus::Result<String>;
+    /// A machine-readable result (JSON) for jobs that have one (a rebase); "" otherwise.
+    #[zbus(property)]
+    fn output(&self) -> zbus::Result<String>;
     #[zbus(signal)]
     fn finished(&self, success: bool, message: String) -> zbus::Result<()>;
 }
