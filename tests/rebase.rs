@@ -422,6 +422,7 @@ fn a_debian_customer_moves_to_a_bookworm_with_a_new_package() {
 
     let dry = rebase_json(&rig, &["cust1", "--base", "bookworm@2", "--dry-run"]);
     let found = conflicts(&dry);
+    println!("conflicts of the Debian customer: {found:?}");
     assert!(
         found.contains(&("/etc/motd".into(), "keep-with-osm-new".into())),
         "{dry}"

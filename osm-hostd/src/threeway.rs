@@ -5,7 +5,8 @@
 //! work grows with the number of entries in the upper, never with the size of a base.
 //!
 //! Rules, first match wins (see `docs/architecture.md`, issue 10):
-//! - `/var/lib/dpkg/**`: the new lower's (the customer's copy leaves the upper; the
+//! - `/var/lib/dpkg/**` and `/etc/ld.so.cache` (generated from the libraries, which the
+//!   new lower may change): the new lower's (the customer's copy leaves the upper; the
 //!   safety snapshot keeps it). `/var/lib/dpkg/status` is merged: the new lower's, plus
 //!   the stanzas of packages the customer installed (in neither lower).
 //! - `/etc/**`: the customer's version stays; the new lower's is written beside it as
@@ -267,7 +268,7 @@ pub fn plan(upper: &Path, old: &Stack, new: &Stack) -> io::Result<Vec<Conflict>>
     for (path, change) in found {
         let rule = if path == "/var/lib/dpkg/status" && change == Change::Changed {
             Rule::MergedStatus
-        } else if under(&path, "/var/lib/dpkg") {
+        } else if under(&path, "/var/lib/dpkg") || path == "/etc/ld.so.cache" {
             Rule::NewLower
         } else if under(&path, "/etc") {
             let rel = path.trim_start_matches('/');
@@ -478,6 +479,7 @@ mod tests {
             ("usr/bin/tool", "v1", "v2"),
             ("usr/share/doc/x", "a", "b"),
             ("var/lib/dpkg/available", "a", "b"),
+            ("etc/ld.so.cache", "a", "b"),
         ] {
             put(&old, rel, o);
             if !n.is_empty() {
@@ -497,6 +499,7 @@ mod tests {
             "usr/share/doc/x",
             "var/lib/dpkg/available",
             "var/lib/foo/data",
+            "etc/ld.so.cache",
         ] {
             put(&up, rel, "customer");
         }
@@ -510,6 +513,7 @@ mod tests {
             rules,
             vec![
                 ("/etc/gone", Rule::Keep),
+                ("/etc/ld.so.cache", Rule::NewLower),
                 ("/etc/motd", Rule::KeepWithOsmNew),
                 ("/usr/bin/tool", Rule::NewLower),
                 ("/usr/share/doc/x", Rule::Keep),
