@@ -561,3 +561,38 @@ fn layers_move_with_their_base_and_a_layer_export_imports_again() {
     );
     rig.ctl_ok(&["stop", "web1", "--force"]);
 }
+
+#[test]
+fn rebase_all_stops_at_the_first_failure_and_says_who_moved() {
+    require_root();
+    let rig = Rig::new();
+    two_busybox_bases(&rig);
+    for n in ["a1", "a2", "a3"] {
+        rig.ctl_ok(&["create", n, "--base", "bb@1"]);
+    }
+    rig.ctl_ok(&["start", "a2"]);
+    // a2's upper is tied to its lower (a redirect): its rebase fails half-way.
+    let tied = container_dir(&rig, "a2").join("rootfs-layer/etc");
+    std::fs::create_dir_all(&tied).unwrap();
+    set_xattr(&tied, "trusted.overlay.redirect", Some(b"/elsewhere"));
+    let out = rig.ctl(&[
+        "rebase", "--all", "--from", "bb@1", "--to", "bb@2", "--json",
+    ]);
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("a2 did not move") && stderr.contains("moved before it: a1"),
+        "{stderr}"
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("the report, as JSON");
+    assert_eq!(report["moved"][0]["container"], "a1", "{report}");
+    assert_eq!(report["moved"].as_array().unwrap().len(), 1, "{report}");
+    assert_eq!(report["failed"]["container"], "a2", "{report}");
+    assert_eq!(report["not_moved"], serde_json::json!(["a3"]), "{report}");
+    assert_eq!(rig.info_json("a1")["base"], "bb@2");
+    assert_eq!(rig.info_json("a2")["base"], "bb@1");
+    assert_eq!(rig.info_json("a3")["base"], "bb@1");
+    wait_running(&rig, "a2");
+    set_xattr(&tied, "trusted.overlay.redirect", None);
+    rig.ctl_ok(&["stop", "a2", "--force"]);
+}
