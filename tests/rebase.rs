@@ -571,9 +571,11 @@ fn rebase_all_stops_at_the_first_failure_and_says_who_moved() {
         rig.ctl_ok(&["create", n, "--base", "bb@1"]);
     }
     rig.ctl_ok(&["start", "a2"]);
-    // a2's upper is tied to its lower (a redirect): its rebase fails half-way.
-    let tied = container_dir(&rig, "a2").join("rootfs-layer/etc");
-    std::fs::create_dir_all(&tied).unwrap();
+    // a2's upper is tied to its lower (a redirect): its rebase fails half-way. (The
+    // directory is made through the overlay: one made behind a mounted overlay's back
+    // may be replaced by its next copy-up.)
+    inside(&rig, "a2", "mkdir -p /var/lib/tied && sync");
+    let tied = container_dir(&rig, "a2").join("rootfs-layer/var/lib/tied");
     set_xattr(&tied, "trusted.overlay.redirect", Some(b"/elsewhere"));
     let out = rig.ctl(&[
         "rebase", "--all", "--from", "bb@1", "--to", "bb@2", "--json",
@@ -594,5 +596,12 @@ fn rebase_all_stops_at_the_first_failure_and_says_who_moved() {
     assert_eq!(rig.info_json("a3")["base"], "bb@1");
     wait_running(&rig, "a2");
     set_xattr(&tied, "trusted.overlay.redirect", None);
+    // The safety snapshot brings a moved container back to where it was.
+    let safety = report["moved"][0]["safety_snapshot"]
+        .as_u64()
+        .unwrap()
+        .to_string();
+    rig.ctl_ok(&["snapshot", "restore", "a1", &safety]);
+    assert_eq!(rig.info_json("a1")["base"], "bb@1");
     rig.ctl_ok(&["stop", "a2", "--force"]);
 }
