@@ -517,22 +517,7 @@ fn a_daemon_killed_at_any_conversion_step_leaves_the_old_or_the_converted_contai
     ] {
         let name = format!("m-{step}");
         privileged_with_markers(&rig, &name);
-        rig.daemon_mut().stop();
-        rig.daemon_mut()
-            .set_env(osm_hostd::engine::RESTORE_CRASH_ENV, Some(step));
-        rig.daemon_mut().start();
-        let out = rig.ctl(&["set", &name, "--unprivileged"]);
-        assert!(
-            !out.status.success(),
-            "{step}: the daemon should have died: {out:?}"
-        );
-        assert!(
-            wait_until(Duration::from_secs(10), || !rig.daemon_mut().is_running()),
-            "{step}: daemon still running"
-        );
-        rig.daemon_mut()
-            .set_env(osm_hostd::engine::RESTORE_CRASH_ENV, None);
-        rig.daemon_mut().start();
+        rig.kill_daemon_at(step, &["set", &name, "--unprivileged"]);
 
         let containers = container_dir(&rig, &name).parent().unwrap().to_path_buf();
         let leftovers: Vec<String> = std::fs::read_dir(&containers)

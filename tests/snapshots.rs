@@ -644,15 +644,7 @@ fn a_restore_while_another_operation_runs_is_refused_as_busy() {
     rig.ctl_ok(&["snapshot", "restore", "web1", n.trim()]);
 }
 
-const STEPS: [&str; 7] = [
-    "journal",
-    "stopped",
-    "safety",
-    "staged",
-    "moved",
-    "exchanged",
-    "cleaned",
-];
+const STEPS: [&str; 7] = osm_hostd::engine::RESTORE_CRASH_STEPS;
 
 #[test]
 fn a_daemon_killed_at_any_restore_step_finishes_or_rolls_back() {
@@ -664,22 +656,7 @@ fn a_daemon_killed_at_any_restore_step_finishes_or_rolls_back() {
     let good = prepare_restore_case(&rig, "web1");
     for step in STEPS {
         let before = numbers(&daemon_list(&rig, "web1"), "num");
-        rig.daemon_mut().stop();
-        rig.daemon_mut()
-            .set_env(osm_hostd::engine::RESTORE_CRASH_ENV, Some(step));
-        rig.daemon_mut().start();
-        let out = rig.ctl(&["snapshot", "restore", "web1", &good.to_string()]);
-        assert!(
-            !out.status.success(),
-            "{step}: the daemon should have died: {out:?}"
-        );
-        assert!(
-            wait_until(Duration::from_secs(10), || !rig.daemon_mut().is_running()),
-            "{step}: daemon still running"
-        );
-        rig.daemon_mut()
-            .set_env(osm_hostd::engine::RESTORE_CRASH_ENV, None);
-        rig.daemon_mut().start();
+        rig.kill_daemon_at(step, &["snapshot", "restore", "web1", &good.to_string()]);
 
         let after = numbers(&daemon_list(&rig, "web1"), "num");
         assert!(
@@ -738,18 +715,7 @@ fn a_stopped_container_stays_stopped_through_an_interrupted_restore() {
     let one = rig.ctl_ok(&["snapshot", "create", "web1"]);
     for step in ["safety", "moved", "exchanged"] {
         std::fs::write(dir.join("rootfs-layer/v"), "2\n").unwrap();
-        rig.daemon_mut().stop();
-        rig.daemon_mut()
-            .set_env(osm_hostd::engine::RESTORE_CRASH_ENV, Some(step));
-        rig.daemon_mut().start();
-        let out = rig.ctl(&["snapshot", "restore", "web1", one.trim()]);
-        assert!(!out.status.success(), "{step}: {out:?}");
-        assert!(wait_until(Duration::from_secs(10), || !rig
-            .daemon_mut()
-            .is_running()));
-        rig.daemon_mut()
-            .set_env(osm_hostd::engine::RESTORE_CRASH_ENV, None);
-        rig.daemon_mut().start();
+        rig.kill_daemon_at(step, &["snapshot", "restore", "web1", one.trim()]);
         let v = std::fs::read_to_string(dir.join("rootfs-layer/v")).unwrap();
         assert_eq!(v, if step == "safety" { "2\n" } else { "1\n" }, "{step}");
         assert_eq!(rig.lxc_state("web1"), "STOPPED", "{step}");

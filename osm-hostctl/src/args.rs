@@ -144,6 +144,9 @@ pub enum Command {
     /// Manage layers (read-only stacks over a base, built from overlays/ recipes)
     #[command(subcommand)]
     Layer(super::layers::LayerCommand),
+    /// Move a container to another base (and layer) version after a safety snapshot,
+    /// keeping what the customer changed; waits for the job and lists the conflicts
+    Rebase(super::rebase::RebaseArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -114,6 +114,12 @@ pub async fn target(daemon: &Daemon, path: &ObjectPath<'_>) -> Option<String> {
     String::try_from(props.get("Target")?.clone()).ok()
 }
 
+/// The job's last message (for a finished job, its result). `None` if it cannot be read.
+pub async fn message(daemon: &Daemon, path: &ObjectPath<'_>) -> Option<String> {
+    let props = daemon.properties_raw(path, JOB_IFACE).await.ok()?;
+    String::try_from(props.get("Message")?.clone()).ok()
+}
+
 async fn read_status(daemon: &Daemon, path: &ObjectPath<'_>) -> Result<JobStatus, CliError> {
     match daemon.properties_raw(path, JOB_IFACE).await {
         Ok(props) => JobStatus::from_properties(&props),

@@ -40,6 +40,15 @@ pub enum LayerCommand {
         #[arg(long = "over", value_name = "L")]
         over: Vec<String>,
     },
+    /// Export a layer as a .tar.zst archive (whiteouts included) that `layer import`
+    /// reads back; waits for the export job
+    Export {
+        /// Layer name, NAME@VERSION
+        name: String,
+        /// The archive to write (must not exist); created here and passed to the daemon
+        /// as an open file
+        file: PathBuf,
+    },
     /// List layers, what they were built over and the containers using them
     List(JsonArg),
     /// Delete a layer no container and no other layer uses
@@ -134,6 +143,38 @@ pub async fn run(daemon: &Daemon, cmd: LayerCommand) -> Result<(), CliError> {
             drop(archive);
             watch.follow(daemon, &job).await?;
             say(&format!("imported layer {name}"));
+        }
+        LayerCommand::Export { name, file } => {
+            use std::os::unix::fs::OpenOptionsExt;
+            let out = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&file)
+                .map_err(|e| {
+                    CliError::new(
+                        ExitCode::InvalidArgument,
+                        format!("cannot create {}: {e}", file.display()),
+                    )
+                })?;
+            let watch = JobWatch::subscribe(daemon).await?;
+            let job = match m.export_layer(&name, Fd::from(&out)).await {
+                Ok(job) => job,
+                Err(e) => {
+                    drop(out);
+                    let _ = std::fs::remove_file(&file);
+                    return Err(e.into());
+                }
+            };
+            drop(out);
+            if let Err(e) = watch.follow(daemon, &job).await {
+                let _ = std::fs::remove_file(&file);
+                return Err(e);
+            }
+            let msg = super::job::message(daemon, &job).await;
+            say(&msg
+                .unwrap_or_else(|| format!("exported layer {name}"))
+                .replace("FILE", &file.display().to_string()));
         }
         LayerCommand::List(out) => {
             let list: Vec<LayerRow> = m

@@ -53,6 +53,7 @@ pub mod layers;
 pub mod model;
 mod monitor;
 mod publish;
+pub mod rebase;
 mod remote;
 mod run;
 pub mod snapshots;

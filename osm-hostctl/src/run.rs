@@ -107,6 +107,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Customer(cmd) => super::customer::run(&daemon, cmd).await?,
         Command::Monitor(out) => super::monitor::run(&daemon, out.json).await?,
         Command::Layer(cmd) => super::layers::run(&daemon, cmd).await?,
+        Command::Rebase(args) => super::rebase::run(&daemon, args).await?,
     }
     Ok(())
 }

@@ -546,10 +546,11 @@ impl RootfsMount {
                 .join(":")
         };
         let opts = format!(
-            "lowerdir={},upperdir={},workdir={},index=off,metacopy=off,redirect_dir=off",
+            "lowerdir={},upperdir={},workdir={},{}",
             join(&lowers),
             self.upper.display(),
-            self.work.display()
+            self.work.display(),
+            crate::lxcconf::OVERLAY_OPTIONS
         );
         let (src, fstype, target, data) = (
             c"overlay",

@@ -32,3 +32,4 @@ pub mod spec;
 pub mod store;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod threeway;

@@ -161,6 +161,11 @@ pub struct ConfPaths<'a> {
     pub pids_max: u32,
 }
 
+/// overlayfs options every container's rootfs is mounted with, privileged or not: with
+/// them an upper dir holds plain copies (no index, metacopy or redirect xattrs pointing
+/// into a lower), so it stays valid over a different lower stack (a rebase).
+pub const OVERLAY_OPTIONS: &str = "index=off,metacopy=off,redirect_dir=off";
+
 /// `lxc.container.conf` for one container.
 pub fn render_container(spec: &ContainerSpec, paths: &ConfPaths<'_>, facts: &HostFacts) -> String {
     let mut s = String::from(
@@ -185,6 +190,8 @@ pub fn render_container(spec: &ContainerSpec, paths: &ConfPaths<'_>, facts: &Hos
             let _ = write!(rootfs, ":{}", dir.display());
         }
         let _ = writeln!(s, "lxc.rootfs.path = {rootfs}");
+        // LXC appends these to its overlay mount's data.
+        let _ = writeln!(s, "lxc.rootfs.options = {OVERLAY_OPTIONS}");
     }
     match paths.bridge {
         Some(bridge) => {
@@ -299,6 +306,7 @@ mod tests {
         ));
         assert!(conf.contains("lxc.include = /s/lxc/include/common.conf\n"));
         assert!(conf.contains("lxc.uts.name = web1\n"));
+        assert!(conf.contains("lxc.rootfs.options = index=off,metacopy=off,redirect_dir=off\n"));
     }
 
     #[test]

@@ -92,11 +92,11 @@ fn shift_caps(value: &[u8], from: &Range, to: &Range) -> Result<Vec<u8>, String>
     Ok(out)
 }
 
-fn cpath(p: &Path) -> CString {
+pub(crate) fn cpath(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).expect("paths have no NUL byte")
 }
 
-fn get_xattr(p: &CString, name: &str) -> Option<Vec<u8>> {
+pub(crate) fn get_xattr(p: &CString, name: &str) -> Option<Vec<u8>> {
     let n = CString::new(name).expect("static name");
     let mut buf = vec![0u8; 65536];
     // SAFETY: valid C strings; `buf` is writable for its length.

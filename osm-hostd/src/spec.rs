@@ -13,7 +13,9 @@ pub struct ContainerSpec {
     pub name: String,
     /// The base image under `os-bases/`; the upper dir is a delta against exactly it.
     pub base: String,
-    /// Layers under `layers/`, top-most first (the order of overlayfs' lowerdir).
+    /// Layers under `layers/`, lowest first: the order users see everywhere (CLI
+    /// `--layer`, D-Bus, `info`, layer sidecars, recipes). overlayfs' lowerdir is the
+    /// reverse; only the two places that mount it turn it round.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub layers: Vec<String>,
     /// Locally administered MAC, chosen once at create and never changed.

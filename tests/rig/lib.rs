@@ -18,6 +18,7 @@
 mod bus;
 mod bus_probe;
 mod busybox;
+mod crash;
 mod daemon;
 mod daemon_config;
 pub mod handmade_lxc;

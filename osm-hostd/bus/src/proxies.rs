@@ -5,7 +5,7 @@
 //! Manager (`/uk/co/devtank/OsmHost1`):
 //! - `CreateContainer(name s, base s, options a{sv}) -> o`; options: `autostart` b (or s:
 //!   "true", "false", "last-state"), `boot_priority` i, `boot_delay` u (seconds),
-//!   `memory` t (bytes), `cpus` u, `layers` as, `ip` s (a fixed IPv4 address from the
+//!   `memory` t (bytes), `cpus` u, `layers` as (lowest first), `ip` s (a fixed IPv4 address from the
 //!   range; default: the lowest free one), `privileged` b (no user namespace; default
 //!   false: the container gets its own id range).
 //! - `StartContainer(name s)`, `StopContainer(name s, force b, timeout u)` (timeout in
@@ -20,7 +20,18 @@
 //!   returns a job), `ListLayers() -> a(stsass)` (name, created s, base, lower layers
 //!   lowest first, cache key), `DeleteLayer(name s)` (refused while a container or a layer
 //!   uses it), `ImportLayer(name s, base s, layers as, archive h) -> o` (an upper layer
-//!   over `base` and `layers` (lowest first) as tar/tar.gz/tar.zst; returns a job).
+//!   over `base` and `layers` (lowest first) as tar/tar.gz/tar.zst; returns a job),
+//!   `ExportLayer(name s, archive h) -> o` (writes the layer as tar.zst, whiteouts and
+//!   overlay xattrs included, to a regular file open for writing; returns a job).
+//! - `Rebase(name s, base s, layers as, dry_run b) -> o` (a job: moves the container's
+//!   upper layer onto `base` and `layers` (lowest first) after a safety snapshot, with
+//!   the three-way conflict rules; `dry_run` only reports; the job's `Output` is the
+//!   report as JSON: `container`, `from`/`to` {`base`, `layers`}, `dry_run`,
+//!   `safety_snapshot`, `conflicts` [{`path`, `change` changed|deleted, `rule`
+//!   new-lower|merged-status|keep-with-osm-new|keep}]),
+//!   `RebaseAll(from s, to s) -> o` (a job: every container on base `from`, one at a
+//!   time, stopping at the first failure; `Output`: `moved` [reports], `failed`
+//!   {`container`, `error`}, `not_moved` as).
 //! - `GetNetworkInfo() -> a{sv}`: `Bridge` s, `Address` s (CIDR), `Subnet` s, `RangeFirst`
 //!   s, `RangeLast` s, `Used` u, `Free` u, `Nat` b, `Managed` b, `DnsmasqState` s
 //!   (running|starting|restarting|failed|unmanaged), `DnsmasqPid` u, `DnsmasqRestarts` u.
@@ -139,6 +150,15 @@ pub trait Manager {
     fn list_layers(&self) -> zbus::Result<Vec<LayerWire>>;
     fn delete_layer(&self, name: &str) -> zbus::Result<()>;
     fn prune_bases(&self, name: &str) -> zbus::Result<Vec<String>>;
+    fn rebase(
+        &self,
+        name: &str,
+        base: &str,
+        layers: &[&str],
+        dry_run: bool,
+    ) -> zbus::Result<OwnedObjectPath>;
+    fn rebase_all(&self, from: &str, to: &str) -> zbus::Result<OwnedObjectPath>;
+    fn export_layer(&self, name: &str, archive: Fd<'_>) -> zbus::Result<OwnedObjectPath>;
     fn import_layer(
         &self,
         name: &str,
@@ -323,6 +343,9 @@ pub trait Job {
     fn state(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn message(&self) -> zbus::Result<String>;
+    /// A machine-readable result (JSON) for jobs that have one (a rebase); "" otherwise.
+    #[zbus(property)]
+    fn output(&self) -> zbus::Result<String>;
     #[zbus(signal)]
     fn finished(&self, success: bool, message: String) -> zbus::Result<()>;
 }

@@ -350,6 +350,61 @@ impl Manager {
         logged("prune bases", &name, self.engine.prune_bases(&name).await)
     }
 
+    /// Starts a job writing layer `name` as a tar.zst to `archive` (open for writing).
+    async fn export_layer(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        name: String,
+        archive: OwnedFd,
+    ) -> Result<OwnedObjectPath> {
+        self.auth.require_admin(conn, &hdr).await?;
+        let fd: std::os::fd::OwnedFd = archive.into();
+        let job = logged(
+            "export layer",
+            &name,
+            self.engine.export_layer(&name, std::fs::File::from(fd)),
+        )?;
+        Ok(self.exports.job(server, job.id).await)
+    }
+
+    /// Starts a job moving `name` onto `base` and `layers` (lowest first); `dry_run`
+    /// only reports the conflicts (the job's `Output`).
+    #[allow(clippy::too_many_arguments)] // zbus passes the header, connection and server
+    async fn rebase(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        name: String,
+        base: String,
+        layers: Vec<String>,
+        dry_run: bool,
+    ) -> Result<OwnedObjectPath> {
+        self.auth.require_admin(conn, &hdr).await?;
+        let job = logged(
+            "rebase",
+            &name,
+            self.engine.rebase(&name, &base, &layers, dry_run),
+        )?;
+        Ok(self.exports.job(server, job.id).await)
+    }
+
+    /// Starts a job moving every container on base `from` to base `to`, one at a time.
+    async fn rebase_all(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        from: String,
+        to: String,
+    ) -> Result<OwnedObjectPath> {
+        self.auth.require_admin(conn, &hdr).await?;
+        let job = logged("rebase all", &from, self.engine.rebase_all(&from, &to))?;
+        Ok(self.exports.job(server, job.id).await)
+    }
+
     async fn list_layers(&self) -> Result<Vec<api::proxies::LayerWire>> {
         Ok(self
             .engine

@@ -251,6 +251,7 @@ async fn apply(server: &ObjectServer, shared: &Shared, event: Event) -> zbus::Re
                 let obj = iface.get().await;
                 obj.progress_changed(emitter).await?;
                 obj.message_changed(emitter).await?;
+                obj.output_changed(emitter).await?;
                 obj.state_changed(emitter).await?;
             }
             if let Some(job) = shared.engine.jobs.get(id) {

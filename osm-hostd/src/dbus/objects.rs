@@ -559,6 +559,13 @@ impl JobObject {
         Ok(self.job()?.status().message)
     }
 
+    /// A machine-readable result (JSON) once the job is over, for jobs that have one
+    /// (a rebase: its conflicts and the rules applied); "" otherwise.
+    #[zbus(property)]
+    fn output(&self) -> zbus::fdo::Result<String> {
+        Ok(self.job()?.output())
+    }
+
     #[zbus(signal)]
     pub async fn finished(
         emitter: &SignalEmitter<'_>,

@@ -633,3 +633,51 @@ async fn layers_are_built_as_jobs_listed_and_refused_with_the_reason() {
     let err = mgr.delete_layer("l1").await.unwrap_err();
     assert_eq!(error_name(&err), "uk.co.devtank.OsmHost1.Error.NotFound");
 }
+
+#[tokio::test]
+async fn a_rebase_is_a_job_whose_output_is_the_report() {
+    let p = peer().await;
+    let mgr = proxy::<ManagerProxy>(&p.client, api::MANAGER_PATH).await;
+    let archive = tempfile::NamedTempFile::new().unwrap();
+    let fd = std::os::fd::AsFd::as_fd(archive.as_file());
+    let import = mgr.import_base("bb@2", fd.into()).await.unwrap();
+    let import = proxy::<JobProxy>(&p.client, import.as_str()).await;
+    let done = |job: JobProxy<'static>| async move {
+        for _ in 0..100 {
+            if job.state().await.unwrap() != "running" {
+                return job;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("the job did not finish");
+    };
+    assert_eq!(done(import).await.state().await.unwrap(), "completed");
+    mgr.create_container("c1", "bb", HashMap::new())
+        .await
+        .unwrap();
+
+    let err = mgr.rebase("c1", "bb", &[], false).await.unwrap_err();
+    assert_eq!(
+        error_name(&err),
+        "uk.co.devtank.OsmHost1.Error.InvalidArgument"
+    );
+    assert!(err.to_string().contains("already on bb"), "{err}");
+    let err = mgr.rebase("c1", "bb@9", &[], false).await.unwrap_err();
+    assert_eq!(error_name(&err), "uk.co.devtank.OsmHost1.Error.NotFound");
+
+    let path = mgr.rebase("c1", "bb@2", &[], true).await.unwrap();
+    let job = done(proxy::<JobProxy>(&p.client, path.as_str()).await).await;
+    assert_eq!(job.kind().await.unwrap(), "rebase");
+    assert_eq!(
+        job.state().await.unwrap(),
+        "completed",
+        "{:?}",
+        job.message().await
+    );
+    let report: serde_json::Value = serde_json::from_str(&job.output().await.unwrap()).unwrap();
+    assert_eq!(report["container"], "c1");
+    assert_eq!(report["dry_run"], true);
+    assert_eq!(report["from"]["base"], "bb");
+    assert_eq!(report["to"]["base"], "bb@2");
+    assert!(report["conflicts"].as_array().unwrap().is_empty());
+}

@@ -105,8 +105,8 @@ impl Engine {
         manifest: Option<&Manifest>,
         job: &Job,
     ) -> EngineResult<()> {
-        // spec.layers is top-most first: a layer's lowers are the ones after it.
-        for (i, name) in spec.layers.iter().enumerate().rev() {
+        // spec.layers is lowest first: a layer's lowers are the ones before it.
+        for (i, name) in spec.layers.iter().enumerate() {
             if self.layer_info(name).is_ok() {
                 continue;
             }
@@ -118,7 +118,7 @@ impl Engine {
                         "layer {name} is not here and the backup names no archive of it; import or build it first"
                     ))
                 })?;
-            let lowers: Vec<String> = spec.layers[i + 1..].iter().rev().cloned().collect();
+            let lowers: Vec<String> = spec.layers[..i].to_vec();
             job.set_progress(0.02, &format!("importing layer {name}"));
             self.import_layer_from_target(target, name, &spec.base, &lowers, &rel)?;
         }

@@ -55,9 +55,11 @@ impl Engine {
     pub(super) fn rootfs_mount(&self, spec: &ContainerSpec) -> Option<RootfsMount> {
         let map = spec.unprivileged_map()?;
         let dir = self.store.container_dir(&spec.name);
+        // Top-most first for overlayfs; the spec keeps them lowest first.
         let mut lowers: Vec<PathBuf> = spec
             .layers
             .iter()
+            .rev()
             .map(|l| self.store.layers_dir().join(l))
             .collect();
         lowers.push(self.store.bases_dir().join(&spec.base));

@@ -43,6 +43,9 @@ pub struct Job {
     pub target: String,
     status: Mutex<JobStatus>,
     last_signal: Mutex<Option<(Instant, f64)>>,
+    /// A machine-readable result (JSON) for jobs that have one (a rebase's conflicts);
+    /// set before the job finishes.
+    output: Mutex<String>,
     events: broadcast::Sender<Event>,
     registry: Weak<Registry>,
     linger: Duration,
@@ -76,6 +79,15 @@ impl Job {
             *last = Some((Instant::now(), fraction));
             let _ = self.events.send(Event::JobChanged(self.id));
         }
+    }
+
+    /// The job's machine-readable result; "" when it has none.
+    pub fn output(&self) -> String {
+        self.output.lock().expect("job lock").clone()
+    }
+
+    pub fn set_output(&self, json: String) {
+        *self.output.lock().expect("job lock") = json;
     }
 
     pub fn finish(&self, result: Result<String, String>) {
@@ -143,6 +155,7 @@ impl Jobs {
                 message: String::new(),
             }),
             last_signal: Mutex::new(None),
+            output: Mutex::new(String::new()),
             events: self.events.clone(),
             registry: Arc::downgrade(&self.live),
             linger: self.linger,

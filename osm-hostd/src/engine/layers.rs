@@ -332,7 +332,7 @@ impl Engine {
         Ok(())
     }
 
-    /// Checks that a container's layer stack (top-most first, as in its spec) fits
+    /// Checks that a container's layer stack (lowest first, as in its spec) fits
     /// together: each layer built by osm-hostd was built over `base`, with exactly its
     /// own lower layers below it. Layers without a sidecar (made by hand) are trusted.
     pub(super) fn check_layer_stack(&self, base: &str, layers: &[String]) -> EngineResult<()> {
@@ -348,14 +348,12 @@ impl Engine {
                     info.base, info.base
                 )));
             }
-            let below: Vec<&String> = layers[i + 1..].iter().collect();
-            let wanted: Vec<&String> = info.layers.iter().rev().collect();
-            if below != wanted {
+            let below = &layers[..i];
+            if below != info.layers.as_slice() {
                 return Err(EngineError::invalid_argument(format!(
                     "layer {name} was built over layers {:?} (lowest first) but would sit on \
-                     {:?}; give every layer of the stack, each once",
+                     {below:?}; give every layer of the stack, lowest first, each once",
                     info.layers,
-                    below.iter().rev().collect::<Vec<_>>()
                 )));
             }
         }
@@ -380,5 +378,55 @@ impl Engine {
         let _ = std::fs::remove_file(self.layer_sidecar(name));
         tracing::info!(layer = %name, "layer deleted");
         Ok(())
+    }
+}
+
+impl Engine {
+    /// Starts a job writing layer `name` (its upper tree, whiteouts and overlay xattrs
+    /// included) as a zstd-compressed tar to `out`, an open regular file the caller made;
+    /// `layer import` reads it back. The layer is read-only, so it needs no snapshot.
+    pub fn export_layer(
+        self: &Arc<Self>,
+        name: &str,
+        mut out: std::fs::File,
+    ) -> EngineResult<Arc<Job>> {
+        let info = self.layer_info(name)?;
+        let md = out
+            .metadata()
+            .map_err(|e| EngineError::io("inspecting the output file", &e))?;
+        if !md.is_file() {
+            return Err(EngineError::invalid_argument(
+                "the output must be a regular file (not a pipe or a device)".into(),
+            ));
+        }
+        let writable = nix::fcntl::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&out),
+            nix::fcntl::FcntlArg::F_GETFL,
+        )
+        .map(|f| nix::fcntl::OFlag::from_bits_truncate(f) & nix::fcntl::OFlag::O_ACCMODE)
+        .is_ok_and(|m| m != nix::fcntl::OFlag::O_RDONLY);
+        if !writable {
+            return Err(EngineError::invalid_argument(
+                "the output file was opened read-only; open it for writing".into(),
+            ));
+        }
+        let engine = self.clone();
+        let job = self.jobs.start_blocking("export-layer", name, move |job2| {
+            let dir = engine.store.layers_dir().join(&info.name);
+            let size = crate::fsutil::disk_usage(&dir).unwrap_or(1).max(1);
+            crate::base::write_tar_zst(&dir, &mut out, size, &mut |f| {
+                job2.set_progress(f, "archiving")
+            })
+            .map_err(|e| format!("exporting layer {}: {e}", info.name))?;
+            let mut over = vec![format!("--base {}", info.base)];
+            over.extend(info.layers.iter().map(|l| format!("--over {l}")));
+            Ok::<_, String>(format!(
+                "exported layer {}; import it with `osm-hostctl layer import {} FILE {}`",
+                info.name,
+                info.name,
+                over.join(" ")
+            ))
+        });
+        Ok(job)
     }
 }

@@ -233,9 +233,11 @@ impl Engine {
     }
 
     pub(super) fn render_lxc_config(&self, spec: &ContainerSpec) -> String {
+        // Top-most first for overlayfs; the spec keeps them lowest first.
         let layer_dirs: Vec<PathBuf> = spec
             .layers
             .iter()
+            .rev()
             .map(|l| self.store.layers_dir().join(l))
             .collect();
         let bridge = self.cfg.network.bridge.as_str();

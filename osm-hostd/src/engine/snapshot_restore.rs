@@ -42,6 +42,17 @@ pub const TRASH_DIR: &str = ".trash";
 pub(super) const MARKER: &str = ".osm-restore-staging";
 /// Test hook: the daemon kills itself (SIGKILL) when a restore reaches this step.
 pub const CRASH_ENV: &str = "OSM_HOSTD_RESTORE_CRASH_AT";
+/// The steps [`CRASH_ENV`] may name, in order; restores, conversions and rebases pass
+/// each of them.
+pub const CRASH_STEPS: [&str; 7] = [
+    "journal",
+    "stopped",
+    "safety",
+    "staged",
+    "moved",
+    "exchanged",
+    "cleaned",
+];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
