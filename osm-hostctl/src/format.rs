@@ -53,7 +53,11 @@ pub fn containers_table(list: &[ContainerInfo]) -> String {
                 } else {
                     format!("{} {WARNING_MARK}", c.state)
                 },
-                c.base.clone(),
+                if has_newer_version(c) {
+                    format!("{}{NEWER_MARK}", c.base)
+                } else {
+                    c.base.clone()
+                },
                 c.ipv4_address.clone(),
                 autostart_text(c),
             ]
@@ -70,7 +74,38 @@ pub fn containers_table(list: &[ContainerInfo]) -> String {
             "{PRIVILEGED_MARK} privileged: root inside is root on the host\n"
         ));
     }
+    if list.iter().any(has_newer_version) {
+        out.push_str(&format!(
+            "{NEWER_MARK} a newer version exists; see osm-hostctl info NAME and osm-hostctl rebase\n"
+        ));
+    }
     out
+}
+
+/// Marks, after the base in `list`, a container whose pinned base or a pinned layer has
+/// a newer version.
+pub const NEWER_MARK: &str = "*";
+
+fn has_newer_version(c: &ContainerInfo) -> bool {
+    !c.newer_base.is_empty() || c.newer_layers.iter().any(|l| !l.is_empty())
+}
+
+/// The pinned layers, each followed by its newer version when there is one.
+fn layers_text(c: &ContainerInfo) -> String {
+    if c.layers.is_empty() {
+        return "-".to_string();
+    }
+    c.layers
+        .iter()
+        .enumerate()
+        .map(
+            |(i, l)| match c.newer_layers.get(i).filter(|n| !n.is_empty()) {
+                Some(n) => format!("{l} (newer: {n})"),
+                None => l.clone(),
+            },
+        )
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Marks a privileged container in `list`.
@@ -177,7 +212,7 @@ pub fn container_detail(d: &ContainerDetail, now_us: u64) -> String {
                 format!("{} (newer: {})", c.base, c.newer_base)
             },
         ),
-        ("layers", list(&c.layers)),
+        ("layers", layers_text(c)),
         ("ipv4 address", c.ipv4_address.clone()),
         ("addresses", list(&c.addresses)),
         ("mac address", c.mac_address.clone()),
@@ -361,6 +396,47 @@ mod tests {
             "NAME  STATE    BASE      ADDRESS  AUTOSTART\na     stopped  debian12  -        no\n"
         );
         assert_eq!(bases_table(&[]), "NAME  CREATED  SOURCE  USED-BY\n");
+    }
+
+    #[test]
+    fn newer_versions_are_marked_in_list_and_named_in_info() {
+        let plain = web("a", "running");
+        let mut base = web("b", "running");
+        base.base = "bookworm@1".into();
+        base.newer_base = "bookworm@2".into();
+        let mut layer = web("c", "stopped");
+        layer.layers = vec!["mqtt@1".into(), "extra@1".into()];
+        layer.newer_layers = vec!["".into(), "extra@2".into()];
+        let mut current = web("d", "stopped");
+        current.layers = vec!["mqtt@1".into()];
+        current.newer_layers = vec!["".into()];
+        let out = containers_table(&[plain.clone(), base.clone(), current.clone()]);
+        assert!(out.contains("  bookworm@1*  "), "{out}");
+        assert!(out.contains("\na     running  debian12     10"), "{out}");
+        assert!(out.contains("\nd     stopped  debian12     10"), "{out}");
+        assert!(
+            out.ends_with(
+                "* a newer version exists; see osm-hostctl info NAME and osm-hostctl rebase\n"
+            ),
+            "{out}"
+        );
+        let out = containers_table(&[layer.clone()]);
+        assert!(out.contains("  debian12*  "), "{out}");
+        let out = containers_table(&[plain, current.clone()]);
+        assert!(!out.contains('*'), "{out}");
+        let detail = |info| ContainerDetail {
+            info,
+            disk_usage: None,
+        };
+        let page = container_detail(&detail(layer), 0);
+        assert!(
+            page.contains("layers:") && page.contains(" mqtt@1, extra@1 (newer: extra@2)\n"),
+            "{page}"
+        );
+        let page = container_detail(&detail(base), 0);
+        assert!(page.contains(" bookworm@1 (newer: bookworm@2)\n"), "{page}");
+        let page = container_detail(&detail(current), 0);
+        assert!(page.contains(" mqtt@1\n"), "{page}");
     }
 
     #[test]

@@ -56,6 +56,12 @@ pub enum LayerCommand {
         /// Layer name
         name: String,
     },
+    /// Delete the older NAME@VERSION layers no container or layer uses (keeps the newest
+    /// of each name)
+    Prune {
+        /// Layer name without a version [default: every layer]
+        name: Option<String>,
+    },
 }
 
 /// One layer, as `layer list --json` prints it.
@@ -198,6 +204,20 @@ pub async fn run(daemon: &Daemon, cmd: LayerCommand) -> Result<(), CliError> {
         LayerCommand::Delete { name } => {
             m.delete_layer(&name).await?;
             say(&format!("deleted layer {name}"));
+        }
+        LayerCommand::Prune { name } => {
+            let name = name.unwrap_or_default();
+            let deleted = m.prune_layers(&name).await?;
+            if deleted.is_empty() {
+                say(&if name.is_empty() {
+                    "no unused older layer versions".to_string()
+                } else {
+                    format!("no unused older versions of layer {name}")
+                });
+            }
+            for l in deleted {
+                say(&format!("deleted layer {l}"));
+            }
         }
     }
     Ok(())

@@ -25,6 +25,8 @@ pub struct ContainerInfo {
     /// A newer version of the pinned base (`NewerBase`); "" when none.
     pub newer_base: String,
     pub layers: Vec<String>,
+    /// For each pinned layer, a newer version of it (`NewerLayers`), "" when none.
+    pub newer_layers: Vec<String>,
     pub addresses: Vec<String>,
     /// The fixed address on the bridge (`IPv4Address`).
     pub ipv4_address: String,
@@ -197,6 +199,7 @@ impl ContainerInfo {
             base: prop(p, "Base")?,
             newer_base: prop(p, "NewerBase")?,
             layers: prop(p, "Layers")?,
+            newer_layers: prop(p, "NewerLayers")?,
             addresses: prop(p, "Addresses")?,
             ipv4_address: prop(p, "IPv4Address")?,
             mac_address: prop(p, "MacAddress")?,
@@ -327,6 +330,7 @@ pub(crate) mod tests {
             ("InitPid", Value::from(4242u32)),
             ("Base", Value::from("debian12")),
             ("Layers", Value::from(vec!["osm-stack".to_string()])),
+            ("NewerLayers", Value::from(vec!["osm-stack@2".to_string()])),
             ("Addresses", Value::from(vec!["10.0.3.12".to_string()])),
             ("MacAddress", Value::from("00:16:3e:00:00:01")),
             ("Autostart", Value::from(true)),
@@ -351,6 +355,7 @@ pub(crate) mod tests {
         assert_eq!(c.name, "web1");
         assert_eq!(c.init_pid, 4242);
         assert_eq!(c.layers, vec!["osm-stack"]);
+        assert_eq!(c.newer_layers, vec!["osm-stack@2"]);
         assert_eq!(c.memory_limit, 2 << 30);
         assert!(c.autostart);
         assert_eq!(c.last_backup_attempt, 1_700_000_200_000_000);
@@ -466,6 +471,7 @@ pub(crate) mod tests {
                 "memory_limit",
                 "name",
                 "newer_base",
+                "newer_layers",
                 "newest_snapshot",
                 "preset",
                 "privileged",

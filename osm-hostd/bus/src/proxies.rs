@@ -23,6 +23,9 @@
 //!   over `base` and `layers` (lowest first) as tar/tar.gz/tar.zst; returns a job),
 //!   `ExportLayer(name s, archive h) -> o` (writes the layer as tar.zst, whiteouts and
 //!   overlay xattrs included, to a regular file open for writing; returns a job).
+//!   `PruneLayers(name s) -> as` (deletes the `name@VERSION` layers, or with "" those of
+//!   every name, that are not the newest of their name and that no container and no
+//!   layer uses; returns their names).
 //! - `Rebase(name s, base s, layers as, dry_run b) -> o` (a job: moves the container's
 //!   upper layer onto `base` and `layers` (lowest first) after a safety snapshot, with
 //!   the three-way conflict rules; `dry_run` only reports; the job's `Output` is the
@@ -87,6 +90,8 @@
 //! `Restart(timeout u)`, `Delete(force b)`, `GetDiskUsage() -> t`; properties `Name`,
 //! `State` (stopped|starting|running|stopping), `InitPid` u, `Base`, `Layers` as,
 //! `NewerBase` s (a newer `NAME@VERSION` of the pinned base; "" when none),
+//! `NewerLayers` as (for each pinned layer, a newer version built over the same base and
+//! lower layers; "" when none),
 //! `Addresses` as (seen inside while running), `IPv4Address` s (fixed), `MacAddress`, `Autostart` b (true unless the policy is false),
 //! `AutostartPolicy` s (true|false|last-state), `BootPriority` i, `BootDelay` u,
 //! `Warning` s ("" when none), `MemoryLimit` t, `CpuLimit` u (0 = none),
@@ -150,6 +155,7 @@ pub trait Manager {
     fn list_layers(&self) -> zbus::Result<Vec<LayerWire>>;
     fn delete_layer(&self, name: &str) -> zbus::Result<()>;
     fn prune_bases(&self, name: &str) -> zbus::Result<Vec<String>>;
+    fn prune_layers(&self, name: &str) -> zbus::Result<Vec<String>>;
     fn rebase(
         &self,
         name: &str,

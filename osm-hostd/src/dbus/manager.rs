@@ -424,6 +424,18 @@ impl Manager {
         logged("delete layer", &name, self.engine.delete_layer(&name).await)
     }
 
+    /// Deletes the unused older `NAME@VERSION` layers (of `name`, or of every layer when
+    /// `name` is ""); returns their names.
+    async fn prune_layers(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        name: String,
+    ) -> Result<Vec<String>> {
+        self.auth.require_admin(conn, &hdr).await?;
+        logged("prune layers", &name, self.engine.prune_layers(&name).await)
+    }
+
     /// Starts a backup job of `names`, or of every container with `all`.
     async fn run_backup(
         &self,

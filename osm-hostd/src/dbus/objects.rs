@@ -279,8 +279,17 @@ impl ContainerObject {
     /// "" when none (or the base has no version).
     #[zbus(property)]
     fn newer_base(&self, #[zbus(header)] hdr: Option<Header<'_>>) -> zbus::fdo::Result<String> {
-        let base = self.view(hdr.as_ref())?.info.spec.base.clone();
-        Ok(self.engine.newer_base(&base).unwrap_or_default())
+        Ok(self.view(hdr.as_ref())?.newer_base.clone())
+    }
+
+    /// For each pinned layer, the newest version of it built over the same base and
+    /// lower layers when that is newer; "" when none.
+    #[zbus(property)]
+    fn newer_layers(
+        &self,
+        #[zbus(header)] hdr: Option<Header<'_>>,
+    ) -> zbus::fdo::Result<Vec<String>> {
+        Ok(self.view(hdr.as_ref())?.newer_layers.clone())
     }
 
     #[zbus(property)]

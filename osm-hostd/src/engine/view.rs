@@ -1,6 +1,7 @@
 //! A container as readers see it: its state and spec, its snapshots and its last
-//! backups, gathered in one pass so a reader of every property (`GetAll`, `list`)
-//! scans `.snapshots` once and reads the backup status once.
+//! backups, and the newer versions of its base and layers, gathered in one pass so a
+//! reader of every property (`GetAll`, `list`) scans `.snapshots` once, reads the backup
+//! status once and lists the layer store at most once.
 
 use super::{ContainerInfo, Engine, SnapshotSummary};
 use crate::backup::status::ContainerBackup;
@@ -12,6 +13,10 @@ pub struct ContainerView {
     pub info: ContainerInfo,
     pub snapshots: SnapshotSummary,
     pub backup: ContainerBackup,
+    /// A newer version of the pinned base, "" when none.
+    pub newer_base: String,
+    /// For each pinned layer, a newer version of it or "".
+    pub newer_layers: Vec<String>,
 }
 
 impl Engine {
@@ -19,6 +24,8 @@ impl Engine {
     pub fn container_view(&self, name: &str) -> EngineResult<ContainerView> {
         let info = self.container_info(name)?;
         Ok(ContainerView {
+            newer_base: self.newer_base(&info.spec.base).unwrap_or_default(),
+            newer_layers: self.newer_layers(&info.spec.layers),
             info,
             snapshots: self.snapshot_summary(name),
             backup: self
