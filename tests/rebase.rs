@@ -1,6 +1,7 @@
 //! `osm-hostctl rebase`: a customer container moves to a new base version keeping what
 //! the customer changed, by the three-way rules; a dry run changes nothing; a daemon
-//! killed at any step leaves the old stack or the new one.
+//! killed at any step leaves the old stack or the new one. `list` and `info` show newer
+//! versions of what a container pinned until it is rebased; `layer prune` keeps what is used.
 //!
 //! The Debian case builds a second bookworm from `tests/recipes/bookworm-v2.toml` (one
 //! package added, /etc/motd changed). Both base builds are cached in the rig's shared
@@ -604,4 +605,110 @@ fn rebase_all_stops_at_the_first_failure_and_says_who_moved() {
     rig.ctl_ok(&["snapshot", "restore", "a1", &safety]);
     assert_eq!(rig.info_json("a1")["base"], "bb@1");
     rig.ctl_ok(&["stop", "a2", "--force"]);
+}
+
+/// The `list` row of container `name`.
+fn list_row(rig: &Rig, name: &str) -> String {
+    let list = rig.ctl_ok(&["list"]);
+    list.lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .unwrap_or_else(|| panic!("no {name} in {list}"))
+        .to_string()
+}
+
+const NEWER_NOTE: &str =
+    "* a newer version exists; see osm-hostctl info NAME and osm-hostctl rebase";
+
+#[test]
+fn list_and_info_show_newer_versions_until_a_rebase_and_layer_prune_keeps_what_is_used() {
+    require_root();
+    let rig = Rig::new();
+    let one = busybox_variant(&rig, "bb1", &[("etc/motd", "v1\n")]);
+    let two = busybox_variant(&rig, "bb2", &[("etc/motd", "v2\n")]);
+    let tar = layer_tar(&rig);
+    let tar = tar.to_str().unwrap();
+    rig.ctl_ok(&["base", "import", "bb@1", one.to_str().unwrap()]);
+    rig.ctl_ok(&["layer", "import", "extra@a", tar, "--base", "bb@1"]);
+    for n in ["web1", "web2"] {
+        rig.ctl_ok(&["create", n, "--base", "bb@1", "--layer", "extra@a"]);
+    }
+    let list = rig.ctl_ok(&["list"]);
+    assert!(!list.contains('*'), "nothing newer yet: {list}");
+    assert_eq!(
+        rig.info_json("web1")["newer_layers"],
+        serde_json::json!([""])
+    );
+
+    // A second version of the layer over the same base: both are marked, info names it.
+    rig.ctl_ok(&["layer", "import", "extra@b", tar, "--base", "bb@1"]);
+    assert!(list_row(&rig, "web1").contains(" bb@1* "));
+    assert!(list_row(&rig, "web2").contains(" bb@1* "));
+    let list = rig.ctl_ok(&["list"]);
+    assert!(list.trim_end().ends_with(NEWER_NOTE), "{list}");
+    let info = rig.ctl_ok(&["info", "web1"]);
+    assert!(info.contains("extra@a (newer: extra@b)"), "{info}");
+    let json = rig.info_json("web1");
+    assert_eq!(json["newer_layers"], serde_json::json!(["extra@b"]));
+    assert_eq!(json["newer_base"], "");
+    let listed: Value = serde_json::from_str(&rig.ctl_ok(&["list", "--json"])).unwrap();
+    let web2 = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "web2")
+        .unwrap();
+    assert_eq!(web2["newer_layers"], serde_json::json!(["extra@b"]));
+
+    // Rebased onto it, web1 is current; web2 is still marked.
+    rebase_json(&rig, &["web1", "--base", "bb@1", "--layer", "extra@b"]);
+    assert!(list_row(&rig, "web1").contains(" bb@1 "));
+    assert!(list_row(&rig, "web2").contains(" bb@1* "));
+    let info = rig.ctl_ok(&["info", "web1"]);
+    assert!(!info.contains("newer"), "{info}");
+
+    // A new base, with the layer built over it: the base is what is newer now.
+    rig.ctl_ok(&["base", "import", "bb@2", two.to_str().unwrap()]);
+    rig.ctl_ok(&["layer", "import", "extra@c", tar, "--base", "bb@2"]);
+    assert!(list_row(&rig, "web1").contains(" bb@1* "));
+    let info = rig.ctl_ok(&["info", "web1"]);
+    assert!(info.contains("bb@1 (newer: bb@2)"), "{info}");
+    assert!(
+        !info.contains("(newer: extra"),
+        "extra@c is over another base: {info}"
+    );
+    rebase_json(&rig, &["web1", "--base", "bb@2", "--layer", "extra@c"]);
+    assert!(list_row(&rig, "web1").contains(" bb@2 "));
+    assert!(list_row(&rig, "web2").contains(" bb@1* "));
+    assert_eq!(
+        rig.info_json("web1")["newer_layers"],
+        serde_json::json!([""])
+    );
+
+    // Prune: extra@b is unused and not the newest; extra@a is old but web2 uses it.
+    let e = rig.ctl_err(&["layer", "prune", "extra@a"]);
+    assert!(e.contains("without a version"), "{e}");
+    let e = rig.ctl_err(&["layer", "prune", "nope"]);
+    assert!(e.contains("no versions of layer nope"), "{e}");
+    let out = rig.ctl_ok(&["layer", "prune"]);
+    assert_eq!(out.trim(), "deleted layer extra@b");
+    let layers = rig.sandbox().host_path(rig.store_root().join("lxc/layers"));
+    assert!(!layers.join("extra@b").exists());
+    let listed: Value = serde_json::from_str(&rig.ctl_ok(&["layer", "list", "--json"])).unwrap();
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["extra@a", "extra@c"]);
+    let out = rig.ctl_ok(&["layer", "prune", "extra"]);
+    assert_eq!(out.trim(), "no unused older versions of layer extra");
+    // web2 still starts on what it pinned.
+    rig.ctl_ok(&["start", "web2"]);
+    wait_running(&rig, "web2");
+    assert_eq!(
+        inside(&rig, "web2", "cat /opt/extra/file /etc/motd"),
+        "extra\nv1\n"
+    );
+    rig.ctl_ok(&["stop", "web2", "--force"]);
 }

@@ -17,21 +17,16 @@ fn newest<'a>(plain: &str, candidates: impl Iterator<Item = (&'a str, u64)>) -> 
         .map(|(n, _)| n.to_string())
 }
 
-/// The newest of `candidates` named like `current` (`NAME@VERSION`) when it is not
-/// `current` and was made later: what `NewerBase` and `NewerLayers` report.
+/// The newest of `candidates` named like `current` (`NAME@VERSION`) when that is not
+/// `current`: what `NewerBase` and `NewerLayers` report. "Newest" is the order a
+/// reference without a version resolves by (creation time, then name), so what is
+/// reported newer is what `create` would take.
 fn newer_than<'a>(
     current: &str,
-    candidates: impl Iterator<Item = (&'a str, u64)> + Clone,
+    candidates: impl Iterator<Item = (&'a str, u64)>,
 ) -> Option<String> {
     let plain = current.split_once('@')?.0;
-    let created = |name: &str| {
-        candidates
-            .clone()
-            .find(|(n, _)| *n == name)
-            .map_or(0, |(_, c)| c)
-    };
-    let newest = newest(plain, candidates.clone())?;
-    (newest != current && created(&newest) > created(current)).then_some(newest)
+    newest(plain, candidates).filter(|n| n != current)
 }
 
 /// [`Engine::newer_layers`] over a listing of the layer store: a newer version of a
@@ -389,11 +384,9 @@ mod tests {
         assert_eq!(pinned(&["mqtt@3"]), vec![""]);
         // One entry per pinned layer, in order.
         assert_eq!(pinned(&["tools@1", "mqtt@4"]), vec!["", ""]);
-        assert_eq!(
-            pinned(&["tools@1", "web@1"]),
-            vec!["", ""],
-            "same time: not newer"
-        );
+        // Made in the same second: the greater name, as `create --layer web` would take.
+        assert_eq!(pinned(&["tools@1", "web@1"]), vec!["", "web@2"]);
+        assert_eq!(pinned(&["tools@1", "web@2"]), vec!["", ""]);
         // Unversioned, hand-made or gone: nothing to say.
         assert_eq!(pinned(&["hand", "gone@1"]), vec!["", ""]);
         assert!(pinned(&[]).is_empty());
