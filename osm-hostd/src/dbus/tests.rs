@@ -183,6 +183,8 @@ async fn a_caller_the_policy_refuses_may_still_read_everything() {
             .await
             .map(drop),
         mgr.build_base("b2", "").await.map(drop),
+        mgr.prune_bases("bb").await.map(drop),
+        mgr.prune_layers("").await.map(drop),
         mgr.run_backup(&[], true).await.map(drop),
         mgr.restore_backup("web1", "", "").await.map(drop),
         mgr.shutdown().await.map(drop),
