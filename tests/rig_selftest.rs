@@ -253,7 +253,10 @@ fn busybox_container_runs_and_stops_in_sandbox() {
     start_busybox_container(&sb, &tar, &lxc_path, &name);
 
     let lp = lxc_path.to_string_lossy().into_owned();
-    let ps = sb.run_ok("lxc-attach", &["-P", &lp, "-n", &name, "--", "ps"]);
+    // RUNNING comes as init starts; rcS reaches its `sleep` a moment later.
+    let ps = || sb.run_ok("lxc-attach", &["-P", &lp, "-n", &name, "--", "ps"]);
+    wait_until(Duration::from_secs(10), || ps().contains("sleep 86400"));
+    let ps = ps();
     assert!(ps.contains("init") && ps.contains("sleep 86400"), "{ps}");
     assert!(!sb
         .run_ok("ip", &["-o", "link", "show", "master", "lxcbr0"])
