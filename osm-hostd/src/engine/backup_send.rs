@@ -251,25 +251,8 @@ impl Engine {
     ) -> Result<u64, String> {
         let name = spec.name.as_str();
         let crel = self.backup_rel(&self.host_id, name);
-        let entries = self.list_target(target, &crel)?;
-        // What an interrupted run received is deleted first.
-        for stale in entries.iter().filter(|n| n.starts_with(INCOMPLETE_PREFIX)) {
-            self.delete_send_tree(target, &format!("{crel}/{stale}"))?;
-        }
-        let trees: Vec<String> = entries
-            .iter()
-            .filter(|n| backup::parse_history_name(n).is_some())
-            .cloned()
-            .collect();
-        let host_parents: Vec<String> = std::fs::read_dir(snap.parent().expect("parent dir"))
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n != tree)
-                    .collect()
-            })
-            .unwrap_or_default();
-        let parent = common_parent(&host_parents, &trees);
+        let trees = self.trees_on_target(target, &crel)?;
+        let parent = common_parent(&host_parents(snap, tree), &trees);
         let prev_listing = trees
             .iter()
             .max()
@@ -287,15 +270,8 @@ impl Engine {
                             .map_err(|e| format!("reading the snapshot for verification: {e}"))
                     })
                 });
-                let mut sent = self.send_to(target, snap, parent.as_deref(), &incomplete);
-                if let (Err(e), Some(p)) = (&sent, &parent) {
-                    // The target may have lost or changed the parent: one full send.
-                    tracing::warn!(container = %name, parent = %p, error = %e, "incremental send failed; sending in full");
-                    sent = self
-                        .delete_send_tree(target, &incomplete)
-                        .and_then(|()| self.target_mkdir(target, &incomplete))
-                        .and_then(|()| self.send_to(target, snap, None, &incomplete));
-                }
+                let sent =
+                    self.send_with_fallback(name, target, snap, parent.as_deref(), &incomplete);
                 let listing = lister
                     .join()
                     .unwrap_or_else(|_| Err("listing the snapshot panicked".into()));
@@ -328,16 +304,7 @@ impl Engine {
                 base_archive,
             };
             let manifest = self.write_manifest(target, spec, &listing, &at)?;
-            self.target_rename_dir(
-                target,
-                &target.path_of(&incomplete),
-                &target.path_of(&format!("{crel}/{tree}")),
-            )?;
-            self.target_write(
-                target,
-                &format!("{crel}/{}", identity::MANIFEST_FILE),
-                manifest.to_toml().as_bytes(),
-            )?;
+            self.publish_send_tree(target, &crel, &incomplete, tree, &manifest)?;
             Ok(bytes)
         })();
         match result {
@@ -353,6 +320,63 @@ impl Engine {
                 Err(e)
             }
         }
+    }
+
+    /// The complete trees of a container on the target (`crel`), after deleting what an
+    /// interrupted run received.
+    fn trees_on_target(&self, target: &Target, crel: &str) -> Result<Vec<String>, String> {
+        let entries = self.list_target(target, crel)?;
+        for stale in entries.iter().filter(|n| n.starts_with(INCOMPLETE_PREFIX)) {
+            self.delete_send_tree(target, &format!("{crel}/{stale}"))?;
+        }
+        Ok(entries
+            .iter()
+            .filter(|n| backup::parse_history_name(n).is_some())
+            .cloned()
+            .collect())
+    }
+
+    /// Sends `snap` incrementally from `parent` when there is one; if that fails (the
+    /// target may have lost or changed the parent), starts over with one full send.
+    fn send_with_fallback(
+        &self,
+        name: &str,
+        target: &Target,
+        snap: &Path,
+        parent: Option<&str>,
+        incomplete: &str,
+    ) -> Result<u64, String> {
+        let mut sent = self.send_to(target, snap, parent, incomplete);
+        if let (Err(e), Some(p)) = (&sent, parent) {
+            tracing::warn!(container = %name, parent = %p, error = %e, "incremental send failed; sending in full");
+            sent = self
+                .delete_send_tree(target, incomplete)
+                .and_then(|()| self.target_mkdir(target, incomplete))
+                .and_then(|()| self.send_to(target, snap, None, incomplete));
+        }
+        sent
+    }
+
+    /// Renames a verified `incomplete` directory to `tree` and puts the newest manifest
+    /// beside the trees (the owner check).
+    fn publish_send_tree(
+        &self,
+        target: &Target,
+        crel: &str,
+        incomplete: &str,
+        tree: &str,
+        manifest: &identity::Manifest,
+    ) -> Result<(), String> {
+        self.target_rename_dir(
+            target,
+            &target.path_of(incomplete),
+            &target.path_of(&format!("{crel}/{tree}")),
+        )?;
+        self.target_write(
+            target,
+            &format!("{crel}/{}", identity::MANIFEST_FILE),
+            manifest.to_toml().as_bytes(),
+        )
     }
 
     /// `btrfs send` of `snap` into the target directory `dir_rel` (`btrfs receive` there,
@@ -413,75 +437,96 @@ impl Engine {
         match target {
             Target::Local(_) => {
                 let want = want.ok_or("the snapshot's entries were not read")?;
-                let copy = target.path_of(received);
-                // Two walks of the copy at once: entries with xattrs, and the checksums.
-                let (got, sums) = std::thread::scope(|scope| {
-                    let sums =
-                        scope.spawn(|| self.listing_of(target, Path::new(&copy), prev_listing));
-                    let got = tree_entries(Path::new(&copy))
-                        .map_err(|e| format!("reading the copy for verification: {e}"));
-                    (
-                        got,
-                        sums.join()
-                            .unwrap_or_else(|_| Err("listing the copy panicked".into())),
-                    )
-                });
-                let (got, sums) = (got?, sums?);
-                let (mw, mg) = (markers_of(want), markers_of(&got));
-                if mw != mg {
-                    return Err(format!(
-                        "verification failed: {} whiteouts and {} opaque directories in the container, {} and {} in the backup",
-                        mw.whiteouts, mw.opaque_dirs, mg.whiteouts, mg.opaque_dirs
-                    ));
-                }
-                let diffs = compare_trees(want, &got, 3);
-                if !diffs.is_empty() {
-                    return Err(format!(
-                        "verification failed: the copy differs from the snapshot: {}",
-                        diffs.join("; ")
-                    ));
-                }
-                let diffs = listing.differences(&sums, 3);
-                if !diffs.is_empty() {
-                    return Err(format!(
-                        "verification failed: the copy's contents differ from the snapshot: {}",
-                        diffs.join("; ")
-                    ));
-                }
+                self.verify_received_locally(target, want, received, listing, prev_listing)
             }
-            Target::Ssh { .. } => {
-                let path = target.path_of(received);
-                let out = self.ssh(
-                    target,
-                    &["find", &path, "-xdev", "-type", "c", "-printf", "c"],
-                )?;
-                check_ok(&out)?;
-                let want = listing.0.values().filter(|l| l.content == "c:0").count() as u64;
-                let have = count_printed(&out.stdout);
-                if have != want {
-                    return Err(format!(
-                        "verification failed: {want} whiteouts in the container, {have} in the backup"
-                    ));
-                }
-                let job = RsyncJob {
-                    src: snap.display().to_string(),
-                    dest: target.container_dir(received),
-                    link_dest: None,
-                    check_only: true,
-                    excludes: true,
-                    checksum: false,
-                };
-                let out = self.rsync(&rsync_args(&self.cfg.backup, &job))?;
-                super::backup::check_exit(&out)?;
-                let diffs = differences(&String::from_utf8_lossy(&out.stdout));
-                if !diffs.is_empty() {
-                    return Err(format!(
-                        "verification failed: {} entries differ from the snapshot, e.g. {}",
-                        diffs.len(),
-                        diffs.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
-                    ));
-                }
-            }
+            Target::Ssh { .. } => self.verify_received_over_ssh(target, snap, received, listing),
+        }
+    }
+
+    /// [`Self::verify_received`] on a local target.
+    fn verify_received_locally(
+        &self,
+        target: &Target,
+        want: &std::collections::BTreeMap<String, crate::backup::verify::Entry>,
+        received: &str,
+        listing: &identity::Listing,
+        prev_listing: Option<&str>,
+    ) -> Result<(), String> {
+        let copy = target.path_of(received);
+        // Two walks of the copy at once: entries with xattrs, and the checksums.
+        let (got, sums) = std::thread::scope(|scope| {
+            let sums = scope.spawn(|| self.listing_of(target, Path::new(&copy), prev_listing));
+            let got = tree_entries(Path::new(&copy))
+                .map_err(|e| format!("reading the copy for verification: {e}"));
+            (
+                got,
+                sums.join()
+                    .unwrap_or_else(|_| Err("listing the copy panicked".into())),
+            )
+        });
+        let (got, sums) = (got?, sums?);
+        let (mw, mg) = (markers_of(want), markers_of(&got));
+        if mw != mg {
+            return Err(format!(
+                "verification failed: {} whiteouts and {} opaque directories in the container, {} and {} in the backup",
+                mw.whiteouts, mw.opaque_dirs, mg.whiteouts, mg.opaque_dirs
+            ));
+        }
+        let diffs = compare_trees(want, &got, 3);
+        if !diffs.is_empty() {
+            return Err(format!(
+                "verification failed: the copy differs from the snapshot: {}",
+                diffs.join("; ")
+            ));
+        }
+        let diffs = listing.differences(&sums, 3);
+        if !diffs.is_empty() {
+            return Err(format!(
+                "verification failed: the copy's contents differ from the snapshot: {}",
+                diffs.join("; ")
+            ));
+        }
+        Ok(())
+    }
+
+    /// [`Self::verify_received`] on an ssh target.
+    fn verify_received_over_ssh(
+        &self,
+        target: &Target,
+        snap: &Path,
+        received: &str,
+        listing: &identity::Listing,
+    ) -> Result<(), String> {
+        let path = target.path_of(received);
+        let out = self.ssh(
+            target,
+            &["find", &path, "-xdev", "-type", "c", "-printf", "c"],
+        )?;
+        check_ok(&out)?;
+        let want = listing.0.values().filter(|l| l.content == "c:0").count() as u64;
+        let have = count_printed(&out.stdout);
+        if have != want {
+            return Err(format!(
+                "verification failed: {want} whiteouts in the container, {have} in the backup"
+            ));
+        }
+        let job = RsyncJob {
+            src: snap.display().to_string(),
+            dest: target.container_dir(received),
+            link_dest: None,
+            check_only: true,
+            excludes: true,
+            checksum: false,
+        };
+        let out = self.rsync(&rsync_args(&self.cfg.backup, &job))?;
+        super::backup::check_exit(&out)?;
+        let diffs = differences(&String::from_utf8_lossy(&out.stdout));
+        if !diffs.is_empty() {
+            return Err(format!(
+                "verification failed: {} entries differ from the snapshot, e.g. {}",
+                diffs.len(),
+                diffs.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+            ));
         }
         Ok(())
     }
@@ -613,6 +658,18 @@ impl Engine {
         }
         let _ = std::fs::remove_dir_all(dir);
     }
+}
+
+/// The snapshots kept on the host beside `snap` (other than `tree`): candidate parents.
+fn host_parents(snap: &Path, tree: &str) -> Vec<String> {
+    std::fs::read_dir(snap.parent().expect("parent dir"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n != tree)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// `program args` as one argument vector, the program first.
