@@ -2,7 +2,8 @@
 //! `/etc/subuid` and `/etc/subgid`, and the root filesystem the daemon assembles for it:
 //! the shared read-only base and layers behind idmapped mounts (unshifted on disk), an
 //! upper layer stored shifted into the range, merged by overlayfs and handed to LXC as a
-//! `dir:` rootfs (LXC 5.0 refuses `idmap=` with an overlay rootfs).//!
+//! `dir:` rootfs (LXC 5.0 refuses `idmap=` with an overlay rootfs).
+//!
 //! This file holds the id ranges (allocation from the subid files); `mount.rs` builds
 //! the idmapped, overlaid root filesystem.
 

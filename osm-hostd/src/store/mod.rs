@@ -7,7 +7,8 @@
 //! step is idempotent, so the daemon runs it on each start.
 //!
 //! The loop mount is made in the daemon's mount namespace, so the daemon must share the
-//! host's (no systemd `PrivateMounts=`/`ProtectSystem=`) for LXC and operators to see it.//!
+//! host's (no systemd `PrivateMounts=`/`ProtectSystem=`) for LXC and operators to see it.
+//!
 //! This file holds the store's layout and [`Store`]; `prepare.rs` makes `store_root`
 //! (the Btrfs checks and the loop image), `mountinfo.rs` reads the mount table.
 

@@ -2,7 +2,8 @@
 //! packages to add, and which files, units and removals to apply on top.
 //!
 //! Everything in a recipe ends up in argument vectors or paths inside the image, so each
-//! field is checked here, before anything runs, with a message naming the field.//!
+//! field is checked here, before anything runs, with a message naming the field.
+//!
 //! This file holds [`Recipe`]; `fields.rs` holds the field checks and the canonical
 //! encoding for cache keys that base and layer recipes share.
 
