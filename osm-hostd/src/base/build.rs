@@ -181,11 +181,9 @@ fn ratio(n: usize, of: usize) -> f64 {
     (n as f64 / of.max(1) as f64).min(1.0)
 }
 
-fn run_debootstrap(
-    recipe: &Recipe,
-    dest: &Path,
-    progress: &mut dyn FnMut(f64, &str),
-) -> Result<(), BaseError> {
+/// The debootstrap command line for `recipe` into `dest`, after checking debootstrap is
+/// installed and knows the suite.
+fn debootstrap_command(recipe: &Recipe, dest: &Path) -> Result<Command, BaseError> {
     if !Path::new(DEBOOTSTRAP).exists() {
         return Err(BaseError::MissingTool {
             tool: DEBOOTSTRAP.into(),
@@ -218,6 +216,15 @@ fn run_debootstrap(
             cmd.env(var, v);
         }
     }
+    Ok(cmd)
+}
+
+fn run_debootstrap(
+    recipe: &Recipe,
+    dest: &Path,
+    progress: &mut dyn FnMut(f64, &str),
+) -> Result<(), BaseError> {
+    let mut cmd = debootstrap_command(recipe, dest)?;
     // One pipe for stdout and stderr keeps the two in order for the error's tail. CLOEXEC
     // so children spawned by other threads do not hold the write end open.
     let (read_end, write_end) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
