@@ -2,17 +2,17 @@
 //! `.backup-<name>`, rsync of it to the target, verification, then the snapshot is
 //! dropped. One run at a time; one container's failure does not stop the others.
 
+use super::backup_target::{check_exit, check_ok};
 use super::jobs::Job;
 use super::{Engine, BACKUP_PREFIX};
 use crate::backup::status::{Attempt, StatusFile};
 use crate::backup::verify::{
-    compare_trees, count_markers, count_printed, differences, markers_of, tree_entries, Entry,
-    Markers,
+    compare_trees, count_markers, differences, markers_of, tree_entries, Entry, Markers,
 };
 use crate::backup::{self, classify_exit, rsync_args, ExitClass, RsyncJob, Target};
 use crate::error::{EngineError, EngineResult};
 use std::collections::BTreeMap;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::path::Path;
 use std::process::Output;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -505,89 +505,6 @@ impl Engine {
             }
         }
     }
-
-    /// Entries of `<target>/<name>/` (empty when it does not exist yet).
-    pub(super) fn list_target(&self, target: &Target, name: &str) -> Result<Vec<String>, String> {
-        let dir = target.path_of(name);
-        let mut names = match target {
-            Target::Local(_) => match std::fs::read_dir(&dir) {
-                Ok(rd) => rd
-                    .flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect(),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-                Err(e) => return Err(format!("cannot list {dir}: {e}")),
-            },
-            Target::Ssh { .. } => {
-                let q = backup::rsync::shell_quote(&dir);
-                let cmd = format!("if [ -d {q} ]; then ls -1A {q}; fi");
-                let out = self.ssh(target, &["sh", "-c", &cmd])?;
-                check_ok(&out)?;
-                String::from_utf8_lossy(&out.stdout)
-                    .lines()
-                    .map(str::to_string)
-                    .collect()
-            }
-        };
-        names.sort();
-        Ok(names)
-    }
-
-    fn count_target_markers(&self, target: &Target, rel: &str) -> Result<Markers, String> {
-        let path = target.path_of(rel);
-        match target {
-            Target::Local(_) => count_markers(Path::new(&path))
-                .map_err(|e| format!("counting markers in {path}: {e}")),
-            Target::Ssh { .. } => {
-                let out = self.ssh(
-                    target,
-                    &["find", &path, "-xdev", "-type", "c", "-printf", "c"],
-                )?;
-                check_ok(&out)?;
-                Ok(Markers {
-                    whiteouts: count_printed(&out.stdout),
-                    opaque_dirs: 0,
-                })
-            }
-        }
-    }
-
-    fn target_rename(&self, target: &Target, from: &str, to: &str) -> Result<(), String> {
-        match target {
-            Target::Local(_) => {
-                std::fs::rename(from, to).map_err(|e| format!("renaming {from}: {e}"))
-            }
-            Target::Ssh { .. } => check_ok(&self.ssh(target, &["mv", "-T", "--", from, to])?),
-        }
-    }
-
-    /// Runs a command on an ssh target. ssh hands the remote shell one string, so every
-    /// word is quoted here.
-    pub(super) fn ssh(&self, target: &Target, words: &[&str]) -> Result<Output, String> {
-        let Target::Ssh { host, .. } = target else {
-            return Err("not an ssh target".into());
-        };
-        let remote: Vec<String> = words
-            .iter()
-            .map(|w| backup::rsync::shell_quote(w))
-            .collect();
-        let mut args: Vec<OsString> = backup::rsync::ssh_options(&self.cfg.backup)
-            .into_iter()
-            .map(OsString::from)
-            .collect();
-        args.extend(["--".into(), host.into(), remote.join(" ").into()]);
-        self.host
-            .ssh(&args, None)
-            .map_err(|e| format!("cannot run \"ssh\": {e}"))
-    }
-
-    /// Runs rsync with `args` through the host seam.
-    pub(super) fn rsync<S: AsRef<OsStr>>(&self, args: &[S]) -> Result<Output, String> {
-        let args: Vec<OsString> = args.iter().map(|a| a.as_ref().to_os_string()).collect();
-        self.host
-            .rsync(&args)
-            .map_err(|e| format!("cannot run \"rsync\": {e}"))
-    }
 }
 
 /// Where one run's tree goes on the target (see [`Engine::plan_tree`]).
@@ -638,34 +555,4 @@ fn check_markers(want: Markers, got: Markers, opaque: bool) -> Result<(), String
         ));
     }
     Ok(())
-}
-
-fn last_line(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim()
-        .to_string()
-}
-
-pub(super) fn check_exit(out: &Output) -> Result<(), String> {
-    match classify_exit(out.status.code()) {
-        ExitClass::Ok => Ok(()),
-        ExitClass::Retry(m) | ExitClass::Fail(m) => Err(format!("{m} ({})", last_line(out))),
-    }
-}
-
-pub(super) fn check_ok(out: &Output) -> Result<(), String> {
-    if out.status.success() {
-        Ok(())
-    } else if out.status.code() == Some(255) {
-        Err(format!(
-            "ssh failed: the target is unreachable or refused the key ({})",
-            last_line(out)
-        ))
-    } else {
-        Err(format!("remote command failed: {}", last_line(out)))
-    }
 }

@@ -427,7 +427,7 @@ impl Engine {
         };
         let fail = |m: String| EngineError::failed(format!("restoring {name}: {m}"));
         let out = self.rsync(&rsync_args(cfg, &job)).map_err(fail)?;
-        super::backup::check_exit(&out).map_err(fail)?;
+        super::backup_target::check_exit(&out).map_err(fail)?;
         let work = dir.join("work");
         crate::fsutil::empty_dir(&work)
             .map_err(|e| EngineError::io(format!("emptying {}", work.display()), &e))?;
@@ -456,7 +456,7 @@ impl Engine {
         }
         job.check_only = true;
         let out = self.rsync(&rsync_args(cfg, &job)).map_err(fail)?;
-        super::backup::check_exit(&out).map_err(fail)?;
+        super::backup_target::check_exit(&out).map_err(fail)?;
         let diffs = differences(&String::from_utf8_lossy(&out.stdout));
         if !diffs.is_empty() {
             return Err(fail(format!(

@@ -9,7 +9,7 @@
 //! directory to `<tree>`, prunes, and keeps only the newest snapshot on the host side as
 //! the next run's parent. A failed run deletes what it received and its own snapshot.
 
-use super::backup::check_ok;
+use super::backup_target::check_ok;
 use super::Engine;
 use crate::backup::send::{self, common_parent, PARENTS_DIR, TREE_SUBVOLUME};
 use crate::backup::verify::{compare_trees, count_printed, differences, markers_of, tree_entries};
@@ -519,7 +519,7 @@ impl Engine {
             checksum: false,
         };
         let out = self.rsync(&rsync_args(&self.cfg.backup, &job))?;
-        super::backup::check_exit(&out)?;
+        super::backup_target::check_exit(&out)?;
         let diffs = differences(&String::from_utf8_lossy(&out.stdout));
         if !diffs.is_empty() {
             return Err(format!(
