@@ -2,16 +2,17 @@
 //! `.backup-<name>`, rsync of it to the target, verification, then the snapshot is
 //! dropped. One run at a time; one container's failure does not stop the others.
 
+use super::backup_target::{check_exit, check_ok};
 use super::jobs::Job;
 use super::{Engine, BACKUP_PREFIX};
 use crate::backup::status::{Attempt, StatusFile};
 use crate::backup::verify::{
-    compare_trees, count_markers, count_printed, differences, markers_of, tree_entries, Markers,
+    compare_trees, count_markers, differences, markers_of, tree_entries, Entry, Markers,
 };
 use crate::backup::{self, classify_exit, rsync_args, ExitClass, RsyncJob, Target};
 use crate::error::{EngineError, EngineResult};
 use std::collections::BTreeMap;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::path::Path;
 use std::process::Output;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -55,67 +56,15 @@ impl Engine {
         let engine = self.clone();
         let label = names.join(",");
         let job = self.jobs.start_blocking("backup", &label, move |job2| {
-            // Every attempt of the run is marked as started (one write): one still marked at
-            // the next daemon start was interrupted and is recorded as failed then.
-            {
-                let lxc_dir = engine.store.lxc_dir();
-                let _serialised = STATUS_LOCK.lock().expect("status lock");
-                let mut status = StatusFile::load(&lxc_dir);
-                let now = crate::fsutil::now_secs();
-                for n in &names {
-                    status.begin(n, now);
-                }
-                if let Err(e) = status.save(&lxc_dir) {
-                    tracing::error!(error = %e, "cannot write the backup status");
-                }
-            }
+            engine.mark_attempts_started(&names);
             engine.prune_send_parent_dirs();
-            let total = names.len().max(1) as f64;
             // One connection first: an unreachable host gets a clear reason, not
             // rsync's "error in protocol data stream" once per container.
             let reachable = engine
                 .probe_target(&target)
                 .and_then(|()| engine.check_send_target(&target));
-            // A few containers at a time: a small incremental run is bound by rsync's
-            // file-list walk and the snapshot commits, not by the disk.
-            let next = AtomicUsize::new(0);
-            let done = AtomicUsize::new(0);
-            let failures = Mutex::new(BTreeMap::new());
-            let shipped = super::backup_bases::Shipments::default();
-            let workers = (engine.cfg.backup.parallel as usize).clamp(1, names.len().max(1));
-            std::thread::scope(|scope| {
-                for _ in 0..workers {
-                    scope.spawn(|| loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(name) = names.get(i) else { break };
-                        job2.set_progress(
-                            done.load(Ordering::Relaxed) as f64 / total,
-                            &format!("backing up {name}"),
-                        );
-                        if let Err(why) =
-                            engine.backup_one(name, &target, reachable.as_ref().err(), &shipped)
-                        {
-                            failures
-                                .lock()
-                                .expect("failures lock")
-                                .insert(i, format!("{name}: {why}"));
-                        }
-                        done.fetch_add(1, Ordering::Relaxed);
-                    });
-                }
-            });
-            {
-                let lxc_dir = engine.store.lxc_dir();
-                let _serialised = STATUS_LOCK.lock().expect("status lock");
-                if let Err(e) = StatusFile::load(&lxc_dir).save(&lxc_dir) {
-                    tracing::error!(error = %e, "cannot write the backup status");
-                }
-            }
-            let failed: Vec<String> = failures
-                .into_inner()
-                .expect("failures lock")
-                .into_values()
-                .collect();
+            let failed = engine.back_up_each(&names, &target, reachable.as_ref().err(), job2);
+            engine.rewrite_backup_status();
             engine.release(RUN_KEY);
             if failed.is_empty() {
                 Ok(format!("backed up {} container(s)", names.len()))
@@ -129,6 +78,72 @@ impl Engine {
             }
         });
         Ok(job)
+    }
+
+    /// Marks every attempt of the run as started (one write): one still marked at the next
+    /// daemon start was interrupted and is recorded as failed then.
+    fn mark_attempts_started(&self, names: &[String]) {
+        let lxc_dir = self.store.lxc_dir();
+        let _serialised = STATUS_LOCK.lock().expect("status lock");
+        let mut status = StatusFile::load(&lxc_dir);
+        let now = crate::fsutil::now_secs();
+        for n in names {
+            status.begin(n, now);
+        }
+        if let Err(e) = status.save(&lxc_dir) {
+            tracing::error!(error = %e, "cannot write the backup status");
+        }
+    }
+
+    /// Rewrites the status file once the run is over (a load and save, as at the start).
+    fn rewrite_backup_status(&self) {
+        let lxc_dir = self.store.lxc_dir();
+        let _serialised = STATUS_LOCK.lock().expect("status lock");
+        if let Err(e) = StatusFile::load(&lxc_dir).save(&lxc_dir) {
+            tracing::error!(error = %e, "cannot write the backup status");
+        }
+    }
+
+    /// Backs up `names`, a few containers at a time: a small incremental run is bound by
+    /// rsync's file-list walk and the snapshot commits, not by the disk. Returns one
+    /// "name: why" per failed container, in the order of `names`.
+    fn back_up_each(
+        &self,
+        names: &[String],
+        target: &Target,
+        unreachable: Option<&String>,
+        job: &Arc<Job>,
+    ) -> Vec<String> {
+        let total = names.len().max(1) as f64;
+        let next = AtomicUsize::new(0);
+        let done = AtomicUsize::new(0);
+        let failures = Mutex::new(BTreeMap::new());
+        let shipped = super::backup_bases::Shipments::default();
+        let workers = (self.cfg.backup.parallel as usize).clamp(1, names.len().max(1));
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(name) = names.get(i) else { break };
+                    job.set_progress(
+                        done.load(Ordering::Relaxed) as f64 / total,
+                        &format!("backing up {name}"),
+                    );
+                    if let Err(why) = self.backup_one(name, target, unreachable, &shipped) {
+                        failures
+                            .lock()
+                            .expect("failures lock")
+                            .insert(i, format!("{name}: {why}"));
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                });
+            }
+        });
+        failures
+            .into_inner()
+            .expect("failures lock")
+            .into_values()
+            .collect()
     }
 
     /// The persisted results of every container's last attempt and last success.
@@ -303,34 +318,13 @@ impl Engine {
         let cfg = &self.cfg.backup;
         let history = cfg.mode == backup::Mode::History;
         let crel = self.backup_rel(&self.host_id, name);
-        let (tree, dest_rel, link_dest, prev_listing) = if history {
-            let existing = self.list_target(target, &crel)?;
-            let prev = existing
-                .iter()
-                .filter(|n| backup::parse_history_name(n).is_some())
-                .max()
-                .cloned();
-            let tree = backup::history_name(time);
-            (
-                tree.clone(),
-                format!("{crel}/{INCOMPLETE_PREFIX}{tree}"),
-                prev.as_ref().map(|p| format!("../{p}")),
-                prev.map(|p| format!("{crel}/{p}/{}", backup::identity::LISTING_FILE)),
-            )
-        } else {
-            (
-                "mirror".to_string(),
-                crel.clone(),
-                None,
-                Some(format!("{crel}/{}", backup::identity::LISTING_FILE)),
-            )
-        };
-        let dest = target.container_dir(&dest_rel);
+        let plan = self.plan_tree(target, &crel, time, history)?;
+        let dest = target.container_dir(&plan.dest_rel);
         let src = snap.display().to_string();
         let mut job = RsyncJob {
             src: src.clone(),
             dest: dest.clone(),
-            link_dest,
+            link_dest: plan.link_dest.clone(),
             check_only: false,
             excludes: true,
             checksum: false,
@@ -338,7 +332,8 @@ impl Engine {
         // The listing (every file's checksum) is made while rsync copies: both read the
         // same frozen snapshot.
         let (copied, listing) = std::thread::scope(|scope| {
-            let lister = scope.spawn(|| self.listing_of(target, snap, prev_listing.as_deref()));
+            let lister =
+                scope.spawn(|| self.listing_of(target, snap, plan.prev_listing.as_deref()));
             // The snapshot's entries too (local verification), off the critical path.
             let entries = scope.spawn(|| {
                 matches!(target, Target::Local(_)).then(|| {
@@ -347,15 +342,7 @@ impl Engine {
                 })
             });
             let copied = (|| -> Result<u64, String> {
-                let args = rsync_args(cfg, &job);
-                let mut out = self.rsync(&args)?;
-                // Network trouble (socket, timeout, ssh: spec §4.3 "retry") gets one more try;
-                // the second run only sends what the first did not.
-                if let ExitClass::Retry(why) = classify_exit(out.status.code()) {
-                    tracing::warn!(container = %name, error = %why, "rsync failed; retrying once");
-                    std::thread::sleep(RETRY_DELAY);
-                    out = self.rsync(&args)?;
-                }
+                let out = self.rsync_with_retry(name, &rsync_args(cfg, &job))?;
                 check_exit(&out)?;
                 let bytes = backup::rsync::parse_bytes_sent(&String::from_utf8_lossy(&out.stdout));
 
@@ -366,35 +353,9 @@ impl Engine {
                         .join()
                         .unwrap_or_else(|_| Some(Err("reading the snapshot panicked".into())))
                         .ok_or("the snapshot's entries were not read")??;
-                    let copy = target.path_of(&dest_rel);
-                    let got = tree_entries(Path::new(&copy))
-                        .map_err(|e| format!("reading the copy for verification: {e}"))?;
-                    let (mw, mg) = (markers_of(&want), markers_of(&got));
-                    check_markers(mw, mg, true)?;
-                    let diffs = compare_trees(&want, &got, 3);
-                    if !diffs.is_empty() {
-                        return Err(format!(
-                            "verification failed: the copy differs from the snapshot: {}",
-                            diffs.join("; ")
-                        ));
-                    }
+                    verify_local_copy(&want, target, &plan.dest_rel)?;
                 } else {
-                    let want = count_markers(snap)
-                        .map_err(|e| format!("counting markers in the snapshot: {e}"))?;
-                    let got = self.count_target_markers(target, &dest_rel)?;
-                    check_markers(want, got, false)?;
-                    job.check_only = true;
-                    job.link_dest = None;
-                    let out = self.rsync(&rsync_args(cfg, &job))?;
-                    check_exit(&out)?;
-                    let diffs = differences(&String::from_utf8_lossy(&out.stdout));
-                    if !diffs.is_empty() {
-                        return Err(format!(
-                            "verification failed: {} entries differ from the snapshot, e.g. {}",
-                            diffs.len(),
-                            diffs.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
-                        ));
-                    }
+                    self.verify_remote_copy(snap, target, &plan.dest_rel, &mut job)?;
                 }
                 Ok(bytes)
             })();
@@ -406,25 +367,112 @@ impl Engine {
         let bytes = copied?;
         let listing = listing?;
         let at = super::backup_identity::TreeAt {
-            rel: &dest_rel,
-            tree: &tree,
+            rel: &plan.dest_rel,
+            tree: &plan.tree,
             time,
             base_archive,
         };
         let manifest = self.write_manifest(target, spec, &listing, &at)?;
         if history {
-            let from = target.path_of(&dest_rel);
-            let to = target.path_of(&format!("{crel}/{tree}"));
-            self.target_rename(target, &from, &to)?;
-            // The directory of trees carries the newest manifest: the owner check.
-            self.target_write(
-                target,
-                &format!("{crel}/{}", backup::identity::MANIFEST_FILE),
-                manifest.to_toml().as_bytes(),
-            )?;
-            self.prune(target, &crel);
+            self.publish_history_tree(target, &crel, &plan, &manifest)?;
         }
-        Ok((bytes, tree))
+        Ok((bytes, plan.tree))
+    }
+
+    /// Where this run's tree goes: in history mode a new `.incomplete-` tree hard-linked
+    /// against the newest complete one, in mirror mode the container's directory itself.
+    fn plan_tree(
+        &self,
+        target: &Target,
+        crel: &str,
+        time: u64,
+        history: bool,
+    ) -> Result<TreePlan, String> {
+        Ok(if history {
+            let existing = self.list_target(target, crel)?;
+            let prev = existing
+                .iter()
+                .filter(|n| backup::parse_history_name(n).is_some())
+                .max()
+                .cloned();
+            let tree = backup::history_name(time);
+            TreePlan {
+                dest_rel: format!("{crel}/{INCOMPLETE_PREFIX}{tree}"),
+                tree,
+                link_dest: prev.as_ref().map(|p| format!("../{p}")),
+                prev_listing: prev
+                    .map(|p| format!("{crel}/{p}/{}", backup::identity::LISTING_FILE)),
+            }
+        } else {
+            TreePlan {
+                tree: "mirror".to_string(),
+                dest_rel: crel.to_string(),
+                link_dest: None,
+                prev_listing: Some(format!("{crel}/{}", backup::identity::LISTING_FILE)),
+            }
+        })
+    }
+
+    /// Runs rsync; network trouble (socket, timeout, ssh: spec §4.3 "retry") gets one more
+    /// try, and the second run only sends what the first did not.
+    fn rsync_with_retry<S: AsRef<OsStr>>(&self, name: &str, args: &[S]) -> Result<Output, String> {
+        let mut out = self.rsync(args)?;
+        if let ExitClass::Retry(why) = classify_exit(out.status.code()) {
+            tracing::warn!(container = %name, error = %why, "rsync failed; retrying once");
+            std::thread::sleep(RETRY_DELAY);
+            out = self.rsync(args)?;
+        }
+        Ok(out)
+    }
+
+    /// Verifies a copy on an ssh target: whiteouts counted remotely, then an itemized
+    /// dry run of `job` that must list no difference.
+    fn verify_remote_copy(
+        &self,
+        snap: &Path,
+        target: &Target,
+        dest_rel: &str,
+        job: &mut RsyncJob,
+    ) -> Result<(), String> {
+        let want =
+            count_markers(snap).map_err(|e| format!("counting markers in the snapshot: {e}"))?;
+        let got = self.count_target_markers(target, dest_rel)?;
+        check_markers(want, got, false)?;
+        job.check_only = true;
+        job.link_dest = None;
+        let out = self.rsync(&rsync_args(&self.cfg.backup, job))?;
+        check_exit(&out)?;
+        let diffs = differences(&String::from_utf8_lossy(&out.stdout));
+        if !diffs.is_empty() {
+            return Err(format!(
+                "verification failed: {} entries differ from the snapshot, e.g. {}",
+                diffs.len(),
+                diffs.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        Ok(())
+    }
+
+    /// Renames a verified history tree to its final name, puts the newest manifest beside
+    /// the trees (the owner check) and prunes old trees.
+    fn publish_history_tree(
+        &self,
+        target: &Target,
+        crel: &str,
+        plan: &TreePlan,
+        manifest: &backup::identity::Manifest,
+    ) -> Result<(), String> {
+        let from = target.path_of(&plan.dest_rel);
+        let to = target.path_of(&format!("{crel}/{}", plan.tree));
+        self.target_rename(target, &from, &to)?;
+        // The directory of trees carries the newest manifest: the owner check.
+        self.target_write(
+            target,
+            &format!("{crel}/{}", backup::identity::MANIFEST_FILE),
+            manifest.to_toml().as_bytes(),
+        )?;
+        self.prune(target, crel);
+        Ok(())
     }
 
     /// Prunes the history trees in `rel` (`<host>/<name>`).
@@ -457,89 +505,40 @@ impl Engine {
             }
         }
     }
+}
 
-    /// Entries of `<target>/<name>/` (empty when it does not exist yet).
-    pub(super) fn list_target(&self, target: &Target, name: &str) -> Result<Vec<String>, String> {
-        let dir = target.path_of(name);
-        let mut names = match target {
-            Target::Local(_) => match std::fs::read_dir(&dir) {
-                Ok(rd) => rd
-                    .flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect(),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-                Err(e) => return Err(format!("cannot list {dir}: {e}")),
-            },
-            Target::Ssh { .. } => {
-                let q = backup::rsync::shell_quote(&dir);
-                let cmd = format!("if [ -d {q} ]; then ls -1A {q}; fi");
-                let out = self.ssh(target, &["sh", "-c", &cmd])?;
-                check_ok(&out)?;
-                String::from_utf8_lossy(&out.stdout)
-                    .lines()
-                    .map(str::to_string)
-                    .collect()
-            }
-        };
-        names.sort();
-        Ok(names)
-    }
+/// Where one run's tree goes on the target (see [`Engine::plan_tree`]).
+struct TreePlan {
+    /// The tree's final name: a history name, or `mirror`.
+    tree: String,
+    /// Where rsync writes, relative to the target.
+    dest_rel: String,
+    /// `--link-dest` for rsync, relative to `dest_rel`.
+    link_dest: Option<String>,
+    /// The previous tree's listing, whose checksums can be reused.
+    prev_listing: Option<String>,
+}
 
-    fn count_target_markers(&self, target: &Target, rel: &str) -> Result<Markers, String> {
-        let path = target.path_of(rel);
-        match target {
-            Target::Local(_) => count_markers(Path::new(&path))
-                .map_err(|e| format!("counting markers in {path}: {e}")),
-            Target::Ssh { .. } => {
-                let out = self.ssh(
-                    target,
-                    &["find", &path, "-xdev", "-type", "c", "-printf", "c"],
-                )?;
-                check_ok(&out)?;
-                Ok(Markers {
-                    whiteouts: count_printed(&out.stdout),
-                    opaque_dirs: 0,
-                })
-            }
-        }
+/// Verifies a copy on a local target: every entry's metadata and the marker counts,
+/// from one walk of each side (`want` is the snapshot's walk).
+fn verify_local_copy(
+    want: &BTreeMap<String, Entry>,
+    target: &Target,
+    dest_rel: &str,
+) -> Result<(), String> {
+    let copy = target.path_of(dest_rel);
+    let got = tree_entries(Path::new(&copy))
+        .map_err(|e| format!("reading the copy for verification: {e}"))?;
+    let (mw, mg) = (markers_of(want), markers_of(&got));
+    check_markers(mw, mg, true)?;
+    let diffs = compare_trees(want, &got, 3);
+    if !diffs.is_empty() {
+        return Err(format!(
+            "verification failed: the copy differs from the snapshot: {}",
+            diffs.join("; ")
+        ));
     }
-
-    fn target_rename(&self, target: &Target, from: &str, to: &str) -> Result<(), String> {
-        match target {
-            Target::Local(_) => {
-                std::fs::rename(from, to).map_err(|e| format!("renaming {from}: {e}"))
-            }
-            Target::Ssh { .. } => check_ok(&self.ssh(target, &["mv", "-T", "--", from, to])?),
-        }
-    }
-
-    /// Runs a command on an ssh target. ssh hands the remote shell one string, so every
-    /// word is quoted here.
-    pub(super) fn ssh(&self, target: &Target, words: &[&str]) -> Result<Output, String> {
-        let Target::Ssh { host, .. } = target else {
-            return Err("not an ssh target".into());
-        };
-        let remote: Vec<String> = words
-            .iter()
-            .map(|w| backup::rsync::shell_quote(w))
-            .collect();
-        let mut args: Vec<OsString> = backup::rsync::ssh_options(&self.cfg.backup)
-            .into_iter()
-            .map(OsString::from)
-            .collect();
-        args.extend(["--".into(), host.into(), remote.join(" ").into()]);
-        self.host
-            .ssh(&args, None)
-            .map_err(|e| format!("cannot run \"ssh\": {e}"))
-    }
-
-    /// Runs rsync with `args` through the host seam.
-    pub(super) fn rsync<S: AsRef<OsStr>>(&self, args: &[S]) -> Result<Output, String> {
-        let args: Vec<OsString> = args.iter().map(|a| a.as_ref().to_os_string()).collect();
-        self.host
-            .rsync(&args)
-            .map_err(|e| format!("cannot run \"rsync\": {e}"))
-    }
+    Ok(())
 }
 
 fn check_markers(want: Markers, got: Markers, opaque: bool) -> Result<(), String> {
@@ -556,34 +555,4 @@ fn check_markers(want: Markers, got: Markers, opaque: bool) -> Result<(), String
         ));
     }
     Ok(())
-}
-
-fn last_line(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim()
-        .to_string()
-}
-
-pub(super) fn check_exit(out: &Output) -> Result<(), String> {
-    match classify_exit(out.status.code()) {
-        ExitClass::Ok => Ok(()),
-        ExitClass::Retry(m) | ExitClass::Fail(m) => Err(format!("{m} ({})", last_line(out))),
-    }
-}
-
-pub(super) fn check_ok(out: &Output) -> Result<(), String> {
-    if out.status.success() {
-        Ok(())
-    } else if out.status.code() == Some(255) {
-        Err(format!(
-            "ssh failed: the target is unreachable or refused the key ({})",
-            last_line(out)
-        ))
-    } else {
-        Err(format!("remote command failed: {}", last_line(out)))
-    }
 }

@@ -118,7 +118,7 @@ impl Engine {
                     .map_err(|e| format!("flushing {tmp}: {e}"))?;
             }
             Target::Ssh { host, .. } => {
-                super::backup::check_ok(
+                super::backup_target::check_ok(
                     &self.ssh(target, &["mkdir", "-p", "--", &target.path_of(dir)])?,
                 )?;
                 let mut args: Vec<OsString> =
@@ -126,7 +126,7 @@ impl Engine {
                 args.extend(["-e".into(), backup::ssh_command(&self.cfg.backup).into()]);
                 args.extend(["--".into(), file.into(), format!("{host}:{tmp}").into()]);
                 let out = self.rsync(&args)?;
-                super::backup::check_exit(&out)?;
+                super::backup_target::check_exit(&out)?;
             }
         }
         let got = self.target_sha256(target, &tmp_rel)?;
@@ -140,40 +140,7 @@ impl Engine {
                 std::fs::rename(&tmp, &fin).map_err(|e| format!("renaming {tmp}: {e}"))
             }
             Target::Ssh { .. } => {
-                super::backup::check_ok(&self.ssh(target, &["mv", "-f", "--", &tmp, &fin])?)
-            }
-        }
-    }
-
-    pub(super) fn target_exists(&self, target: &Target, rel: &str) -> Result<bool, String> {
-        let path = target.path_of(rel);
-        match target {
-            Target::Local(_) => Ok(Path::new(&path).is_file()),
-            Target::Ssh { .. } => {
-                let out = self.ssh(target, &["test", "-f", &path])?;
-                match out.status.code() {
-                    Some(0) => Ok(true),
-                    Some(1) => Ok(false),
-                    _ => super::backup::check_ok(&out).map(|()| false),
-                }
-            }
-        }
-    }
-
-    pub(super) fn target_sha256(&self, target: &Target, rel: &str) -> Result<String, String> {
-        let path = target.path_of(rel);
-        match target {
-            Target::Local(_) => {
-                identity::sha256_file(Path::new(&path)).map_err(|e| format!("reading {path}: {e}"))
-            }
-            Target::Ssh { .. } => {
-                let out = self.ssh(target, &["sha256sum", "--", &path])?;
-                super::backup::check_ok(&out)?;
-                Ok(String::from_utf8_lossy(&out.stdout)
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or("")
-                    .to_string())
+                super::backup_target::check_ok(&self.ssh(target, &["mv", "-f", "--", &tmp, &fin])?)
             }
         }
     }
@@ -214,7 +181,7 @@ impl Engine {
                     tmp.clone().into(),
                 ]);
                 let out = self.rsync(&args).map_err(fail)?;
-                super::backup::check_exit(&out).map_err(fail)?;
+                super::backup_target::check_exit(&out).map_err(fail)?;
                 tmp
             }
         };

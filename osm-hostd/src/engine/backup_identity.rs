@@ -2,7 +2,7 @@
 //! trees live on the target (`<target>/<host-id>/<name>/`, a seed layout
 //! `<target>/<name>/` adopted), the manifest that guards them, and `backup verify`.
 
-use super::backup::check_ok;
+use super::backup_target::check_ok;
 use super::jobs::Job;
 use super::{BaseSource, Engine};
 use crate::backup::identity::{self, ImageRef, Listing, Manifest, LISTING_FILE, MANIFEST_FILE};
@@ -10,7 +10,6 @@ use crate::backup::status::StatusFile;
 use crate::backup::{self, Target};
 use crate::error::{EngineError, EngineResult};
 use crate::spec::ContainerSpec;
-use std::ffi::OsString;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -256,95 +255,6 @@ impl Engine {
             m.to_toml().as_bytes(),
         )?;
         Ok(m)
-    }
-
-    /// A file on the target; `None` when it does not exist.
-    pub(super) fn target_read(&self, target: &Target, rel: &str) -> Result<Option<String>, String> {
-        let path = target.path_of(rel);
-        match target {
-            Target::Local(_) => match std::fs::read_to_string(&path) {
-                Ok(t) => Ok(Some(t)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(format!("cannot read {path}: {e}")),
-            },
-            Target::Ssh { .. } => {
-                let q = backup::rsync::shell_quote(&path);
-                let out = self.ssh(
-                    target,
-                    &[
-                        "sh",
-                        "-c",
-                        &format!("if [ -e {q} ]; then cat {q}; else echo absent >&2; exit 3; fi"),
-                    ],
-                )?;
-                if out.status.code() == Some(3) {
-                    return Ok(None);
-                }
-                check_ok(&out)?;
-                Ok(Some(String::from_utf8_lossy(&out.stdout).into_owned()))
-            }
-        }
-    }
-
-    /// Writes a file on the target under a temporary name, then renames it.
-    pub(super) fn target_write(
-        &self,
-        target: &Target,
-        rel: &str,
-        data: &[u8],
-    ) -> Result<(), String> {
-        let path = target.path_of(rel);
-        match target {
-            // Written as rsync writes the tree itself: renamed into place, not fsynced.
-            Target::Local(_) => {
-                let tmp = format!("{path}.tmp");
-                std::fs::write(&tmp, data)
-                    .and_then(|()| std::fs::rename(&tmp, &path))
-                    .map_err(|e| format!("cannot write {path}: {e}"))
-            }
-            Target::Ssh { host, .. } => {
-                let q = backup::rsync::shell_quote(&path);
-                let tq = backup::rsync::shell_quote(&format!("{path}.tmp"));
-                let mut args: Vec<OsString> = backup::rsync::ssh_options(&self.cfg.backup)
-                    .into_iter()
-                    .map(OsString::from)
-                    .collect();
-                args.extend([
-                    "--".into(),
-                    host.into(),
-                    format!("cat > {tq} && mv -f {tq} {q}").into(),
-                ]);
-                let out = self
-                    .host
-                    .ssh(&args, Some(data))
-                    .map_err(|e| format!("writing {path} over ssh: {e}"))?;
-                check_ok(&out)
-            }
-        }
-    }
-
-    pub(super) fn target_mkdir(&self, target: &Target, rel: &str) -> Result<(), String> {
-        let path = target.path_of(rel);
-        match target {
-            Target::Local(_) => {
-                std::fs::create_dir_all(&path).map_err(|e| format!("cannot create {path}: {e}"))
-            }
-            Target::Ssh { .. } => check_ok(&self.ssh(target, &["mkdir", "-p", "--", &path])?),
-        }
-    }
-
-    pub(super) fn target_rename_dir(
-        &self,
-        target: &Target,
-        from: &str,
-        to: &str,
-    ) -> Result<(), String> {
-        match target {
-            Target::Local(_) => {
-                std::fs::rename(from, to).map_err(|e| format!("renaming {from} to {to}: {e}"))
-            }
-            Target::Ssh { .. } => check_ok(&self.ssh(target, &["mv", "-T", "--", from, to])?),
-        }
     }
 
     /// Starts a job re-checking backup trees against their manifests and listings:

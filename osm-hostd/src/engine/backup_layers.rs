@@ -157,7 +157,7 @@ impl Engine {
                     tmp.clone().into(),
                 ];
                 let out = self.rsync(&args).map_err(fail)?;
-                super::backup::check_exit(&out).map_err(fail)?;
+                super::backup_target::check_exit(&out).map_err(fail)?;
                 tmp
             }
         };

@@ -49,38 +49,8 @@ impl Engine {
         let engine = self.clone();
         let (n, f) = (name.to_string(), from.to_string());
         let (tree, spec, manifest) = blocking(move || engine.find_tree(&n, &f, &host)).await?;
-        // A base this host lacks comes from the target, when the backup names its archive.
-        let import = match self.require_base(&spec.base) {
-            Ok(()) => None,
-            Err(e) => match manifest.as_ref().and_then(|m| m.base.archive.clone()) {
-                Some(rel) => Some(rel),
-                None => return Err(e),
-            },
-        };
-        let over = into == name && self.container(name).is_ok();
-        if over {
-            let have = self.container(name)?.info().spec;
-            if let (Some(m), Some(uuid)) = (&manifest, &have.uuid) {
-                if m.container_uuid != *uuid {
-                    return Err(EngineError::invalid_state(format!(
-                        "that backup is of another container named {name} (uuid {}; this one is {uuid}, made since); restore it as a new container with --as",
-                        m.container_uuid
-                    )));
-                }
-            }
-            if have.base != spec.base || have.layers != spec.layers {
-                return Err(EngineError::invalid_state(format!(
-                    "the backup of {name} is a delta against base {} (layers {:?}) but the container now uses base {} (layers {:?}); restore it as a new container with --as",
-                    spec.base, spec.layers, have.base, have.layers
-                )));
-            }
-        } else if self.container(&into).is_ok() {
-            return Err(EngineError::already_exists(format!(
-                "container {into} already exists; choose another name with --as"
-            )));
-        } else {
-            self.check_host_name_collision(&into)?;
-        }
+        let import = self.base_to_import(&spec, manifest.as_ref())?;
+        let over = self.check_restore_destination(name, &into, &spec, manifest.as_ref())?;
         let engine = self.clone();
         let mut src = format!("{}/rootfs-layer", tree);
         let from = crate::shift::Range::of(spec.unprivileged_map());
@@ -135,6 +105,59 @@ impl Engine {
                 result
             });
         Ok(job)
+    }
+
+    /// The base archive to import from the target (relative to it) when this host lacks
+    /// the backup's base and the backup names its archive; an error when it names none.
+    fn base_to_import(
+        &self,
+        spec: &ContainerSpec,
+        manifest: Option<&Manifest>,
+    ) -> EngineResult<Option<String>> {
+        match self.require_base(&spec.base) {
+            Ok(()) => Ok(None),
+            Err(e) => match manifest.and_then(|m| m.base.archive.clone()) {
+                Some(rel) => Ok(Some(rel)),
+                None => Err(e),
+            },
+        }
+    }
+
+    /// Whether the restore goes over the existing container `name` (same name, same
+    /// container, same lower stack) or makes `into` new (a free name); an error says why
+    /// neither fits.
+    fn check_restore_destination(
+        &self,
+        name: &str,
+        into: &str,
+        spec: &ContainerSpec,
+        manifest: Option<&Manifest>,
+    ) -> EngineResult<bool> {
+        let over = into == name && self.container(name).is_ok();
+        if over {
+            let have = self.container(name)?.info().spec;
+            if let (Some(m), Some(uuid)) = (manifest, &have.uuid) {
+                if m.container_uuid != *uuid {
+                    return Err(EngineError::invalid_state(format!(
+                        "that backup is of another container named {name} (uuid {}; this one is {uuid}, made since); restore it as a new container with --as",
+                        m.container_uuid
+                    )));
+                }
+            }
+            if have.base != spec.base || have.layers != spec.layers {
+                return Err(EngineError::invalid_state(format!(
+                    "the backup of {name} is a delta against base {} (layers {:?}) but the container now uses base {} (layers {:?}); restore it as a new container with --as",
+                    spec.base, spec.layers, have.base, have.layers
+                )));
+            }
+        } else if self.container(into).is_ok() {
+            return Err(EngineError::already_exists(format!(
+                "container {into} already exists; choose another name with --as"
+            )));
+        } else {
+            self.check_host_name_collision(into)?;
+        }
+        Ok(over)
     }
 
     /// The tree's path on the target (without `host:`), its container.toml and its
@@ -324,41 +347,11 @@ impl Engine {
         })
         .await;
         if let Err(e) = prepared {
-            // Nothing of the container changed: drop the staging copy, restart.
-            let engine = self.clone();
-            let n = name.to_string();
-            let _ = blocking(move || {
-                engine.roll_back_restore(&n);
-                Ok(())
-            })
-            .await;
-            if was_running {
-                let _ = self.start_locked(&c).await;
-            }
-            let _ = std::fs::remove_file(self.journal_path(name));
+            self.abandon_staged_restore(&c, was_running).await;
             return Err(e);
         }
         job.set_progress(0.85, "swapping in the restored copy");
-        let engine = self.clone();
-        let n = name.to_string();
-        let j2 = journal.clone();
-        let swapped = blocking(move || match engine.swap_restore(&n) {
-            Ok(()) => {
-                engine.finish_restore_files(&n, true);
-                Ok(())
-            }
-            Err(e) => {
-                engine.recover_restore(&n, Some(&j2));
-                Err(e)
-            }
-        })
-        .await;
-        if let Err(e) = swapped {
-            self.reload_spec(&c);
-            self.refresh_state(&c);
-            let _ = std::fs::remove_file(self.journal_path(name));
-            return Err(e);
-        }
+        self.swap_staged_restore(&c, &journal).await?;
         crash_point("cleaned");
         self.reload_spec(&c);
         let started = if was_running {
@@ -434,7 +427,7 @@ impl Engine {
         };
         let fail = |m: String| EngineError::failed(format!("restoring {name}: {m}"));
         let out = self.rsync(&rsync_args(cfg, &job)).map_err(fail)?;
-        super::backup::check_exit(&out).map_err(fail)?;
+        super::backup_target::check_exit(&out).map_err(fail)?;
         let work = dir.join("work");
         crate::fsutil::empty_dir(&work)
             .map_err(|e| EngineError::io(format!("emptying {}", work.display()), &e))?;
@@ -463,7 +456,7 @@ impl Engine {
         }
         job.check_only = true;
         let out = self.rsync(&rsync_args(cfg, &job)).map_err(fail)?;
-        super::backup::check_exit(&out).map_err(fail)?;
+        super::backup_target::check_exit(&out).map_err(fail)?;
         let diffs = differences(&String::from_utf8_lossy(&out.stdout));
         if !diffs.is_empty() {
             return Err(fail(format!(

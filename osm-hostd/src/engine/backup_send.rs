@@ -8,13 +8,15 @@
 //! verifies the received copy, writes the manifest and listing beside it, renames the
 //! directory to `<tree>`, prunes, and keeps only the newest snapshot on the host side as
 //! the next run's parent. A failed run deletes what it received and its own snapshot.
+//!
+//! This file holds the run; `backup_send_trees.rs` the send-mode trees on the target
+//! (transport checks, deleting, pruning, fetching one back for a restore).
 
-use super::backup::check_ok;
+use super::backup_target::check_ok;
 use super::Engine;
 use crate::backup::send::{self, common_parent, PARENTS_DIR, TREE_SUBVOLUME};
 use crate::backup::verify::{compare_trees, count_printed, differences, markers_of, tree_entries};
 use crate::backup::{self, identity, rsync_args, RsyncJob, Target};
-use crate::error::{EngineError, EngineResult};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
@@ -29,86 +31,6 @@ impl Engine {
     /// Whether a container's backups are dated trees (history mode, or any send mode).
     pub(super) fn dated_trees(&self) -> bool {
         self.cfg.backup.mode == crate::backup::Mode::History || self.send_mode()
-    }
-
-    /// In send mode, the target must be a Btrfs file system (checked once per run, after
-    /// the target answered); the error says what to change.
-    pub(super) fn check_send_target(&self, target: &Target) -> Result<(), String> {
-        if !self.send_mode() {
-            return Ok(());
-        }
-        let top = target.path_of("");
-        let top = top.trim_end_matches('/');
-        let out = match target {
-            Target::Local(_) => self
-                .host
-                .run_local(&argv(["stat", "-f", "-c", "%T", "--", top]))
-                .map_err(|e| format!("cannot run stat: {e}"))?,
-            Target::Ssh { .. } => {
-                let q = backup::rsync::shell_quote(top);
-                self.ssh(
-                    target,
-                    &[
-                        "sh",
-                        "-c",
-                        &format!("mkdir -p -- {q} && stat -f -c %T -- {q}"),
-                    ],
-                )?
-            }
-        };
-        check_ok(&out).map_err(|e| format!("checking the target's file system: {e}"))?;
-        match send::not_btrfs(
-            target.container_dir("").trim_end_matches('/'),
-            &String::from_utf8_lossy(&out.stdout),
-        ) {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-
-    /// The directory holding a tree's files: `<rel>/snapshot` for a send-mode tree (a
-    /// plain directory holding the received subvolume), else `rel` itself.
-    pub(super) fn tree_data_rel(&self, target: &Target, rel: &str) -> Result<String, String> {
-        let entries = self.list_target(target, rel)?;
-        if entries.iter().any(|n| n == TREE_SUBVOLUME)
-            && !entries.iter().any(|n| n == crate::spec::SPEC_FILE)
-        {
-            Ok(format!("{rel}/{TREE_SUBVOLUME}"))
-        } else {
-            Ok(rel.to_string())
-        }
-    }
-
-    /// A container's backup directory holds the trees of one transport: an rsync tree
-    /// cannot be continued with btrfs send or the other way round (rsync cannot delete
-    /// inside read-only subvolumes; a send tree is not a mirror). The error says what to do.
-    pub(super) fn check_tree_transport(&self, target: &Target, name: &str) -> Result<(), String> {
-        let crel = self.backup_rel(&self.host_id, name);
-        let entries = self.list_target(target, &crel)?;
-        let newest = entries
-            .iter()
-            .filter(|n| backup::parse_history_name(n).is_some())
-            .max();
-        let send_tree = match newest {
-            Some(t) => {
-                let rel = format!("{crel}/{t}");
-                Some(self.tree_data_rel(target, &rel)? != rel)
-            }
-            None => None,
-        };
-        let mirror = entries.iter().any(|n| n == crate::spec::SPEC_FILE);
-        let (made_with, wrong) = if self.send_mode() {
-            ("rsync", mirror || send_tree == Some(false))
-        } else {
-            ("btrfs-send", send_tree == Some(true))
-        };
-        if wrong {
-            return Err(format!(
-                "{} holds backups made with transport = \"{made_with}\", which this transport cannot continue; move that directory away on the target to start afresh, or set [backup] transport back to \"{made_with}\"",
-                target.container_dir(&crel)
-            ));
-        }
-        Ok(())
     }
 
     fn parents_dir(&self, uuid: &str) -> PathBuf {
@@ -251,25 +173,8 @@ impl Engine {
     ) -> Result<u64, String> {
         let name = spec.name.as_str();
         let crel = self.backup_rel(&self.host_id, name);
-        let entries = self.list_target(target, &crel)?;
-        // What an interrupted run received is deleted first.
-        for stale in entries.iter().filter(|n| n.starts_with(INCOMPLETE_PREFIX)) {
-            self.delete_send_tree(target, &format!("{crel}/{stale}"))?;
-        }
-        let trees: Vec<String> = entries
-            .iter()
-            .filter(|n| backup::parse_history_name(n).is_some())
-            .cloned()
-            .collect();
-        let host_parents: Vec<String> = std::fs::read_dir(snap.parent().expect("parent dir"))
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n != tree)
-                    .collect()
-            })
-            .unwrap_or_default();
-        let parent = common_parent(&host_parents, &trees);
+        let trees = self.trees_on_target(target, &crel)?;
+        let parent = common_parent(&host_parents(snap, tree), &trees);
         let prev_listing = trees
             .iter()
             .max()
@@ -287,15 +192,8 @@ impl Engine {
                             .map_err(|e| format!("reading the snapshot for verification: {e}"))
                     })
                 });
-                let mut sent = self.send_to(target, snap, parent.as_deref(), &incomplete);
-                if let (Err(e), Some(p)) = (&sent, &parent) {
-                    // The target may have lost or changed the parent: one full send.
-                    tracing::warn!(container = %name, parent = %p, error = %e, "incremental send failed; sending in full");
-                    sent = self
-                        .delete_send_tree(target, &incomplete)
-                        .and_then(|()| self.target_mkdir(target, &incomplete))
-                        .and_then(|()| self.send_to(target, snap, None, &incomplete));
-                }
+                let sent =
+                    self.send_with_fallback(name, target, snap, parent.as_deref(), &incomplete);
                 let listing = lister
                     .join()
                     .unwrap_or_else(|_| Err("listing the snapshot panicked".into()));
@@ -328,16 +226,7 @@ impl Engine {
                 base_archive,
             };
             let manifest = self.write_manifest(target, spec, &listing, &at)?;
-            self.target_rename_dir(
-                target,
-                &target.path_of(&incomplete),
-                &target.path_of(&format!("{crel}/{tree}")),
-            )?;
-            self.target_write(
-                target,
-                &format!("{crel}/{}", identity::MANIFEST_FILE),
-                manifest.to_toml().as_bytes(),
-            )?;
+            self.publish_send_tree(target, &crel, &incomplete, tree, &manifest)?;
             Ok(bytes)
         })();
         match result {
@@ -353,6 +242,63 @@ impl Engine {
                 Err(e)
             }
         }
+    }
+
+    /// The complete trees of a container on the target (`crel`), after deleting what an
+    /// interrupted run received.
+    fn trees_on_target(&self, target: &Target, crel: &str) -> Result<Vec<String>, String> {
+        let entries = self.list_target(target, crel)?;
+        for stale in entries.iter().filter(|n| n.starts_with(INCOMPLETE_PREFIX)) {
+            self.delete_send_tree(target, &format!("{crel}/{stale}"))?;
+        }
+        Ok(entries
+            .iter()
+            .filter(|n| backup::parse_history_name(n).is_some())
+            .cloned()
+            .collect())
+    }
+
+    /// Sends `snap` incrementally from `parent` when there is one; if that fails (the
+    /// target may have lost or changed the parent), starts over with one full send.
+    fn send_with_fallback(
+        &self,
+        name: &str,
+        target: &Target,
+        snap: &Path,
+        parent: Option<&str>,
+        incomplete: &str,
+    ) -> Result<u64, String> {
+        let mut sent = self.send_to(target, snap, parent, incomplete);
+        if let (Err(e), Some(p)) = (&sent, parent) {
+            tracing::warn!(container = %name, parent = %p, error = %e, "incremental send failed; sending in full");
+            sent = self
+                .delete_send_tree(target, incomplete)
+                .and_then(|()| self.target_mkdir(target, incomplete))
+                .and_then(|()| self.send_to(target, snap, None, incomplete));
+        }
+        sent
+    }
+
+    /// Renames a verified `incomplete` directory to `tree` and puts the newest manifest
+    /// beside the trees (the owner check).
+    fn publish_send_tree(
+        &self,
+        target: &Target,
+        crel: &str,
+        incomplete: &str,
+        tree: &str,
+        manifest: &identity::Manifest,
+    ) -> Result<(), String> {
+        self.target_rename_dir(
+            target,
+            &target.path_of(incomplete),
+            &target.path_of(&format!("{crel}/{tree}")),
+        )?;
+        self.target_write(
+            target,
+            &format!("{crel}/{}", identity::MANIFEST_FILE),
+            manifest.to_toml().as_bytes(),
+        )
     }
 
     /// `btrfs send` of `snap` into the target directory `dir_rel` (`btrfs receive` there,
@@ -375,7 +321,12 @@ impl Engine {
     }
 
     /// `program args` on the target: locally, or through ssh.
-    fn target_command(&self, target: &Target, program: &str, args: &[String]) -> Vec<OsString> {
+    pub(super) fn target_command(
+        &self,
+        target: &Target,
+        program: &str,
+        args: &[String],
+    ) -> Vec<OsString> {
         match target {
             Target::Local(_) => local_command(program, args),
             Target::Ssh { host, .. } => {
@@ -413,216 +364,117 @@ impl Engine {
         match target {
             Target::Local(_) => {
                 let want = want.ok_or("the snapshot's entries were not read")?;
-                let copy = target.path_of(received);
-                // Two walks of the copy at once: entries with xattrs, and the checksums.
-                let (got, sums) = std::thread::scope(|scope| {
-                    let sums =
-                        scope.spawn(|| self.listing_of(target, Path::new(&copy), prev_listing));
-                    let got = tree_entries(Path::new(&copy))
-                        .map_err(|e| format!("reading the copy for verification: {e}"));
-                    (
-                        got,
-                        sums.join()
-                            .unwrap_or_else(|_| Err("listing the copy panicked".into())),
-                    )
-                });
-                let (got, sums) = (got?, sums?);
-                let (mw, mg) = (markers_of(want), markers_of(&got));
-                if mw != mg {
-                    return Err(format!(
-                        "verification failed: {} whiteouts and {} opaque directories in the container, {} and {} in the backup",
-                        mw.whiteouts, mw.opaque_dirs, mg.whiteouts, mg.opaque_dirs
-                    ));
-                }
-                let diffs = compare_trees(want, &got, 3);
-                if !diffs.is_empty() {
-                    return Err(format!(
-                        "verification failed: the copy differs from the snapshot: {}",
-                        diffs.join("; ")
-                    ));
-                }
-                let diffs = listing.differences(&sums, 3);
-                if !diffs.is_empty() {
-                    return Err(format!(
-                        "verification failed: the copy's contents differ from the snapshot: {}",
-                        diffs.join("; ")
-                    ));
-                }
+                self.verify_received_locally(target, want, received, listing, prev_listing)
             }
-            Target::Ssh { .. } => {
-                let path = target.path_of(received);
-                let out = self.ssh(
-                    target,
-                    &["find", &path, "-xdev", "-type", "c", "-printf", "c"],
-                )?;
-                check_ok(&out)?;
-                let want = listing.0.values().filter(|l| l.content == "c:0").count() as u64;
-                let have = count_printed(&out.stdout);
-                if have != want {
-                    return Err(format!(
-                        "verification failed: {want} whiteouts in the container, {have} in the backup"
-                    ));
-                }
-                let job = RsyncJob {
-                    src: snap.display().to_string(),
-                    dest: target.container_dir(received),
-                    link_dest: None,
-                    check_only: true,
-                    excludes: true,
-                    checksum: false,
-                };
-                let out = self.rsync(&rsync_args(&self.cfg.backup, &job))?;
-                super::backup::check_exit(&out)?;
-                let diffs = differences(&String::from_utf8_lossy(&out.stdout));
-                if !diffs.is_empty() {
-                    return Err(format!(
-                        "verification failed: {} entries differ from the snapshot, e.g. {}",
-                        diffs.len(),
-                        diffs.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
-                    ));
-                }
-            }
+            Target::Ssh { .. } => self.verify_received_over_ssh(target, snap, received, listing),
+        }
+    }
+
+    /// [`Self::verify_received`] on a local target.
+    fn verify_received_locally(
+        &self,
+        target: &Target,
+        want: &std::collections::BTreeMap<String, crate::backup::verify::Entry>,
+        received: &str,
+        listing: &identity::Listing,
+        prev_listing: Option<&str>,
+    ) -> Result<(), String> {
+        let copy = target.path_of(received);
+        // Two walks of the copy at once: entries with xattrs, and the checksums.
+        let (got, sums) = std::thread::scope(|scope| {
+            let sums = scope.spawn(|| self.listing_of(target, Path::new(&copy), prev_listing));
+            let got = tree_entries(Path::new(&copy))
+                .map_err(|e| format!("reading the copy for verification: {e}"));
+            (
+                got,
+                sums.join()
+                    .unwrap_or_else(|_| Err("listing the copy panicked".into())),
+            )
+        });
+        let (got, sums) = (got?, sums?);
+        let (mw, mg) = (markers_of(want), markers_of(&got));
+        if mw != mg {
+            return Err(format!(
+                "verification failed: {} whiteouts and {} opaque directories in the container, {} and {} in the backup",
+                mw.whiteouts, mw.opaque_dirs, mg.whiteouts, mg.opaque_dirs
+            ));
+        }
+        let diffs = compare_trees(want, &got, 3);
+        if !diffs.is_empty() {
+            return Err(format!(
+                "verification failed: the copy differs from the snapshot: {}",
+                diffs.join("; ")
+            ));
+        }
+        let diffs = listing.differences(&sums, 3);
+        if !diffs.is_empty() {
+            return Err(format!(
+                "verification failed: the copy's contents differ from the snapshot: {}",
+                diffs.join("; ")
+            ));
         }
         Ok(())
     }
 
-    /// Deletes a send-mode tree directory on the target: its received subvolumes first
-    /// (a read-only subvolume cannot be emptied file by file), then the directory.
-    pub(super) fn delete_send_tree(&self, target: &Target, rel: &str) -> Result<(), String> {
-        let path = target.path_of(rel);
-        match target {
-            Target::Local(_) => {
-                let dir = Path::new(&path);
-                if !dir.exists() {
-                    return Ok(());
-                }
-                for e in std::fs::read_dir(dir)
-                    .map_err(|e| format!("reading {path}: {e}"))?
-                    .flatten()
-                {
-                    if self.host.is_subvolume(&e.path()) {
-                        self.host
-                            .delete_subvolume(&e.path())
-                            .map_err(|e| e.to_string())?;
-                    }
-                }
-                std::fs::remove_dir_all(dir).map_err(|e| format!("removing {path}: {e}"))
-            }
-            Target::Ssh { .. } => {
-                let q = backup::rsync::shell_quote(&path);
-                let cmd = format!(
-                    "d={q}; [ -d \"$d\" ] || exit 0; for s in \"$d\"/*; do \
-                     if btrfs subvolume show \"$s\" >/dev/null 2>&1; then \
-                     btrfs subvolume delete -- \"$s\" >/dev/null || exit 1; fi; done; rm -rf -- \"$d\""
-                );
-                check_ok(&self.ssh(target, &["sh", "-c", &cmd])?)
-            }
-        }
-    }
-
-    /// Prunes send-mode trees by the history policy; mirror mode keeps only the newest.
-    /// The newest tree (the next run's parent) is always kept.
-    fn prune_send_trees(&self, target: &Target, crel: &str) {
-        let cfg = &self.cfg.backup;
-        let keep = if cfg.mode == crate::backup::Mode::History {
-            backup::KeepPolicy {
-                last: cfg.keep_last,
-                daily: cfg.keep_daily,
-                weekly: cfg.keep_weekly,
-                monthly: cfg.keep_monthly,
-                yearly: cfg.keep_yearly,
-            }
-        } else {
-            backup::KeepPolicy {
-                last: 1,
-                ..Default::default()
-            }
-        };
-        let Ok(entries) = self.list_target(target, crel) else {
-            return;
-        };
-        for doomed in backup::prune_plan_with(&entries, keep) {
-            tracing::info!(dir = %crel, tree = %doomed, "pruning backup tree");
-            if let Err(e) = self.delete_send_tree(target, &format!("{crel}/{doomed}")) {
-                tracing::warn!(dir = %crel, tree = %doomed, error = %e, "cannot prune backup tree");
-            }
-        }
-    }
-
-    /// A send-mode tree on an ssh target brought to this host with `btrfs send` there
-    /// and `btrfs receive` here, for a restore to copy from; returns the local copy.
-    pub(super) fn fetch_send_tree(
+    /// [`Self::verify_received`] on an ssh target.
+    fn verify_received_over_ssh(
         &self,
         target: &Target,
-        remote: &str,
-        name: &str,
-    ) -> EngineResult<PathBuf> {
-        let dir = self
-            .store
-            .containers_dir()
-            .join(PARENTS_DIR)
-            .join(format!(".restore-{name}"));
-        self.drop_fetched(&dir);
-        std::fs::create_dir_all(&dir)
-            .and_then(|()| crate::hardening::private_dir(dir.parent().expect("parent")))
-            .and_then(|_| crate::hardening::private_dir(&dir))
-            .map_err(|e| EngineError::io(format!("creating {}", dir.display()), &e))?;
-        let sender = self.target_command(target, "btrfs", &send::send_args(remote, None));
-        let receiver = local_command("btrfs", &send::receive_args(&dir.display().to_string()));
-        let fetched = self.host.pipe(&sender, &receiver).and_then(|_| {
-            let base = Path::new(remote)
-                .file_name()
-                .map(|n| dir.join(n))
-                .ok_or_else(|| format!("{remote} names no subvolume"))?;
-            Ok(base)
-        });
-        match fetched {
-            Ok(p) => Ok(p),
-            Err(e) => {
-                self.drop_fetched(&dir);
-                Err(EngineError::failed(format!(
-                    "fetching the backup of {name} with btrfs send: {e}"
-                )))
-            }
+        snap: &Path,
+        received: &str,
+        listing: &identity::Listing,
+    ) -> Result<(), String> {
+        let path = target.path_of(received);
+        let out = self.ssh(
+            target,
+            &["find", &path, "-xdev", "-type", "c", "-printf", "c"],
+        )?;
+        check_ok(&out)?;
+        let want = listing.0.values().filter(|l| l.content == "c:0").count() as u64;
+        let have = count_printed(&out.stdout);
+        if have != want {
+            return Err(format!(
+                "verification failed: {want} whiteouts in the container, {have} in the backup"
+            ));
         }
-    }
-
-    /// At daemon start (no restore runs): copies fetched by restores that a killed daemon
-    /// left behind.
-    pub(super) fn drop_stale_fetches(&self) {
-        let top = self.store.containers_dir().join(PARENTS_DIR);
-        for e in std::fs::read_dir(top).into_iter().flatten().flatten() {
-            if e.file_name().to_string_lossy().starts_with(".restore-") {
-                tracing::info!(path = %e.path().display(), "removing a backup copy an interrupted restore fetched");
-                self.drop_fetched(&e.path());
-            }
-        }
-    }
-
-    /// Deletes a directory [`Engine::fetch_send_tree`] made, received subvolumes included.
-    pub(super) fn drop_fetched(&self, dir: &Path) {
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            return;
+        let job = RsyncJob {
+            src: snap.display().to_string(),
+            dest: target.container_dir(received),
+            link_dest: None,
+            check_only: true,
+            excludes: true,
+            checksum: false,
         };
-        for e in rd.flatten() {
-            if self.host.is_subvolume(&e.path()) {
-                if let Err(err) = self.host.delete_subvolume(&e.path()) {
-                    tracing::warn!(path = %e.path().display(), error = %err, "cannot delete a fetched backup");
-                }
-            }
+        let out = self.rsync(&rsync_args(&self.cfg.backup, &job))?;
+        super::backup_target::check_exit(&out)?;
+        let diffs = differences(&String::from_utf8_lossy(&out.stdout));
+        if !diffs.is_empty() {
+            return Err(format!(
+                "verification failed: {} entries differ from the snapshot, e.g. {}",
+                diffs.len(),
+                diffs.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+            ));
         }
-        let _ = std::fs::remove_dir_all(dir);
+        Ok(())
     }
 }
 
+/// The snapshots kept on the host beside `snap` (other than `tree`): candidate parents.
+fn host_parents(snap: &Path, tree: &str) -> Vec<String> {
+    std::fs::read_dir(snap.parent().expect("parent dir"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n != tree)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// `program args` as one argument vector, the program first.
-fn local_command(program: &str, args: &[String]) -> Vec<OsString> {
+pub(super) fn local_command(program: &str, args: &[String]) -> Vec<OsString> {
     std::iter::once(program)
         .chain(args.iter().map(String::as_str))
         .map(OsString::from)
         .collect()
-}
-
-fn argv<const N: usize>(words: [&str; N]) -> Vec<OsString> {
-    words.iter().map(OsString::from).collect()
 }

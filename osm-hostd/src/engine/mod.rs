@@ -13,6 +13,8 @@ mod backup_identity;
 mod backup_layers;
 mod backup_restore;
 mod backup_send;
+mod backup_send_trees;
+mod backup_target;
 mod bases;
 mod boot;
 mod container;

@@ -216,17 +216,12 @@ impl Engine {
         let new = self.stack_of(base, layers);
         if dry_run {
             job.set_progress(0.2, "comparing the upper layer with the old and new lowers");
-            let upper = self.store.container_dir(&c.name).join("rootfs-layer");
-            report.conflicts = blocking(move || {
-                threeway::plan(&upper, &old, &new)
-                    .map_err(|e| EngineError::failed(format!("comparing {}: {e}", upper.display())))
-            })
-            .await?;
+            report.conflicts = self.plan_rebase(&c.name, old, new).await?;
             return Ok(report);
         }
         self.refresh_state(c);
         let was_running = c.info().state != RunState::Stopped;
-        let mut journal = Journal {
+        let journal = Journal {
             snapshot: 0,
             was_running,
             safety: None,
@@ -242,29 +237,9 @@ impl Engine {
         }
         crash_point("stopped");
         job.set_progress(0.3, "taking a safety snapshot and checking the upper layer");
-        let (engine, c2) = (self.clone(), c.clone());
-        let (to_base, to_layers) = (base.to_string(), layers.to_vec());
-        let prepared = blocking(move || {
-            let mut userdata = BTreeMap::new();
-            userdata.insert("safety".to_string(), "yes".to_string());
-            userdata.insert("rebase_to".to_string(), to_base.clone());
-            let safety = engine.snapshot_locked(
-                &c2,
-                &SnapshotRequest {
-                    description: format!("before the rebase to {to_base}"),
-                    cleanup: String::new(),
-                    userdata,
-                },
-            )?;
-            engine.emit(Event::SnapshotCreated(c2.name.clone(), safety));
-            journal.safety = Some(safety);
-            engine.write_journal(&c2.name, &journal)?;
-            crash_point("safety");
-            let conflicts = engine.stage_rebase(&c2.name, &old, &new, &to_base, &to_layers)?;
-            crash_point("staged");
-            Ok((safety, conflicts))
-        })
-        .await;
+        let prepared = self
+            .take_safety_and_stage(c, journal, old, new, base, layers)
+            .await;
         let (safety, conflicts) = match prepared {
             Ok(p) => p,
             Err(e) => {
@@ -285,25 +260,7 @@ impl Engine {
         report.safety_snapshot = Some(safety);
         report.conflicts = conflicts;
         job.set_progress(0.7, "swapping in the rebased upper layer");
-        let (engine, n) = (self.clone(), c.name.clone());
-        let j2 = journal_after(was_running, safety);
-        let swapped = blocking(move || match engine.swap_restore(&n) {
-            Ok(()) => {
-                engine.finish_restore_files(&n, true);
-                Ok(())
-            }
-            Err(e) => {
-                engine.recover_restore(&n, Some(&j2));
-                Err(e)
-            }
-        })
-        .await;
-        self.reload_spec(c);
-        if let Err(e) = swapped {
-            self.refresh_state(c);
-            let _ = std::fs::remove_file(self.journal_path(&c.name));
-            return Err(e);
-        }
+        self.swap_rebased(c, was_running, safety).await?;
         crash_point("cleaned");
         self.emit(Event::ContainerSpecChanged(c.name.clone()));
         let started = if was_running {
@@ -324,6 +281,82 @@ impl Engine {
         })?;
         tracing::info!(container = %c.name, base, conflicts = report.conflicts.len(), "container rebased");
         Ok(report)
+    }
+
+    /// The dry run: the conflicts the three-way check finds in the container's upper.
+    async fn plan_rebase(&self, name: &str, old: Stack, new: Stack) -> EngineResult<Vec<Conflict>> {
+        let upper = self.store.container_dir(name).join("rootfs-layer");
+        blocking(move || {
+            threeway::plan(&upper, &old, &new)
+                .map_err(|e| EngineError::failed(format!("comparing {}: {e}", upper.display())))
+        })
+        .await
+    }
+
+    /// Steps 3 and 4: the safety snapshot (recorded in the journal), then the staged
+    /// rebased copy; returns the snapshot's number and the conflicts.
+    async fn take_safety_and_stage(
+        self: &Arc<Self>,
+        c: &Arc<Container>,
+        mut journal: Journal,
+        old: Stack,
+        new: Stack,
+        base: &str,
+        layers: &[String],
+    ) -> EngineResult<(u32, Vec<Conflict>)> {
+        let (engine, c2) = (self.clone(), c.clone());
+        let (to_base, to_layers) = (base.to_string(), layers.to_vec());
+        blocking(move || {
+            let mut userdata = BTreeMap::new();
+            userdata.insert("safety".to_string(), "yes".to_string());
+            userdata.insert("rebase_to".to_string(), to_base.clone());
+            let safety = engine.snapshot_locked(
+                &c2,
+                &SnapshotRequest {
+                    description: format!("before the rebase to {to_base}"),
+                    cleanup: String::new(),
+                    userdata,
+                },
+            )?;
+            engine.emit(Event::SnapshotCreated(c2.name.clone(), safety));
+            journal.safety = Some(safety);
+            engine.write_journal(&c2.name, &journal)?;
+            crash_point("safety");
+            let conflicts = engine.stage_rebase(&c2.name, &old, &new, &to_base, &to_layers)?;
+            crash_point("staged");
+            Ok((safety, conflicts))
+        })
+        .await
+    }
+
+    /// Step 5: swaps the staged copy in (recovering on failure) and reloads the spec; on
+    /// failure the journal goes and the error is returned.
+    async fn swap_rebased(
+        self: &Arc<Self>,
+        c: &Arc<Container>,
+        was_running: bool,
+        safety: u32,
+    ) -> EngineResult<()> {
+        let (engine, n) = (self.clone(), c.name.clone());
+        let j2 = journal_after(was_running, safety);
+        let swapped = blocking(move || match engine.swap_restore(&n) {
+            Ok(()) => {
+                engine.finish_restore_files(&n, true);
+                Ok(())
+            }
+            Err(e) => {
+                engine.recover_restore(&n, Some(&j2));
+                Err(e)
+            }
+        })
+        .await;
+        self.reload_spec(c);
+        if let Err(e) = swapped {
+            self.refresh_state(c);
+            let _ = std::fs::remove_file(self.journal_path(&c.name));
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Step 4: the rebased copy in the staging subvolume; returns the conflicts.

@@ -183,44 +183,12 @@ impl Engine {
         let journal = match prepared {
             Ok(j) => j,
             Err(e) => {
-                // Nothing of the container changed: drop the staging copy, restart.
-                let engine = self.clone();
-                let n = c.name.clone();
-                let _ = blocking(move || {
-                    engine.roll_back_restore(&n);
-                    Ok(())
-                })
-                .await;
-                if was_running {
-                    let _ = self.start_locked(c).await;
-                }
-                let _ = std::fs::remove_file(self.journal_path(&c.name));
+                self.abandon_staged_restore(c, was_running).await;
                 return Err(e);
             }
         };
         job.set_progress(0.6, "swapping in the snapshot");
-        let engine = self.clone();
-        let n = c.name.clone();
-        let j2 = journal.clone();
-        let swapped = blocking(move || match engine.swap_restore(&n) {
-            Ok(()) => {
-                engine.finish_restore_files(&n, true);
-                Ok(())
-            }
-            Err(e) => {
-                // Settle it now as the next start would: forward if .snapshots moved,
-                // back otherwise; the container runs again if it ran.
-                engine.recover_restore(&n, Some(&j2));
-                Err(e)
-            }
-        })
-        .await;
-        if let Err(e) = swapped {
-            self.reload_spec(c);
-            self.refresh_state(c);
-            let _ = std::fs::remove_file(self.journal_path(&c.name));
-            return Err(e);
-        }
+        self.swap_staged_restore(c, &journal).await?;
         crash_point("cleaned");
         self.reload_spec(c);
         let started = if journal.was_running {
@@ -239,6 +207,59 @@ impl Engine {
         })?;
         tracing::info!(container = %c.name, num, safety = ?journal.safety, "container restored");
         Ok(journal.safety.unwrap_or(0))
+    }
+
+    /// After a failed preparation nothing of the container changed: drops the staging
+    /// copy, starts the container again if it ran, and drops the journal. Shared with the
+    /// restore of a backup over a container.
+    pub(super) async fn abandon_staged_restore(
+        self: &Arc<Self>,
+        c: &Arc<Container>,
+        was_running: bool,
+    ) {
+        let engine = self.clone();
+        let n = c.name.clone();
+        let _ = blocking(move || {
+            engine.roll_back_restore(&n);
+            Ok(())
+        })
+        .await;
+        if was_running {
+            let _ = self.start_locked(c).await;
+        }
+        let _ = std::fs::remove_file(self.journal_path(&c.name));
+    }
+
+    /// Step 5: exchanges the staged copy with the container. On failure it settles it now
+    /// as the next start would (forward if `.snapshots` moved, back otherwise; the
+    /// container runs again if it ran), drops the journal and returns the error. Shared
+    /// with the restore of a backup over a container.
+    pub(super) async fn swap_staged_restore(
+        self: &Arc<Self>,
+        c: &Arc<Container>,
+        journal: &Journal,
+    ) -> EngineResult<()> {
+        let engine = self.clone();
+        let n = c.name.clone();
+        let j2 = journal.clone();
+        let swapped = blocking(move || match engine.swap_restore(&n) {
+            Ok(()) => {
+                engine.finish_restore_files(&n, true);
+                Ok(())
+            }
+            Err(e) => {
+                engine.recover_restore(&n, Some(&j2));
+                Err(e)
+            }
+        })
+        .await;
+        if let Err(e) = swapped {
+            self.reload_spec(c);
+            self.refresh_state(c);
+            let _ = std::fs::remove_file(self.journal_path(&c.name));
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Step 4: a writable snapshot of snapshot `num`, ready to take `.snapshots`.

@@ -182,90 +182,18 @@ fn fill_upper(
     };
     let cached = cache_dir.join(format!("{key}.tar.zst"));
     if cached.is_file() {
-        const MSG: &str = "unpacking the cached layer";
-        rep.at(0.0, MSG);
-        let mut file = File::open(&cached).map_err(|e| {
-            BaseError::io(format!("opening the cached layer {}", cached.display()), e)
-        })?;
-        return match extract_archive(&mut file, upper, &mut |f| rep.at(f, MSG)) {
-            Ok(()) => {
-                rep.at(1.0, "layer unpacked from the cache");
-                Ok(())
-            }
-            Err(e) if e.is_no_space() => Err(e),
-            Err(e) => Err(BaseError::Failed(format!(
-                "unpacking the cached layer {} failed: {e}; if the cache file is damaged, \
-                 delete it and build again",
-                cached.display()
-            ))),
-        };
+        return unpack_cached(&cached, upper, &mut rep);
     }
     let b = Builder::new(dirs.lowers, upper, work, dirs.mountpoint)?;
     rep.at(0.01, "preparing the build");
     b.write(POLICY_RC_D, POLICY_RC_D_TEXT.as_bytes(), 0o755)?;
-    for s in &recipe.sources {
-        let SigningKey::Armored(k) = &s.key else {
-            return Err(BaseError::Failed(format!(
-                "the key of source {} was not resolved before the build",
-                s.name
-            )));
-        };
-        b.write(&s.keyring_path(), k.as_bytes(), 0o644)?;
-        b.write(&s.list_path(), s.deb822().as_bytes(), 0o644)?;
-    }
+    write_sources(&b, recipe)?;
     if !recipe.packages.is_empty() {
-        rep.at(0.03, "apt-get update");
-        b.run(&["apt-get", "update"], "apt-get update", &mut |_| {})?;
-        rep.at(0.10, "installing packages");
-        let mut argv: Vec<&str> = vec![
-            "apt-get",
-            "install",
-            "-y",
-            "--no-install-recommends",
-            "-o",
-            "Dpkg::Options::=--force-confdef",
-            "-o",
-            "Dpkg::Options::=--force-confold",
-            "--",
-        ];
-        argv.extend(recipe.packages.iter().map(String::as_str));
-        let mut apt = AptProgress::default();
-        b.run(&argv, "apt-get install", &mut |line| {
-            if let Some((f, msg)) = apt.line(line) {
-                rep.at(0.10 + 0.70 * f, &msg);
-            }
-        })?;
+        install_packages(&b, recipe, &mut rep)?;
     }
     rep.at(0.80, "writing the recipe's files");
-    for f in &recipe.files {
-        b.write(&f.path, f.content.as_bytes(), f.mode)?;
-    }
-    let mut enable: Vec<String> = recipe.enable.clone();
-    if !recipe.templates.is_empty() {
-        for t in &recipe.templates {
-            b.write(
-                &format!("{TEMPLATE_DIR}{}", t.path),
-                t.content.as_bytes(),
-                t.mode,
-            )?;
-        }
-        b.write(RENDER_SCRIPT_PATH, RENDER_SCRIPT.as_bytes(), 0o755)?;
-        b.write(
-            &format!("/etc/systemd/system/{RENDER_UNIT_NAME}"),
-            RENDER_UNIT.as_bytes(),
-            0o644,
-        )?;
-        enable.push(RENDER_UNIT_NAME.to_string());
-    }
-    for (i, argv) in recipe.run.iter().enumerate() {
-        rep.at(0.82, &format!("running command {}", i + 1));
-        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-        b.run(
-            &argv,
-            &format!("run command {} ({})", i + 1, argv.join(" ")),
-            &mut |_| {},
-        )?;
-    }
+    let enable = write_files(&b, recipe)?;
+    run_commands(&b, recipe, &mut rep)?;
     if !enable.is_empty() {
         rep.at(0.85, "enabling units");
         let mut argv = vec!["systemctl", "enable", "--"];
@@ -291,6 +219,116 @@ fn fill_upper(
         rep.at(0.90 + 0.10 * f, "writing the cache archive")
     })?;
     rep.at(1.0, "layer built");
+    Ok(())
+}
+
+/// A layer built before from the same recipe over the same lowers: its cached archive
+/// unpacked into `upper` instead of a build.
+fn unpack_cached(cached: &Path, upper: &Path, rep: &mut Reporter<'_>) -> Result<(), BaseError> {
+    const MSG: &str = "unpacking the cached layer";
+    rep.at(0.0, MSG);
+    let mut file = File::open(cached)
+        .map_err(|e| BaseError::io(format!("opening the cached layer {}", cached.display()), e))?;
+    match extract_archive(&mut file, upper, &mut |f| rep.at(f, MSG)) {
+        Ok(()) => {
+            rep.at(1.0, "layer unpacked from the cache");
+            Ok(())
+        }
+        Err(e) if e.is_no_space() => Err(e),
+        Err(e) => Err(BaseError::Failed(format!(
+            "unpacking the cached layer {} failed: {e}; if the cache file is damaged, \
+             delete it and build again",
+            cached.display()
+        ))),
+    }
+}
+
+/// The recipe's extra apt sources: each one's keyring and deb822 list.
+fn write_sources(b: &Builder, recipe: &LayerRecipe) -> Result<(), BaseError> {
+    for s in &recipe.sources {
+        let SigningKey::Armored(k) = &s.key else {
+            return Err(BaseError::Failed(format!(
+                "the key of source {} was not resolved before the build",
+                s.name
+            )));
+        };
+        b.write(&s.keyring_path(), k.as_bytes(), 0o644)?;
+        b.write(&s.list_path(), s.deb822().as_bytes(), 0o644)?;
+    }
+    Ok(())
+}
+
+/// `apt-get update`, then `apt-get install` of the recipe's packages, with apt's own
+/// progress mapped onto 10-80% of the build.
+fn install_packages(
+    b: &Builder,
+    recipe: &LayerRecipe,
+    rep: &mut Reporter<'_>,
+) -> Result<(), BaseError> {
+    rep.at(0.03, "apt-get update");
+    b.run(&["apt-get", "update"], "apt-get update", &mut |_| {})?;
+    rep.at(0.10, "installing packages");
+    let mut argv: Vec<&str> = vec![
+        "apt-get",
+        "install",
+        "-y",
+        "--no-install-recommends",
+        "-o",
+        "Dpkg::Options::=--force-confdef",
+        "-o",
+        "Dpkg::Options::=--force-confold",
+        "--",
+    ];
+    argv.extend(recipe.packages.iter().map(String::as_str));
+    let mut apt = AptProgress::default();
+    b.run(&argv, "apt-get install", &mut |line| {
+        if let Some((f, msg)) = apt.line(line) {
+            rep.at(0.10 + 0.70 * f, &msg);
+        }
+    })
+}
+
+/// The recipe's files, and its templates with the unit that renders them at boot;
+/// returns the units to enable (the recipe's, plus that unit when there are templates).
+fn write_files(b: &Builder, recipe: &LayerRecipe) -> Result<Vec<String>, BaseError> {
+    for f in &recipe.files {
+        b.write(&f.path, f.content.as_bytes(), f.mode)?;
+    }
+    let mut enable: Vec<String> = recipe.enable.clone();
+    if !recipe.templates.is_empty() {
+        for t in &recipe.templates {
+            b.write(
+                &format!("{TEMPLATE_DIR}{}", t.path),
+                t.content.as_bytes(),
+                t.mode,
+            )?;
+        }
+        b.write(RENDER_SCRIPT_PATH, RENDER_SCRIPT.as_bytes(), 0o755)?;
+        b.write(
+            &format!("/etc/systemd/system/{RENDER_UNIT_NAME}"),
+            RENDER_UNIT.as_bytes(),
+            0o644,
+        )?;
+        enable.push(RENDER_UNIT_NAME.to_string());
+    }
+    Ok(enable)
+}
+
+/// The recipe's `run` commands, in order, inside the image.
+fn run_commands(
+    b: &Builder,
+    recipe: &LayerRecipe,
+    rep: &mut Reporter<'_>,
+) -> Result<(), BaseError> {
+    for (i, argv) in recipe.run.iter().enumerate() {
+        rep.at(0.82, &format!("running command {}", i + 1));
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        b.run(
+            &argv,
+            &format!("run command {} ({})", i + 1, argv.join(" ")),
+            &mut |_| {},
+        )?;
+    }
     Ok(())
 }
 

@@ -1,76 +1,12 @@
-//! Root filesystem archives: checking an archive before it is unpacked, unpacking it with
-//! GNU tar, and writing the build cache's `.tar.zst`.
-//!
-//! Decompression happens here (the magic bytes decide, not the file name) and GNU tar does
-//! the filesystem work, because it restores everything a rootfs needs: numeric owners,
-//! modes including set-id bits, xattrs (`trusted.*`, `security.capability`), ACLs, hard
-//! links and device nodes (overlay whiteouts are `c 0 0`).
+//! The safety check of an archive's entries before GNU tar unpacks it: no absolute or
+//! climbing paths, no links out of the root, nothing beneath a symlink, harmless devices only.
 
-use super::{run_output_tail, BaseError};
-use std::cell::Cell;
+use super::{decoder, detect, not_tar};
+use crate::base::BaseError;
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::Read;
 use std::path::{Component, Path};
-use std::process::{Command, Stdio};
-use std::rc::Rc;
-
-/// GNU tar; `/bin` is a symlink to `/usr/bin` on merged-/usr Debian, so this works on both.
-pub(crate) const TAR: &str = "/bin/tar";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Compression {
-    None,
-    Gzip,
-    Zstd,
-}
-
-fn detect(file: &mut File) -> Result<Compression, BaseError> {
-    file.seek(SeekFrom::Start(0))
-        .map_err(|e| BaseError::io("seeking to the start of the archive", e))?;
-    let mut magic = [0u8; 6];
-    let mut n = 0;
-    while n < magic.len() {
-        match file.read(&mut magic[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(BaseError::io("reading the archive", e)),
-        }
-    }
-    file.seek(SeekFrom::Start(0))
-        .map_err(|e| BaseError::io("seeking to the start of the archive", e))?;
-    let m = &magic[..n];
-    if m.starts_with(&[0x1f, 0x8b]) {
-        Ok(Compression::Gzip)
-    } else if m.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Ok(Compression::Zstd)
-    } else if m.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) || m.starts_with(b"BZh") {
-        Err(BaseError::InvalidArchive(
-            "the archive is xz or bzip2 compressed, which is not supported; \
-             recompress it with zstd or gzip (or give a plain tar)"
-                .into(),
-        ))
-    } else if n == 0 {
-        Err(BaseError::InvalidArchive(
-            "the archive file is empty".into(),
-        ))
-    } else {
-        Ok(Compression::None)
-    }
-}
-
-/// A reader over the decompressed archive. `R` is the raw (compressed) byte source.
-fn decoder<'a, R: Read + 'a>(kind: Compression, raw: R) -> Result<Box<dyn Read + 'a>, BaseError> {
-    Ok(match kind {
-        Compression::None => Box::new(raw),
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(raw))),
-        Compression::Zstd => Box::new(
-            zstd::stream::read::Decoder::new(raw)
-                .map_err(|e| BaseError::io("starting the zstd decoder", e))?,
-        ),
-    })
-}
 
 fn unsafe_entry(entry: &[u8], reason: impl Into<String>) -> BaseError {
     BaseError::UnsafeArchive {
@@ -154,19 +90,7 @@ pub fn validate_archive(file: &mut File) -> Result<(), BaseError> {
         let mut entry = entry.map_err(not_tar)?;
         let etype = entry.header().entry_type();
         if etype == tar::EntryType::XGlobalHeader {
-            // GNU tar would apply a global `path`/`linkpath` to later entries, which this
-            // checker does not model; no real rootfs archive needs one.
-            if let Some(exts) = entry.pax_extensions().map_err(not_tar)? {
-                for ext in exts {
-                    let ext = ext.map_err(not_tar)?;
-                    if matches!(ext.key_bytes(), b"path" | b"linkpath") {
-                        return Err(unsafe_entry(
-                            &entry.path_bytes(),
-                            "is a global pax header that renames entries",
-                        ));
-                    }
-                }
-            }
+            refuse_global_renames(&mut entry)?;
             continue;
         }
         count += 1;
@@ -185,59 +109,7 @@ pub fn validate_archive(file: &mut File) -> Result<(), BaseError> {
                 "lies beneath a symlink of the same archive",
             ));
         }
-        match etype {
-            tar::EntryType::Symlink => {
-                let target = link_target(&entry, &name)?;
-                // Depth of the link's directory = components of its path minus itself.
-                let dir_depth = path.components().count().saturating_sub(1);
-                if !target.has_root() && walk(dir_depth, &target).is_none() {
-                    return Err(unsafe_entry(
-                        &name,
-                        format!("is a symlink to {target:?}, which climbs above the root"),
-                    ));
-                }
-                symlinks.insert(path);
-            }
-            tar::EntryType::Link => {
-                let target = link_target(&entry, &name)?;
-                if target.has_root() {
-                    return Err(unsafe_entry(
-                        &name,
-                        format!("is a hard link to the absolute path {target:?}"),
-                    ));
-                }
-                if walk(0, &target).is_none() {
-                    return Err(unsafe_entry(
-                        &name,
-                        format!("is a hard link to {target:?}, which climbs above the root"),
-                    ));
-                }
-                if under_symlink(&symlinks, &normalized(&target)) {
-                    return Err(unsafe_entry(
-                        &name,
-                        format!("is a hard link to {target:?}, which lies beneath a symlink"),
-                    ));
-                }
-            }
-            tar::EntryType::Block => {
-                return Err(unsafe_entry(
-                    &name,
-                    format!("is a block device; {DEVICE_POLICY}"),
-                ));
-            }
-            tar::EntryType::Char => {
-                let h = entry.header();
-                let major = h.device_major().map_err(not_tar)?.unwrap_or(0);
-                let minor = h.device_minor().map_err(not_tar)?.unwrap_or(0);
-                if !HARMLESS_CHAR_DEVICES.contains(&(major, minor)) {
-                    return Err(unsafe_entry(
-                        &name,
-                        format!("is the character device {major}:{minor}; {DEVICE_POLICY}"),
-                    ));
-                }
-            }
-            _ => {}
-        }
+        check_link_or_device(&entry, etype, &name, path, &mut symlinks)?;
     }
     if count == 0 {
         return Err(BaseError::InvalidArchive(
@@ -247,37 +119,87 @@ pub fn validate_archive(file: &mut File) -> Result<(), BaseError> {
     Ok(())
 }
 
-/// Copies a caller's archive into an unnamed file (`O_TMPFILE`) in `tmp_dir`, readable
-/// and writable only through the returned handle.
-///
-/// [`validate_archive`] and [`extract_archive`] read the archive twice; when the file came
-/// from someone else (an fd passed over D-Bus), that someone could change it between the
-/// two passes. Validating and extracting this private copy closes the gap. `tmp_dir`
-/// should be on the store's filesystem (the copy is as large as the archive) and the copy
-/// disappears when the handle is dropped.
-pub fn private_copy(src: &mut File, tmp_dir: &Path) -> Result<File, BaseError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut copy = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
-        .open(tmp_dir)
-        .map_err(|e| {
-            BaseError::io(
-                format!(
-                    "creating a private copy of the archive in {}",
-                    tmp_dir.display()
-                ),
-                e,
-            )
-        })?;
-    src.seek(SeekFrom::Start(0))
-        .map_err(|e| BaseError::io("seeking to the start of the archive", e))?;
-    io::copy(src, &mut copy).map_err(|e| BaseError::io("copying the archive", e))?;
-    copy.seek(SeekFrom::Start(0))
-        .map_err(|e| BaseError::io("rewinding the copy of the archive", e))?;
-    Ok(copy)
+/// A global pax header may not carry `path` or `linkpath`: GNU tar would apply it to later
+/// entries, which this checker does not model; no real rootfs archive needs one.
+fn refuse_global_renames<R: Read>(entry: &mut tar::Entry<R>) -> Result<(), BaseError> {
+    if let Some(exts) = entry.pax_extensions().map_err(not_tar)? {
+        for ext in exts {
+            let ext = ext.map_err(not_tar)?;
+            if matches!(ext.key_bytes(), b"path" | b"linkpath") {
+                return Err(unsafe_entry(
+                    &entry.path_bytes(),
+                    "is a global pax header that renames entries",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The checks that depend on the entry's type: link targets stay inside the root (and a
+/// symlink is remembered for [`under_symlink`]), device nodes are harmless ones.
+/// `path` is the entry's normalized path.
+fn check_link_or_device<R: Read>(
+    entry: &tar::Entry<R>,
+    etype: tar::EntryType,
+    name: &[u8],
+    path: std::path::PathBuf,
+    symlinks: &mut HashSet<std::path::PathBuf>,
+) -> Result<(), BaseError> {
+    match etype {
+        tar::EntryType::Symlink => {
+            let target = link_target(entry, name)?;
+            // Depth of the link's directory = components of its path minus itself.
+            let dir_depth = path.components().count().saturating_sub(1);
+            if !target.has_root() && walk(dir_depth, &target).is_none() {
+                return Err(unsafe_entry(
+                    name,
+                    format!("is a symlink to {target:?}, which climbs above the root"),
+                ));
+            }
+            symlinks.insert(path);
+        }
+        tar::EntryType::Link => {
+            let target = link_target(entry, name)?;
+            if target.has_root() {
+                return Err(unsafe_entry(
+                    name,
+                    format!("is a hard link to the absolute path {target:?}"),
+                ));
+            }
+            if walk(0, &target).is_none() {
+                return Err(unsafe_entry(
+                    name,
+                    format!("is a hard link to {target:?}, which climbs above the root"),
+                ));
+            }
+            if under_symlink(symlinks, &normalized(&target)) {
+                return Err(unsafe_entry(
+                    name,
+                    format!("is a hard link to {target:?}, which lies beneath a symlink"),
+                ));
+            }
+        }
+        tar::EntryType::Block => {
+            return Err(unsafe_entry(
+                name,
+                format!("is a block device; {DEVICE_POLICY}"),
+            ));
+        }
+        tar::EntryType::Char => {
+            let h = entry.header();
+            let major = h.device_major().map_err(not_tar)?.unwrap_or(0);
+            let minor = h.device_minor().map_err(not_tar)?.unwrap_or(0);
+            if !HARMLESS_CHAR_DEVICES.contains(&(major, minor)) {
+                return Err(unsafe_entry(
+                    name,
+                    format!("is the character device {major}:{minor}; {DEVICE_POLICY}"),
+                ));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 fn link_target<R: Read>(
@@ -290,216 +212,11 @@ fn link_target<R: Read>(
     }
 }
 
-fn not_tar(e: io::Error) -> BaseError {
-    BaseError::InvalidArchive(format!(
-        "the file is not a readable tar archive ({e}); give a tar, tar.gz or tar.zst of a root filesystem"
-    ))
-}
-
-/// Counts the bytes read through it, for progress. The count is shared because the
-/// decompressor owns the reader.
-struct Counting<R> {
-    inner: R,
-    count: Rc<Cell<u64>>,
-}
-
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count.set(self.count.get() + n as u64);
-        Ok(n)
-    }
-}
-
-/// Calls `progress` when the fraction moved by at least 1%, and always at the end.
-pub(crate) struct Throttle<'a> {
-    progress: &'a mut dyn FnMut(f64),
-    last: f64,
-}
-
-impl<'a> Throttle<'a> {
-    pub(crate) fn new(progress: &'a mut dyn FnMut(f64)) -> Self {
-        Throttle {
-            progress,
-            last: -1.0,
-        }
-    }
-    pub(crate) fn report(&mut self, fraction: f64) {
-        let f = fraction.clamp(0.0, 1.0);
-        if f >= self.last + 0.01 || (f >= 1.0 && self.last < 1.0) {
-            self.last = f;
-            (self.progress)(f);
-        }
-    }
-}
-
-/// Extracts a validated archive into `dest`, preserving owners (numeric), modes,
-/// xattrs, ACLs, hard links and device nodes.
-///
-/// `dest` must be an existing, empty directory; needs root (owners, device nodes,
-/// `trusted.*` xattrs). `progress` gets compressed bytes read / file size.
-pub fn extract_archive(
-    file: &mut File,
-    dest: &Path,
-    progress: &mut dyn FnMut(f64),
-) -> Result<(), BaseError> {
-    let kind = detect(file)?;
-    let size = file
-        .metadata()
-        .map_err(|e| BaseError::io("reading the archive's size", e))?
-        .len()
-        .max(1);
-    let mut cmd = Command::new(TAR);
-    cmd.args([
-        "--extract",
-        "--numeric-owner",
-        "--same-owner",
-        "--preserve-permissions",
-        "--xattrs",
-        "--xattrs-include=*",
-        "--acls",
-        "-C",
-    ])
-    .arg(dest)
-    .args(["-f", "-"])
-    .env_clear()
-    .env("LC_ALL", "C")
-    .stdin(Stdio::piped())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| BaseError::tool_missing_or_io(TAR, "tar", e))?;
-    let stderr = child.stderr.take().expect("piped stderr");
-    let stderr_reader = std::thread::spawn(move || run_output_tail(stderr, 40));
-    let mut stdin = child.stdin.take().expect("piped stdin");
-
-    let mut throttle = Throttle::new(progress);
-    throttle.report(0.0);
-    let copied: Result<(), BaseError> = (|| {
-        let counter = Rc::new(Cell::new(0u64));
-        let counting = Counting {
-            inner: &mut *file,
-            count: counter.clone(),
-        };
-        let mut reader = decoder(kind, counting)?;
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(BaseError::InvalidArchive(format!(
-                        "the archive could not be decompressed: {e}"
-                    )))
-                }
-            };
-            if let Err(e) = stdin.write_all(&buf[..n]) {
-                // tar exited early; its stderr says why, reported below.
-                return Err(BaseError::io("feeding the archive to tar", e));
-            }
-            throttle.report(counter.get() as f64 / size as f64);
-        }
-        Ok(())
-    })();
-    drop(stdin);
-    let status = child
-        .wait()
-        .map_err(|e| BaseError::io("waiting for tar", e))?;
-    let tail = stderr_reader.join().unwrap_or_default();
-    // A corrupt compressed stream also makes tar fail (truncated input); say the real cause.
-    if let Err(e @ BaseError::InvalidArchive(_)) = copied {
-        return Err(e);
-    }
-    if !status.success() {
-        return Err(BaseError::Command {
-            what: format!("tar could not extract the archive into {}", dest.display()),
-            status: status.to_string(),
-            output: tail,
-        });
-    }
-    copied?;
-    throttle.report(1.0);
-    Ok(())
-}
-
-/// Writes `src` as a zstd-compressed GNU tar to `out` (already created), then fsyncs it.
-/// `progress` gets uncompressed bytes written / `expected_bytes`.
-pub(crate) fn write_tar_zst(
-    src: &Path,
-    out: &mut File,
-    expected_bytes: u64,
-    progress: &mut dyn FnMut(f64),
-) -> Result<(), BaseError> {
-    let mut cmd = Command::new(TAR);
-    cmd.args([
-        "--create",
-        "--numeric-owner",
-        "--xattrs",
-        "--xattrs-include=*",
-        "--acls",
-        "--sort=name",
-        "-C",
-    ])
-    .arg(src)
-    .args(["-f", "-", "."])
-    .env_clear()
-    .env("LC_ALL", "C")
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| BaseError::tool_missing_or_io(TAR, "tar", e))?;
-    let stderr = child.stderr.take().expect("piped stderr");
-    let stderr_reader = std::thread::spawn(move || run_output_tail(stderr, 40));
-    let mut stdout = child.stdout.take().expect("piped stdout");
-
-    let mut throttle = Throttle::new(progress);
-    let written: Result<(), BaseError> = (|| {
-        let mut enc = zstd::stream::write::Encoder::new(&mut *out, 3)
-            .map_err(|e| BaseError::io("starting the zstd encoder", e))?;
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut total = 0u64;
-        loop {
-            let n = match stdout.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(BaseError::io("reading tar's output", e)),
-            };
-            enc.write_all(&buf[..n])
-                .map_err(|e| BaseError::io("writing the cache archive", e))?;
-            total += n as u64;
-            throttle.report(total as f64 / expected_bytes.max(1) as f64);
-        }
-        enc.finish()
-            .map_err(|e| BaseError::io("finishing the cache archive", e))?;
-        Ok(())
-    })();
-    drop(stdout);
-    let status = child
-        .wait()
-        .map_err(|e| BaseError::io("waiting for tar", e))?;
-    let tail = stderr_reader.join().unwrap_or_default();
-    if !status.success() {
-        return Err(BaseError::Command {
-            what: format!("tar could not archive {}", src.display()),
-            status: status.to_string(),
-            output: tail,
-        });
-    }
-    written?;
-    out.sync_all()
-        .map_err(|e| BaseError::io("flushing the cache archive to disk", e))?;
-    throttle.report(1.0);
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::{private_copy, Compression};
     use super::*;
+    use std::io::{Seek, SeekFrom, Write};
     use tar::{EntryType, Header};
 
     /// An entry with exactly these name/link bytes, bypassing the tar crate's own checks.
