@@ -158,44 +158,7 @@ impl Engine {
             return Ok(());
         }
         crate::names::validate_image_name("base", name)?;
-        let fail = |m: String| EngineError::failed(format!("importing base {name}: {m}"));
-        let hash = rel
-            .strip_prefix(&format!("{BASES_DIR}/"))
-            .and_then(|f| f.strip_suffix(".tar.zst"))
-            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-            .ok_or_else(|| fail(format!("{rel:?} is not a base archive's name")))?
-            .to_string();
-        let local = match target {
-            Target::Local(_) => PathBuf::from(target.path_of(rel)),
-            Target::Ssh { host, .. } => {
-                let tmp = self
-                    .store
-                    .lxc_dir()
-                    .join(format!(".base-import-{name}.tar.zst"));
-                let mut args: Vec<OsString> =
-                    vec![format!("--timeout={}", self.cfg.backup.timeout.max(1)).into()];
-                args.extend(["-e".into(), backup::ssh_command(&self.cfg.backup).into()]);
-                args.extend([
-                    "--".into(),
-                    format!("{host}:{}", target.path_of(rel)).into(),
-                    tmp.clone().into(),
-                ]);
-                let out = self.rsync(&args).map_err(fail)?;
-                super::backup_target::check_exit(&out).map_err(fail)?;
-                tmp
-            }
-        };
-        let result = (|| {
-            let got = identity::sha256_file(&local)
-                .map_err(|e| fail(format!("reading {}: {e}", local.display())))?;
-            if got != hash {
-                return Err(fail(format!(
-                    "{} is damaged: its sha256 is {got}, its name says {hash}",
-                    target.path_of(rel)
-                )));
-            }
-            let mut file = std::fs::File::open(&local)
-                .map_err(|e| fail(format!("opening {}: {e}", local.display())))?;
+        self.with_target_archive(target, BASES_DIR, rel, "base", name, |mut file| {
             let _reservation = self.reserve(name, "base")?;
             job.set_progress(0.02, &format!("importing base {name}"));
             self.make_base(name, BaseSource::Import, job, move |host, dest, job| {
@@ -205,11 +168,7 @@ impl Engine {
             })?;
             tracing::info!(base = %name, archive = %target.path_of(rel), "base imported from the backup target");
             Ok(())
-        })();
-        if target.is_remote() {
-            let _ = std::fs::remove_file(&local);
-        }
-        result
+        })
     }
 
     /// Starts a job bringing back every container host `host` backed up (a disaster

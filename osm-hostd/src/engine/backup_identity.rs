@@ -52,13 +52,16 @@ impl Engine {
     }
 
     /// Attempts a killed daemon left marked as running are recorded as failed, and
-    /// the base archives it was making or fetching are removed.
+    /// the base and layer archives it was making or fetching are removed.
     pub(super) fn record_interrupted_backups(&self) {
         let lxc_dir = self.store.lxc_dir();
         if let Ok(entries) = std::fs::read_dir(&lxc_dir) {
             for e in entries.flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();
-                if n.starts_with(".base-export-") || n.starts_with(".base-import-") {
+                if n.starts_with(".base-export-")
+                    || n.starts_with(".import-base-")
+                    || n.starts_with(".import-layer-")
+                {
                     let _ = std::fs::remove_file(e.path());
                 }
             }

@@ -8,10 +8,9 @@
 use super::jobs::Job;
 use super::{Engine, BUILDING_PREFIX};
 use crate::backup::identity::{self, Manifest};
-use crate::backup::{self, Target};
+use crate::backup::Target;
 use crate::error::{EngineError, EngineResult};
 use crate::spec::ContainerSpec;
-use std::ffi::OsString;
 use std::path::PathBuf;
 
 pub const LAYERS_DIR: &str = "layers";
@@ -134,44 +133,12 @@ impl Engine {
         rel: &str,
     ) -> EngineResult<()> {
         crate::names::validate_image_name("layer", name)?;
-        let fail = |m: String| EngineError::failed(format!("importing layer {name}: {m}"));
         let hash = rel
             .strip_prefix(&format!("{LAYERS_DIR}/"))
             .and_then(|f| f.strip_suffix(".tar.zst"))
-            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-            .ok_or_else(|| fail(format!("{rel:?} is not a layer archive's name")))?
+            .unwrap_or_default()
             .to_string();
-        let local = match target {
-            Target::Local(_) => PathBuf::from(target.path_of(rel)),
-            Target::Ssh { host, .. } => {
-                let tmp = self
-                    .store
-                    .lxc_dir()
-                    .join(format!(".base-import-layer-{name}.tar.zst"));
-                let args: Vec<OsString> = vec![
-                    format!("--timeout={}", self.cfg.backup.timeout.max(1)).into(),
-                    "-e".into(),
-                    backup::ssh_command(&self.cfg.backup).into(),
-                    "--".into(),
-                    format!("{host}:{}", target.path_of(rel)).into(),
-                    tmp.clone().into(),
-                ];
-                let out = self.rsync(&args).map_err(fail)?;
-                super::backup_target::check_exit(&out).map_err(fail)?;
-                tmp
-            }
-        };
-        let result = (|| {
-            let got = identity::sha256_file(&local)
-                .map_err(|e| fail(format!("reading {}: {e}", local.display())))?;
-            if got != hash {
-                return Err(fail(format!(
-                    "{} is damaged: its sha256 is {got}, its name says {hash}",
-                    target.path_of(rel)
-                )));
-            }
-            let mut file = std::fs::File::open(&local)
-                .map_err(|e| fail(format!("opening {}: {e}", local.display())))?;
+        self.with_target_archive(target, LAYERS_DIR, rel, "layer", name, |mut file| {
             let _reservation = self.reserve(name, "layer")?;
             let staging = self
                 .store
@@ -209,11 +176,7 @@ impl Engine {
             }
             tracing::info!(layer = %name, archive = %target.path_of(rel), "layer imported from the backup target");
             Ok(())
-        })();
-        if target.is_remote() {
-            let _ = std::fs::remove_file(&local);
-        }
-        result
+        })
     }
 }
 

@@ -254,3 +254,65 @@ pub(super) fn check_ok(out: &Output) -> Result<(), String> {
         Err(format!("remote command failed: {}", last_line(out)))
     }
 }
+
+impl Engine {
+    /// Opens the content-addressed archive `rel` (`<dir>/<sha256>.tar.zst`) of image
+    /// `what` `name` at the target (fetched into the store first from an ssh target),
+    /// checks its content against the hash its name gives, and hands the open file to
+    /// `import`; a fetched copy is removed afterwards, whatever happened.
+    pub(super) fn with_target_archive<T>(
+        &self,
+        target: &Target,
+        dir: &str,
+        rel: &str,
+        what: &str,
+        name: &str,
+        import: impl FnOnce(std::fs::File) -> crate::error::EngineResult<T>,
+    ) -> crate::error::EngineResult<T> {
+        let fail =
+            |m: String| crate::error::EngineError::failed(format!("importing {what} {name}: {m}"));
+        let hash = rel
+            .strip_prefix(&format!("{dir}/"))
+            .and_then(|f| f.strip_suffix(".tar.zst"))
+            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(|| fail(format!("{rel:?} is not a {what} archive's name")))?
+            .to_string();
+        let local = match target {
+            Target::Local(_) => std::path::PathBuf::from(target.path_of(rel)),
+            Target::Ssh { host, .. } => {
+                let tmp = self
+                    .store
+                    .lxc_dir()
+                    .join(format!(".import-{what}-{name}.tar.zst"));
+                let args: Vec<OsString> = vec![
+                    format!("--timeout={}", self.cfg.backup.timeout.max(1)).into(),
+                    "-e".into(),
+                    backup::ssh_command(&self.cfg.backup).into(),
+                    "--".into(),
+                    format!("{host}:{}", target.path_of(rel)).into(),
+                    tmp.clone().into(),
+                ];
+                let out = self.rsync(&args).map_err(fail)?;
+                check_exit(&out).map_err(fail)?;
+                tmp
+            }
+        };
+        let result = (|| {
+            let got = identity::sha256_file(&local)
+                .map_err(|e| fail(format!("reading {}: {e}", local.display())))?;
+            if got != hash {
+                return Err(fail(format!(
+                    "{} is damaged: its sha256 is {got}, its name says {hash}",
+                    target.path_of(rel)
+                )));
+            }
+            let file = std::fs::File::open(&local)
+                .map_err(|e| fail(format!("opening {}: {e}", local.display())))?;
+            import(file)
+        })();
+        if target.is_remote() {
+            let _ = std::fs::remove_file(&local);
+        }
+        result
+    }
+}
