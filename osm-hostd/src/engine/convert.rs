@@ -18,7 +18,6 @@ use super::{blocking, Engine, Event};
 use crate::error::{EngineError, EngineResult};
 use crate::idmap::IdMap;
 use crate::shift::Range;
-use crate::snapper::layout::SNAPSHOTS_DIR;
 use crate::spec::ContainerSpec;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -108,23 +107,7 @@ impl Engine {
 
     /// Step 3: the converted copy in the staging subvolume.
     fn stage_convert(&self, name: &str, from: &Range, to: &Range, map: IdMap) -> EngineResult<()> {
-        let dir = self.store.container_dir(name);
-        let staging = self.staging_path(name);
-        if staging.exists() {
-            self.roll_back_restore(name);
-        }
-        self.host.snapshot(&dir, &staging, false)?;
-        let io = |what: &str, e: std::io::Error| {
-            EngineError::io(format!("{what} in {}", staging.display()), &e)
-        };
-        let placeholder = staging.join(SNAPSHOTS_DIR);
-        if placeholder.exists() {
-            std::fs::remove_dir(&placeholder).map_err(|e| io("removing .snapshots", e))?;
-        }
-        let work = staging.join("work");
-        if work.is_dir() {
-            crate::fsutil::empty_dir(&work).map_err(|e| io("emptying work", e))?;
-        }
+        let staging = self.stage_from(name, &self.store.container_dir(name))?;
         self.host
             .shift_owners(&staging.join("rootfs-layer"), from, to)
             .map_err(|e| EngineError::failed(format!("shifting the upper layer of {name}: {e}")))?;

@@ -21,7 +21,6 @@ use super::snapshots::SnapshotRequest;
 use super::{blocking, Engine, Event};
 use crate::error::{EngineError, EngineResult};
 use crate::names::validate_image_name;
-use crate::snapper::layout::SNAPSHOTS_DIR;
 use crate::spec::ContainerSpec;
 use crate::threeway::{self, Conflict, Stack};
 use serde::Serialize;
@@ -337,25 +336,10 @@ impl Engine {
         was_running: bool,
         safety: u32,
     ) -> EngineResult<()> {
-        let (engine, n) = (self.clone(), c.name.clone());
-        let j2 = journal_after(was_running, safety);
-        let swapped = blocking(move || match engine.swap_restore(&n) {
-            Ok(()) => {
-                engine.finish_restore_files(&n, true);
-                Ok(())
-            }
-            Err(e) => {
-                engine.recover_restore(&n, Some(&j2));
-                Err(e)
-            }
-        })
-        .await;
+        self.swap_staged_restore(c, &journal_after(was_running, safety))
+            .await?;
+        // The container now runs on the new stack: its spec came with the swap.
         self.reload_spec(c);
-        if let Err(e) = swapped {
-            self.refresh_state(c);
-            let _ = std::fs::remove_file(self.journal_path(&c.name));
-            return Err(e);
-        }
         Ok(())
     }
 
@@ -368,23 +352,7 @@ impl Engine {
         base: &str,
         layers: &[String],
     ) -> EngineResult<Vec<Conflict>> {
-        let dir = self.store.container_dir(name);
-        let staging = self.staging_path(name);
-        if staging.exists() {
-            self.roll_back_restore(name);
-        }
-        self.host.snapshot(&dir, &staging, false)?;
-        let io = |what: &str, e: std::io::Error| {
-            EngineError::io(format!("{what} in {}", staging.display()), &e)
-        };
-        let placeholder = staging.join(SNAPSHOTS_DIR);
-        if placeholder.exists() {
-            std::fs::remove_dir(&placeholder).map_err(|e| io("removing .snapshots", e))?;
-        }
-        let work = staging.join("work");
-        if work.is_dir() {
-            crate::fsutil::empty_dir(&work).map_err(|e| io("emptying work", e))?;
-        }
+        let staging = self.stage_from(name, &self.store.container_dir(name))?;
         let mut spec =
             ContainerSpec::load(&staging).map_err(|e| EngineError::failed(e.to_string()))?;
         let upper = staging.join("rootfs-layer");

@@ -265,12 +265,23 @@ impl Engine {
     /// Step 4: a writable snapshot of snapshot `num`, ready to take `.snapshots`.
     fn stage_restore(&self, name: &str, num: u32) -> EngineResult<()> {
         let dir = self.store.container_dir(name);
+        let staging = self.stage_from(name, &layout::snapshot_subvol(&dir, num))?;
+        // A snapshot taken before the store was made private keeps its old mode.
+        crate::hardening::private_dir(&staging).map_err(|e| io_err("closing", &staging, e))?;
+        self.write_restore_marker(name, num)
+    }
+
+    /// A writable snapshot of `source` (the container itself, or one of its snapshots)
+    /// as `name`'s staging subvolume, any earlier one dropped first, without the
+    /// `.snapshots` placeholder (the container's `.snapshots` moves in at the swap) and
+    /// with overlayfs' `work/` emptied. Shared by snapshot restore, rebase and the move
+    /// to unprivileged. Returns the staging path.
+    pub(super) fn stage_from(&self, name: &str, source: &Path) -> EngineResult<PathBuf> {
         let staging = self.staging_path(name);
         if staging.exists() {
             self.roll_back_restore(name);
         }
-        self.host
-            .snapshot(&layout::snapshot_subvol(&dir, num), &staging, false)?;
+        self.host.snapshot(source, &staging, false)?;
         let placeholder = staging.join(SNAPSHOTS_DIR);
         if placeholder.exists() {
             std::fs::remove_dir(&placeholder).map_err(|e| io_err("removing", &placeholder, e))?;
@@ -279,9 +290,7 @@ impl Engine {
         if work.is_dir() {
             crate::fsutil::empty_dir(&work).map_err(|e| io_err("emptying", &work, e))?;
         }
-        // A snapshot taken before the store was made private keeps its old mode.
-        crate::hardening::private_dir(&staging).map_err(|e| io_err("closing", &staging, e))?;
-        self.write_restore_marker(name, num)
+        Ok(staging)
     }
 
     /// The marker that tells recovery which side of the exchange it is on.
