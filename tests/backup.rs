@@ -588,19 +588,21 @@ impl BackupHost {
     }
 }
 
-#[test]
-fn ssh_backup_to_a_second_namespace_keeps_every_marker() {
-    require_root();
-    let keys = test_tempdir("osm-backup-ssh-");
-    let kd = keys.path().to_path_buf();
-    let remote = kd.join("remote");
-    let (k2, r2) = (kd.clone(), remote.clone());
-    let rig = Rig::builder()
+/// A daemon backing up over ssh to `root@REMOTE_ADDR:<remote>` with the key and known
+/// hosts kept in `keys`, by `transport`.
+fn ssh_target_rig(keys: &Path, remote: &Path, transport: &str) -> Rig {
+    let (k2, r2, t2) = (
+        keys.to_path_buf(),
+        remote.to_path_buf(),
+        transport.to_string(),
+    );
+    Rig::builder()
         .config(move |c| {
             c.set_str(
                 "backup.target",
                 &format!("root@{REMOTE_ADDR}:{}", r2.display()),
             )
+            .set_str("backup.transport", &t2)
             .set_str("backup.ssh_key", &k2.join("id").display().to_string())
             .set(
                 "backup.ssh_options",
@@ -611,7 +613,16 @@ fn ssh_backup_to_a_second_namespace_keeps_every_marker() {
             )
             .set("backup.timeout", "10");
         })
-        .start();
+        .start()
+}
+
+#[test]
+fn ssh_backup_to_a_second_namespace_keeps_every_marker() {
+    require_root();
+    let keys = test_tempdir("osm-backup-ssh-");
+    let kd = keys.path().to_path_buf();
+    let remote = kd.join("remote");
+    let rig = ssh_target_rig(&kd, &remote, "rsync");
     let _host = BackupHost::start(&rig, &kd);
     rig.import_busybox_base("bb");
     busy_container(&rig, "web1");
@@ -1052,25 +1063,7 @@ fn btrfs_send_over_ssh_receives_at_the_far_end_and_restores_from_there() {
     let keys = test_tempdir("osm-backup-send-ssh-");
     let kd = keys.path().to_path_buf();
     let remote = kd.join("btrfs").join("lxc");
-    let (k2, r2) = (kd.clone(), remote.clone());
-    let rig = Rig::builder()
-        .config(move |c| {
-            c.set_str(
-                "backup.target",
-                &format!("root@{REMOTE_ADDR}:{}", r2.display()),
-            )
-            .set_str("backup.transport", "btrfs-send")
-            .set_str("backup.ssh_key", &k2.join("id").display().to_string())
-            .set(
-                "backup.ssh_options",
-                &format!(
-                    "[\"StrictHostKeyChecking=accept-new\", \"UserKnownHostsFile={}\"]",
-                    k2.join("known_hosts").display()
-                ),
-            )
-            .set("backup.timeout", "10");
-        })
-        .start();
+    let rig = ssh_target_rig(&kd, &remote, "btrfs-send");
     let host = BackupHost::start(&rig, &kd);
     btrfs_target(&host._sandbox, &kd);
     rig.import_busybox_base("bb");

@@ -243,16 +243,7 @@ impl Engine {
             Ok(p) => p,
             Err(e) => {
                 // Nothing of the container changed: drop the staging copy, restart.
-                let (engine, n) = (self.clone(), c.name.clone());
-                let _ = blocking(move || {
-                    engine.roll_back_restore(&n);
-                    Ok(())
-                })
-                .await;
-                if was_running {
-                    let _ = self.start_locked(c).await;
-                }
-                let _ = std::fs::remove_file(self.journal_path(&c.name));
+                self.abandon_staged_restore(c, was_running).await;
                 return Err(e);
             }
         };
