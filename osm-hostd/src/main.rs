@@ -105,6 +105,40 @@ async fn serve(cfg: HostConfig, store: Store, host: RealHost) -> anyhow::Result<
         engine.set_dnsmasq(dnsmasq);
     }
     engine.sync_published();
+    // Only the first start after a host boot starts containers (see engine::boot). They
+    // need the store, the bridge and the firewall, all ready here, not the bus: the bus
+    // connection and the objects' export run while the first containers start. Should
+    // the bus part fail, the claim is undone, so the next start still boots.
+    let boot = engine.claim_boot().with_context(|| {
+        format!(
+            "creating the boot marker in {}",
+            engine.config().runtime_dir.display()
+        )
+    })?;
+    let autostart = engine.spawn_autostart(boot);
+    let on_bus = serve_bus(&engine).await;
+    if on_bus.is_err() && boot {
+        autostart.abort();
+        engine.unclaim_boot();
+    }
+    let _conn = on_bus?;
+    engine.spawn_reconciler();
+    let _metrics = osm_hostd::metrics::start(&engine).await;
+    engine.spawn_snapshot_scheduler();
+    // Ready once autostart is dispatched, not finished, so systemd is not held up by
+    // slow containers.
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    tracing::info!(bus_name = api::BUS_NAME, "osm-hostd ready");
+    wait_for_shutdown().await;
+    // Containers are not our children: they keep running, and the next start adopts them.
+    // So do the bridge, the NAT table and dnsmasq, which the next start adopts too.
+    tracing::info!("shutting down; containers, bridge, NAT and dnsmasq keep running");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    Ok(())
+}
+
+/// Connects to the system bus, exports the objects and takes the bus name.
+async fn serve_bus(engine: &Arc<Engine>) -> anyhow::Result<zbus::Connection> {
     let conn = zbus::connection::Builder::system()
         .context("finding the system bus (is dbus-daemon running?)")?
         .build()
@@ -128,26 +162,7 @@ async fn serve(cfg: HostConfig, store: Store, host: RealHost) -> anyhow::Result<
             api::BUS_NAME
         );
     }
-    engine.spawn_reconciler();
-    let _metrics = osm_hostd::metrics::start(&engine).await;
-    engine.spawn_snapshot_scheduler();
-    // Only the first start after a host boot starts containers (see engine::boot); ready
-    // once that is dispatched, not finished, so systemd is not held up by slow containers.
-    let boot = engine.claim_boot().with_context(|| {
-        format!(
-            "creating the boot marker in {}",
-            engine.config().runtime_dir.display()
-        )
-    })?;
-    engine.spawn_autostart(boot);
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    tracing::info!(bus_name = api::BUS_NAME, "osm-hostd ready");
-    wait_for_shutdown().await;
-    // Containers are not our children: they keep running, and the next start adopts them.
-    // So do the bridge, the NAT table and dnsmasq, which the next start adopts too.
-    tracing::info!("shutting down; containers, bridge, NAT and dnsmasq keep running");
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-    Ok(())
+    Ok(conn)
 }
 
 /// Holds an exclusive lock on `<runtime_dir>/osm-hostd.lock` for the daemon's life.

@@ -53,6 +53,12 @@ impl Engine {
         }
     }
 
+    /// Takes back [`Engine::claim_boot`]'s marker, for a daemon that fails before it is
+    /// ready: its next start is then still the first after the boot.
+    pub fn unclaim_boot(&self) {
+        let _ = std::fs::remove_file(self.cfg.runtime_dir.join(BOOT_MARKER));
+    }
+
     /// Runs [`Engine::autostart`] in the background.
     pub fn spawn_autostart(self: &Arc<Self>, boot: bool) -> tokio::task::JoinHandle<()> {
         let engine = self.clone();

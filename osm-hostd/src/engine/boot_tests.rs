@@ -71,6 +71,17 @@ async fn a_daemon_restart_starts_nothing() {
 }
 
 #[tokio::test]
+async fn a_daemon_that_failed_before_ready_leaves_the_boot_unclaimed() {
+    let (_d, _host, e) = engine();
+    assert!(e.claim_boot().unwrap());
+    e.unclaim_boot();
+    assert!(
+        e.claim_boot().unwrap(),
+        "the next start is still the first after the boot"
+    );
+}
+
+#[tokio::test]
 async fn a_failing_container_is_retried_then_warned_without_blocking_others() {
     let (_d, host, e) = engine();
     make(&e, "bad", Autostart::Always, 10).await;
