@@ -524,3 +524,63 @@ fn a_new_host_without_bases_restores_every_container_of_a_lost_host() {
         b.ctl_ok(&["stop", n, "--force"]);
     }
 }
+
+#[test]
+fn a_restore_onto_another_base_of_the_same_name_is_refused() {
+    require_root();
+    let target_dir = test_tempdir("osm-backup-ident-");
+    let target = target_dir.path().join("lxc");
+    let rig = rig_with_target(&target);
+    rig.ctl_ok(&["create", "web1", "--base", "bb"]);
+    rig.ctl_ok(&["start", "web1"]);
+    attach(&rig, "web1", "echo kept > /root/data && sync");
+    rig.ctl_ok(&["backup", "run", "web1"]);
+    rig.ctl_ok(&["delete", "web1", "--force"]);
+    rig.ctl_ok(&["base", "delete", "bb"]);
+
+    // Another image under the same name: the busybox tree plus one more file.
+    let scratch = test_tempdir("osm-other-bb-");
+    let other = scratch.path().join("other.tar");
+    std::fs::copy(rig.busybox_tar(), &other).unwrap();
+    std::fs::write(scratch.path().join("extra"), "not the backed-up base\n").unwrap();
+    let out = std::process::Command::new("tar")
+        .args([
+            "--append",
+            "--numeric-owner",
+            "--owner=0",
+            "--group=0",
+            "-f",
+        ])
+        .arg(&other)
+        .arg("-C")
+        .arg(scratch.path())
+        .arg("extra")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    rig.ctl_ok(&["base", "import", "bb", &other.to_string_lossy()]);
+    // Backing up a container on it stores its archive, so the host knows what it is.
+    rig.ctl_ok(&["create", "web2", "--base", "bb"]);
+    rig.ctl_ok(&["backup", "run", "web2"]);
+
+    let err = rig.ctl_err(&["backup", "restore", "web1"]);
+    assert!(
+        err.contains("base bb on this host is not the one this backup was made on")
+            && err.contains("Delete this host's base bb"),
+        "{err}"
+    );
+    let list = rig.ctl_ok(&["list"]);
+    assert!(!list.contains("web1"), "nothing was created: {list}");
+    assert!(list.contains("web2"), "{list}");
+
+    // With that base gone, the restore imports the backed-up one and brings web1 back.
+    rig.ctl_ok(&["delete", "web2", "--force"]);
+    rig.ctl_ok(&["base", "delete", "bb"]);
+    rig.ctl_ok(&["backup", "restore", "web1"]);
+    rig.ctl_ok(&["start", "web1"]);
+    assert_eq!(attach(&rig, "web1", "cat /root/data"), "kept\n");
+    assert!(
+        !attach(&rig, "web1", "ls /").contains("extra"),
+        "web1 sits on the base it was backed up on"
+    );
+}

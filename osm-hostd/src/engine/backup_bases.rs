@@ -6,9 +6,10 @@
 
 use super::jobs::Job;
 use super::{blocking, BaseSource, Engine};
-use crate::backup::identity;
+use crate::backup::identity::{self, Manifest};
 use crate::backup::{self, Target};
 use crate::error::{EngineError, EngineResult};
+use crate::spec::ContainerSpec;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -22,7 +23,7 @@ pub(super) type Shipments = Mutex<HashMap<String, Result<String, String>>>;
 impl Engine {
     /// `<store>/lxc/base-archive-<name>`: "<sha256> <created>" of the base's archive
     /// made earlier (a base never changes; a new base of the name has another time).
-    fn archive_cache(&self, name: &str) -> PathBuf {
+    pub(super) fn archive_cache(&self, name: &str) -> PathBuf {
         self.store.lxc_dir().join(format!("base-archive-{name}"))
     }
 
@@ -57,10 +58,7 @@ impl Engine {
     fn ship_base(&self, target: &Target, name: &str) -> Result<String, String> {
         let info = self.base_info(name).map_err(|e| e.to_string())?;
         let cache = self.archive_cache(name);
-        let cached = std::fs::read_to_string(&cache).ok().and_then(|t| {
-            let (h, created) = t.trim().split_once(' ')?;
-            (created == info.created.to_string() && h.len() == 64).then(|| h.to_string())
-        });
+        let cached = archives_of(&cache, info.created).pop();
         if let Some(h) = &cached {
             if self.target_exists(target, &archive_rel(h))? {
                 return Ok(archive_rel(h));
@@ -76,11 +74,7 @@ impl Engine {
             drop(f);
             let hash = identity::sha256_file(&tmp)
                 .map_err(|e| format!("reading {}: {e}", tmp.display()))?;
-            let _ = crate::fsutil::write_atomic(
-                &cache,
-                format!("{hash} {}\n", info.created).as_bytes(),
-                0o644,
-            );
+            remember_archive(&cache, &hash, info.created);
             let rel = archive_rel(&hash);
             if !self.target_exists(target, &rel)? {
                 self.upload_archive(target, &tmp, &hash)?;
@@ -166,9 +160,67 @@ impl Engine {
                     job.set_progress(f * 0.5, "importing the base")
                 })
             })?;
+            // The archive it came from is this base's: the next run need not make it again,
+            // and a later restore can tell it is the base its backup names.
+            if let (Ok(info), Some(hash)) = (self.base_info(name), archive_hash(rel)) {
+                remember_archive(&self.archive_cache(name), hash, info.created);
+            }
             tracing::info!(base = %name, archive = %target.path_of(rel), "base imported from the backup target");
             Ok(())
         })
+    }
+
+    /// Every archive this host made or fetched of base `name` (as it is now), oldest
+    /// first.
+    fn base_archives(&self, name: &str) -> Vec<String> {
+        let Ok(info) = self.base_info(name) else {
+            return Vec::new();
+        };
+        archives_of(&self.archive_cache(name), info.created)
+            .iter()
+            .map(|h| archive_rel(h))
+            .collect()
+    }
+
+    /// Refuses to restore this host's backup of `spec` onto a base or layer of the same
+    /// name that is not the one the backup was made on (none of the archives this host
+    /// made or fetched of it is the one the manifest names): the restored upper layer
+    /// would sit on other files. Names are trusted where either side does not know the
+    /// archive, and for other hosts' backups.
+    pub(super) fn check_backed_up_images(
+        &self,
+        spec: &ContainerSpec,
+        manifest: Option<&Manifest>,
+    ) -> EngineResult<()> {
+        // Archives are compared only against this host's own: two hosts' archives of
+        // one image (the same recipe or tarball) differ in their bytes.
+        let Some(m) = manifest.filter(|m| m.host_id == self.host_id) else {
+            return Ok(());
+        };
+        let mut pairs = vec![(
+            "base",
+            &spec.base,
+            self.base_archives(&spec.base),
+            m.base.archive.clone(),
+        )];
+        for l in &spec.layers {
+            let named = m
+                .layers
+                .iter()
+                .find(|r| r.name == *l)
+                .and_then(|r| r.archive.clone());
+            pairs.push(("layer", l, self.layer_archives(l), named));
+        }
+        for (what, name, here, backed_up) in pairs {
+            let Some(backed_up) = backed_up else { continue };
+            if !here.is_empty() && !here.contains(&backed_up) {
+                return Err(EngineError::invalid_state(format!(
+                    "{what} {name} on this host is not the one this backup was made on (its archives here are {}, the backup names {backed_up}); the restored files would sit on another {what}. Delete this host's {what} {name} if nothing uses it, and restore again: the backup's {what} is then imported from the target",
+                    here.join(", ")
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Starts a job bringing back every container host `host` backed up (a disaster
@@ -243,6 +295,7 @@ impl Engine {
         let engine = self.clone();
         let (t, h, n) = (target.clone(), host.to_string(), name.to_string());
         let (tree, spec, manifest) = blocking(move || engine.find_tree(&n, "", &h)).await?;
+        self.check_backed_up_images(&spec, manifest.as_ref())?;
         if self.require_base(&spec.base).is_err() {
             let Some(rel) = manifest.as_ref().and_then(|m| m.base.archive.clone()) else {
                 return Err(EngineError::not_found(format!(
@@ -272,6 +325,69 @@ impl Engine {
     }
 }
 
+/// The hashes of the archives recorded in `cache` (one "<sha256> <created>" line per
+/// archive made or fetched of an image) for the image made at `created`, oldest first:
+/// the last is the one to reuse; all of them are that image's.
+pub(super) fn archives_of(cache: &Path, created: u64) -> Vec<String> {
+    let created = created.to_string();
+    std::fs::read_to_string(cache)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().split_once(' '))
+        .filter(|(h, c)| *c == created && h.len() == 64)
+        .map(|(h, _)| h.to_string())
+        .collect()
+}
+
+/// Adds `hash` to `cache` for the image made at `created` (lines of an older image of
+/// the name are dropped). Best effort: a lost record only means the archive is made
+/// again and names are trusted at restore.
+pub(super) fn remember_archive(cache: &Path, hash: &str, created: u64) {
+    let mut known = archives_of(cache, created);
+    known.retain(|h| h != hash);
+    known.push(hash.to_string());
+    let text: String = known.iter().map(|h| format!("{h} {created}\n")).collect();
+    let _ = crate::fsutil::write_atomic(cache, text.as_bytes(), 0o644);
+}
+
+/// The sha256 a content-addressed archive's path names.
+fn archive_hash(rel: &str) -> Option<&str> {
+    rel.rsplit('/')
+        .next()?
+        .strip_suffix(".tar.zst")
+        .filter(|h| h.len() == 64)
+}
+
 fn archive_rel(hash: &str) -> String {
     format!("{BASES_DIR}/{hash}.tar.zst")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{archive_hash, archives_of, remember_archive};
+
+    #[test]
+    fn archives_are_remembered_per_image_and_the_last_is_current() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("base-archive-bb");
+        let (h1, h2) = ("a".repeat(64), "b".repeat(64));
+        assert!(archives_of(&cache, 10).is_empty(), "nothing recorded yet");
+        remember_archive(&cache, &h1, 10);
+        remember_archive(&cache, &h2, 10);
+        remember_archive(&cache, &h1, 10);
+        assert_eq!(archives_of(&cache, 10), vec![h2.clone(), h1.clone()]);
+        // A new image of the name (made at another time) starts afresh.
+        assert!(archives_of(&cache, 11).is_empty());
+        remember_archive(&cache, &h2, 11);
+        assert_eq!(archives_of(&cache, 11), vec![h2.clone()]);
+        assert!(
+            archives_of(&cache, 10).is_empty(),
+            "the old image's lines are gone"
+        );
+        assert_eq!(
+            archive_hash(&format!("bases/{h1}.tar.zst")),
+            Some(h1.as_str())
+        );
+        assert_eq!(archive_hash("bases/short.tar.zst"), None);
+    }
 }

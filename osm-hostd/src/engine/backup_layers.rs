@@ -5,6 +5,7 @@
 //! imports it from there, lowest first, over the base and lower layers the container's
 //! stack puts below it.
 
+use super::backup_bases::{archives_of, remember_archive};
 use super::jobs::Job;
 use super::{Engine, BUILDING_PREFIX};
 use crate::backup::identity::{self, Manifest};
@@ -18,17 +19,26 @@ pub const LAYERS_DIR: &str = "layers";
 impl Engine {
     /// `<store>/lxc/layer-archive-<name>`: "<sha256> <created>" of the layer's archive
     /// (a layer never changes; a new layer of the name has another time).
-    fn layer_archive_cache(&self, name: &str) -> PathBuf {
+    pub(super) fn layer_archive_cache(&self, name: &str) -> PathBuf {
         self.store.lxc_dir().join(format!("layer-archive-{name}"))
     }
 
     /// The archive at the target of layer `name` as this host last stored it (what the
     /// manifest names), while the layer is the one it was made of.
     pub(super) fn layer_archive(&self, name: &str) -> Option<String> {
-        let info = self.layer_info(name).ok()?;
-        let text = std::fs::read_to_string(self.layer_archive_cache(name)).ok()?;
-        let (h, created) = text.trim().split_once(' ')?;
-        (created == info.created.to_string() && h.len() == 64).then(|| layer_rel(h))
+        self.layer_archives(name).pop()
+    }
+
+    /// Every archive this host made or fetched of layer `name` (as it is now), oldest
+    /// first.
+    pub(super) fn layer_archives(&self, name: &str) -> Vec<String> {
+        let Ok(info) = self.layer_info(name) else {
+            return Vec::new();
+        };
+        archives_of(&self.layer_archive_cache(name), info.created)
+            .iter()
+            .map(|h| layer_rel(h))
+            .collect()
     }
 
     /// Makes sure every layer of `spec` is at the target, once per run.
@@ -83,12 +93,7 @@ impl Engine {
                 self.upload_archive_to(target, LAYERS_DIR, &tmp, &hash)?;
                 tracing::info!(layer = %name, archive = %target.path_of(&rel), "layer stored at the backup target");
             }
-            crate::fsutil::write_atomic(
-                &self.layer_archive_cache(name),
-                format!("{hash} {}\n", info.created).as_bytes(),
-                0o644,
-            )
-            .map_err(|e| format!("recording the layer's archive: {e}"))?;
+            remember_archive(&self.layer_archive_cache(name), &hash, info.created);
             Ok(rel)
         })();
         let _ = std::fs::remove_file(&tmp);
@@ -160,11 +165,7 @@ impl Engine {
                 };
                 self.publish_layer(&staging, &info)?;
                 // The archive it came from is this layer's: no need to store it again.
-                let _ = crate::fsutil::write_atomic(
-                    &self.layer_archive_cache(name),
-                    format!("{hash} {created}\n").as_bytes(),
-                    0o644,
-                );
+                remember_archive(&self.layer_archive_cache(name), &hash, created);
                 Ok(())
             })();
             if let Err(e) = made {

@@ -49,6 +49,7 @@ impl Engine {
         let engine = self.clone();
         let (n, f) = (name.to_string(), from.to_string());
         let (tree, spec, manifest) = blocking(move || engine.find_tree(&n, &f, &host)).await?;
+        self.check_backed_up_images(&spec, manifest.as_ref())?;
         let import = self.base_to_import(&spec, manifest.as_ref())?;
         let over = self.check_restore_destination(name, &into, &spec, manifest.as_ref())?;
         let engine = self.clone();

@@ -248,6 +248,8 @@ impl Engine {
         let dir = self.store.bases_dir().join(name);
         super::blocking(move || engine.host.delete_subvolume(&dir)).await?;
         let _ = std::fs::remove_file(self.sidecar(name));
+        // The archives recorded for it are of this base only, not of a later one.
+        let _ = std::fs::remove_file(self.archive_cache(name));
         self.bases.write().expect("bases lock").remove(name);
         tracing::info!(base = %name, "base deleted");
         self.emit(Event::BaseRemoved(name.to_string()));

@@ -376,6 +376,7 @@ impl Engine {
         let dir = self.store.layers_dir().join(name);
         super::blocking(move || engine.host.delete_subvolume(&dir)).await?;
         let _ = std::fs::remove_file(self.layer_sidecar(name));
+        let _ = std::fs::remove_file(self.layer_archive_cache(name));
         tracing::info!(layer = %name, "layer deleted");
         Ok(())
     }
