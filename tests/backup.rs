@@ -279,12 +279,7 @@ fn local_backup_is_verified_persisted_and_survives_a_failed_run() {
     require_root();
     let target_dir = test_tempdir("osm-backup-target-");
     let target = target_dir.path().join("lxc");
-    let t = target.display().to_string();
-    let mut rig = Rig::builder()
-        .config(move |c| {
-            c.set_str("backup.target", &t);
-        })
-        .start();
+    let mut rig = Rig::builder().backup_target(&target).start();
     rig.import_busybox_base("bb");
     busy_container(&rig, "web1");
 
@@ -647,12 +642,7 @@ fn a_file_changed_after_the_snapshot_is_not_in_that_backup() {
     require_root();
     let target_dir = test_tempdir("osm-backup-consistent-");
     let target = target_dir.path().join("lxc");
-    let t = target.display().to_string();
-    let rig = Rig::builder()
-        .config(move |c| {
-            c.set_str("backup.target", &t);
-        })
-        .start();
+    let rig = Rig::builder().backup_target(&target).start();
     rig.import_busybox_base("bb");
     rig.ctl_ok(&["create", "web1", "--base", "bb"]);
     let dir = container_dir(&rig, "web1");
@@ -1125,12 +1115,7 @@ fn layers_travel_to_the_target_and_a_restore_imports_a_missing_one() {
     require_root();
     let work = test_tempdir("osm-backup-layers-");
     let target = work.path().join("lxc");
-    let t = target.display().to_string();
-    let rig = Rig::builder()
-        .config(move |c| {
-            c.set_str("backup.target", &t);
-        })
-        .start();
+    let rig = Rig::builder().backup_target(&target).start();
     rig.import_busybox_base("bb");
     // A layer from an archive: a file, and a whiteout hiding a base file.
     let tree = work.path().join("layer");

@@ -27,12 +27,7 @@ fn host_id(rig: &Rig) -> String {
 }
 
 fn rig_with_target(target: &Path) -> Rig {
-    let t = target.display().to_string();
-    let rig = Rig::builder()
-        .config(move |c| {
-            c.set_str("backup.target", &t);
-        })
-        .start();
+    let rig = Rig::builder().backup_target(target).start();
     rig.import_busybox_base("bb");
     rig
 }
@@ -463,14 +458,7 @@ fn a_new_host_without_bases_restores_every_container_of_a_lost_host() {
     let info_a: Vec<serde_json::Value> = ["web1", "web2"].iter().map(|n| a.info_json(n)).collect();
     drop(a); // host A is gone
 
-    let b = Rig::builder()
-        .config({
-            let t = target.display().to_string();
-            move |c| {
-                c.set_str("backup.target", &t);
-            }
-        })
-        .start();
+    let b = Rig::builder().backup_target(&target).start();
     assert!(b
         .ctl_ok(&["base", "list"])
         .lines()

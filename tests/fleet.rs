@@ -490,12 +490,7 @@ fn capacity_reports_what_the_test_made() {
 fn host_health_follows_autostart_containers_and_backups() {
     require_root();
     let target = test_tempdir("osm-health-backup-");
-    let t = target.path().to_string_lossy().into_owned();
-    let rig = Rig::builder()
-        .config(move |c| {
-            c.set_str("backup.target", &t);
-        })
-        .start();
+    let rig = Rig::builder().backup_target(target.path()).start();
     rig.import_busybox_base("bb");
     rig.ctl_ok(&["create", "h1", "--base", "bb", "--autostart"]);
     rig.ctl_ok(&["create", "manual", "--base", "bb"]);
@@ -657,12 +652,9 @@ fn dash_h_drives_a_daemon_in_another_namespace_over_ssh() {
 fn monitor_prints_the_events_of_a_container_life_in_order() {
     require_root();
     let target = test_tempdir("osm-monitor-backup-");
-    let t = target.path().to_string_lossy().into_owned();
     let rig = Rig::builder()
         .ctl_outside_sandbox()
-        .config(move |c| {
-            c.set_str("backup.target", &t);
-        })
+        .backup_target(target.path())
         .start();
     rig.import_busybox_base("bb");
     let mut child = rig

@@ -597,11 +597,8 @@ fn a_container_that_fails_to_start_leaves_no_mount_behind() {
 fn a_backup_taken_before_the_conversion_restores_with_the_owners_the_container_sees() {
     require_root();
     let target_dir = rig::test_tempdir("osm-iso-backup-");
-    let t = target_dir.path().join("lxc").display().to_string();
     let rig = Rig::builder()
-        .config(move |c| {
-            c.set_str("backup.target", &t);
-        })
+        .backup_target(&target_dir.path().join("lxc"))
         .start();
     rig.import_busybox_base("bb");
     privileged_with_markers(&rig, "old");

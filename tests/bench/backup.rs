@@ -143,12 +143,7 @@ fn main() {
     let osm_target = targets.path().join("osm");
     let plain_target = targets.path().join("plain");
     std::fs::create_dir_all(&plain_target).unwrap();
-    let t = osm_target.display().to_string();
-    let mut rig = Rig::builder()
-        .config(move |c| {
-            c.set_str("backup.target", &t);
-        })
-        .start();
+    let mut rig = Rig::builder().backup_target(&osm_target).start();
     rig.import_busybox_base("bb");
     let names: Vec<String> = (0..size.containers).map(|i| format!("ct{i}")).collect();
     for (i, n) in names.iter().enumerate() {

@@ -52,6 +52,14 @@ impl RigBuilder {
         self
     }
 
+    /// Back up to the local directory `target` (`[backup] target`).
+    pub fn backup_target(self, target: &Path) -> Self {
+        let t = target.display().to_string();
+        self.config(move |c| {
+            c.set_str("backup.target", &t);
+        })
+    }
+
     /// Edit the daemon config before it is written.
     pub fn config(mut self, edit: impl FnOnce(&mut DaemonConfig) + 'static) -> Self {
         self.edits.push(Box::new(edit));
